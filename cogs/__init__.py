@@ -1,0 +1,1 @@
+"""Slash-command surface only. Each module ends with `async def setup(bot)` and is loaded by name."""

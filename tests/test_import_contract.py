@@ -1,0 +1,107 @@
+"""The import direction of DESIGN.md, enforced.
+
+1. The bot side (`bot`, `cogs.*`, `config`, `launcher`, `tts_engine.jobs`, `tts_engine.script`) never loads torch.
+2. `tts_engine.dia` and `tts_engine.audio` never import discord, redis, config, bot or cogs.
+
+Each import runs in a fresh interpreter, so what one module pulls in cannot hide behind another; a static scan
+also catches imports inside functions, which an import alone would not execute.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TORCH_FREE_ROOTS = ("bot", "cogs", "config", "launcher")
+TORCH_FREE_EXTRA = ("tts_engine", "tts_engine.jobs", "tts_engine.script")
+ENGINE_CORE = ("tts_engine.dia", "tts_engine.audio")
+ENGINE_FORBIDDEN = ("discord", "redis", "config", "bot", "cogs")
+
+
+def _walk(package: str) -> list[str]:
+    """`package` and every module below it, found on disk (never imported here)."""
+    folder = ROOT.joinpath(*package.split("."))
+    names = [package]
+    for info in pkgutil.walk_packages([str(folder)], prefix=f"{package}."):
+        names.append(info.name)
+    return names
+
+
+def _existing(name: str) -> bool:
+    path = ROOT.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _loaded_after_import(module: str, watched: tuple[str, ...]) -> list[str]:
+    code = (
+        "import importlib, json, sys\n"
+        f"importlib.import_module({module!r})\n"
+        f"watched = {watched!r}\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & set(watched))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, f"importing {module} failed:\n{done.stderr}"
+    loaded: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+TORCH_FREE = sorted(
+    {m for root in TORCH_FREE_ROOTS for m in _walk(root)} | {m for m in TORCH_FREE_EXTRA if _existing(m)}
+)
+ENGINE_MODULES = sorted({m for root in ENGINE_CORE for m in _walk(root)})
+
+
+def test_the_lists_cover_the_packages() -> None:
+    """The walk finds real modules, so an empty list cannot make the checks below pass vacuously."""
+    assert {"bot", "bot.client", "bot.__main__", "config.settings", "launcher.supervisor", "tts_engine.jobs"} <= set(
+        TORCH_FREE
+    )
+    assert {"tts_engine.dia", "tts_engine.audio"} <= set(ENGINE_MODULES)
+
+
+@pytest.mark.parametrize("module", TORCH_FREE)
+def test_bot_side_never_loads_torch(module: str) -> None:
+    assert _loaded_after_import(module, ("torch", "transformers")) == []
+
+
+@pytest.mark.parametrize("module", ENGINE_MODULES)
+def test_engine_core_never_loads_the_bot_side(module: str) -> None:
+    assert _loaded_after_import(module, ENGINE_FORBIDDEN) == []
+
+
+def _imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_engine_core_has_no_lazy_imports_of_the_bot_side() -> None:
+    files = [p for package in ENGINE_CORE for p in ROOT.joinpath(*package.split(".")).rglob("*.py")]
+    assert files
+    offenders = {str(p.relative_to(ROOT)): sorted(_imported_roots(p) & set(ENGINE_FORBIDDEN)) for p in files}
+    assert {name: roots for name, roots in offenders.items() if roots} == {}
+
+
+def test_bot_side_has_no_lazy_torch_imports() -> None:
+    files = [p for root in TORCH_FREE_ROOTS for p in ROOT.joinpath(root).rglob("*.py")]
+    files += [ROOT / "tts_engine" / f"{name}.py" for name in ("jobs", "script") if _existing(f"tts_engine.{name}")]
+    offenders = {str(p.relative_to(ROOT)): sorted(_imported_roots(p) & {"torch", "transformers"}) for p in files}
+    assert {name: roots for name, roots in offenders.items() if roots} == {}
+
+
+def test_static_scan_sees_a_lazy_import(tmp_path: Path) -> None:
+    """The scan reads imports inside functions, which the subprocess checks would not execute."""
+    sample = tmp_path / "sample.py"
+    sample.write_text("def later():\n    import redis.asyncio\n    from discord import opus\n")
+    assert _imported_roots(sample) == {"redis", "discord"}

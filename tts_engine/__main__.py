@@ -1,0 +1,54 @@
+"""`python -m tts_engine [worker]`: a GPU worker (more subcommands come with the engine and audio issues)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from config.logs import configure_logging
+from config.settings import SettingsError, WorkerSettings, load_settings
+from config.startup import EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, fail
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tts_engine", description="Dia text-to-speech engine.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    worker = commands.add_parser("worker", help="render jobs from Redis (the default)")
+    worker.add_argument("--env-file", type=Path, help="settings file (default: .env when present)")
+    worker.add_argument("--redis-url", help="overrides DIA_REDIS_URL")
+    worker.add_argument("--model", help="hub id or local folder; overrides DIA_MODEL")
+    worker.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps; overrides DIA_DEVICE")
+    worker.add_argument("--dtype", help="auto, float32, bfloat16 or float16; overrides DIA_DTYPE")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help")):
+        args.insert(0, "worker")
+    options = _parser().parse_args(args)
+    overrides: dict[str, Any] = {
+        key: value for key in ("redis_url", "model", "device", "dtype") if (value := getattr(options, key)) is not None
+    }
+    try:
+        settings = load_settings(WorkerSettings, options.env_file, **overrides)
+        settings.require_redis_url()
+    except SettingsError as exc:
+        return fail(exc, EXIT_CONFIG)
+    configure_logging(settings.log_level)
+
+    from tts_engine import jobs, worker  # after settings, so a bad setting is reported fast
+
+    try:
+        asyncio.run(worker.run(settings))
+    except jobs.RedisUnavailable as exc:
+        return fail(exc, EXIT_UNAVAILABLE)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
