@@ -1,0 +1,129 @@
+"""The engine's public API: parameters, voice prompts, streaming, seeds, one request at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.engine.conftest import Checkpoint
+from tts_engine.dia.text import TextError, TextTooLong
+from tts_engine.engine import Engine, EngineBusy, GenerationParams, VoicePrompt
+
+TEXT = "[S1] The bridge is out. [S2] Then we swim."
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cfg_scale": 0.5}, "cfg_scale must be between 1"),
+        ({"temperature": -0.1}, "temperature must be between 0"),
+        ({"top_p": 0.0}, "top_p must be above 0"),
+        ({"top_p": 1.5}, "top_p must be above 0"),
+        ({"top_k": 0}, "top_k must be between 1 and 1024"),
+        ({"max_tokens": 1}, "max_tokens must be at least 2"),
+        ({"seed": -1}, "seed must be between 0"),
+    ],
+)
+def test_invalid_params_are_refused(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        GenerationParams(**kwargs)  # type: ignore[arg-type]
+
+
+def test_defaults_are_the_reference_ones() -> None:
+    params = GenerationParams()
+    assert (params.cfg_scale, params.temperature, params.top_p, params.top_k, params.max_tokens, params.seed) == (
+        3.0, 1.2, 0.95, 45, 3072, None,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("codes", "transcript", "message"),
+    [
+        (np.zeros((5,), dtype=np.int64), "[S1] hi", "shape"),
+        (np.zeros((0, 3), dtype=np.int64), "[S1] hi", "shape"),
+        (np.zeros((5, 3), dtype=np.float32), "[S1] hi", "integers"),
+        (np.full((5, 3), 1024), "[S1] hi", "0..1023"),
+        (np.zeros((5, 3), dtype=np.int64), "  ", "transcript"),
+    ],
+)
+def test_invalid_voice_prompts_are_refused(codes: np.ndarray, transcript: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        VoicePrompt(transcript, codes)
+
+
+def test_prompt_must_fit_the_model(small_engine: Engine) -> None:
+    with pytest.raises(ValueError, match="voice prompt codes have 9 channels, the model 3"):
+        small_engine.generate_codes(TEXT, prompt=VoicePrompt("[S1] hi", np.zeros((4, 9), dtype=np.int64)))
+    with pytest.raises(ValueError, match="prompt is 30 frames long and max_tokens \\(20\\)"):
+        small_engine.generate_codes(
+            TEXT, GenerationParams(max_tokens=20), VoicePrompt("[S1] hi", np.zeros((30, 3), dtype=np.int64))
+        )
+    with pytest.raises(ValueError, match="max_tokens is 3072, the model reaches 128"):
+        small_engine.generate_codes(TEXT, GenerationParams())
+
+
+def test_bad_text_fails_at_the_call(small_engine: Engine) -> None:
+    with pytest.raises(TextError, match="empty"):
+        small_engine.stream_codes("   ")  # raised before iterating: nothing was started
+    with pytest.raises(TextTooLong):
+        small_engine.stream_codes("a" * 97)  # the tiny encoder reads 96 bytes
+    assert len(small_engine.generate_codes(TEXT, GenerationParams(max_tokens=20, seed=1))) == 18
+
+
+def test_stream_concatenation_equals_generate(checkpoint: Checkpoint, engine: Engine) -> None:
+    for params in (GenerationParams(max_tokens=60, seed=123), GenerationParams(max_tokens=60, temperature=0)):
+        chunks = list(engine.stream_codes(TEXT, params))
+        assert len(chunks) > 3
+        assert chunks[0].shape == (1, len(checkpoint.shape.delays)), "the first frame leaves as soon as it is final"
+        np.testing.assert_array_equal(np.concatenate(chunks), engine.generate_codes(TEXT, params))
+
+
+def test_seeds_reproduce_and_differ(small_engine: Engine) -> None:
+    first = small_engine.generate_codes(TEXT, GenerationParams(max_tokens=60, seed=7))
+    again = small_engine.generate_codes(TEXT, GenerationParams(max_tokens=60, seed=7))
+    other = small_engine.generate_codes(TEXT, GenerationParams(max_tokens=60, seed=8))
+    unseeded = [small_engine.generate_codes(TEXT, GenerationParams(max_tokens=60)) for _ in range(2)]
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert not np.array_equal(*unseeded)
+
+
+def test_chunk_size_does_not_change_seeded_codes(checkpoint: Checkpoint, small_engine: Engine) -> None:
+    params = GenerationParams(max_tokens=60, seed=99)
+    other = Engine(small_engine.model, chunk_steps=3)
+    np.testing.assert_array_equal(other.generate_codes(TEXT, params), small_engine.generate_codes(TEXT, params))
+
+
+def test_global_rng_is_untouched(small_engine: Engine) -> None:
+    before = torch.random.get_rng_state()
+    small_engine.generate_codes(TEXT, GenerationParams(max_tokens=30, seed=5))
+    small_engine.generate_codes(TEXT, GenerationParams(max_tokens=30))
+    assert torch.equal(before, torch.random.get_rng_state())
+
+
+def test_one_request_at_a_time_and_closing_cancels(small_engine: Engine) -> None:
+    stream = small_engine.stream_codes(TEXT, GenerationParams(max_tokens=100, seed=3))
+    next(stream)
+    with pytest.raises(EngineBusy):
+        small_engine.stream_codes(TEXT, GenerationParams(max_tokens=50))
+    stream.close()  # cancels: the slot is free again
+    codes = small_engine.generate_codes(TEXT, GenerationParams(max_tokens=100, seed=3))
+    assert codes.shape == (98, 3)
+
+
+def test_codes_are_plain_dac_codes(small_engine: Engine) -> None:
+    codes = small_engine.generate_codes(TEXT, GenerationParams(max_tokens=80, seed=11))
+    assert codes.dtype == np.int64 and codes.shape == (78, 3)
+    assert codes.min() >= 0 and codes.max() <= 1023
+
+
+def test_early_eos_stream(ending_checkpoint: Checkpoint) -> None:
+    """A line that ends by itself streams all its frames, then stops, with nothing after EOS."""
+    engine = Engine.load(ending_checkpoint.folder)
+    params = GenerationParams(temperature=0, max_tokens=100)
+    chunks = list(engine.stream_codes(TEXT, params))
+    codes = np.concatenate(chunks)
+    assert 0 < len(codes) < 98
+    np.testing.assert_array_equal(codes, engine.generate_codes(TEXT, params))
+    assert codes.max() <= 1023

@@ -1,0 +1,306 @@
+"""Dia-1.6B-0626 as plain nn.Modules: a byte-level text encoder and an audio decoder over a static KV cache.
+
+Semantics follow transformers' modeling_dia.py (the 0626 weights; nari-labs/dia since commit 65028e0):
+attention scale 1.0, half-split RoPE (rotate_half) in self-attention only, grouped-query attention, RMSNorm
+computed in float32, gated-SiLU MLPs, decoder input = the sum of one embedding per channel. Parameter names
+equal the transformers checkpoint's so weights load by key (weights.py); the decoder's q/k/v projections are
+fused after loading. Layout in the style of gpt-fast's model.py: modules and caches, no sampling, no I/O.
+
+Shape letters: R rows (2 per request: conditional and unconditional), T query positions, S cache positions,
+L text bytes, C channels, V vocab, H heads, K key/value heads, D hidden, E head dim.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tts_engine.dia.cache import CrossCache, SelfCache
+from tts_engine.dia.config import DecoderConfig, DiaConfig, EncoderConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Statistics in float32 whatever the compute dtype, as transformers' DiaRMSNorm does.
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def rope_table(theta: float, head_dim: int, positions: int, device: torch.device | None = None) -> Tensor:
+    """cos and sin of every position, stacked: float32 (2, positions, head_dim), halves repeated."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
+    freqs = torch.arange(positions, dtype=torch.float32, device=device)[:, None] * inv_freq[None, :]
+    angles = torch.cat((freqs, freqs), dim=-1)
+    return torch.stack((angles.cos(), angles.sin()))
+
+
+def apply_rope(x_RxHxTxE: Tensor, cos_Rx1xTxE: Tensor, sin_Rx1xTxE: Tensor) -> Tensor:
+    half = x_RxHxTxE.shape[-1] // 2
+    rotated = torch.cat((-x_RxHxTxE[..., half:], x_RxHxTxE[..., :half]), dim=-1)
+    return x_RxHxTxE * cos_Rx1xTxE + rotated * sin_Rx1xTxE
+
+
+def attend(q_RxHxTxE: Tensor, k_RxKxSxE: Tensor, v_RxKxSxE: Tensor, mask_Rx1xTxS: Tensor | None) -> Tensor:
+    """Scale-1.0 attention with H = K * G query heads sharing each key/value head.
+
+    The G query heads of a group are folded into the query length, so every SDPA backend serves GQA without
+    copying keys and values G times. Returns (R, H, T, E).
+    """
+    r, h, t, e = q_RxHxTxE.shape
+    kv = k_RxKxSxE.shape[1]
+    group = h // kv
+    q = q_RxHxTxE.reshape(r, kv, group * t, e)
+    mask = mask_Rx1xTxS
+    if mask is not None and group > 1:
+        mask = mask.unsqueeze(2).expand(r, 1, group, t, mask.shape[-1]).reshape(r, 1, group * t, mask.shape[-1])
+    out = F.scaled_dot_product_attention(q, k_RxKxSxE, v_RxKxSxE, attn_mask=mask, scale=1.0)
+    return out.reshape(r, h, t, e)
+
+
+class MLP(nn.Module):
+    def __init__(self, hidden: int, intermediate: int) -> None:
+        super().__init__()
+        self.gate_up_proj = nn.Linear(hidden, 2 * intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(up * F.silu(gate))
+
+
+class EncoderAttention(nn.Module):
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, cfg.num_heads * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, bias=False)
+
+    def forward(self, x_RxLxD: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        r, length, _ = x_RxLxD.shape
+        q = self.q_proj(x_RxLxD).view(r, length, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x_RxLxD).view(r, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x_RxLxD).view(r, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        out = attend(q, k, v, None)  # bidirectional; one request per call, so no padding to mask
+        return self.o_proj(out.transpose(1, 2).reshape(r, length, -1))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.pre_sa_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.self_attention = EncoderAttention(cfg)
+        self.post_sa_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        x = x + self.self_attention(self.pre_sa_norm(x), cos, sin)
+        return x + self.mlp(self.post_sa_norm(x))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+
+    def forward(self, ids_RxL: Tensor) -> Tensor:
+        x = self.embedding(ids_RxL)
+        table = rope_table(self.cfg.rope_theta, self.cfg.head_dim, ids_RxL.shape[1], ids_RxL.device).to(x.dtype)
+        cos, sin = table[0][None, None], table[1][None, None]
+        for layer in self.layers:
+            x = layer(x, cos, sin)
+        return self.norm(x)
+
+
+class DecoderSelfAttention(nn.Module):
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.q_proj: nn.Linear | None = nn.Linear(cfg.hidden_size, cfg.num_heads * cfg.head_dim, bias=False)
+        self.k_proj: nn.Linear | None = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        self.v_proj: nn.Linear | None = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        self.qkv_proj: nn.Linear | None = None
+        self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, bias=False)
+
+    def fuse(self) -> None:
+        """Replace q/k/v with one projection: one matmul per step instead of three (gpt-fast's wqkv)."""
+        assert self.q_proj is not None and self.k_proj is not None and self.v_proj is not None
+        weight = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))
+        self.qkv_proj = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
+        self.qkv_proj.weight = nn.Parameter(weight, requires_grad=False)
+        self.q_proj = self.k_proj = self.v_proj = None
+
+    def forward(
+        self, x_RxTxD: Tensor, cos: Tensor, sin: Tensor, pos_RxT: Tensor, k_cache: Tensor, v_cache: Tensor,
+        rows_R: Tensor | None, mask_Rx1xTxS: Tensor, span: int,
+    ) -> Tensor:  # fmt: skip
+        r, t, _ = x_RxTxD.shape
+        if self.qkv_proj is not None:
+            q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
+            q, k, v = self.qkv_proj(x_RxTxD).split((q_size, kv_size, kv_size), dim=-1)
+        else:
+            assert self.q_proj is not None and self.k_proj is not None and self.v_proj is not None
+            q, k, v = self.q_proj(x_RxTxD), self.k_proj(x_RxTxD), self.v_proj(x_RxTxD)
+        q = apply_rope(q.view(r, t, self.heads, self.head_dim).transpose(1, 2), cos, sin)
+        k = apply_rope(k.view(r, t, self.kv_heads, self.head_dim).transpose(1, 2), cos, sin)
+        v = v.view(r, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        # Write this step's keys and values at their positions; index tensors keep it free of host syncs.
+        cache_rows = torch.arange(r, device=x_RxTxD.device) if rows_R is None else rows_R
+        k_cache[cache_rows[:, None], :, pos_RxT] = k.transpose(1, 2)
+        v_cache[cache_rows[:, None], :, pos_RxT] = v.transpose(1, 2)
+        keys, values = k_cache[:, :, :span], v_cache[:, :, :span]
+        if rows_R is not None:
+            keys, values = keys.index_select(0, rows_R), values.index_select(0, rows_R)
+        out = attend(q, keys, values, mask_Rx1xTxS)
+        return self.o_proj(out.transpose(1, 2).reshape(r, t, -1))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = cfg.cross_num_heads, cfg.cross_num_kv_heads, cfg.cross_head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, cfg.cross_num_heads * cfg.cross_head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.cross_hidden_size, cfg.cross_num_kv_heads * cfg.cross_head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.cross_hidden_size, cfg.cross_num_kv_heads * cfg.cross_head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.cross_num_heads * cfg.cross_head_dim, cfg.hidden_size, bias=False)
+
+    def project(self, enc_RxLxD: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values of the encoder output, once per request: (R, K, L, E) each, no RoPE (0626)."""
+        r, length, _ = enc_RxLxD.shape
+        k = self.k_proj(enc_RxLxD).view(r, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(enc_RxLxD).view(r, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        return k, v
+
+    def forward(self, x_RxTxD: Tensor, k_RxKxLxE: Tensor, v_RxKxLxE: Tensor, mask_Rx1x1xL: Tensor) -> Tensor:
+        r, t, _ = x_RxTxD.shape
+        q = self.q_proj(x_RxTxD).view(r, t, self.heads, self.head_dim).transpose(1, 2)
+        out = attend(q, k_RxKxLxE, v_RxKxLxE, mask_Rx1x1xL.expand(r, 1, t, mask_Rx1x1xL.shape[-1]))
+        return self.o_proj(out.transpose(1, 2).reshape(r, t, -1))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        self.pre_sa_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.self_attention = DecoderSelfAttention(cfg)
+        self.pre_ca_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.cross_attention = CrossAttention(cfg)
+        self.pre_mlp_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size)
+
+
+class MultiChannelEmbedding(nn.Module):
+    """One table of C * V rows; channel c's token v is row c * V + v (transformers' DiaMultiChannelEmbedding)."""
+
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(cfg.vocab_size * cfg.num_channels, cfg.hidden_size)
+        self.vocab_size = cfg.vocab_size
+
+    def forward(self, tokens_RxTxC: Tensor) -> Tensor:
+        offsets_C = torch.arange(tokens_RxTxC.shape[-1], device=tokens_RxTxC.device) * self.vocab_size
+        return self.embed(tokens_RxTxC + offsets_C).sum(dim=2)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        self.embeddings = MultiChannelEmbedding(cfg)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+
+    def typed_layers(self) -> list[DecoderLayer]:
+        return list(self.layers)  # type: ignore[arg-type]
+
+
+class _Body(nn.Module):
+    def __init__(self, cfg: DiaConfig) -> None:
+        super().__init__()
+        self.encoder = Encoder(cfg.encoder)
+        self.decoder = Decoder(cfg.decoder)
+
+
+class DiaModel(nn.Module):
+    """The network. `encode` once per request, `cross_kv` once per request, then `decode` step by step."""
+
+    def __init__(self, cfg: DiaConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = _Body(cfg)
+        dec = cfg.decoder
+        self.logits_dense = nn.Linear(dec.hidden_size, dec.num_channels * dec.vocab_size, bias=False)
+        self.rope: Tensor | None = None  # (2, positions, E) float32, built by setup_rope after loading
+
+    def _decoder(self) -> Decoder:
+        decoder: Decoder = self.model.decoder
+        return decoder
+
+    def setup_rope(self, positions: int, device: torch.device) -> None:
+        self.rope = rope_table(self.cfg.decoder.rope_theta, self.cfg.decoder.head_dim, positions, device)
+
+    def fuse(self) -> None:
+        for layer in self._decoder().typed_layers():
+            layer.self_attention.fuse()
+
+    def encode(self, ids_RxL: Tensor) -> Tensor:
+        """Encoder output (R, L, D_enc) for unpadded byte ids."""
+        out: Tensor = self.model.encoder(ids_RxL)
+        return out
+
+    def cross_kv(self, enc_RxLxD: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Per decoder layer, cross-attention keys and values (R, K, L, E) of an encoder output."""
+        return [layer.cross_attention.project(enc_RxLxD) for layer in self._decoder().typed_layers()]
+
+    def decode(
+        self,
+        tokens_RxTxC: Tensor,
+        pos_RxT: Tensor,
+        cache: SelfCache,
+        cross: CrossCache,
+        rows_R: Tensor | None = None,
+        *,
+        self_span: int | None = None,
+        cross_span: int | None = None,
+    ) -> Tensor:
+        """Logits float32 (R, T, C, V) for delayed tokens at positions `pos_RxT`; writes their keys and values.
+
+        `rows_R` picks cache rows (a prefill of one request among several); None means every row, in order.
+        A query at position p attends to cache positions 0..p of its row, so stale entries past p are ignored.
+        Attention reads only the first `self_span` cache positions and `cross_span` text bytes (all when None):
+        callers pick the smallest spans that cover every row, so a step never streams unused cache.
+        """
+        assert self.rope is not None, "setup_rope() first"
+        decoder = self._decoder()
+        self_span = cache.length if self_span is None else self_span
+        cross_span = cross.max_text if cross_span is None else cross_span
+        x = decoder.embeddings(tokens_RxTxC)
+        rope = self.rope[:, pos_RxT].to(x.dtype)  # (2, R, T, E)
+        cos, sin = rope[0].unsqueeze(1), rope[1].unsqueeze(1)
+        span_S = torch.arange(self_span, device=pos_RxT.device)
+        self_mask = (span_S[None, None, :] <= pos_RxT[:, :, None]).unsqueeze(1)
+        cross_mask = cross.mask[:, :cross_span]
+        cross_mask = (cross_mask if rows_R is None else cross_mask.index_select(0, rows_R))[:, None, None, :]
+        for i, layer in enumerate(decoder.typed_layers()):
+            k_cross, v_cross = cross.k[i][:, :, :cross_span], cross.v[i][:, :, :cross_span]
+            if rows_R is not None:
+                k_cross, v_cross = k_cross.index_select(0, rows_R), v_cross.index_select(0, rows_R)
+            h = layer.pre_sa_norm(x)
+            x = x + layer.self_attention(h, cos, sin, pos_RxT, cache.k[i], cache.v[i], rows_R, self_mask, self_span)
+            x = x + layer.cross_attention(layer.pre_ca_norm(x), k_cross, v_cross, cross_mask)
+            x = x + layer.mlp(layer.pre_mlp_norm(x))
+        x = decoder.norm(x)
+        r, t, _ = x.shape
+        dec = self.cfg.decoder
+        return self.logits_dense(x).view(r, t, dec.num_channels, dec.vocab_size).float()

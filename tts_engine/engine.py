@@ -1,0 +1,213 @@
+"""The engine the worker uses: load Dia once, then turn text into DAC codes, all at once or streamed.
+
+    engine = Engine.load("nari-labs/Dia-1.6B-0626")             # or a local folder
+    codes_Tx9 = engine.generate_codes("[S1] Hello! (laughs)")    # int64 (T, 9), undelayed
+    for frames_nx9 in engine.stream_codes(text): ...              # each frame as soon as it is final
+
+Semantics are transformers' DiaForConditionalGeneration.generate for the 0626 checkpoint (see tts_engine/dia).
+Not thread-safe: one thread owns an engine (and its GPU), and one request runs at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tts_engine.dia import text as dia_text
+from tts_engine.dia import weights
+from tts_engine.dia.config import DiaConfig
+from tts_engine.dia.decode import NOT_ENDED, Decoder, Request
+from tts_engine.dia.delay import undelay
+from tts_engine.dia.model import DiaModel
+
+log = logging.getLogger(__name__)
+
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """How to sample. Defaults are nari-labs/dia's for the 0626 checkpoint; temperature 0 means greedy."""
+
+    cfg_scale: float = 3.0  # classifier-free guidance; 1 turns it off
+    temperature: float = 1.2
+    top_p: float = 0.95
+    top_k: int = 45  # candidates kept, chosen on the guided logits
+    max_tokens: int = 3072  # decoder steps including a voice prompt; 86 steps make one second of audio
+    seed: int | None = None  # the same seed, text, prompt and device give the same codes
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.cfg_scale <= 10.0:
+            raise ValueError(f"cfg_scale must be between 1 (off) and 10, got {self.cfg_scale}")
+        if not 0.0 <= self.temperature <= 5.0:
+            raise ValueError(f"temperature must be between 0 (greedy) and 5, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be above 0 and at most 1, got {self.top_p}")
+        if not 1 <= self.top_k <= 1024:
+            raise ValueError(f"top_k must be between 1 and 1024, got {self.top_k}")
+        if not 2 <= self.max_tokens <= 100_000:
+            raise ValueError(f"max_tokens must be at least 2, got {self.max_tokens}")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
+
+
+@dataclass(frozen=True, eq=False)
+class VoicePrompt:
+    """A voice to continue: what was said (with speaker tags) and its DAC codes, int (T, 9), undelayed."""
+
+    transcript: str
+    codes: np.ndarray = field(repr=False)
+
+    def __post_init__(self) -> None:
+        codes = np.asarray(self.codes)
+        if codes.ndim != 2 or codes.shape[0] < 1:
+            raise ValueError(f"voice prompt codes must have shape (frames, channels), got {codes.shape}")
+        if not np.issubdtype(codes.dtype, np.integer):
+            raise ValueError(f"voice prompt codes must be integers, got {codes.dtype}")
+        if codes.min() < 0 or codes.max() > 1023:
+            raise ValueError("voice prompt codes must lie in 0..1023 (DAC codebook entries)")
+        if not self.transcript.strip():
+            raise ValueError("a voice prompt needs the transcript of what its clip says")
+        object.__setattr__(self, "codes", codes.astype(np.int64))
+
+
+class EngineBusy(RuntimeError):
+    """A second request started while a stream was still open on this engine."""
+
+
+def _pick_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in choices:
+        raise ValueError(f"dtype must be one of {', '.join(choices)}, got {dtype!r}")
+    return choices[dtype]
+
+
+class Engine:
+    """Dia on one device. Build it with `Engine.load`."""
+
+    def __init__(self, model: DiaModel, *, chunk_steps: int = 8, use_cuda_graphs: bool | None = None) -> None:
+        self.model = model
+        self.config: DiaConfig = model.cfg
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.chunk_steps = chunk_steps
+        graphs = self.device.type == "cuda" if use_cuda_graphs is None else use_cuda_graphs
+        noise_steps = max(chunk_steps, 1 + self.config.max_delay)
+        self._decoder = Decoder(model, slots=1, noise_steps=noise_steps, use_graphs=graphs)
+        self._busy = threading.Lock()
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        **options: int | bool | None,
+    ) -> Engine:
+        """Load a checkpoint (local folder or hub id); defaults: CUDA + bfloat16 when present, else CPU + float32.
+
+        Raises `weights.ModelLoadError` (one line naming the folder, id or tensor) when it cannot.
+        """
+        target = _pick_device(device)
+        precision = _pick_dtype(dtype, target)
+        folder = weights.resolve(str(model))
+        log.info("loading Dia from %s onto %s as %s", folder, target, str(precision).removeprefix("torch."))
+        loaded = weights.load(folder, device=target, dtype=precision)
+        return cls(loaded, **options)  # type: ignore[arg-type]
+
+    def generate_codes(
+        self, text: str, params: GenerationParams | None = None, prompt: VoicePrompt | None = None
+    ) -> np.ndarray:
+        """DAC codes int64 (T, 9) of `text`: undelayed, without the prompt's frames, EOS and PAD removed."""
+        chunks = list(self.stream_codes(text, params, prompt))
+        if not chunks:
+            return np.zeros((0, self.config.decoder.num_channels), dtype=np.int64)
+        return np.concatenate(chunks)
+
+    def stream_codes(
+        self, text: str, params: GenerationParams | None = None, prompt: VoicePrompt | None = None
+    ) -> Iterator[np.ndarray]:
+        """Frames int64 (n, 9) as soon as each is final (15 steps after it starts); joined, `generate_codes`.
+
+        Input errors (`dia.text.TextError`, `ValueError`) are raised at the call, before any work; closing the
+        iterator early cancels the request.
+        """
+        request = self._request(text, params or GenerationParams(), prompt)
+        if not self._busy.acquire(blocking=False):
+            raise EngineBusy("this engine is already rendering; one request at a time")
+        return self._stream(request)
+
+    def _request(self, text: str, params: GenerationParams, prompt: VoicePrompt | None) -> Request:
+        cfg = self.config
+        channels = cfg.decoder.num_channels
+        ids = dia_text.encode(
+            text, prefix=None if prompt is None else prompt.transcript, max_bytes=cfg.encoder.max_positions
+        )
+        prompt_frames = 0
+        if prompt is not None:
+            if prompt.codes.shape[1] != channels:
+                raise ValueError(f"voice prompt codes have {prompt.codes.shape[1]} channels, the model {channels}")
+            prompt_frames = prompt.codes.shape[0]
+        if params.max_tokens > cfg.decoder.max_positions:
+            raise ValueError(f"max_tokens is {params.max_tokens}, the model reaches {cfg.decoder.max_positions}")
+        if params.max_tokens < prompt_frames + 2:
+            raise ValueError(
+                f"the voice prompt is {prompt_frames} frames long and max_tokens ({params.max_tokens}) counts "
+                "them too: raise max_tokens or shorten the prompt"
+            )
+        generator = None
+        if params.temperature > 0:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(secrets.randbelow(MAX_SEED) if params.seed is None else params.seed)
+        return Request(
+            text_ids=ids,
+            prompt_TxC=None if prompt is None else prompt.codes,
+            cfg_scale=params.cfg_scale,
+            temperature=params.temperature,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            max_tokens=params.max_tokens,
+            generator=generator,
+        )
+
+    def _stream(self, request: Request) -> Iterator[np.ndarray]:
+        decoder, delays = self._decoder, self.config.delay_pattern
+        max_delay = self.config.max_delay
+        try:
+            written = decoder.start(0, request)  # grid rows 0..written are known
+            grid_PxC = np.zeros((decoder.positions, self.config.decoder.num_channels), dtype=np.int64)
+            grid_PxC[: written + 1] = decoder.read(0, 0, written + 1)[0]
+            next_frame = written + 1  # frame 0 is BOS, frames 1..T the prompt
+            steps = 1 + max_delay  # the first chunk ends exactly when the first new frame is final
+            while True:
+                decoder.run(steps)
+                rows, pos, eos = decoder.read(0, written + 1, written + 1 + steps)
+                grid_PxC[written + 1 : pos + 1] = rows[: pos - written]
+                written = pos
+                stop = pos - max_delay + 1 if eos == NOT_ENDED else min(pos - max_delay + 1, eos)
+                if stop > next_frame:
+                    yield undelay(grid_PxC, delays, next_frame, stop)
+                    next_frame = stop
+                if eos != NOT_ENDED and pos >= eos + max_delay:
+                    return
+                steps = self.chunk_steps
+        finally:
+            decoder.stop(0)
+            self._busy.release()
