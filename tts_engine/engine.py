@@ -205,9 +205,11 @@ class Engine:
                 if stop > next_frame:
                     yield undelay(grid_PxC, delays, next_frame, stop)
                     next_frame = stop
-                if eos != NOT_ENDED and pos >= eos + max_delay:
+                # Steps left until the last channel ends: exact once channel 0 has ended, else bounded by the cap.
+                end = (eos if eos != NOT_ENDED else request.max_tokens - 1) + max_delay
+                if pos >= end:
                     return
-                steps = self.chunk_steps
+                steps = min(self.chunk_steps, end - pos)  # a done slot's steps would be spent for nothing
         finally:
             decoder.stop(0)
             self._busy.release()

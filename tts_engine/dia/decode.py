@@ -58,7 +58,8 @@ class Decoder:
         param = next(model.parameters())
         self.model, self.cfg, self.slots = model, cfg, slots
         self.device, self.dtype = param.device, param.dtype
-        self.positions = dec.max_positions + cfg.max_delay  # the countdown may run max_delay past the cap
+        # The countdown may run max_delay past the cap; a multiple of 64 keeps attention kernels on fast paths.
+        self.positions = -(-(dec.max_positions + cfg.max_delay) // 64) * 64
         model.setup_rope(self.positions, self.device)
         dev = self.device
         self.cache = SelfCache.allocate(cfg, rows=2 * slots, length=self.positions, device=dev, dtype=self.dtype)
@@ -84,8 +85,11 @@ class Decoder:
         self.delays = torch.tensor(cfg.delay_pattern, dtype=torch.long, device=dev)
         self.slot_index = torch.arange(slots, device=dev)
         self.text_len = [0] * slots
-        self.self_spans = spans(self.positions, 512, 256)
-        self.cross_spans = spans(self.cross.max_text, 1024, 128)
+        self.host_pos = [0] * slots  # positions as last read, so choosing spans needs no sync
+        # Captured graphs need few span buckets; eager steps take fine ones and read no more cache than needed.
+        # Masked keys add exact zeros, so the bucket never changes a result.
+        self.self_spans = spans(self.positions, 512, 256) if use_graphs else spans(self.positions, 32, 32)
+        self.cross_spans = spans(self.cross.max_text, 1024, 128) if use_graphs else spans(self.cross.max_text, 32, 32)
         self.generators: list[torch.Generator | None] = [None] * slots
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         if use_graphs:
@@ -115,6 +119,7 @@ class Decoder:
             self.model.decode(tokens_2xTxC, pos_2xT, self.cache, self.cross, rows, cross_span=self.text_len[slot])
 
         self.pos[slot] = known - 1
+        self.host_pos[slot] = known - 1
         self.eos[slot] = NOT_ENDED
         self.last[slot] = request.max_tokens - 1
         greedy = request.temperature == 0
@@ -171,8 +176,9 @@ class Decoder:
         self.noise_step.add_(1)
 
     def _spans_for(self, steps: int) -> tuple[int, int]:
-        # Host-side bound: no live slot passes max(pos) + steps in this chunk, no text is longer than its bucket.
-        top = int(self.pos.max().item()) + steps + 1
+        # No slot moves more than one position a step, so none passes its last-read position + steps here.
+        live = (pos for pos, length in zip(self.host_pos, self.text_len, strict=True) if length)
+        top = max(live, default=0) + steps + 1
         self_span = next(s for s in self.self_spans if s >= min(top, self.positions))
         longest = max(self.text_len)
         cross_span = next(s for s in self.cross_spans if s >= longest)
@@ -202,7 +208,8 @@ class Decoder:
         """Grid rows start..stop-1 of `slot`, its position and its eos position (NOT_ENDED if none); syncs."""
         state = torch.stack((self.pos[slot], self.eos[slot])).cpu()
         rows = self.grid[slot, start : min(stop, self.positions)].cpu().numpy()
-        return rows, int(state[0]), int(state[1])
+        self.host_pos[slot] = int(state[0])
+        return rows, self.host_pos[slot], int(state[1])
 
     @torch.inference_mode()
     def _capture(self) -> None:
