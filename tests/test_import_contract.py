@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TORCH_FREE_ROOTS = ("bot", "cogs", "config", "launcher")
 TORCH_FREE_EXTRA = ("tts_engine", "tts_engine.jobs", "tts_engine.script")
 ENGINE_CORE = ("tts_engine.dia", "tts_engine.audio")
-ENGINE_FACADE = ("tts_engine.engine",)  # the engine facade obeys the same rule as the core it wraps
+ENGINE_FACADE = ("tts_engine.engine", "tts_engine.hub")  # the engine facade obeys the same rule as the core it wraps
 ENGINE_FORBIDDEN = ("discord", "redis", "config", "bot", "cogs")
 
 

@@ -4,56 +4,34 @@ Like gpt-fast's `_load_model`: the model is built on the meta device and the che
 to it, read straight onto the target device and cast one at a time, so no second copy of the weights ever
 exists. Every expected key is checked against the safetensors headers (names and shapes, no data read)
 before anything is loaded, and a problem names the key and the folder. A hub id is fetched once with
-huggingface_hub (progress bars on), skipping the 6 GB `dia-v1.pth` that nari-labs/Dia-1.6B-0626 also holds.
+tts_engine.hub (progress bars on), skipping the 6 GB `dia-v1.pth` that nari-labs/Dia-1.6B-0626 also holds.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
+from tts_engine import hub
 from tts_engine.dia.config import ConfigError, DiaConfig
 from tts_engine.dia.model import DiaModel
+from tts_engine.hub import ModelLoadError
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-_HUB_FILES = ["config.json", "generation_config.json", "*.safetensors", INDEX_FILE]
-
-
-class ModelLoadError(Exception):
-    """The model cannot be found or loaded; `str()` names the folder, hub id or tensor, and what to do."""
+# nari-labs/Dia-1.6B-0626 also holds a 6 GB dia-v1.pth in nari's own layout, which is never fetched.
+HUB_FILES = ("config.json", "generation_config.json", "*.safetensors", INDEX_FILE)
 
 
 def resolve(model: str) -> Path:
-    """The local folder of `model`: a folder as given, or a hub id downloaded into the hub cache."""
-    path = Path(model).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ModelLoadError(f"{path} is a file; point at the folder holding config.json and the weights")
-        return path
-    if not _HUB_ID.fullmatch(model):
-        raise ModelLoadError(f"model folder {path} does not exist (and {model!r} is not a hub id like owner/name)")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
-
-    log.info("fetching %s from the Hugging Face hub (cached after the first time)", model)
-    try:
-        return Path(snapshot_download(repo_id=model, allow_patterns=_HUB_FILES))
-    except (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, OSError, ValueError) as exc:
-        cause = " ".join(str(exc).split()) or type(exc).__name__
-        raise ModelLoadError(
-            f"cannot get {model!r} from the Hugging Face hub ({type(exc).__name__}: {cause[:300]}). On an offline "
-            f"machine, download it elsewhere (`huggingface-cli download {model}`), copy the folder over and point "
-            "the model setting (DIA_MODEL) at that local folder"
-        ) from exc
+    """The local folder of a Dia checkpoint: a folder as given, or a hub id downloaded once."""
+    return hub.resolve(model, HUB_FILES, setting="the model setting (DIA_MODEL)")
 
 
 def read_config(folder: Path) -> DiaConfig:
