@@ -24,6 +24,7 @@ DEFAULT_ENV_FILE = Path(".env")
 DEFAULT_DISCORD_API_BASE = "https://discord.com/api/v10"
 DEFAULT_DISCORD_GATEWAY_URL = "wss://gateway.discord.gg"
 DEFAULT_MODEL = "nari-labs/Dia-1.6B-0626"
+DEFAULT_CODEC = "descript/dac_44khz"
 
 _TOKEN_HINT = (
     "create an application at https://discord.com/developers/applications, open its Bot page, "
@@ -123,6 +124,7 @@ class WorkerSettings(CommonSettings):
     """Settings of a GPU worker (`python -m tts_engine worker`)."""
 
     model: str = Field(DEFAULT_MODEL, min_length=1, description="hub id or local folder of the Dia checkpoint")
+    codec: str = Field(DEFAULT_CODEC, min_length=1, description="hub id or local folder of the 44.1 kHz DAC")
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 

@@ -1,4 +1,4 @@
-"""`python -m tts_engine [worker]`: a GPU worker (more subcommands come with the engine and audio issues)."""
+"""`python -m tts_engine [worker]`: a GPU worker; `python -m tts_engine render TEXT -o FILE`: one line to a file."""
 
 from __future__ import annotations
 
@@ -23,6 +23,14 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--model", help="hub id or local folder; overrides DIA_MODEL")
     worker.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps; overrides DIA_DEVICE")
     worker.add_argument("--dtype", help="auto, float32, bfloat16 or float16; overrides DIA_DTYPE")
+    render = commands.add_parser("render", help="render one line to an .ogg or .wav file, without Discord")
+    render.add_argument("--env-file", type=Path, help="settings file (default: .env when present)")
+    render.add_argument("--model", help="hub id or local folder; overrides DIA_MODEL")
+    render.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps; overrides DIA_DEVICE")
+    render.add_argument("--dtype", help="auto, float32, bfloat16 or float16; overrides DIA_DTYPE")
+    from tts_engine.render import add_arguments  # argparse only; the engine itself loads later
+
+    add_arguments(render)
     return parser
 
 
@@ -32,14 +40,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.insert(0, "worker")
     options = _parser().parse_args(args)
     overrides: dict[str, Any] = {
-        key: value for key in ("redis_url", "model", "device", "dtype") if (value := getattr(options, key)) is not None
+        key: value
+        for key in ("redis_url", "model", "device", "dtype")
+        if (value := getattr(options, key, None)) is not None
     }
     try:
         settings = load_settings(WorkerSettings, options.env_file, **overrides)
-        settings.require_redis_url()
+        if options.command == "worker":
+            settings.require_redis_url()
     except SettingsError as exc:
         return fail(exc, EXIT_CONFIG)
     configure_logging(settings.log_level)
+    if options.command == "render":
+        from tts_engine import render
+
+        return render.run(options, settings)
 
     from tts_engine import jobs, worker  # after settings, so a bad setting is reported fast
 

@@ -1,8 +1,9 @@
-"""The engine the worker uses: load Dia once, then turn text into DAC codes, all at once or streamed.
+"""The engine the worker uses: load Dia once, then turn text into DAC codes or Discord-ready audio, streamed.
 
-    engine = Engine.load("nari-labs/Dia-1.6B-0626")             # or a local folder
+    engine = Engine.load("nari-labs/Dia-1.6B-0626", codec="descript/dac_44khz")   # or local folders
     codes_Tx9 = engine.generate_codes("[S1] Hello! (laughs)")    # int64 (T, 9), undelayed
     for frames_nx9 in engine.stream_codes(text): ...              # each frame as soon as it is final
+    for packets in engine.stream_audio(text): ...                 # 20 ms Opus packets, as early as possible
 
 Semantics are transformers' DiaForConditionalGeneration.generate for the 0626 checkpoint (see tts_engine/dia).
 Not thread-safe: one thread owns an engine (and its GPU), and one request runs at a time.
@@ -13,13 +14,18 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 
+from tts_engine.audio.clip import ClipLimits, decode_clip
+from tts_engine.audio.codec import Codec
+from tts_engine.audio.opus import DEFAULT_BITRATE
+from tts_engine.audio.pipeline import AudioPipeline, Chunk
 from tts_engine.dia import text as dia_text
 from tts_engine.dia import weights
 from tts_engine.dia.config import DiaConfig
@@ -30,6 +36,7 @@ from tts_engine.dia.model import DiaModel
 log = logging.getLogger(__name__)
 
 MAX_SEED = 2**63 - 1
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -102,8 +109,16 @@ def _pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.
 class Engine:
     """Dia on one device. Build it with `Engine.load`."""
 
-    def __init__(self, model: DiaModel, *, chunk_steps: int = 8, use_cuda_graphs: bool | None = None) -> None:
+    def __init__(
+        self,
+        model: DiaModel,
+        *,
+        codec: Codec | None = None,
+        chunk_steps: int = 8,
+        use_cuda_graphs: bool | None = None,
+    ) -> None:
         self.model = model
+        self.codec = codec
         self.config: DiaConfig = model.cfg
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
@@ -119,18 +134,23 @@ class Engine:
         model: str | Path,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
-        **options: int | bool | None,
+        *,
+        codec: str | Path | None = None,
+        chunk_steps: int = 8,
+        use_cuda_graphs: bool | None = None,
     ) -> Engine:
         """Load a checkpoint (local folder or hub id); defaults: CUDA + bfloat16 when present, else CPU + float32.
 
-        Raises `weights.ModelLoadError` (one line naming the folder, id or tensor) when it cannot.
+        `codec` (folder or hub id, e.g. descript/dac_44khz) is needed for audio; codes work without it.
+        Raises `hub.ModelLoadError` (one line naming the folder, id or tensor) when something cannot load.
         """
         target = _pick_device(device)
         precision = _pick_dtype(dtype, target)
         folder = weights.resolve(str(model))
         log.info("loading Dia from %s onto %s as %s", folder, target, str(precision).removeprefix("torch."))
         loaded = weights.load(folder, device=target, dtype=precision)
-        return cls(loaded, **options)  # type: ignore[arg-type]
+        dac = None if codec is None else Codec.load(codec, target)
+        return cls(loaded, codec=dac, chunk_steps=chunk_steps, use_cuda_graphs=use_cuda_graphs)
 
     def generate_codes(
         self, text: str, params: GenerationParams | None = None, prompt: VoicePrompt | None = None
@@ -153,6 +173,65 @@ class Engine:
         if not self._busy.acquire(blocking=False):
             raise EngineBusy("this engine is already rendering; one request at a time")
         return self._stream(request)
+
+    def stream_pcm(
+        self,
+        text: str,
+        params: GenerationParams | None = None,
+        prompt: VoicePrompt | None = None,
+        *,
+        speed: float = 1.0,
+    ) -> Iterator[np.ndarray]:
+        """48 kHz mono float32 audio of `text`, speed-changed and loudness-normalised, as it becomes ready."""
+        chunks = self._stream_chunks(text, params, prompt, speed=speed, bitrate=DEFAULT_BITRATE)
+        return _pick(chunks, lambda chunk: chunk.pcm if len(chunk.pcm) else None)
+
+    def stream_audio(
+        self,
+        text: str,
+        params: GenerationParams | None = None,
+        prompt: VoicePrompt | None = None,
+        *,
+        speed: float = 1.0,
+        bitrate: int = DEFAULT_BITRATE,
+    ) -> Iterator[list[bytes]]:
+        """Batches of 20 ms 48 kHz stereo Opus packets of `text`, each batch as soon as it is ready.
+
+        Like `stream_codes`, bad input raises at the call; closing the iterator cancels the request.
+        """
+        chunks = self._stream_chunks(text, params, prompt, speed=speed, bitrate=bitrate)
+        return _pick(chunks, lambda chunk: chunk.packets or None)
+
+    def audio_pipeline(self, *, speed: float = 1.0, bitrate: int = DEFAULT_BITRATE) -> AudioPipeline:
+        """A pipeline for a line of several segments and pauses (codes from `stream_codes` go in)."""
+        if self.codec is None:
+            raise RuntimeError("no codec loaded: pass codec= (e.g. descript/dac_44khz) to Engine.load for audio")
+        return AudioPipeline(self.codec, speed=speed, bitrate=bitrate)
+
+    def _stream_chunks(
+        self, text: str, params: GenerationParams | None, prompt: VoicePrompt | None, *, speed: float, bitrate: int
+    ) -> Iterator[Chunk]:
+        pipeline = self.audio_pipeline(speed=speed, bitrate=bitrate)  # settings are checked before any work
+        codes = self.stream_codes(text, params, prompt)
+        return self._through(pipeline, codes)
+
+    @staticmethod
+    def _through(pipeline: AudioPipeline, codes: Iterator[np.ndarray]) -> Iterator[Chunk]:
+        try:
+            for frames in codes:
+                yield pipeline.push_codes(frames)
+            yield pipeline.finish()
+        finally:
+            close = getattr(codes, "close", None)
+            if close is not None:
+                close()
+
+    def voice_from_clip(self, data: bytes, transcript: str, limits: ClipLimits | None = None) -> VoicePrompt:
+        """A voice prompt from a user's clip (any common format) and what it says; `ClipError` when unusable."""
+        if self.codec is None:
+            raise RuntimeError("no codec loaded: pass codec= to Engine.load to encode voice clips")
+        audio = decode_clip(data, limits or ClipLimits())
+        return VoicePrompt(transcript, self.codec.encode(audio))
 
     def _request(self, text: str, params: GenerationParams, prompt: VoicePrompt | None) -> Request:
         cfg = self.config
@@ -213,3 +292,16 @@ class Engine:
         finally:
             decoder.stop(0)
             self._busy.release()
+
+
+def _pick(chunks: Iterator[Chunk], part: Callable[[Chunk], _T | None]) -> Iterator[_T]:
+    """The non-empty `part` of each chunk; closing this closes `chunks` (and so cancels the request)."""
+    try:
+        for chunk in chunks:
+            value = part(chunk)
+            if value is not None:
+                yield value
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()

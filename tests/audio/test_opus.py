@@ -1,0 +1,83 @@
+"""Opus packets Discord can play, and Ogg Opus / WAV files that players read."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.audio.conftest import dominant_frequency, sine
+from tts_engine.audio.ogg import ogg_opus, write_wav
+from tts_engine.audio.opus import FRAME_BYTES_PCM16, OpusDecoder, OpusEncoder, OpusFramer
+
+
+def _encode(x: np.ndarray, bitrate: int = 96_000) -> tuple[list[bytes], OpusFramer]:
+    framer = OpusFramer(bitrate)
+    packets = framer.process(x[: len(x) // 3]) + framer.process(x[len(x) // 3 :]) + framer.flush()
+    return packets, framer
+
+
+def _decode(packets: list[bytes]) -> np.ndarray:
+    decoder = OpusDecoder()
+    frames = [decoder.decode(p) for p in packets]
+    assert all(len(f) == FRAME_BYTES_PCM16 for f in frames), "discord.py reads 3840 bytes per 20 ms"
+    pcm = np.frombuffer(b"".join(frames), dtype="<i2").reshape(-1, 2).astype(np.float32) / 32768
+    return pcm
+
+
+def test_packets_decode_back_to_the_sine() -> None:
+    x = sine(1000, 1.01, 48000, amplitude=0.5)  # 50.5 frames, plus the 312-sample lookahead: 51 packets
+    packets, framer = _encode(x)
+    assert len(packets) == 51 and framer.samples == len(x)
+    pcm = _decode(packets)
+    left, right = pcm[:, 0], pcm[:, 1]
+    np.testing.assert_allclose(left, right, atol=0.01)  # mono sent as identical channels
+    body = left[framer.encoder.lookahead + 2000 : framer.encoder.lookahead + len(x) - 2000]
+    assert abs(dominant_frequency(body, 48000) - 1000) < 2
+    assert abs(20 * np.log10(np.sqrt(np.mean(body**2)) / (0.5 / np.sqrt(2)))) < 0.5
+
+
+def test_bitrate_is_honoured_and_checked() -> None:
+    noise = np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.3
+    small = sum(map(len, _encode(noise, 24_000)[0]))
+    large = sum(map(len, _encode(noise, 128_000)[0]))
+    assert small < large
+    assert small * 8 < 24_000 * 1.3  # about 24 kbit over one second
+    with pytest.raises(ValueError, match="bitrate"):
+        OpusEncoder(1000)
+
+
+def _probe(path: Path) -> dict[str, str]:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration:stream=codec_name,sample_rate,channels",
+         "-of", "json", str(path)],
+        capture_output=True, check=True, text=True,
+    ).stdout  # fmt: skip
+    info = json.loads(out)
+    return {**info["format"], **info["streams"][0]}
+
+
+def test_ogg_opus_file_has_the_exact_duration(tmp_path: Path) -> None:
+    x = sine(440, 2.345, 48000)
+    packets, framer = _encode(x)
+    path = tmp_path / "line.ogg"
+    path.write_bytes(ogg_opus(packets, samples=framer.samples, pre_skip=framer.encoder.lookahead))
+    info = _probe(path)
+    assert info["codec_name"] == "opus" and info["channels"] == 2
+    # ffprobe's container duration counts the encoder's pre-skip (6.5 ms); the decoded length below is exact.
+    assert float(info["duration"]) == pytest.approx(2.345 + framer.encoder.lookahead / 48000, abs=0.001)
+    decoded = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "1", "-ar", "48000", "pipe:"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    assert len(decoded) == 2 * round(2.345 * 48000)
+
+
+def test_wav_file(tmp_path: Path) -> None:
+    path = tmp_path / "line.wav"
+    write_wav(path, sine(440, 0.5, 48000))
+    info = _probe(path)
+    assert (info["codec_name"], info["sample_rate"], float(info["duration"])) == ("pcm_s16le", "48000", 0.5)

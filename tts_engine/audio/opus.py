@@ -1,0 +1,151 @@
+"""20 ms Opus packets for Discord, through libopus with ctypes (Debian's libopus0; no Python binding needed).
+
+Discord plays 48 kHz stereo Opus in 20 ms frames. Mono speech is sent as identical channels, which Opus
+codes at little extra cost. Encoder settings follow discord.py's own encoder (application AUDIO, in-band
+FEC, 15 % expected loss), with the bitrate ours to choose (96 kbit/s by default). A decoder is included for
+tests and checks. ctypes calls follow libopus's opus.h.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from functools import lru_cache
+
+import numpy as np
+
+RATE = 48000
+CHANNELS = 2
+FRAME_SAMPLES = 960  # 20 ms per channel
+FRAME_BYTES_PCM16 = FRAME_SAMPLES * CHANNELS * 2  # 3840: what discord.py reads per frame
+MAX_PACKET = 1500
+DEFAULT_BITRATE = 96_000
+
+_APPLICATION_AUDIO = 2049
+_SET_BITRATE = 4002
+_SET_COMPLEXITY = 4010
+_SET_INBAND_FEC = 4012
+_SET_PACKET_LOSS_PERC = 4014
+_GET_LOOKAHEAD = 4027
+
+
+class OpusError(RuntimeError):
+    """libopus is missing or refused a call; `str()` says which."""
+
+
+@lru_cache(maxsize=1)
+def _lib() -> ctypes.CDLL:
+    name = ctypes.util.find_library("opus") or "libopus.so.0"
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError as exc:
+        raise OpusError(f"cannot load libopus ({name}): install it (Debian/Ubuntu: apt-get install libopus0)") from exc
+    lib.opus_encoder_create.restype = ctypes.c_void_p
+    lib.opus_encoder_create.argtypes = [ctypes.c_int32, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+    lib.opus_encode_float.restype = ctypes.c_int32
+    lib.opus_encode_float.argtypes = [
+        ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.c_int, ctypes.c_char_p, ctypes.c_int32,
+    ]  # fmt: skip
+    lib.opus_encoder_destroy.argtypes = [ctypes.c_void_p]
+    lib.opus_decoder_create.restype = ctypes.c_void_p
+    lib.opus_decoder_create.argtypes = [ctypes.c_int32, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+    lib.opus_decode.restype = ctypes.c_int
+    lib.opus_decode.argtypes = [
+        ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int32, ctypes.POINTER(ctypes.c_int16), ctypes.c_int, ctypes.c_int,
+    ]  # fmt: skip
+    lib.opus_decoder_destroy.argtypes = [ctypes.c_void_p]
+    lib.opus_strerror.restype = ctypes.c_char_p
+    lib.opus_strerror.argtypes = [ctypes.c_int]
+    return lib
+
+
+def _check(code: int, what: str) -> int:
+    if code < 0:
+        message = _lib().opus_strerror(code).decode()
+        raise OpusError(f"libopus {what} failed: {message}")
+    return code
+
+
+class OpusEncoder:
+    """Encodes 20 ms of 48 kHz stereo float PCM per call."""
+
+    def __init__(self, bitrate: int = DEFAULT_BITRATE) -> None:
+        if not 6_000 <= bitrate <= 510_000:
+            raise ValueError(f"bitrate must be 6000..510000 bit/s, got {bitrate}")
+        lib = _lib()
+        error = ctypes.c_int()
+        self._state = lib.opus_encoder_create(RATE, CHANNELS, _APPLICATION_AUDIO, ctypes.byref(error))
+        _check(error.value, "encoder_create")
+        for request, value in (
+            (_SET_BITRATE, bitrate),
+            (_SET_COMPLEXITY, 10),
+            (_SET_INBAND_FEC, 1),
+            (_SET_PACKET_LOSS_PERC, 15),
+        ):
+            _check(lib.opus_encoder_ctl(ctypes.c_void_p(self._state), request, ctypes.c_int32(value)), "encoder_ctl")
+        lookahead = ctypes.c_int32()
+        _check(lib.opus_encoder_ctl(ctypes.c_void_p(self._state), _GET_LOOKAHEAD, ctypes.byref(lookahead)), "ctl")
+        self.lookahead = lookahead.value  # samples the decoder skips at the start (the Ogg pre-skip)
+        self._out = ctypes.create_string_buffer(MAX_PACKET)
+
+    def encode(self, stereo_Nx2: np.ndarray) -> bytes:
+        pcm = np.ascontiguousarray(stereo_Nx2, dtype=np.float32)
+        if pcm.shape != (FRAME_SAMPLES, CHANNELS):
+            raise ValueError(f"one frame is {FRAME_SAMPLES} stereo samples, got {pcm.shape}")
+        pointer = pcm.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        size = _check(_lib().opus_encode_float(self._state, pointer, FRAME_SAMPLES, self._out, MAX_PACKET), "encode")
+        return self._out.raw[:size]
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", None):
+            _lib().opus_encoder_destroy(self._state)
+            self._state = None
+
+
+class OpusDecoder:
+    """Decodes packets back to 16-bit 48 kHz stereo PCM (3840 bytes per 20 ms), as discord.py does."""
+
+    def __init__(self) -> None:
+        error = ctypes.c_int()
+        self._state = _lib().opus_decoder_create(RATE, CHANNELS, ctypes.byref(error))
+        _check(error.value, "decoder_create")
+        self._pcm = (ctypes.c_int16 * (FRAME_SAMPLES * 6 * CHANNELS))()
+
+    def decode(self, packet: bytes) -> bytes:
+        samples = _check(
+            _lib().opus_decode(self._state, packet, len(packet), self._pcm, FRAME_SAMPLES * 6, 0), "decode"
+        )
+        return bytes(memoryview(self._pcm).cast("B")[: samples * CHANNELS * 2])
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", None):
+            _lib().opus_decoder_destroy(self._state)
+            self._state = None
+
+
+class OpusFramer:
+    """Cuts mono 48 kHz float audio into 20 ms stereo packets; `flush` pads the last partial frame with silence."""
+
+    def __init__(self, bitrate: int = DEFAULT_BITRATE) -> None:
+        self.encoder = OpusEncoder(bitrate)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self.samples = 0  # real (unpadded) samples per channel so far
+
+    def process(self, mono: np.ndarray) -> list[bytes]:
+        mono = np.asarray(mono, dtype=np.float32)
+        self.samples += len(mono)
+        self._pending = np.concatenate((self._pending, mono))
+        whole = len(self._pending) // FRAME_SAMPLES * FRAME_SAMPLES
+        frames, self._pending = self._pending[:whole], self._pending[whole:]
+        return [self.encoder.encode(np.repeat(f[:, None], CHANNELS, axis=1)) for f in frames.reshape(-1, FRAME_SAMPLES)]
+
+    def flush(self) -> list[bytes]:
+        """The rest, followed by the encoder's lookahead in silence (else the last 6.5 ms never leave it),
+        padded to whole frames."""
+        if not self.samples:
+            return []
+        tail = np.concatenate((self._pending, np.zeros(self.encoder.lookahead, dtype=np.float32)))
+        padded = np.zeros(-(-len(tail) // FRAME_SAMPLES) * FRAME_SAMPLES, dtype=np.float32)
+        padded[: len(tail)] = tail
+        self._pending = np.zeros(0, dtype=np.float32)
+        return [self.encoder.encode(np.repeat(f[:, None], CHANNELS, axis=1)) for f in padded.reshape(-1, FRAME_SAMPLES)]

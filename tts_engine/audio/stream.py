@@ -1,0 +1,84 @@
+"""Streaming DAC decode: PCM for frames as they arrive, equal to decoding the whole line at once.
+
+The DAC decoder is non-causal (symmetric convolutions), so an output sample depends on a bounded number of
+frames on each side: its receptive field, computed from the architecture below (about 9.9 frames for the
+44.1 kHz model: the first convolution, then per upsampling block a transposed convolution and three residual
+units of dilation 1, 3, 9). Each window decodes the new frames plus that many frames of context on both sides
+and keeps only the new frames' samples; every stride is even, so frame f maps exactly to samples
+[512 f, 512 f + 512). With full context the result equals a full decode up to float rounding. Only the last
+`context` frames are kept between windows, so the cost per second of audio does not grow with the line.
+This is Orpheus-TTS's sliding-window idea with the window sized from the network, not guessed; parler-tts's
+streamer re-decodes the whole prefix instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tts_engine.audio.codec import Codec
+
+RESIDUAL_DILATIONS = (1, 3, 9)  # DacResidualUnit dilations in every decoder block
+RESIDUAL_KERNEL = 7
+EDGE_KERNEL = 7  # the decoder's first and last convolutions
+
+
+def receptive_frames(upsampling_ratios: tuple[int, ...] | list[int]) -> int:
+    """Frames of context each side of a frame that can change its samples: ceil of the exact radius, plus one."""
+    radius = (EDGE_KERNEL // 2) * 1.0  # first conv, at the frame rate
+    rate = 1  # samples per frame at the current layer
+    for stride in upsampling_ratios:
+        radius += 2.0 / rate  # the transposed conv (kernel 2s, padding ceil(s/2)) reaches < 2 input samples
+        rate *= stride
+        radius += sum((RESIDUAL_KERNEL // 2) * d for d in RESIDUAL_DILATIONS) / rate
+    radius += (EDGE_KERNEL // 2) / rate  # last conv, at the sample rate
+    return math.ceil(radius) + 1
+
+
+class StreamingDecoder:
+    """Feed undelayed frames with `push`, get PCM back as soon as its right context has arrived; `flush` at the end.
+
+    `first` frames go out in the first window (the latency that matters); later windows grow to `largest` so
+    the context overhead shrinks once playback is under way.
+    """
+
+    def __init__(self, codec: Codec, *, context: int | None = None, first: int = 4, largest: int = 48) -> None:
+        self.codec = codec
+        self.context = receptive_frames(codec.upsampling_ratios) if context is None else context
+        self.first, self.largest = first, largest
+        self.want = first
+        self._frames = np.zeros((0, codec.channels), dtype=np.int64)
+        self._offset = 0  # absolute index of _frames[0]
+        self._emitted = 0  # frames whose audio has gone out
+
+    def push(self, frames_nxC: np.ndarray) -> np.ndarray:
+        """Audio float32 at 44.1 kHz for every frame now final (maybe none)."""
+        self._frames = np.concatenate((self._frames, np.asarray(frames_nxC, dtype=np.int64)))
+        total = self._offset + len(self._frames)
+        ready = total - self.context  # frames whose right context is complete
+        if ready - self._emitted < self.want:
+            return np.zeros(0, dtype=np.float32)
+        self.want = min(self.want * 2, self.largest)
+        return self._decode(ready, total_known=False)
+
+    def flush(self) -> np.ndarray:
+        """Audio of every frame not yet emitted; the line is over."""
+        total = self._offset + len(self._frames)
+        if total == self._emitted:
+            return np.zeros(0, dtype=np.float32)
+        return self._decode(total, total_known=True)
+
+    def _decode(self, stop: int, *, total_known: bool) -> np.ndarray:
+        start = self._emitted
+        lo = max(0, start - self.context)
+        hi = self._offset + len(self._frames) if total_known else stop + self.context
+        window = self._frames[lo - self._offset : hi - self._offset]
+        audio = self.codec.decode(window)
+        hop = self.codec.hop
+        out = audio[(start - lo) * hop : (stop - lo) * hop]
+        self._emitted = stop
+        keep_from = max(0, stop - self.context)  # the left context of the next window
+        self._frames = self._frames[keep_from - self._offset :]
+        self._offset = keep_from
+        return out
