@@ -1,0 +1,123 @@
+"""Audio path speed: the full-size 44.1 kHz DAC and the whole codes -> Opus path, in real-time factor.
+
+    python bench/audio.py                  # CUDA when present, else CPU
+    python bench/audio.py --seconds 4 --json audio.json
+
+Random codes stand in for a rendered line (decode cost does not depend on the values) and the DAC has random
+full-size weights on the device (no download). Measured:
+- full decode: the whole line decoded at once;
+- streaming path: frames pushed 8 at a time, as the engine yields them, through the streaming decoder,
+  resampling to 48 kHz, loudness normalisation and Opus, until the last packet;
+- first packet: frames pushed one at a time as if the engine had just made each; the wall time of the push
+  that returns the first packet is the latency this path adds, and its frame index says how many frames the
+  codec's right context holds back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import DacConfig, DacModel
+
+from tts_engine.audio.codec import Codec
+from tts_engine.audio.pipeline import AudioPipeline
+
+FRAME_RATE = 44100 / 512
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _commit() -> str:
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seconds", type=float, help="length of the line (default 10 on CUDA, 4 on CPU)")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--commit")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    seconds = args.seconds or (10.0 if device.type == "cuda" else 4.0)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        dac = DacModel(DacConfig(sampling_rate=44100)).eval()
+    dac.requires_grad_(False)
+    codec = Codec(dac, device=device)
+    frames = round(seconds * FRAME_RATE)
+    codes = np.random.default_rng(0).integers(0, 1024, size=(frames, 9))
+    audio_seconds = frames / FRAME_RATE
+
+    codec.decode(codes[:64])  # warm-up: kernels, allocator
+    _sync(device)
+    start = time.perf_counter()
+    codec.decode(codes)
+    _sync(device)
+    full = time.perf_counter() - start
+
+    def stream(step: int) -> tuple[float, float | None, int | None]:
+        pipeline = AudioPipeline(codec)
+        first_latency, first_frame = None, None
+        begin = time.perf_counter()
+        for i in range(0, frames, step):
+            pushed = time.perf_counter()
+            chunk = pipeline.push_codes(codes[i : i + step])
+            if first_latency is None and chunk.packets:
+                first_latency, first_frame = time.perf_counter() - pushed, i + step
+        pipeline.finish()
+        return time.perf_counter() - begin, first_latency, first_frame
+
+    stream(8)  # warm-up of every window size
+    streamed, _, _ = stream(8)
+    _, first_latency, first_frame = stream(1)
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    result = {
+        "meta": {
+            "device": name,
+            "torch": torch.__version__,
+            "seconds_of_audio": round(audio_seconds, 2),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+            "commit": args.commit or _commit(),
+        },
+        "full_decode_x_realtime": round(audio_seconds / full, 2),
+        "streaming_path_x_realtime": round(audio_seconds / streamed, 2),
+        "first_packet_added_ms": round((first_latency or 0.0) * 1000, 1),
+        "first_packet_after_frames": first_frame,
+    }
+    print(f"# {result['meta']}")
+    print("| measurement | value |")
+    print("|---|---|")
+    print(f"| DAC full decode | {result['full_decode_x_realtime']}x real time |")
+    print(f"| streaming decode + 48 kHz + loudness + Opus | {result['streaming_path_x_realtime']}x real time |")
+    print(f"| added before the first packet | {result['first_packet_added_ms']} ms of compute |")
+    held_ms = (first_frame or 0) / FRAME_RATE * 1000
+    print(f"| frames needed before the first packet | {first_frame} ({held_ms:.0f} ms of audio) |")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
