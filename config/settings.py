@@ -87,6 +87,9 @@ class BotSettings(CommonSettings):
     discord_api_base: str = DEFAULT_DISCORD_API_BASE
     discord_gateway_url: str = DEFAULT_DISCORD_GATEWAY_URL
     discord_voice_tls_verify: bool = True
+    guild_queue_cap: int = Field(20, ge=1, description="unfinished lines one server may have queued")
+    rate_burst: int = Field(5, ge=1, description="lines one user may send at once")
+    rate_per_minute: float = Field(12.0, gt=0, description="lines one user may send per minute, sustained")
 
     @field_validator("discord_token")
     @classmethod
@@ -127,6 +130,11 @@ class WorkerSettings(CommonSettings):
     codec: str = Field(DEFAULT_CODEC, min_length=1, description="hub id or local folder of the 44.1 kHz DAC")
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    reclaim_after: float = Field(15.0, gt=0, description="seconds before a silent worker's job goes to another")
+    max_attempts: int = Field(3, ge=1, le=10)
+    cache_ttl: float = Field(86_400.0, ge=0, description="seconds a seeded render stays cached")
+    cache_max_mb: int = Field(256, ge=0)
+    opus_bitrate: int = Field(96_000, ge=6_000, le=510_000)
 
     @field_validator("device")
     @classmethod

@@ -55,13 +55,29 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 async def redis(redis_server: str) -> AsyncIterator[Redis]:
-    """An asyncio client on a database emptied before the test."""
+    """An asyncio client on database 0, emptied before the test (other databases are left to their owners)."""
     client = Redis.from_url(redis_server)
-    await client.flushall()
+    await client.flushdb()
     try:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def tiny_dia(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Dia checkpoint (nine channels) in the transformers layout."""
+    from tests.models import save_tiny_dia
+
+    return save_tiny_dia(tmp_path_factory.mktemp("tiny-dia"))
+
+
+@pytest.fixture(scope="session")
+def tiny_dac(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random 44.1 kHz DAC in the transformers layout."""
+    from tests.models import save_tiny_dac
+
+    return save_tiny_dac(tmp_path_factory.mktemp("tiny-dac"))
 
 
 @pytest.fixture

@@ -116,6 +116,11 @@ def test_worker_flags_override_settings(tmp_path: Path) -> None:
     assert_one_error_line(done, EXIT_CONFIG, "DIA_DEVICE must be auto, cpu, cuda, cuda:N or mps (got 'tpu')")
 
 
+def test_worker_reports_a_model_it_cannot_find(tmp_path: Path, redis_server: str) -> None:
+    done = run_module(tmp_path, "tts_engine", "worker", DIA_REDIS_URL=redis_server, DIA_MODEL=str(tmp_path / "none"))
+    assert_one_error_line(done, EXIT_UNAVAILABLE, "model folder", "does not exist")
+
+
 def test_worker_reports_unreachable_redis(tmp_path: Path) -> None:
     url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
     done = run_module(tmp_path, "tts_engine", "worker", DIA_REDIS_URL=url)
@@ -123,11 +128,13 @@ def test_worker_reports_unreachable_redis(tmp_path: Path) -> None:
     assert "hunter2" not in done.stderr
 
 
-def test_worker_starts_and_stops_on_sigterm(tmp_path: Path, redis_server: str) -> None:
+def test_worker_starts_and_stops_on_sigterm(tmp_path: Path, redis_server: str, tiny_dia: Path, tiny_dac: Path) -> None:
     with subprocess.Popen(
         [sys.executable, "-m", "tts_engine", "worker"],
         cwd=tmp_path,
-        env=env_without_settings(DIA_REDIS_URL=redis_server),
+        env=env_without_settings(
+            DIA_REDIS_URL=redis_server, DIA_MODEL=str(tiny_dia), DIA_CODEC=str(tiny_dac), DIA_DEVICE="cpu"
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -136,9 +143,10 @@ def test_worker_starts_and_stops_on_sigterm(tmp_path: Path, redis_server: str) -
         lines = []
         for line in process.stdout:
             lines.append(line)
-            if "connected to Redis" in line:
+            if "waiting for jobs" in line:
                 break
         assert any("connected to Redis" in line for line in lines), lines
+        assert "waiting for jobs" in lines[-1], lines
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
 

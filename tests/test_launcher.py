@@ -34,7 +34,7 @@ class Launcher:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "launcher", *args],
             cwd=cwd,
-            env=env_without_settings(**settings),
+            env=env_without_settings(**MODELS, **settings),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -79,6 +79,14 @@ class Launcher:
     def child_pids(self) -> dict[str, int]:
         found = (re.search(r"started (\w+) \(pid (\d+)\)", line) for line in self.lines)
         return {m.group(1): int(m.group(2)) for m in found if m}
+
+
+MODELS: dict[str, str] = {}  # the tiny checkpoints the worker loads, set by the fixture below
+
+
+@pytest.fixture(autouse=True)
+def tiny_models(tiny_dia: Path, tiny_dac: Path) -> None:
+    MODELS.update(DIA_MODEL=str(tiny_dia), DIA_CODEC=str(tiny_dac), DIA_DEVICE="cpu")
 
 
 @pytest.fixture
@@ -139,7 +147,7 @@ def test_embedded_redis_keeps_its_data_across_runs(tmp_path: Path, launchers: li
 def test_ctrl_c_stops_every_process_it_started(tmp_path: Path, launchers: list[Launcher]) -> None:
     launcher = Launcher(tmp_path, "--services", "redis,worker")
     launchers.append(launcher)
-    launcher.wait_for(r"^worker +\| .*connected to Redis at unix://")
+    launcher.wait_for(r"^worker +\| .*waiting for jobs", timeout=60)
     pids = launcher.child_pids()
     assert set(pids) == {"redis", "worker"}
     launcher.process.send_signal(signal.SIGINT)
@@ -170,7 +178,7 @@ def test_a_failing_process_stops_the_rest(tmp_path: Path, launchers: list[Launch
 def test_a_killed_launcher_leaves_no_orphans(tmp_path: Path, launchers: list[Launcher]) -> None:
     launcher = Launcher(tmp_path, "--services", "redis,worker")
     launchers.append(launcher)
-    launcher.wait_for(r"^worker +\| .*connected to Redis")
+    launcher.wait_for(r"^worker +\| .*waiting for jobs", timeout=60)
     pids = launcher.child_pids()
     launcher.process.kill()
     launcher.finish()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 from config.logs import configure_logging
 from config.settings import SettingsError, WorkerSettings, load_settings
 from config.startup import EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, fail
+
+log = logging.getLogger("tts_engine.worker")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,12 +59,63 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return render.run(options, settings)
 
-    from tts_engine import jobs, worker  # after settings, so a bad setting is reported fast
+    return _serve(settings)
+
+
+def _serve(settings: WorkerSettings) -> int:
+    """Connect to Redis (fast failure first), load the engine, then render jobs until stopped."""
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    from tts_engine.jobs import redact_url
+
+    url = settings.require_redis_url()
+
+    def client() -> redis.Redis:
+        # Short retries smooth over a blip; the worker's own loop rides out longer outages and still hears a
+        # stop signal. BLOCK reads of 1 s need a longer socket timeout.
+        return redis.Redis.from_url(
+            url,
+            socket_connect_timeout=5,
+            socket_timeout=15,
+            health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 4),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
+
+    main, beat = client(), client()
+    try:
+        main.ping()
+    except redis.RedisError as exc:
+        return fail(f"cannot reach Redis at {redact_url(url)}: {exc}", EXIT_UNAVAILABLE)
+    log.info("connected to Redis at %s; loading %s", redact_url(url), settings.model)
+
+    from tts_engine.engine import Engine
+    from tts_engine.hub import ModelLoadError
+    from tts_engine.renderer import EngineRenderer
+    from tts_engine.worker import ColdShutdown, Worker, WorkerConfig, install_signals
 
     try:
-        asyncio.run(worker.run(settings))
-    except jobs.RedisUnavailable as exc:
+        engine = Engine.load(settings.model, settings.device, settings.dtype, codec=settings.codec)
+    except ModelLoadError as exc:
         return fail(exc, EXIT_UNAVAILABLE)
+    config = WorkerConfig(
+        reclaim_after=settings.reclaim_after,
+        max_attempts=settings.max_attempts,
+        cache_ttl=settings.cache_ttl,
+        cache_max_bytes=settings.cache_max_mb * 2**20,
+    )
+    report = {
+        "model": settings.model,
+        "device": str(engine.device),
+        "dtype": str(engine.dtype).removeprefix("torch."),
+        "revision": engine.revision,
+    }
+    worker = Worker(main, beat, EngineRenderer(engine, bitrate=settings.opus_bitrate), config, report)
+    install_signals(worker)
+    with contextlib.suppress(ColdShutdown):  # the abandoned job is reclaimed by another worker
+        worker.run()
     return EXIT_OK
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -22,6 +22,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from tts_engine import hub
 from tts_engine.audio.clip import ClipLimits, decode_clip
 from tts_engine.audio.codec import Codec
 from tts_engine.audio.opus import DEFAULT_BITRATE
@@ -116,9 +117,11 @@ class Engine:
         codec: Codec | None = None,
         chunk_steps: int = 8,
         use_cuda_graphs: bool | None = None,
+        revision: str = "unversioned",
     ) -> None:
         self.model = model
         self.codec = codec
+        self.revision = revision  # identifies the weights (and codec) for render caches
         self.config: DiaConfig = model.cfg
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
@@ -149,8 +152,13 @@ class Engine:
         folder = weights.resolve(str(model))
         log.info("loading Dia from %s onto %s as %s", folder, target, str(precision).removeprefix("torch."))
         loaded = weights.load(folder, device=target, dtype=precision)
-        dac = None if codec is None else Codec.load(codec, target)
-        return cls(loaded, codec=dac, chunk_steps=chunk_steps, use_cuda_graphs=use_cuda_graphs)
+        revision = f"dia-{hub.revision(folder)}"
+        dac = None
+        if codec is not None:
+            codec_folder = Codec.resolve(codec)
+            dac = Codec.load(codec_folder, target)
+            revision += f":dac-{hub.revision(codec_folder)}"
+        return cls(loaded, codec=dac, chunk_steps=chunk_steps, use_cuda_graphs=use_cuda_graphs, revision=revision)
 
     def generate_codes(
         self, text: str, params: GenerationParams | None = None, prompt: VoicePrompt | None = None
@@ -163,7 +171,7 @@ class Engine:
 
     def stream_codes(
         self, text: str, params: GenerationParams | None = None, prompt: VoicePrompt | None = None
-    ) -> Iterator[np.ndarray]:
+    ) -> Generator[np.ndarray, None, None]:
         """Frames int64 (n, 9) as soon as each is final (15 steps after it starts); joined, `generate_codes`.
 
         Input errors (`dia.text.TextError`, `ValueError`) are raised at the call, before any work; closing the
@@ -266,7 +274,7 @@ class Engine:
             generator=generator,
         )
 
-    def _stream(self, request: Request) -> Iterator[np.ndarray]:
+    def _stream(self, request: Request) -> Generator[np.ndarray, None, None]:
         decoder, delays = self._decoder, self.config.delay_pattern
         max_delay = self.config.max_delay
         try:

@@ -6,6 +6,7 @@ id, and, when the hub cannot be reached, how to use a local copy instead. Progre
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Sequence
@@ -45,3 +46,15 @@ def resolve(model: str, files: Sequence[str], *, setting: str) -> Path:
             f"machine, download it elsewhere (`huggingface-cli download {model}`), copy the folder over and point "
             f"{setting} at that local folder"
         ) from exc
+
+
+def revision(folder: Path) -> str:
+    """A short id of what `folder` holds: the commit of a hub snapshot, else a hash of its files' names, sizes
+    and modification times (so replacing the weights changes it, as cache keys need)."""
+    if folder.parent.name == "snapshots":
+        return folder.name[:12]
+    digest = hashlib.sha256()
+    for path in sorted([*folder.glob("*.json"), *folder.glob("*.safetensors")]):
+        stat = path.stat()
+        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:12]

@@ -1,16 +1,215 @@
-"""The Redis contract between the bot and the workers. Torch-free: the bot imports it.
+"""The Redis contract between the bot and the GPU workers. Torch-free: the bot imports it.
 
-So far it holds the connection helper both processes start with; the job and event schema lands with the
-queue (issue 5).
+Layout (all keys under `dia:`; Redis Streams as in research/discord.md §5, the way arq's jobs.py is shared):
+- `dia:jobs`: one stream of jobs, consumer group `workers`; at-least-once delivery, reclaimed after a worker
+  dies (XAUTOCLAIM), retried a bounded number of times, then dead-lettered to `dia:dead`.
+- `dia:out:{job}`: one capped stream of events per job: start (a new attempt), audio (a batch of 20 ms Opus
+  packets), end, error. Resumable from any entry id; it expires minutes after the end.
+- `dia:cancel:{job}`: set to stop a job; the worker checks it between batches.
+- `dia:workers` (live workers by heartbeat expiry) and `dia:worker:{id}` (what each one is doing).
+Payloads are msgpack maps carrying a schema version; anything else is refused with `ContractError`.
+
+Exactly-once audio across retries: every job carries the seed it renders with (the user's, or one drawn at
+submit), so a retried attempt reproduces the same audio; `JobAudio` passes each packet position on once,
+whichever attempt it came from, and ignores events of attempts older than the newest it has seen.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import asdict, field
+from typing import Annotated, Any, Literal, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
+import msgpack
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+SCHEMA_VERSION = 1
+JOBS = "dia:jobs"
+GROUP = "workers"
+DEAD_LETTER = "dia:dead"
+WORKERS = "dia:workers"
+OUT_MAXLEN = 5000  # audio batches per job stream; a 36 s line needs about 150
+MAX_SEED = 2**63 - 1
+
+
+def out_key(job_id: str) -> str:
+    return f"dia:out:{job_id}"
+
+
+def cancel_key(job_id: str) -> str:
+    return f"dia:cancel:{job_id}"
+
+
+def attempt_key(job_id: str) -> str:
+    return f"dia:attempt:{job_id}"
+
+
+def guild_queue_key(guild_id: int) -> str:
+    return f"dia:queue:{guild_id}"
+
+
+def rate_key(user_id: int) -> str:
+    return f"dia:rate:{user_id}"
+
+
+def worker_key(worker_id: str) -> str:
+    return f"dia:worker:{worker_id}"
+
+
+def voice_key(guild_id: int, voice_id: str) -> str:
+    return f"dia:voice:{guild_id}:{voice_id}"
+
+
+class ContractError(ValueError):
+    """A payload is malformed or of an unknown schema version; `str()` says which."""
+
+
+# Lax mode: msgpack delivers nested dataclasses as maps; wrong types (a text guild id) are still refused.
+_FROZEN = ConfigDict(frozen=True)
+
+
+@dataclass(config=_FROZEN)
+class RenderParams:
+    """Generation settings, mirrored from the engine's GenerationParams so the bot needs no torch."""
+
+    cfg_scale: Annotated[float, Field(ge=1.0, le=10.0)] = 3.0
+    temperature: Annotated[float, Field(ge=0.0, le=5.0)] = 1.2
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    top_k: Annotated[int, Field(ge=1, le=1024)] = 45
+    max_tokens: Annotated[int, Field(ge=2, le=100_000)] = 3072
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = None  # given by the user: renders may be cached
+    speed: Annotated[float, Field(ge=0.75, le=1.5)] = 1.0
+
+
+@dataclass(config=_FROZEN)
+class Segment:
+    """One render: Dia text with [S1]/[S2] tags, the stored voices prompting it (in order), then a pause."""
+
+    text: Annotated[str, Field(min_length=1, max_length=4096)]
+    voices: tuple[str, ...] = ()
+    pause_after: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0
+
+
+@dataclass(config=_FROZEN)
+class RenderJob:
+    """A line to speak in a guild: its segments, settings and who asked."""
+
+    guild_id: int
+    requester: int
+    segments: Annotated[tuple[Segment, ...], Field(min_length=1, max_length=64)]
+    params: RenderParams = field(default_factory=RenderParams)
+    channel_id: int | None = None  # where messages about the line go
+    export: bool = False  # also deliver the line as an Ogg Opus file
+    priority: int = 0
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created_at: float = field(default_factory=time.time)
+    # The seed every attempt renders with, so a retry reproduces the audio a dead attempt had begun.
+    render_seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = field(default_factory=lambda: secrets.randbelow(MAX_SEED))
+
+    def __post_init__(self) -> None:
+        if self.params.seed is not None and self.render_seed != self.params.seed:
+            object.__setattr__(self, "render_seed", self.params.seed)
+
+
+@dataclass(config=_FROZEN)
+class StartEvent:
+    attempt: int
+    worker: str
+    picked_at: float
+    type: Literal["start"] = "start"
+
+
+@dataclass(config=_FROZEN)
+class AudioEvent:
+    """`packets` are consecutive 20 ms Opus packets; `seq` numbers the batches of one attempt from 0."""
+
+    attempt: int
+    seq: int
+    packets: tuple[bytes, ...]
+    sent_at: float
+    type: Literal["audio"] = "audio"
+
+
+@dataclass(config=_FROZEN)
+class EndEvent:
+    attempt: int
+    seconds: float  # of audio
+    cancelled: bool = False
+    cached: bool = False
+    stats: dict[str, float] = field(default_factory=dict)  # queued_s, first_audio_s, render_s
+    ogg: bytes | None = None  # the whole line as Ogg Opus, when the job asked for it
+    type: Literal["end"] = "end"
+
+
+ErrorCode = Literal["bad_input", "voice_missing", "render_failed", "malformed", "timeout", "no_worker"]
+
+
+@dataclass(config=_FROZEN)
+class ErrorEvent:
+    attempt: int
+    code: ErrorCode
+    message: str  # for the user
+    type: Literal["error"] = "error"
+
+
+Event: TypeAlias = StartEvent | AudioEvent | EndEvent | ErrorEvent
+_EVENT = TypeAdapter(Annotated[Event, Field(discriminator="type")])
+_JOB = TypeAdapter(RenderJob)
+
+
+def _pack(kind: str, body: dict[str, Any]) -> bytes:
+    packed: bytes = msgpack.packb({"v": SCHEMA_VERSION, kind: body}, use_bin_type=True)
+    return packed
+
+
+def _unpack(kind: str, data: bytes) -> Any:
+    try:
+        outer = msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ContractError(f"not a {kind} payload: {exc}") from None
+    if not isinstance(outer, dict) or kind not in outer:
+        raise ContractError(f"not a {kind} payload")
+    if outer.get("v") != SCHEMA_VERSION:
+        raise ContractError(f"{kind} payload of schema version {outer.get('v')!r}; this build reads {SCHEMA_VERSION}")
+    return outer[kind]
+
+
+def encode_job(job: RenderJob) -> bytes:
+    return _pack("job", asdict(job))
+
+
+def decode_job(data: bytes) -> RenderJob:
+    body = _unpack("job", data)
+    try:
+        return _JOB.validate_python(body)
+    except ValidationError as exc:
+        raise ContractError(f"malformed job: {_first_problem(exc)}") from None
+
+
+def encode_event(event: Event) -> bytes:
+    return _pack("event", asdict(event))
+
+
+def decode_event(data: bytes) -> Event:
+    body = _unpack("event", data)
+    try:
+        return _EVENT.validate_python(body)
+    except ValidationError as exc:
+        raise ContractError(f"malformed event: {_first_problem(exc)}") from None
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "payload"
+    return f"{where}: {error['msg']}"
 
 
 class RedisUnavailable(Exception):
@@ -37,3 +236,202 @@ async def connect(url: str, *, timeout: float = 5.0) -> Redis:
         cause = str(exc) or type(exc).__name__
         raise RedisUnavailable(f"cannot reach Redis at {redact_url(url)}: {cause}") from exc
     return client
+
+
+@dataclass(config=_FROZEN)
+class VoiceRecord:
+    """A stored voice: what its clip says and the clip's DAC codes (int16 little-endian, frames x channels)."""
+
+    transcript: Annotated[str, Field(min_length=1)]
+    codes: bytes
+    frames: Annotated[int, Field(ge=1)]
+    channels: Annotated[int, Field(ge=1)]
+
+    @property
+    def digest(self) -> str:
+        """Identifies the voice's content, for cache keys: a changed voice never reuses an old render."""
+        import hashlib
+
+        return hashlib.sha256(self.transcript.encode() + b"\0" + self.codes).hexdigest()
+
+
+def encode_voice(voice: VoiceRecord) -> bytes:
+    return _pack("voice", asdict(voice))
+
+
+def decode_voice(data: bytes) -> VoiceRecord:
+    body = _unpack("voice", data)
+    try:
+        voice = TypeAdapter(VoiceRecord).validate_python(body)
+    except ValidationError as exc:
+        raise ContractError(f"malformed voice: {_first_problem(exc)}") from None
+    if len(voice.codes) != voice.frames * voice.channels * 2:
+        raise ContractError(f"malformed voice: {len(voice.codes)} bytes of codes for {voice.frames} frames")
+    return voice
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """What one guild and one user may queue: a cap on unfinished jobs per guild, a token bucket per user."""
+
+    guild_cap: int = 20
+    rate_burst: int = 5
+    rate_per_minute: float = 12.0
+    stale_after_s: float = 3600.0  # a queue entry older than this is forgotten (its job is long dead)
+
+
+class SubmitRejected(Exception):
+    """The job was not queued; `str()` tells the user why and what to do."""
+
+
+class NoWorker(SubmitRejected): ...
+
+
+class QueueFull(SubmitRejected): ...
+
+
+class RateLimited(SubmitRejected):
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# One atomic step: a live worker exists, the guild's queue has room, the user has a token; then enqueue.
+# Times come from the Redis server, so hosts with skewed clocks agree.
+_SUBMIT_LUA = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+if redis.call('ZCOUNT', KEYS[2], now_ms, '+inf') == 0 then return {'no_worker', 0} end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms - tonumber(ARGV[6]))
+local queued = redis.call('ZCARD', KEYS[3])
+if queued >= tonumber(ARGV[3]) then return {'queue_full', queued} end
+local burst, per_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
+local bucket = redis.call('HMGET', KEYS[4], 'tokens', 'ts')
+local tokens, ts = tonumber(bucket[1]) or burst, tonumber(bucket[2]) or now_ms
+tokens = math.min(burst, tokens + (now_ms - ts) * per_ms)
+if tokens < 1 then return {'rate_limited', math.ceil((1 - tokens) / per_ms)} end
+redis.call('HSET', KEYS[4], 'tokens', tostring(tokens - 1), 'ts', now_ms)
+redis.call('PEXPIRE', KEYS[4], math.ceil(burst / per_ms) + 1000)
+redis.call('XADD', KEYS[1], '*', 'job', ARGV[1])
+redis.call('ZADD', KEYS[3], now_ms, ARGV[2])
+return {'ok', queued + 1}
+"""
+
+
+async def submit(redis: Redis, job: RenderJob, limits: QueueLimits | None = None) -> str:
+    """Queue `job`; returns its id. Raises `NoWorker`, `QueueFull` or `RateLimited` (each a `SubmitRejected`)."""
+    limits = limits or QueueLimits()
+    script = redis.register_script(_SUBMIT_LUA)
+    keys = [JOBS, WORKERS, guild_queue_key(job.guild_id), rate_key(job.requester)]
+    args: list[Any] = [encode_job(job), job.job_id, limits.guild_cap, limits.rate_burst, limits.rate_per_minute / 6e4]
+    reply: Any = await script(keys=keys, args=[*args, int(limits.stale_after_s * 1000)])
+    status, value = reply[0].decode(), reply[1]
+    if status == "ok":
+        return job.job_id
+    if status == "no_worker":
+        raise NoWorker(
+            "no voice worker is running right now, so nothing can be spoken; ask the bot's host to start one"
+        )
+    if status == "queue_full":
+        raise QueueFull(f"this server already has {value} lines waiting; wait for some to play (or /stop them)")
+    seconds = int(value) / 1000
+    raise RateLimited(f"you are sending lines too fast; try again in {seconds:.0f} s", retry_after=seconds)
+
+
+async def cancel(redis: Redis, job_id: str) -> None:
+    """Ask the job to stop: a queued job ends before it starts, a running one within one batch."""
+    await redis.set(cancel_key(job_id), b"1", ex=3600)
+
+
+async def queued(redis: Redis, guild_id: int) -> list[str]:
+    """Ids of the guild's unfinished jobs, oldest first."""
+    members: Any = await redis.zrange(guild_queue_key(guild_id), 0, -1)
+    return [member.decode() for member in members]
+
+
+async def live_workers(redis: Redis) -> list[dict[str, Any]]:
+    """What each live worker last reported (id, model, device, jobs done, current job)."""
+    seconds, micros = await redis.time()
+    ids: Any = await redis.zrangebyscore(WORKERS, seconds * 1000 + micros // 1000, "+inf")
+    if not ids:
+        return []
+    reports: Any = await redis.mget([worker_key(i.decode()) for i in ids])
+    return [msgpack.unpackb(r, raw=False) for r in reports if r is not None]
+
+
+class JobStalled(Exception):
+    """No event arrived for the job within the stall timeout."""
+
+
+async def events(
+    redis: Redis, job_id: str, *, last_id: str = "0", block_ms: int = 1000, stall_timeout: float | None = None
+) -> AsyncIterator[tuple[str, Event]]:
+    """(entry id, event) for each event of the job from after `last_id`, until an end or error event.
+
+    Resume after a restart by passing the last id seen. A payload this build cannot read ends the stream
+    with an error event rather than an exception. `JobStalled` when nothing arrives for `stall_timeout` s.
+    """
+    key = out_key(job_id)
+    quiet_since = time.monotonic()
+    while True:
+        response: Any = await redis.xread({key: last_id}, count=256, block=block_ms)
+        if not response:
+            if stall_timeout is not None and time.monotonic() - quiet_since > stall_timeout:
+                raise JobStalled(f"no news of job {job_id} for {stall_timeout:g} s")
+            continue
+        quiet_since = time.monotonic()
+        for entry_id, fields in response[0][1]:
+            last_id = entry_id.decode()
+            try:
+                event: Event = decode_event(fields[b"e"])
+            except (ContractError, KeyError) as exc:
+                event = ErrorEvent(attempt=0, code="malformed", message=f"the worker sent something unreadable ({exc})")
+            yield last_id, event
+            if isinstance(event, EndEvent | ErrorEvent):
+                return
+
+
+class JobAudio:
+    """The audio of one job, each 20 ms packet exactly once, whatever attempts a crash caused.
+
+    Iterate for batches of packets; afterwards `result` is the end or error event. Events of attempts older
+    than the newest seen are ignored; a new attempt reproduces the same audio (same seed), so its packets
+    are passed on only from where the previous attempt stopped. `last_id` resumes after a bot restart.
+    """
+
+    def __init__(self, redis: Redis, job_id: str, *, last_id: str = "0", stall_timeout: float = 120.0) -> None:
+        self.redis, self.job_id = redis, job_id
+        self.last_id = last_id
+        self.stall_timeout = stall_timeout
+        self.result: EndEvent | ErrorEvent | None = None
+        self.delivered = 0  # packet positions passed on
+        self.attempt = 0
+        self._position = 0  # packets seen in the current attempt
+
+    async def __aiter__(self) -> AsyncIterator[list[bytes]]:
+        stream = events(self.redis, self.job_id, last_id=self.last_id, stall_timeout=self.stall_timeout)
+        try:
+            async for entry_id, event in stream:
+                self.last_id = entry_id
+                fresh = self._take(event)
+                if fresh:
+                    yield fresh
+        except JobStalled:
+            self.result = ErrorEvent(
+                attempt=self.attempt, code="timeout", message="the voice worker stopped answering; try again"
+            )
+
+    def _take(self, event: Event) -> list[bytes]:
+        if event.attempt < self.attempt:
+            return []  # a dead attempt, superseded
+        if event.attempt > self.attempt:
+            self.attempt, self._position = event.attempt, 0
+        if isinstance(event, AudioEvent):
+            skip = max(0, self.delivered - self._position)
+            fresh = list(event.packets[skip:])
+            self._position += len(event.packets)
+            self.delivered += len(fresh)
+            return fresh
+        if isinstance(event, EndEvent | ErrorEvent):
+            self.result = event
+        return []

@@ -1,4 +1,4 @@
-"""A tiny random 44.1 kHz DAC saved with transformers and loaded through our codec loader; signal helpers."""
+"""The tiny random 44.1 kHz DAC (tests/models.py) loaded through our codec loader; signal helpers."""
 
 from __future__ import annotations
 
@@ -6,25 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from transformers import DacConfig, DacModel
 
 from tts_engine.audio.codec import Codec
 
 
-def tiny_dac_config(**overrides: object) -> DacConfig:
-    # Same strides, codebooks and rate as descript/dac_44khz (so the same receptive field), small widths.
-    options: dict[str, object] = dict(encoder_hidden_size=4, decoder_hidden_size=32, sampling_rate=44100)
-    options.update(overrides)
-    return DacConfig(**options)
-
-
 @pytest.fixture(scope="session")
-def dac_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("dac")
-    DacModel(tiny_dac_config()).save_pretrained(folder)
-    return folder
+def dac_folder(tiny_dac: Path) -> Path:
+    return tiny_dac
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import DacModel
 
-from tests.audio.conftest import tiny_dac_config
+from tests.models import tiny_dac_config
 from tts_engine.audio.codec import Codec
 from tts_engine.audio.stream import StreamingDecoder, receptive_frames
 from tts_engine.hub import ModelLoadError

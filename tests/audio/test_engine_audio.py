@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import subprocess
 import sys
@@ -12,7 +11,6 @@ import numpy as np
 import pytest
 
 from tests.audio.test_clip import make_clip
-from tests.engine import tiny
 from tests.helpers import env_without_settings
 from tts_engine.audio.clip import ClipLimits
 from tts_engine.audio.loudness import LoudnessNormalizer
@@ -25,10 +23,8 @@ PARAMS = GenerationParams(max_tokens=70, seed=3)
 
 
 @pytest.fixture(scope="session")
-def dia_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Nine channels like the DAC, and room for a few seconds of voice prompt.
-    shape = dataclasses.replace(tiny.SHAPES[2], max_positions=512)
-    return tiny.save(tiny.build(shape), tmp_path_factory.mktemp("dia9"))
+def dia_folder(tiny_dia: Path) -> Path:
+    return tiny_dia
 
 
 @pytest.fixture(scope="session")

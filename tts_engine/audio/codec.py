@@ -49,7 +49,7 @@ class Codec:
         from transformers import DacModel
 
         target = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-        folder = hub.resolve(str(model), HUB_FILES, setting="the codec setting (DIA_CODEC)")
+        folder = cls.resolve(model)
         try:
             dac = DacModel.from_pretrained(folder, dtype=torch.float32)
         except (OSError, ValueError) as exc:
@@ -65,6 +65,11 @@ class Codec:
         dac.requires_grad_(False)
         torch.nn.Module.to(dac, target)  # transformers wraps .to with a signature mypy misreads
         return cls(dac.eval(), device=target)
+
+    @staticmethod
+    def resolve(model: str | Path) -> Path:
+        """The local folder of a codec given as a folder or hub id (downloaded once)."""
+        return hub.resolve(str(model), HUB_FILES, setting="the codec setting (DIA_CODEC)")
 
     @torch.inference_mode()
     def encode(self, wav: np.ndarray) -> np.ndarray:

@@ -1,0 +1,73 @@
+"""Real worker processes (`python -m tts_engine worker`) on the tiny checkpoints, and event collection."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from tests.helpers import env_without_settings
+from tts_engine import jobs
+
+
+class WorkerProcess:
+    def __init__(self, url: str, dia: Path, dac: Path, log: Path, **settings: str) -> None:
+        env = env_without_settings(
+            DIA_REDIS_URL=url, DIA_MODEL=str(dia), DIA_CODEC=str(dac), DIA_DEVICE="cpu", DIA_RECLAIM_AFTER="2",
+            **settings,
+        )  # fmt: skip
+        self.log_path = log
+        self._log = log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tts_engine", "worker"], env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 90) -> WorkerProcess:
+        deadline = time.monotonic() + timeout
+        while "waiting for jobs" not in self.log():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"worker did not start:\n{self.log()}")
+            time.sleep(0.05)
+        return self
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 60) -> int:
+        code = self.process.wait(timeout=timeout)
+        self._log.close()
+        return code
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.wait()
+
+
+async def collect(redis: Redis, job_id: str, timeout: float = 90) -> list[jobs.Event]:
+    """Every event of the job up to its end or error."""
+
+    async def run() -> list[jobs.Event]:
+        return [event async for _, event in jobs.events(redis, job_id)]
+
+    return await asyncio.wait_for(run(), timeout)
+
+
+async def first_audio(redis: Redis, job_id: str, timeout: float = 60) -> None:
+    """Return once the job has streamed its first audio batch."""
+
+    async def run() -> None:
+        async for _, event in jobs.events(redis, job_id):
+            if isinstance(event, jobs.AudioEvent):
+                return
+        raise AssertionError("the job ended before any audio")
+
+    await asyncio.wait_for(run(), timeout)
