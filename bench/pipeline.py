@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 from launcher.embedded_redis import find_redis_server, wait_until_ready
 from tts_engine import jobs
 from tts_engine.jobs import AudioEvent, RenderJob, RenderParams, Segment, StartEvent, VoiceRecord
-from tts_engine.renderer import RenderResult
+from tts_engine.rendering import RenderResult
 from tts_engine.worker import Worker, WorkerConfig
 
 PACKET = bytes(240)

@@ -1,7 +1,8 @@
 """The Bot subclass: services injected by `__main__`, cogs loaded by name, slash commands synced on request.
 
 Follows discord.py's examples/advanced_startup.py (dependencies injected, dev-guild sync in `setup_hook`) and
-RoboDanny's bot.py (extensions named in one tuple; one broken cog is logged, not fatal).
+RoboDanny's bot.py (extensions named in one tuple; one broken cog is logged, not fatal). One error handler
+serves every slash command (bot/errors.py).
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import yarl
 from discord.ext import commands
 from redis.asyncio import Redis
 
+from bot.errors import on_app_command_error
+from bot.voice import GuildPlayer, Services
 from config.settings import BotSettings
+from tts_engine.jobs import QueueLimits
 
 log = logging.getLogger(__name__)
 
-# Cogs arrive by name so the bot never imports them as modules; the command issues add theirs here.
-EXTENSIONS: tuple[str, ...] = ()
+# Cogs arrive by name so the bot never imports them as modules.
+EXTENSIONS: tuple[str, ...] = ("cogs.voice", "cogs.speak")
 
 
 def point_discord_at(settings: BotSettings) -> None:
@@ -58,8 +62,43 @@ class DiaBot(commands.Bot):
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options)
         self.settings = settings
         self.redis = redis
+        self.limits = QueueLimits(
+            guild_cap=settings.guild_queue_cap, rate_burst=settings.rate_burst, rate_per_minute=settings.rate_per_minute
+        )
+        self.players: dict[int, GuildPlayer] = {}
         self.initial_extensions = tuple(extensions)
         self.sync_global = sync_global
+        self.tree.on_error = on_app_command_error  # type: ignore[method-assign]
+
+    def player(self, guild_id: int) -> GuildPlayer:
+        """The guild's player, made on first use."""
+        player = self.players.get(guild_id)
+        if player is None:
+            services = Services(
+                self.redis,
+                lambda: self.get_guild(guild_id),
+                self.post,
+                prebuffer_packets=self.settings.prebuffer_ms // 20,
+                idle_timeout=self.settings.idle_timeout,
+                stall_timeout=120.0,
+            )
+            player = self.players[guild_id] = GuildPlayer(services)
+        return player
+
+    async def post(self, channel_id: int, content: str, file: discord.File | None) -> None:
+        """A message in a text channel, mentioning users only (never roles or everyone)."""
+        channel = self.get_channel(channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            log.warning("cannot post to channel %s: %s", channel_id, content)
+            return
+        mentions = discord.AllowedMentions(everyone=False, roles=False, users=True)
+        try:
+            if file is None:
+                await channel.send(content, allowed_mentions=mentions)
+            else:
+                await channel.send(content, file=file, allowed_mentions=mentions)
+        except discord.HTTPException as exc:
+            log.warning("posting to channel %s failed: %s", channel_id, exc)
 
     async def setup_hook(self) -> None:
         for name in self.initial_extensions:
@@ -80,6 +119,31 @@ class DiaBot(commands.Bot):
             synced = await self.tree.sync()
             log.info("synced %d slash commands globally (Discord may take up to an hour to show them)", len(synced))
 
+    async def close(self) -> None:
+        # Players first, while Redis and the gateway still answer; then discord.py's own goodbyes.
+        for player in self.players.values():
+            await player.shutdown()
+        await super().close()
+
     async def on_ready(self) -> None:
         assert self.user is not None
         log.info("logged in as %s (id %d) in %d guilds", self.user, self.user.id, len(self.guilds))
+
+    async def on_voice_state_update(
+        self, member: discord.Member, before: discord.VoiceState, after: discord.VoiceState
+    ) -> None:
+        player = self.players.get(member.guild.id)
+        if player is None:
+            return
+        if self.user is not None and member.id == self.user.id:
+            # discord.py's own reconnects pass through here too (it leaves and rejoins), so nothing is stopped:
+            # the player notices when playback ends without a connection (GuildPlayer._play).
+            if before.channel is not None and after.channel is None:
+                log.info("left voice in guild %d", member.guild.id)
+            return
+        client = player.voice_client()
+        if client is None or before.channel is None or before.channel.id != client.channel.id:
+            return
+        if not any(not m.bot for m in client.channel.members):
+            log.info("everyone left %s; leaving too", client.channel)
+            await player.leave()

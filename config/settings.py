@@ -90,6 +90,11 @@ class BotSettings(CommonSettings):
     guild_queue_cap: int = Field(20, ge=1, description="unfinished lines one server may have queued")
     rate_burst: int = Field(5, ge=1, description="lines one user may send at once")
     rate_per_minute: float = Field(12.0, gt=0, description="lines one user may send per minute, sustained")
+    required_role: str | None = Field(None, description="role name or id that users need to use the bot")
+    max_say_chars: int = Field(2000, ge=10, le=6000, description="longest text one /say may speak")
+    max_line_seconds: float = Field(30.0, gt=0, le=35.0, description="longest audio one rendered segment may last")
+    prebuffer_ms: int = Field(200, ge=0, le=5000, description="audio buffered before a line starts playing")
+    idle_timeout: float = Field(300.0, gt=0, description="seconds without lines before the bot leaves voice")
 
     @field_validator("discord_token")
     @classmethod

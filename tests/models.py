@@ -25,6 +25,7 @@ def save_tiny_dac(folder: Path) -> Path:
 
 
 def save_tiny_dia(folder: Path) -> Path:
-    """Nine channels like the DAC, room for 1024 steps (about 12 s) so voice prompts and long lines fit."""
-    shape = dataclasses.replace(tiny.SHAPES[2], max_positions=1024)
+    """Nine channels like the DAC, room for 1024 steps (about 12 s) and 1024 text bytes, like the real model's
+    text limit, so voice prompts and the planner's segments fit."""
+    shape = dataclasses.replace(tiny.SHAPES[2], max_positions=1024, text_positions=1024)
     return tiny.save(tiny.build(shape), folder)

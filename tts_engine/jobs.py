@@ -84,7 +84,7 @@ class RenderParams:
     temperature: Annotated[float, Field(ge=0.0, le=5.0)] = 1.2
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
     top_k: Annotated[int, Field(ge=1, le=1024)] = 45
-    max_tokens: Annotated[int, Field(ge=2, le=100_000)] = 3072
+    max_tokens: Annotated[int, Field(ge=2, le=100_000)] = 3072  # decoder steps for the new audio, prompt not counted
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = None  # given by the user: renders may be cached
     speed: Annotated[float, Field(ge=0.75, le=1.5)] = 1.0
 

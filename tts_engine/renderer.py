@@ -10,27 +10,15 @@ audio of a dead attempt. Mistakes in the job itself (text Dia cannot read, a voi
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Mapping
-from dataclasses import dataclass
 
 import numpy as np
 
 from tts_engine.audio.opus import DEFAULT_BITRATE
 from tts_engine.engine import Engine, GenerationParams, VoicePrompt
 from tts_engine.jobs import MAX_SEED, RenderJob, Segment, VoiceRecord
+from tts_engine.rendering import RenderInputError, RenderResult
 
 BATCH_PACKETS = 10  # 200 ms of audio per audio event after the first
-
-
-class RenderInputError(ValueError):
-    """The job cannot be rendered as asked; `str()` is for the user."""
-
-
-@dataclass
-class RenderResult:
-    """Filled in when a rendering finishes: 48 kHz samples of audio and the Opus pre-skip, for files."""
-
-    samples: int = 0
-    pre_skip: int = 0
 
 
 class EngineRenderer:
@@ -70,15 +58,19 @@ class EngineRenderer:
     ) -> Generator[np.ndarray, None, None]:
         p = job.params
         try:
+            prompt = voice_prompt([voices[v] for v in segment.voices]) if segment.voices else None
+            # The job's budget is for new audio: the engine counts the prompt's frames too. And the bot does
+            # not know the worker's model, so a line runs at most as long as this model reaches.
+            prompt_frames = 0 if prompt is None else len(prompt.codes)
+            max_tokens = min(p.max_tokens + prompt_frames, self.engine.config.decoder.max_positions)
             params = GenerationParams(
                 cfg_scale=p.cfg_scale,
                 temperature=p.temperature,
                 top_p=p.top_p,
                 top_k=p.top_k,
-                max_tokens=p.max_tokens,
+                max_tokens=max_tokens,
                 seed=(job.render_seed + index) % MAX_SEED,
             )
-            prompt = voice_prompt([voices[v] for v in segment.voices]) if segment.voices else None
             return self.engine.stream_codes(segment.text, params, prompt)
         except ValueError as exc:  # TextError included: the engine refused this input before any work
             raise RenderInputError(str(exc)) from exc

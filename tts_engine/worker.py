@@ -17,10 +17,10 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 
 import msgpack
 import redis
@@ -34,10 +34,9 @@ from tts_engine.jobs import (
     ErrorEvent,
     RenderJob,
     StartEvent,
-    VoiceRecord,
     decode_job,
 )
-from tts_engine.renderer import RenderInputError, RenderResult
+from tts_engine.rendering import Renderer, RenderInputError, RenderResult
 from tts_engine.worker_store import LostJob, VoiceMissing, WorkerStore, cache_key
 
 log = logging.getLogger(__name__)
@@ -47,14 +46,6 @@ EXPORT_LIMIT = 8 * 2**20  # bytes of Ogg an end event may carry (Discord's small
 
 class ColdShutdown(BaseException):
     """The second stop signal: abandon the current job (it stays pending and is reclaimed elsewhere)."""
-
-
-class Renderer(Protocol):
-    revision: str
-
-    def render(
-        self, job: RenderJob, voices: Mapping[str, VoiceRecord], result: RenderResult
-    ) -> Iterator[list[bytes]]: ...  # fmt: skip
 
 
 @dataclass(frozen=True)

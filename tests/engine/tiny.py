@@ -34,6 +34,7 @@ class Shape:
     cross_kv: int
     delays: tuple[int, ...]
     max_positions: int = 128
+    text_positions: int = 96  # encoder bytes
 
 
 SHAPES = (
@@ -52,7 +53,7 @@ def hf_config(shape: Shape) -> HFDiaConfig:
         num_key_value_heads=shape.enc_kv,
         head_dim=shape.enc_head_dim,
         vocab_size=256,
-        max_position_embeddings=96,
+        max_position_embeddings=shape.text_positions,
     )
     dec = DiaDecoderConfig(
         hidden_size=24,

@@ -89,11 +89,11 @@ async def test_happy_path(shared: Redis) -> None:
 
 
 async def test_a_script_the_engine_rejects(shared: Redis) -> None:
-    job = line("[S1] " + "far too long " * 20)  # the tiny encoder reads 96 bytes
+    job = line("[S1] " + "far too long " * 100)  # 1301 bytes once [S1] is its one byte; Dia reads 1024
     await jobs.submit(shared, job)
     events = await collect(shared, job.job_id)
     assert isinstance(events[-1], ErrorEvent) and events[-1].code == "bad_input"
-    assert "Dia reads at most 96" in events[-1].message
+    assert "1301 bytes long" in events[-1].message and "Dia reads at most 1024" in events[-1].message
 
 
 async def test_a_missing_voice(shared: Redis) -> None:
@@ -113,7 +113,7 @@ async def test_a_stored_voice_prompts_the_line(shared: Redis) -> None:
     await jobs.submit(shared, job)
     events = await collect(shared, job.job_id)
     assert isinstance(events[-1], EndEvent)
-    assert events[-1].seconds == pytest.approx((100 - 2 - 40) * 512 / 44100, abs=1e-3)  # prompt frames excluded
+    assert events[-1].seconds == pytest.approx((100 - 2) * 512 / 44100, abs=1e-3)  # 100 steps of new audio
 
 
 async def test_cancel_mid_job(shared: Redis) -> None:

@@ -1,0 +1,51 @@
+"""User mistakes and the one app-command error handler (python-discord's ErrorHandler idea).
+
+A `UserFacingError` (or a rejected text or job) becomes an ephemeral reply saying what to change; anything else
+is a bug: it is logged once with the command, guild and user, and the user gets a short apology.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord import app_commands
+
+from bot.text import TextRejected
+from tts_engine.jobs import SubmitRejected
+
+log = logging.getLogger(__name__)
+
+
+class UserFacingError(Exception):
+    """A mistake the user can fix; `str()` is shown to them, only to them."""
+
+
+def _sentence(message: str) -> str:
+    return message[:1].upper() + message[1:]
+
+
+async def reply_privately(interaction: discord.Interaction, message: str) -> None:
+    """An ephemeral reply, whether or not the interaction was already answered or deferred."""
+    if interaction.response.is_done():
+        await interaction.followup.send(message, ephemeral=True)
+    else:
+        await interaction.response.send_message(message, ephemeral=True)
+
+
+async def on_app_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+    original = getattr(error, "original", error)
+    if isinstance(original, UserFacingError | TextRejected | SubmitRejected):
+        message = _sentence(str(original))
+    elif isinstance(error, app_commands.CheckFailure):
+        message = _sentence(str(error)) or "You cannot use this command here."
+    else:
+        command = interaction.command.qualified_name if interaction.command else "?"
+        log.error(
+            "/%s failed (guild %s, user %s)", command, interaction.guild_id, interaction.user.id, exc_info=original
+        )
+        message = "Something went wrong on my side; the bot's host can find the details in its log."
+    try:
+        await reply_privately(interaction, f"⚠️ {message}")
+    except discord.HTTPException:
+        log.warning("could not tell user %s about: %s", interaction.user.id, message)

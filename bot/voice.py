@@ -1,0 +1,320 @@
+"""Voice playback: the worker's Opus packets straight into discord.py, one guild queue at a time.
+
+discord.py's AudioPlayer thread calls `read()` every 20 ms and must get one packet at once: a blocking read
+makes it burst afterwards to catch up, and `b''` means the end (discord/player.py). So an asyncio task fills
+a thread-safe jitter buffer from the job's event stream; playback starts after a small pre-buffer; on an
+underrun the source returns Opus silence; `b''` comes only once the end event is drained (research/discord.md
+§3.4, §5). The bot does no audio processing: it forwards packets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import discord
+from redis.asyncio import Redis
+
+from tts_engine import jobs
+
+log = logging.getLogger(__name__)
+
+OPUS_SILENCE = b"\xf8\xff\xfe"
+
+
+class JitterBuffer:
+    """Packets from the event loop to the player thread. `read` never blocks."""
+
+    def __init__(self) -> None:
+        self._packets: deque[bytes] = deque()
+        self._lock = threading.Lock()
+        self._ended = False
+        self.played = 0
+        self.underruns = 0
+
+    def put(self, packets: list[bytes]) -> None:
+        with self._lock:
+            self._packets.extend(packets)
+
+    def end(self) -> None:
+        """No more packets will come: drain what is left, then report the end."""
+        with self._lock:
+            self._ended = True
+
+    def drop(self) -> None:
+        """Stop now: forget what is buffered and end."""
+        with self._lock:
+            self._packets.clear()
+            self._ended = True
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._packets)
+
+    @property
+    def exhausted(self) -> bool:
+        """Ended with nothing left to play."""
+        with self._lock:
+            return self._ended and not self._packets
+
+    def read(self) -> bytes:
+        with self._lock:
+            if self._packets:
+                self.played += 1
+                return self._packets.popleft()
+            if self._ended:
+                return b""
+            self.underruns += 1
+            return OPUS_SILENCE
+
+
+class StreamedOpusSource(discord.AudioSource):
+    """A discord.py source over a jitter buffer; its packets are Opus already."""
+
+    def __init__(self, buffer: JitterBuffer) -> None:
+        self.buffer = buffer
+
+    def read(self) -> bytes:
+        return self.buffer.read()
+
+    def is_opus(self) -> bool:
+        return True
+
+
+@dataclass
+class Line:
+    """A line waiting to be played in a guild."""
+
+    job_id: str
+    requester: int
+    text_channel: int
+    voice_channel: int
+    preview: str
+    export: bool = False
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+class Services:
+    """What a player needs from the bot: Redis, its guild, and a way to post to a text channel."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        guild: Callable[[], discord.Guild | None],
+        post: Callable[[int, str, discord.File | None], Awaitable[None]],
+        *,
+        prebuffer_packets: int,
+        idle_timeout: float,
+        stall_timeout: float,
+    ) -> None:
+        self.redis, self.guild, self.post = redis, guild, post
+        self.prebuffer_packets, self.idle_timeout, self.stall_timeout = prebuffer_packets, idle_timeout, stall_timeout
+
+
+class GuildPlayer:
+    """Plays a guild's lines in order, one voice connection, leaving when idle."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.lines: deque[Line] = deque()
+        self.current: Line | None = None
+        self._buffer: JitterBuffer | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.last_activity = time.monotonic()
+        # Set when the voice connection was lost for good mid-line (kicked, channel deleted, discord.py gave up
+        # reconnecting): the queue waits for the next /say or /join instead of pulling the bot straight back.
+        self.held = False
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None or bool(self.lines)
+
+    def voice_client(self) -> discord.VoiceClient | None:
+        guild = self.services.guild()
+        client = guild.voice_client if guild is not None else None
+        return client if isinstance(client, discord.VoiceClient) else None
+
+    def enqueue(self, line: Line) -> int:
+        """Queue `line`; returns how many lines play before it."""
+        ahead = len(self.lines) + (self.current is not None)
+        self.lines.append(line)
+        self.held = False
+        self._kick()
+        return ahead
+
+    def _kick(self) -> None:
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="guild-player")
+
+    async def connect(self, channel: discord.VoiceChannel | discord.StageChannel) -> discord.VoiceClient:
+        """Be in `channel`: join it, or move there."""
+        client = self.voice_client()
+        if client is not None and client.is_connected():
+            if client.channel.id != channel.id:
+                await client.move_to(channel)
+            return client
+        if client is not None:
+            # A voice client that is not connected is one discord.py failed to reconnect (its socket reader can
+            # sit in a 30 s select() on the old UDP socket and miss IP discovery): start over with a fresh one.
+            log.info("replacing a half-connected voice client in %s", channel.guild)
+            await client.disconnect(force=True)
+        connected: discord.VoiceProtocol = await channel.connect(timeout=20.0, reconnect=True, self_deaf=True)
+        assert isinstance(connected, discord.VoiceClient)
+        self.last_activity = time.monotonic()
+        if self.held:
+            self.held = False
+            self._kick()
+        return connected
+
+    async def skip(self) -> Line | None:
+        """Stop the current line at once (the worker is told to stop rendering it)."""
+        line = self.current
+        if line is None:
+            return None
+        await jobs.cancel(self.services.redis, line.job_id)
+        if self._buffer is not None:
+            self._buffer.drop()
+        client = self.voice_client()
+        if client is not None:
+            client.stop()
+        return line
+
+    async def stop(self) -> int:
+        """Skip the current line and cancel every queued one; returns how many were dropped."""
+        dropped = list(self.lines)
+        self.lines.clear()
+        for line in dropped:
+            await jobs.cancel(self.services.redis, line.job_id)
+        skipped = await self.skip()
+        return len(dropped) + (skipped is not None)
+
+    async def leave(self) -> None:
+        await self.stop()
+        client = self.voice_client()
+        if client is not None:
+            await client.disconnect(force=True)
+
+    async def shutdown(self) -> None:
+        """The bot is closing: stop playing and forget the task (queued jobs are left to expire)."""
+        if self._buffer is not None:
+            self._buffer.drop()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            if not self.lines or self.held:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.services.idle_timeout)
+                except TimeoutError:
+                    if self.held:
+                        return  # the lines stay for the next /say or /join
+                    client = self.voice_client()
+                    if client is not None and not self.lines:
+                        log.info("leaving voice after %.0f s without lines", self.services.idle_timeout)
+                        await client.disconnect(force=False)
+                    if not self.lines:
+                        return
+                continue
+            line = self.lines.popleft()
+            try:
+                await self._play(line)
+            except Exception:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the bot is shutting down: never carry on with the next line
+                log.exception("playing job %s failed", line.job_id)
+            finally:
+                self.current = None
+                self.last_activity = time.monotonic()
+
+    async def _play(self, line: Line) -> None:
+        self.current = line
+        buffer = self._buffer = JitterBuffer()
+        reader = jobs.JobAudio(self.services.redis, line.job_id, stall_timeout=self.services.stall_timeout)
+        ready = asyncio.Event()
+        feeder = asyncio.create_task(self._feed(reader, buffer, ready), name=f"feed-{line.job_id}")
+        try:
+            await ready.wait()
+            if buffer.exhausted:  # cancelled or failed before any audio
+                return
+            client = await self._voice_for(line)
+            if client is None:
+                return
+            finished = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            def after(error: Exception | None) -> None:
+                if error is not None:
+                    log.warning("voice playback ended with %s", error)
+                loop.call_soon_threadsafe(finished.set)
+
+            if client.is_playing():
+                client.stop()
+            client.play(StreamedOpusSource(buffer), after=after)
+            await finished.wait()
+            if not buffer.exhausted and not client.is_connected():
+                # discord.py reconnects on its own and the player thread waits for it; playback ending early
+                # with no connection means it gave up (or the bot was kicked). Keep the rest of the queue.
+                self.held = True
+                waiting = f"; {len(self.lines)} more waiting, `/join` or `/say` to go on" if self.lines else ""
+                await self.services.post(line.text_channel, f"🔇 I lost the voice connection{waiting}.", None)
+        finally:
+            buffer.drop()
+            feeder.cancel()
+            try:
+                await feeder
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # the line is over either way
+                log.warning("reading job %s ended with %s", line.job_id, exc)
+            self._buffer = None
+        await self._report(line, reader.result)
+
+    async def _feed(self, reader: jobs.JobAudio, buffer: JitterBuffer, ready: asyncio.Event) -> None:
+        try:
+            async for batch in reader:
+                buffer.put(batch)
+                if len(buffer) >= self.services.prebuffer_packets:
+                    ready.set()
+        finally:
+            buffer.end()
+            ready.set()
+
+    async def _voice_for(self, line: Line) -> discord.VoiceClient | None:
+        client = self.voice_client()
+        if client is not None and client.is_connected():
+            return client
+        guild = self.services.guild()
+        channel = guild.get_channel(line.voice_channel) if guild is not None else None
+        if not isinstance(channel, discord.VoiceChannel | discord.StageChannel):
+            await self.services.post(line.text_channel, "⚠️ The voice channel for your line is gone.", None)
+            return None
+        try:
+            return await self.connect(channel)
+        except (TimeoutError, discord.ClientException) as exc:
+            await self.services.post(line.text_channel, f"⚠️ I could not join {channel.mention}: {exc}", None)
+            return None
+
+    async def _report(self, line: Line, result: jobs.EndEvent | jobs.ErrorEvent | None) -> None:
+        if isinstance(result, jobs.ErrorEvent):
+            message = f"⚠️ <@{line.requester}>, your line was not spoken: {result.message}"
+            await self.services.post(line.text_channel, message, None)
+        elif isinstance(result, jobs.EndEvent) and line.export and not result.cancelled:
+            if result.ogg is None:
+                await self.services.post(line.text_channel, "⚠️ The line was too long to attach as a file.", None)
+            else:
+                file = discord.File(io.BytesIO(result.ogg), filename="line.ogg")
+                await self.services.post(line.text_channel, f"🎧 <@{line.requester}>'s line: {line.preview}", file)

@@ -1,0 +1,106 @@
+"""/say: a line of Dia speech, queued for the guild's voice channel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import checks
+from bot.errors import UserFacingError
+from bot.text import TextRules, mentioned, script_items, speakable
+from bot.voice import Line
+from cogs.voice import _member
+from tts_engine import jobs, script
+
+if TYPE_CHECKING:
+    from bot.client import DiaBot
+
+PREVIEW = 80
+FRAMES_PER_SECOND = 44100 / 512  # Dia decoder steps per second of audio
+
+
+async def _names(guild: discord.Guild, text: str) -> Callable[[str, int], str | None]:
+    """Display names of what `text` mentions. Members come from the cache, else one REST fetch each (the bot
+    has no members intent, so most are not cached); `speakable` caps how many there may be."""
+    names: dict[tuple[str, int], str] = {}
+    for kind, snowflake in mentioned(text)[: TextRules().max_mentions]:
+        if kind == "@":
+            member = guild.get_member(snowflake)
+            if member is None:
+                with contextlib.suppress(discord.HTTPException):
+                    member = await guild.fetch_member(snowflake)
+            if member is not None:
+                names[kind, snowflake] = member.display_name
+        elif kind == "@&" and (role := guild.get_role(snowflake)) is not None:
+            names[kind, snowflake] = role.name
+        elif kind == "#" and (channel := guild.get_channel(snowflake)) is not None:
+            names[kind, snowflake] = channel.name
+    return lambda kind, snowflake: names.get((kind, snowflake))
+
+
+class Speak(commands.Cog):
+    def __init__(self, bot: DiaBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="say")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        text="What to say, e.g. [S1] Welcome, traveler! (laughs) [S2] Beware the woods.",
+        export="Also post the spoken line as an audio file when it is done",
+    )
+    async def say(
+        self, interaction: discord.Interaction, text: app_commands.Range[str, 1, 6000], export: bool = False
+    ) -> None:
+        """Speak a line in your voice channel: [S1]/[S2] for voices, (laughs) and other sounds, (pause 1s)."""
+        member = _member(interaction)
+        guild = member.guild
+        settings = self.bot.settings
+        checks.has_role(member, settings.required_role)
+        rules = TextRules(max_chars=settings.max_say_chars)
+        names = await _names(guild, text) if len(text) <= rules.max_chars else (lambda kind, snowflake: None)
+        spoken = speakable(text, names, rules)
+        items = script_items(spoken)
+        segments = tuple(jobs.Segment(text=t, pause_after=p) for t, p in script.plan_dia(items))
+        channel = checks.caller_channel(member)
+        checks.can_speak_in(channel, guild.me)
+        player = self.bot.player(guild.id)
+        client = player.voice_client()
+        current = client.channel if client is not None and client.is_connected() else None
+        checks.not_busy_elsewhere(current, channel, player.busy)
+
+        params = jobs.RenderParams(max_tokens=round(settings.max_line_seconds * FRAMES_PER_SECOND) + 2)
+        job = jobs.RenderJob(
+            guild_id=guild.id,
+            requester=member.id,
+            segments=segments,
+            params=params,
+            channel_id=interaction.channel_id,
+            export=export,
+        )
+        try:
+            await asyncio.wait_for(jobs.submit(self.bot.redis, job, self.bot.limits), 2.0)
+        except TimeoutError:
+            raise UserFacingError("the job queue is not answering; try again in a moment") from None
+        await interaction.response.defer(thinking=True)
+        try:
+            await player.connect(channel)
+        except (TimeoutError, discord.ClientException) as exc:
+            await jobs.cancel(self.bot.redis, job.job_id)  # never rendered for nobody
+            raise UserFacingError(f"I could not join {channel.mention} ({exc or 'timed out'}); try again") from None
+        preview = discord.utils.escape_markdown(" ".join(spoken.split()))
+        preview = preview if len(preview) <= PREVIEW else preview[: PREVIEW - 1] + "…"
+        assert interaction.channel_id is not None
+        line = Line(job.job_id, member.id, interaction.channel_id, channel.id, preview, export=export)
+        ahead = player.enqueue(line)
+        where = "Speaking now" if ahead == 0 else f"Queued after {ahead} line{'s' if ahead > 1 else ''}"
+        await interaction.followup.send(f"🗣️ {where} in {channel.mention}: {preview}")
+
+
+async def setup(bot: DiaBot) -> None:
+    await bot.add_cog(Speak(bot))

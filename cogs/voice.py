@@ -1,0 +1,99 @@
+"""/join, /leave, /skip, /stop and /queue: the voice channel and the guild's line queue."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import checks
+from bot.errors import UserFacingError
+
+if TYPE_CHECKING:
+    from bot.client import DiaBot
+
+
+def _member(interaction: discord.Interaction) -> discord.Member:
+    if not isinstance(interaction.user, discord.Member) or interaction.guild is None:
+        raise UserFacingError("this command works in a server, not in direct messages")
+    return interaction.user
+
+
+class Voice(commands.Cog):
+    def __init__(self, bot: DiaBot) -> None:
+        self.bot = bot
+
+    def _current(self, guild_id: int) -> checks.VoiceChannel | None:
+        client = self.bot.player(guild_id).voice_client()
+        return client.channel if client is not None and client.is_connected() else None
+
+    @app_commands.command(name="join")
+    @app_commands.guild_only()
+    async def join(self, interaction: discord.Interaction) -> None:
+        """Bring the bot into your voice channel."""
+        member = _member(interaction)
+        checks.has_role(member, self.bot.settings.required_role)
+        channel = checks.caller_channel(member)
+        checks.can_speak_in(channel, member.guild.me)
+        player = self.bot.player(member.guild.id)
+        checks.not_busy_elsewhere(self._current(member.guild.id), channel, player.busy)
+        await interaction.response.defer(thinking=True)
+        try:
+            await player.connect(channel)
+        except (TimeoutError, discord.ClientException) as exc:
+            raise UserFacingError(f"I could not join {channel.mention} ({exc or 'timed out'}); try again") from None
+        await interaction.followup.send(f"👋 Joined {channel.mention}. Use `/say` to make me speak.")
+
+    @app_commands.command(name="leave")
+    @app_commands.guild_only()
+    async def leave(self, interaction: discord.Interaction) -> None:
+        """Make the bot leave the voice channel, dropping its queue."""
+        member = _member(interaction)
+        current = self._current(member.guild.id)
+        if current is None:
+            raise UserFacingError("I am not in a voice channel")
+        checks.may_control(member, current)
+        await self.bot.player(member.guild.id).leave()
+        await interaction.response.send_message(f"👋 Left {current.mention}.")
+
+    @app_commands.command(name="skip")
+    @app_commands.guild_only()
+    async def skip(self, interaction: discord.Interaction) -> None:
+        """Stop the line being spoken and go on with the next one."""
+        member = _member(interaction)
+        checks.may_control(member, self._current(member.guild.id))
+        skipped = await self.bot.player(member.guild.id).skip()
+        if skipped is None:
+            raise UserFacingError("nothing is being spoken right now")
+        await interaction.response.send_message(f"⏭️ Skipped: {skipped.preview}")
+
+    @app_commands.command(name="stop")
+    @app_commands.guild_only()
+    async def stop(self, interaction: discord.Interaction) -> None:
+        """Stop speaking and clear every queued line of this server."""
+        member = _member(interaction)
+        checks.may_control(member, self._current(member.guild.id))
+        dropped = await self.bot.player(member.guild.id).stop()
+        await interaction.response.send_message(f"⏹️ Stopped; {dropped} line{'s' if dropped != 1 else ''} dropped.")
+
+    @app_commands.command(name="queue")
+    @app_commands.guild_only()
+    async def queue(self, interaction: discord.Interaction) -> None:
+        """Show what is being spoken and what comes next."""
+        member = _member(interaction)
+        player = self.bot.player(member.guild.id)
+        if not player.busy:
+            await interaction.response.send_message("Nothing is queued. Use `/say` to make me speak.", ephemeral=True)
+            return
+        rows = []
+        if player.current is not None:
+            rows.append(f"🗣️ now: {player.current.preview} (<@{player.current.requester}>)")
+        rows += [f"{i}. {line.preview} (<@{line.requester}>)" for i, line in enumerate(player.lines, start=1)]
+        shown = "\n".join(rows[:20]) + (f"\n… and {len(rows) - 20} more" if len(rows) > 20 else "")
+        await interaction.response.send_message(shown, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
+
+
+async def setup(bot: DiaBot) -> None:
+    await bot.add_cog(Voice(bot))

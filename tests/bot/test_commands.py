@@ -1,0 +1,211 @@
+"""Slash commands against the emulator: queueing, skip/stop/leave, two guilds, and every check's message."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.bot.conftest import World, frame_frequencies, make_world
+from tests.fakediscord import CONNECT, EPHEMERAL, MANAGE_GUILD, SPEAK, FakeDiscord, Interaction
+
+
+def near(frequency: float | None, target: float) -> bool:
+    """Within the resolution of one 20 ms frame (50 Hz) of `target`; test tones are 200 Hz apart or more."""
+    return frequency is not None and abs(frequency - target) < 60
+
+
+def _private(message: dict[str, object]) -> bool:
+    return bool(int(message.get("flags") or 0) & EPHEMERAL)
+
+
+async def _refused(interaction: Interaction) -> str:
+    reply = await interaction.reply()
+    assert _private(reply), f"a refusal is shown only to its user: {reply}"
+    return str(reply["content"])
+
+
+def _tones(world: World) -> object:
+    async def heard() -> list[float | None]:
+        return frame_frequencies(await world.session())
+
+    return heard
+
+
+async def test_queued_lines_play_in_order(world: World, start_bot: object, tone_worker: object) -> None:
+    tone_worker("--seconds", "0.6")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    first = await world.say("[S1] 500")
+    second = await world.say("[S1] 1500")
+    assert "Speaking now" in str(first["content"]) and "Queued after 1 line" in str(second["content"])
+    session = await world.session()
+    await session.wait_for(lambda s: len(s.audio()) >= 2 * 31, timeout=60)
+    heard = [f for f in frame_frequencies(session) if f is not None]
+    assert near(heard[0], 500) and near(heard[-1], 1500)
+    switch = next(i for i, f in enumerate(heard) if near(f, 1500))
+    assert all(near(f, 500) for f in heard[:switch]) and all(near(f, 1500) for f in heard[switch:])
+
+
+async def test_skip_stops_within_100_ms_and_plays_the_next(
+    world: World, start_bot: object, tone_worker: object
+) -> None:
+    tone_worker("--seconds", "4", "--pace")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    await world.say("[S1] 500")
+    await world.say("[S1] 1500")
+    session = await world.session()
+    await session.wait_for(lambda s: len(s.audio()) >= 25, timeout=60)
+    skip = await world.discord.slash(world.guild, world.alice, world.text, "skip")
+    await skip.reply()
+    at_skip = len(session.packets)
+    await session.wait_for(lambda s: any(f and near(f, 1500) for f in frame_frequencies(s)), timeout=30)
+    heard = frame_frequencies(session)
+    first_of_next = next(i for i, f in enumerate(heard) if f and near(f, 1500))
+    old_after_skip = [f for f in heard[at_skip:first_of_next] if f and near(f, 500)]
+    assert len(old_after_skip) <= 5, "the skipped line stops within 100 ms of audio"
+    assert first_of_next < 4 * 50, "the first line did not play to its end"
+
+
+async def test_stop_clears_the_queue(world: World, start_bot: object, tone_worker: object, redis: Redis) -> None:
+    tone_worker("--seconds", "4", "--pace")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    for frequency in (500, 900, 1300):
+        await world.say(f"[S1] {frequency}")
+    session = await world.session()
+    await session.wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
+    stop = await world.discord.slash(world.guild, world.alice, world.text, "stop")
+    assert "3 lines dropped" in str((await stop.reply())["content"])
+    await asyncio.sleep(1.5)
+    heard = {round(f, -2) for f in frame_frequencies(session) if f}
+    assert heard == {500}, "nothing after the stop"
+    queue = await world.discord.slash(world.guild, world.alice, world.text, "queue")
+    assert "Nothing is queued" in str((await queue.reply())["content"])
+
+
+async def test_leave_mid_line(world: World, start_bot: object, tone_worker: object) -> None:
+    tone_worker("--seconds", "4", "--pace")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    await world.say("[S1] 700")
+    session = await world.session()
+    await session.wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
+    leave = await world.discord.slash(world.guild, world.alice, world.text, "leave")
+    assert "Left" in str((await leave.reply())["content"])
+    await asyncio.wait_for(session.closed.wait(), 10)
+    assert world.bot_channel() is None
+
+
+async def test_two_guilds_hear_only_their_own_lines(
+    discord: FakeDiscord, start_bot: object, tone_worker: object
+) -> None:
+    north, south = make_world(discord, "North"), make_world(discord, "South")
+    tone_worker("--seconds", "1")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    await asyncio.gather(north.say("[S1] 440"), south.say("[S1] 1760"))
+    for world, frequency in ((north, 440), (south, 1760)):
+        session = await world.session()
+        await session.wait_for(lambda s: len(s.audio()) >= 51, timeout=60)
+        heard = [f for f in frame_frequencies(session) if f]
+        assert heard and all(abs(f - frequency) < 20 for f in heard)
+
+
+async def test_export_posts_the_line_as_a_file(world: World, start_bot: object, tone_worker: object) -> None:
+    tone_worker("--seconds", "1")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    await world.say("[S1] 800", export=True)
+    (posted,) = await world.discord.wait_posted(world.text)
+    assert list(posted.files) == ["line.ogg"] and posted.files["line.ogg"].startswith(b"OggS")
+    assert "800" in posted.content
+
+
+async def test_queue_lists_the_lines(world: World, start_bot: object, tone_worker: object) -> None:
+    tone_worker("--seconds", "3", "--pace")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    await world.say("[S1] The first line 500.")
+    await world.say("[S2] The second line 700.")
+    queue = await world.discord.slash(world.guild, world.alice, world.text, "queue")
+    shown = str((await queue.reply())["content"])
+    assert "now: [S1] The first line 500." in shown and "1. [S2] The second line 700." in shown
+
+
+async def test_no_worker_online(world: World, start_bot: object) -> None:
+    await start_bot()  # type: ignore[operator]
+    interaction = await world.discord.slash(world.guild, world.alice, world.text, "say", text="[S1] Anyone?")
+    assert "No voice worker is running" in await _refused(interaction)
+    assert world.discord.sessions(world.guild) == [], "nothing joined for a line that cannot be spoken"
+
+
+async def test_the_caller_must_be_in_voice(world: World, start_bot: object, tone_worker: object) -> None:
+    tone_worker()  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    interaction = await world.discord.slash(world.guild, world.bob, world.text, "say", text="[S1] Hi.")
+    assert "Join a voice channel first" in await _refused(interaction)
+
+
+@pytest.mark.parametrize(("deny", "missing"), [(CONNECT, "Connect permission"), (SPEAK, "Speak permission")])
+async def test_missing_permissions_are_named(
+    discord: FakeDiscord, start_bot: object, tone_worker: object, deny: int, missing: str
+) -> None:
+    world = make_world(discord)
+    locked = world.guild.voice_channel("Locked", deny_bot=deny)
+    world.guild.voice[world.alice.user.id] = locked.id
+    tone_worker()  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    interaction = await discord.slash(world.guild, world.alice, world.text, "say", text="[S1] Hi.")
+    assert f"missing the {missing} there" in await _refused(interaction)
+
+
+async def test_busy_in_another_channel(world: World, start_bot: object, tone_worker: object) -> None:
+    tone_worker("--seconds", "4", "--pace")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    await world.say("[S1] 500")
+    await world.discord.join_voice(world.guild, world.bob, world.cellar)
+    interaction = await world.discord.slash(world.guild, world.bob, world.text, "say", text="[S1] Over here!")
+    assert "already speaking in" in await _refused(interaction)
+
+
+async def test_a_required_role(discord: FakeDiscord, start_bot: object, tone_worker: object) -> None:
+    world = make_world(discord)
+    bard = world.guild.role("Bard")
+    world.bob.roles.append(bard.id)
+    world.guild.voice[world.bob.user.id] = world.tavern.id
+    tone_worker()  # type: ignore[operator]
+    await start_bot(DIA_REQUIRED_ROLE="Bard")  # type: ignore[operator]
+    refused = await discord.slash(world.guild, world.alice, world.text, "say", text="[S1] Hi.")
+    assert "You need the Bard role" in await _refused(refused)
+    allowed = await world.say("[S1] Hi.", member=world.bob)
+    assert "Speaking now" in str(allowed["content"])
+
+
+async def test_only_listeners_or_managers_control_playback(
+    discord: FakeDiscord, start_bot: object, tone_worker: object
+) -> None:
+    world = make_world(discord)
+    manager = world.guild.member("gm", world.guild.role("Game master", MANAGE_GUILD))
+    tone_worker("--seconds", "4", "--pace")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    await world.say("[S1] 500")
+    for command in ("skip", "stop", "leave"):
+        refused = await discord.slash(world.guild, world.bob, world.text, command)
+        assert "Only people in my voice channel" in await _refused(refused)
+    allowed = await discord.slash(world.guild, manager, world.text, "skip")
+    assert "Skipped" in str((await allowed.reply())["content"])
+
+
+async def test_the_bot_leaves_an_empty_channel(world: World, start_bot: object, tone_worker: object) -> None:
+    tone_worker("--seconds", "0.5")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    await world.say("[S1] 500")
+    session = await world.session()
+    await session.wait_for(lambda s: len(s.audio()) >= 26, timeout=60)
+    await world.discord.join_voice(world.guild, world.alice, None)
+    await asyncio.wait_for(session.closed.wait(), 10)
+
+
+async def test_the_bot_leaves_when_idle(world: World, start_bot: object, tone_worker: object) -> None:
+    tone_worker("--seconds", "0.5")  # type: ignore[operator]
+    await start_bot(DIA_IDLE_TIMEOUT="1")  # type: ignore[operator]
+    await world.say("[S1] 500")
+    session = await world.session()
+    await asyncio.wait_for(session.closed.wait(), 15)
+    assert len(session.audio()) == 26, "it left after the line, not during it"

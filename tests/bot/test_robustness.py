@@ -1,0 +1,121 @@
+"""What users and failures throw at the bot: bad text, a worker dying mid-line, a lost voice connection."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from tests.bot.conftest import World, frame_frequencies
+from tests.bot.test_commands import _refused, near
+from tts_engine import jobs
+
+BAD_INPUT = [
+    ("   \n  ", "There is nothing to say"),
+    ("[S1] " + "a" * 5995, "6000 characters; /say speaks at most 2000"),
+    ("[S1] Hello\x07 there", "invisible control characters (like U+0007)"),
+    ("[S1] Hello\u200b there", "invisible control characters (like U+200B)"),
+    ("[S1 Hello there", "this [ is never closed"),
+    ("[S1] Hello (laughs there", "this ( is never closed"),
+    ("@everyone listen up", "mass mentions (@everyone, @here) cannot be spoken"),
+    (" ".join(f"<@{900_000_000_000_000_100 + i}>" for i in range(8)), "8 mentions; at most 5"),
+    ("[S1] H\u0301\u0302\u0303\u0304e\u0305\u0306\u0307\u0308llo", "zalgo text"),
+    ("[Bram] Welcome to my inn!", "no character named Bram"),
+    ("[S1] (grins) Hello.", "(grins) is not a sound Dia can make"),
+]
+
+
+async def test_bad_input_gets_a_clear_private_reply(world: World, start_bot: object, tone_worker: object) -> None:
+    tone_worker("--seconds", "0.4")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    for text, message in BAD_INPUT:
+        interaction = await world.discord.slash(world.guild, world.alice, world.text, "say", text=text)
+        assert message.lower() in (await _refused(interaction)).lower(), text
+    assert world.discord.sessions(world.guild) == [], "no bad line joined or queued anything"
+    reply = await world.say("[S1] 900")  # and the bot still works
+    assert "Speaking now" in str(reply["content"])
+    session = await world.session()
+    await session.wait_for(lambda s: len(s.audio()) >= 21, timeout=60)
+    assert all(near(f, 900) for f in frame_frequencies(session) if f)
+
+
+async def test_mentions_are_spoken_as_names(world: World, start_bot: object, tone_worker: object) -> None:
+    tone_worker("--seconds", "0.4")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    reply = await world.say(f"[S1] Welcome, <@{world.bob.user.id}>! See <https://example.com>.")
+    assert "Welcome, bob! See a link" in str(reply["content"])
+
+
+async def test_a_worker_killed_mid_line(world: World, start_bot: object, dia_worker: object, redis: Redis) -> None:
+    doomed = dia_worker()  # type: ignore[operator]
+    await start_bot(DIA_MAX_LINE_SECONDS="8")  # type: ignore[operator]
+    await world.say("[S1] Hello there, traveler.")
+    session = await world.session()
+    await session.wait_for(lambda s: len(s.audio()) >= 5, timeout=60)
+    doomed.process.kill()  # kill -9 while the line is playing
+    dia_worker()  # type: ignore[operator]
+    await session.wait_for(lambda s: s.speaking and s.speaking[-1][1] == 0 and len(s.audio()) > 5, timeout=120)
+    (job_id,) = [k.decode().rsplit(":", 1)[1] for k in await redis.keys("dia:out:*")]
+    result = [e async for _, e in jobs.events(redis, job_id)][-1]
+    if isinstance(result, jobs.EndEvent):  # re-rendered by the second worker: played once, in full
+        assert result.attempt == 2
+        assert len(session.audio()) == -(-(round(result.seconds * 48000) + 312) // 960)
+    else:  # or the user was told
+        assert isinstance(result, jobs.ErrorEvent)
+        (posted,) = await world.discord.wait_posted(world.text)
+        assert "was not spoken" in posted.content
+
+
+async def test_a_dropped_voice_connection(world: World, start_bot: object, tone_worker: object) -> None:
+    tone_worker("--seconds", "3", "--pace")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    await world.say("[S1] 500")
+    await world.say("[S1] 1500")
+    first = await world.session()
+    await first.wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
+    await first.drop(4006)  # the voice server went away
+
+    # discord.py reconnects on its own; either the lines go on in a new session, or they stop cleanly and the
+    # queue survives for the next /say. Never a hang: the next line is heard within the time it takes.
+    async def heard_next() -> bool:
+        for session in world.discord.sessions(world.guild):
+            if any(near(f, 1500) for f in frame_frequencies(session)):
+                return True
+        return False
+
+    for _ in range(300):
+        if await heard_next():
+            break
+        await asyncio.sleep(0.1)
+    else:
+        reply = await world.say("[S1] 1500")
+        assert "Speaking" in str(reply["content"]) or "Queued" in str(reply["content"])
+        for _ in range(300):
+            if await heard_next():
+                break
+            await asyncio.sleep(0.1)
+    assert await heard_next()
+
+
+async def test_kicked_from_voice_the_queue_waits(world: World, start_bot: object, tone_worker: object) -> None:
+    tone_worker("--seconds", "3", "--pace")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    await world.say("[S1] 500")
+    await world.say("[S1] 1500")
+    first = await world.session()
+    await first.wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
+    await world.discord.kick_bot(world.guild)
+
+    (posted,) = await world.discord.wait_posted(world.text)
+    assert "lost the voice connection; 1 more waiting" in posted.content
+    await asyncio.sleep(1)
+    assert len(world.discord.sessions(world.guild)) == 1, "a kicked bot does not pull itself back in"
+    assert world.bot_channel() is None
+
+    reply = await world.say("[S1] 700")  # the next /say brings it back, and the held line plays first
+    assert "Queued after 1 line" in str(reply["content"])
+    second = await world.session()
+    assert second is not first
+    await second.wait_for(lambda s: sum(near(f, 700) for f in frame_frequencies(s)) >= 10, timeout=60)
+    heard = [f for f in frame_frequencies(second) if f]
+    assert near(heard[0], 1500) and near(heard[-1], 700)

@@ -1,0 +1,64 @@
+"""/say end to end: the real bot, a real worker and Redis, the emulator receiving and decoding the audio."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from redis.asyncio import Redis
+
+from tests.bot.conftest import World, frame_frequencies, rendered_packets
+from tests.fakediscord import OPUS_SILENCE
+
+
+def _ended(session: object) -> bool:
+    speaking = session.speaking  # type: ignore[attr-defined]
+    return len(speaking) >= 2 and speaking[-1][1] == 0 and any(flag for _, flag in speaking)
+
+
+async def test_say_plays_the_rendered_line(world: World, start_bot: object, dia_worker: object, redis: Redis) -> None:
+    dia_worker()  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    interaction = await world.discord.slash(world.guild, world.alice, world.text, "say", text="[S1] Hello there.")
+    reply = await interaction.reply()
+    assert interaction.responses[0][0] - interaction.sent < 3.0, "an interaction must be answered within 3 s"
+    assert interaction.deferred and "Speaking now" in str(reply["content"])
+    session = await world.session()
+    await session.wait_for(_ended, timeout=90)
+    (sent,) = (await rendered_packets(redis)).values()
+    audio = [p.opus for p in session.packets if p.opus != OPUS_SILENCE]
+    assert audio == sent, "the bot forwards the worker's packets unchanged, in order, each once"
+    silence = len(session.packets) - len(audio)
+    assert silence <= 10, "at most a few silence frames (the 5 discord.py sends at the end, rare underruns)"
+    assert all((b.seq - a.seq) % 65536 == 1 for a, b in zip(session.packets, session.packets[1:], strict=False))
+    assert {b.timestamp - a.timestamp for a, b in zip(session.packets, session.packets[1:], strict=False)} == {960}
+    assert session.mode == "aead_xchacha20_poly1305_rtpsize"
+    assert np.abs(session.pcm()).max() > 0.01, "the decoded line is not silence"
+
+
+async def test_a_tone_arrives_intact(world: World, start_bot: object, tone_worker: object) -> None:
+    tone_worker("--seconds", "1.5", "--level", "0.25")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    await world.say("[S1] 1000")
+    session = await world.session()
+    await session.wait_for(_ended, timeout=60)
+    pcm = session.pcm()[:, 0]
+    loud = np.flatnonzero(np.abs(pcm) > 0.05)
+    body = pcm[loud[0] + 2400 : loud[-1] - 2400]
+    spectrum = np.abs(np.fft.rfft(body * np.hanning(len(body))))
+    assert np.fft.rfftfreq(len(body), 1 / 48000)[np.argmax(spectrum)] == pytest.approx(1000, abs=2)
+    assert np.sqrt(np.mean(body**2)) == pytest.approx(0.25 / np.sqrt(2), rel=0.1)  # -1 dB at most
+
+
+async def test_a_stalled_worker_gives_silence_not_a_burst(world: World, start_bot: object, tone_worker: object) -> None:
+    tone_worker("--seconds", "3", "--pace", "--stall-at", "1.0", "--stall", "0.8")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    await world.say("[S1] 600")
+    session = await world.session()
+    await session.wait_for(_ended, timeout=60)
+    kinds = ["silence" if p.opus == OPUS_SILENCE else "audio" for p in session.packets]
+    first, last = kinds.index("audio"), len(kinds) - 1 - kinds[::-1].index("audio")
+    gap = kinds[first:last].count("silence")
+    assert gap >= 10, "the buffer ran dry during the stall and filled it with silence frames"
+    assert kinds.count("audio") == 3 * 50 + 1, "no audio lost (3 s plus the encoder lookahead)"
+    frequencies = [f for f in frame_frequencies(session) if f is not None]
+    assert all(abs(f - 600) < 20 for f in frequencies)

@@ -1,0 +1,170 @@
+"""The emulator's world: guilds with channels, roles, members and voice states, and their gateway payloads.
+
+Payload shapes follow discord-api-docs (gateway v10) with what discord.py 2.7.1 actually reads: members need
+`user`, `roles` and `flags`; voice channels need `bitrate` and `user_limit`; a guild's `voice_states` tell
+discord.py who is in which channel (research/discord.md §3.4).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+# Permission bits (discord-api-docs, topics/permissions).
+VIEW_CHANNEL = 1 << 10
+SEND_MESSAGES = 1 << 11
+ATTACH_FILES = 1 << 15
+CONNECT = 1 << 20
+SPEAK = 1 << 21
+MANAGE_GUILD = 1 << 5
+ADMINISTRATOR = 1 << 3
+EVERYONE_DEFAULT = VIEW_CHANNEL | SEND_MESSAGES | ATTACH_FILES | CONNECT | SPEAK
+
+TEXT, VOICE = 0, 2
+_ids = itertools.count(900_000_000_000_000_001)
+
+
+def snowflake() -> int:
+    return next(_ids)
+
+
+@dataclass
+class User:
+    name: str
+    id: int = field(default_factory=snowflake)
+    bot: bool = False
+
+    def payload(self) -> dict[str, Any]:
+        return {"id": str(self.id), "username": self.name, "global_name": self.name, "discriminator": "0",
+                "avatar": None, "bot": self.bot}  # fmt: skip
+
+
+@dataclass
+class Role:
+    name: str
+    permissions: int
+    id: int = field(default_factory=snowflake)
+    position: int = 1
+
+    def payload(self) -> dict[str, Any]:
+        return {"id": str(self.id), "name": self.name, "permissions": str(self.permissions), "position": self.position,
+                "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0}  # fmt: skip
+
+
+@dataclass
+class Overwrite:
+    """A channel permission overwrite for a role or member."""
+
+    target: int
+    allow: int = 0
+    deny: int = 0
+    member: bool = False
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "id": str(self.target),
+            "type": 1 if self.member else 0,
+            "allow": str(self.allow),
+            "deny": str(self.deny),
+        }
+
+
+@dataclass
+class Channel:
+    name: str
+    type: int
+    guild_id: int
+    id: int = field(default_factory=snowflake)
+    position: int = 0
+    overwrites: list[Overwrite] = field(default_factory=list)
+
+    def payload(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": str(self.id), "type": self.type, "name": self.name, "guild_id": str(self.guild_id),
+            "position": self.position, "permission_overwrites": [o.payload() for o in self.overwrites],
+            "parent_id": None, "nsfw": False,
+        }  # fmt: skip
+        if self.type == VOICE:
+            data.update(bitrate=64000, user_limit=0, rtc_region=None)
+        return data
+
+
+@dataclass
+class Member:
+    user: User
+    roles: list[int] = field(default_factory=list)
+
+    def payload(self) -> dict[str, Any]:
+        return {"user": self.user.payload(), "roles": [str(r) for r in self.roles], "nick": None, "flags": 0,
+                "joined_at": "2026-01-01T00:00:00+00:00", "deaf": False, "mute": False, "pending": False}  # fmt: skip
+
+
+@dataclass
+class Guild:
+    name: str
+    bot: User
+    id: int = field(default_factory=snowflake)
+    channels: list[Channel] = field(default_factory=list)
+    roles: list[Role] = field(default_factory=list)
+    members: dict[int, Member] = field(default_factory=dict)
+    voice: dict[int, int] = field(default_factory=dict)  # user id -> voice channel id
+    sessions: dict[int, str] = field(default_factory=dict)  # user id -> voice session id
+
+    def __post_init__(self) -> None:
+        # The @everyone role shares the guild's id; it grants what a normal server grants.
+        self.roles.append(Role("@everyone", EVERYONE_DEFAULT, id=self.id, position=0))
+        self.members[self.bot.id] = Member(self.bot)
+
+    def text_channel(self, name: str = "general") -> Channel:
+        channel = Channel(name, TEXT, self.id, position=len(self.channels))
+        self.channels.append(channel)
+        return channel
+
+    def voice_channel(self, name: str = "Tavern", *, deny_bot: int = 0) -> Channel:
+        channel = Channel(name, VOICE, self.id, position=len(self.channels))
+        if deny_bot:
+            channel.overwrites.append(Overwrite(self.bot.id, deny=deny_bot, member=True))
+        self.channels.append(channel)
+        return channel
+
+    def role(self, name: str, permissions: int = 0) -> Role:
+        role = Role(name, permissions, position=len(self.roles))
+        self.roles.append(role)
+        return role
+
+    def member(self, name: str, *roles: Role) -> Member:
+        member = Member(User(name), [r.id for r in roles])
+        self.members[member.user.id] = member
+        return member
+
+    def voice_state(self, user_id: int) -> dict[str, Any]:
+        channel = self.voice.get(user_id)
+        return {
+            "guild_id": str(self.id), "channel_id": None if channel is None else str(channel),
+            "user_id": str(user_id), "session_id": self.sessions.get(user_id, f"session-{user_id}"),
+            "deaf": False, "mute": False, "self_deaf": False, "self_mute": False, "self_video": False,
+            "suppress": False, "request_to_speak_timestamp": None, "member": self.members[user_id].payload(),
+        }  # fmt: skip
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            # The owner bypasses every permission, so it is a host account of its own, never the bot.
+            "id": str(self.id), "name": self.name, "owner_id": "1", "unavailable": False,
+            "member_count": len(self.members), "large": False, "features": [], "emojis": [], "stickers": [],
+            "channels": [c.payload() for c in self.channels], "roles": [r.payload() for r in self.roles],
+            "members": [m.payload() for m in self.members.values()],
+            "voice_states": [self.voice_state(u) for u in self.voice],
+            "threads": [], "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
+            "preferred_locale": "en-US", "premium_tier": 0, "verification_level": 0,
+            "default_message_notifications": 0, "explicit_content_filter": 0, "mfa_level": 0, "nsfw_level": 0,
+            "system_channel_flags": 0, "afk_timeout": 300,
+        }  # fmt: skip
+
+    def permissions(self, member: Member) -> int:
+        """Guild-level permissions of `member` (roles only), as an interaction's member payload carries them."""
+        value = 0
+        for role in self.roles:
+            if role.id == self.id or role.id in member.roles:
+                value |= role.permissions
+        return value
