@@ -12,6 +12,7 @@ import discord
 from discord import app_commands
 
 from bot.text import TextRejected
+from tts_engine.characters import CastError
 from tts_engine.jobs import SubmitRejected
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ async def reply_privately(interaction: discord.Interaction, message: str) -> Non
 
 async def on_app_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
     original = getattr(error, "original", error)
-    if isinstance(original, UserFacingError | TextRejected | SubmitRejected):
+    if isinstance(original, UserFacingError | TextRejected | SubmitRejected | CastError):
         message = _sentence(str(original))
     elif isinstance(error, app_commands.CheckFailure):
         message = _sentence(str(error)) or "You cannot use this command here."

@@ -16,12 +16,15 @@ from bot.errors import UserFacingError
 from bot.text import TextRules, mentioned, script_items, speakable
 from bot.voice import Line
 from cogs.voice import _member
-from tts_engine import jobs, script
+from tts_engine import jobs, scene
+from tts_engine.characters import Cast
+from tts_engine.scene import VoiceRef
 
 if TYPE_CHECKING:
     from bot.client import DiaBot
 
 PREVIEW = 80
+MAX_SEGMENTS = 64  # what one job may carry (tts_engine/jobs.py)
 FRAMES_PER_SECOND = 44100 / 512  # Dia decoder steps per second of audio
 
 
@@ -65,8 +68,20 @@ class Speak(commands.Cog):
         rules = TextRules(max_chars=settings.max_say_chars)
         names = await _names(guild, text) if len(text) <= rules.max_chars else (lambda kind, snowflake: None)
         spoken = speakable(text, names, rules)
-        items = script_items(spoken)
-        segments = tuple(jobs.Segment(text=t, pause_after=p) for t, p in script.plan_dia(items))
+        characters = await Cast(self.bot.redis, guild.id).all()
+        items = script_items(spoken, {c.name: c.mood_names for c in characters})
+        voices = {
+            (c.name, mood or None): VoiceRef(v.voice_id, v.transcript, v.frames)
+            for c in characters
+            for mood, v in c.moods.items()
+        }
+        try:
+            planned = scene.plan(items, voices)
+        except ValueError as exc:  # a voice whose prompt leaves no room: the message names it
+            raise UserFacingError(str(exc)) from None
+        segments = tuple(jobs.Segment(text=p.text, voices=p.voices, pause_after=p.pause_after) for p in planned)
+        if len(segments) > MAX_SEGMENTS:
+            raise UserFacingError(f"that is {len(segments)} parts to render; at most {MAX_SEGMENTS}: split it up")
         channel = checks.caller_channel(member)
         checks.can_speak_in(channel, guild.me)
         player = self.bot.player(guild.id)
@@ -100,6 +115,23 @@ class Speak(commands.Cog):
         ahead = player.enqueue(line)
         where = "Speaking now" if ahead == 0 else f"Queued after {ahead} line{'s' if ahead > 1 else ''}"
         await interaction.followup.send(f"🗣️ {where} in {channel.mention}: {preview}")
+
+    @say.autocomplete("text")
+    async def _speaker_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        """After an unclosed `[`, the characters (and moods) it may start. Discord caps a choice at 100
+        characters, so this helps while the text is short, which is when tags are typed most."""
+        start = current.rfind("[")
+        if interaction.guild_id is None or start < 0 or "]" in current[start:]:
+            return []
+        typed = current[start + 1 :].casefold()
+        choices = []
+        for character in await Cast(self.bot.redis, interaction.guild_id).all():
+            tags = [character.name, *(f"{character.name}:{m}" for m in sorted(character.mood_names))]
+            for tag in tags:
+                value = f"{current[:start]}[{tag}] "
+                if tag.casefold().startswith(typed) and len(value) <= 100:
+                    choices.append(app_commands.Choice(name=value, value=value))
+        return choices[:25]
 
 
 async def setup(bot: DiaBot) -> None:

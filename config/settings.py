@@ -95,6 +95,10 @@ class BotSettings(CommonSettings):
     max_line_seconds: float = Field(30.0, gt=0, le=35.0, description="longest audio one rendered segment may last")
     prebuffer_ms: int = Field(200, ge=0, le=5000, description="audio buffered before a line starts playing")
     idle_timeout: float = Field(300.0, gt=0, description="seconds without lines before the bot leaves voice")
+    max_characters: int = Field(200, ge=1, le=10_000, description="characters one server may have")
+    character_role: str | None = Field(
+        None, description="role name or id that may create, change or delete characters (unset: Manage Server)"
+    )
 
     @field_validator("discord_token")
     @classmethod

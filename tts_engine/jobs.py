@@ -64,6 +64,10 @@ def worker_key(worker_id: str) -> str:
     return f"dia:worker:{worker_id}"
 
 
+CLIP_MAX_BYTES = 10 * 2**20  # the clip intake's default size cap (tts_engine/audio/clip.py)
+PENDING_VOICE_TTL = 3600  # seconds a made voice waits for a character to adopt it
+
+
 def voice_key(guild_id: int, voice_id: str) -> str:
     return f"dia:voice:{guild_id}:{voice_id}"
 
@@ -113,6 +117,12 @@ class RenderJob:
     created_at: float = field(default_factory=time.time)
     # The seed every attempt renders with, so a retry reproduces the audio a dead attempt had begun.
     render_seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = field(default_factory=lambda: secrets.randbelow(MAX_SEED))
+    # A voice clip (any audio format) to turn into a stored voice instead of speaking: the first segment's
+    # text is its transcript. Nothing is played.
+    clip: Annotated[bytes, Field(max_length=CLIP_MAX_BYTES)] | None = None
+    # Store the voice this job makes (from `clip`, or the codes of its one rendered segment) under this id, as
+    # a pending voice that expires unless a character adopts it (tts_engine/characters.py).
+    keep_voice: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] | None = None
 
     def __post_init__(self) -> None:
         if self.params.seed is not None and self.render_seed != self.params.seed:
@@ -389,6 +399,19 @@ async def events(
             yield last_id, event
             if isinstance(event, EndEvent | ErrorEvent):
                 return
+
+
+async def outcome(redis: Redis, job_id: str, *, stall_timeout: float = 120.0) -> EndEvent | ErrorEvent:
+    """Wait for the job's end: its end event, or an error event (a stall becomes a timeout error)."""
+    attempt = 0
+    try:
+        async for _, event in events(redis, job_id, stall_timeout=stall_timeout):
+            attempt = max(attempt, event.attempt)
+            if isinstance(event, EndEvent | ErrorEvent):
+                return event
+    except JobStalled:
+        pass
+    return ErrorEvent(attempt=attempt, code="timeout", message="the voice worker stopped answering; try again")
 
 
 class JobAudio:

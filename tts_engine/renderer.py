@@ -1,45 +1,66 @@
 """A job in, batches of Opus packets out: the engine side of the worker.
 
-Each segment renders with its voices as the prompt (their transcripts and codes joined in order), segments
+Each segment renders with its voices as the prompt (their transcripts, tagged [S1]/[S2], and codes joined in
+order), segments
 and pauses flow into one audio pipeline, and packets leave in batches: the first as soon as there is one,
 then about 200 ms at a time. Segment i renders with seed `render_seed + i`, so a retried job reproduces the
 audio of a dead attempt. Mistakes in the job itself (text Dia cannot read, a voice that does not fit) raise
-`RenderInputError`, which the worker reports instead of retrying.
+`RenderInputError`, which the worker reports instead of retrying. Jobs can also make voices: from a user's clip
+(cut to 5-10 s at a sentence end, tts_engine/audio/prompt.py) or from the codes of a rendered line (voice design).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Generator, Iterator, Mapping
 
 import numpy as np
 
+from tts_engine.audio.clip import ClipError, ClipLimits, decode_clip
 from tts_engine.audio.opus import DEFAULT_BITRATE
+from tts_engine.audio.prompt import trim_for_prompt
 from tts_engine.engine import Engine, GenerationParams, VoicePrompt
 from tts_engine.jobs import MAX_SEED, RenderJob, Segment, VoiceRecord
 from tts_engine.rendering import RenderInputError, RenderResult
+from tts_engine.scene import prompt_transcript
 
 BATCH_PACKETS = 10  # 200 ms of audio per audio event after the first
+_TAG = re.compile(r"\[S[12]\]", re.IGNORECASE)
 
 
 class EngineRenderer:
-    def __init__(self, engine: Engine, *, bitrate: int = DEFAULT_BITRATE, batch_packets: int = BATCH_PACKETS) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        bitrate: int = DEFAULT_BITRATE,
+        batch_packets: int = BATCH_PACKETS,
+        clip_limits: ClipLimits | None = None,
+    ) -> None:
         self.engine = engine
+        self.clip_limits = clip_limits or ClipLimits()
         self.bitrate = bitrate
         self.batch_packets = batch_packets
         self.revision = f"{engine.revision}:opus{bitrate}"
 
     def render(self, job: RenderJob, voices: Mapping[str, VoiceRecord], result: RenderResult) -> Iterator[list[bytes]]:
         """Batches of packets for `job`; closing the iterator stops the engine at once."""
+        if job.clip is not None:
+            result.voice = self._voice_from_clip(job.clip, job.segments[0].text)
+            return
         try:
             pipeline = self.engine.audio_pipeline(speed=job.params.speed, bitrate=self.bitrate)
         except ValueError as exc:
             raise RenderInputError(str(exc)) from exc
         pending: list[bytes] = []
         sent_any = False
+        kept: list[np.ndarray] = []  # the first segment's codes, when the job keeps its voice
         for index, segment in enumerate(job.segments):
             codes = self._codes(job, index, segment, voices)
             try:
                 for frames in codes:
+                    if job.keep_voice is not None and index == 0:
+                        kept.append(frames)
                     pending += pipeline.push_codes(frames).packets
                     if pending and (not sent_any or len(pending) >= self.batch_packets):
                         yield pending
@@ -52,6 +73,20 @@ class EngineRenderer:
         if pending:
             yield pending
         result.samples, result.pre_skip = pipeline.samples, pipeline.pre_skip
+        if kept:
+            result.voice = voice_record(untagged(job.segments[0].text), np.concatenate(kept))
+
+    def _voice_from_clip(self, clip: bytes, transcript: str) -> VoiceRecord:
+        """The clip cut to its best 5-10 s at a sentence end, with the matching words, as DAC codes."""
+        codec = self.engine.codec
+        if codec is None:
+            raise RuntimeError("the worker has no codec loaded, so it cannot encode voice clips")
+        try:
+            audio = decode_clip(clip, self.clip_limits)
+            audio, words = trim_for_prompt(audio, untagged(transcript))
+        except ClipError as exc:
+            raise RenderInputError(str(exc)) from exc
+        return voice_record(words, codec.encode(audio))
 
     def _codes(
         self, job: RenderJob, index: int, segment: Segment, voices: Mapping[str, VoiceRecord]
@@ -77,6 +112,17 @@ class EngineRenderer:
 
 
 def voice_prompt(records: list[VoiceRecord]) -> VoicePrompt:
-    """One prompt from stored voices, in order: their transcripts joined, their codes one after another."""
+    """One prompt from stored voices in tag order: "[S1] words of the first [S2] words of the second", and
+    their codes one after another, so each voice speaks as the tag the segment gives it (research/dia.md §3)."""
     codes = [np.frombuffer(r.codes, dtype="<i2").reshape(r.frames, r.channels).astype(np.int64) for r in records]
-    return VoicePrompt(" ".join(r.transcript for r in records), np.concatenate(codes))
+    return VoicePrompt(prompt_transcript([r.transcript for r in records]), np.concatenate(codes))
+
+
+def untagged(text: str) -> str:
+    """`text` without [S1]/[S2] tags: stored voices keep plain words and get their tag when used."""
+    return " ".join(_TAG.sub(" ", text).split())
+
+
+def voice_record(transcript: str, codes_TxC: np.ndarray) -> VoiceRecord:
+    frames, channels = codes_TxC.shape
+    return VoiceRecord(transcript, codes_TxC.astype("<i2").tobytes(), frames, channels)

@@ -9,6 +9,10 @@
   the nearest supported cue; other text in parentheses, like `(as always, I hope)`, is simply spoken.
 - Pauses: `(pause 1.5s)` or `(pause 500ms)`, up to 10 s: silence of that length.
 Limits (characters, turns, cues per turn) have clear errors; nothing is cut silently.
+
+Planning: `tts_engine.scene.plan` turns a parsed scene with characters into Dia render segments (two speakers
+each, voice prompts, 5-20 s); `plan_dia` here is the simpler planner for scripts of [S1]/[S2] alone. Both cut
+text with `pieces` and estimate its length at `CHARS_PER_SECOND`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ CUES = (
     "whistles",
 )  # fmt: skip
 DIA_SPEAKERS = ("S1", "S2")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 '\-]{0,31}")
+# What a character may be called (tts_engine.characters.NAME: letters of any script, digits, spaces, - and _),
+# plus the apostrophe of names like O'Brien.
+_NAME = re.compile(r"[^\W_][\w '\-]{0,31}")
 _PAUSE = re.compile(r"pause\s+(\d+(?:\.\d+)?)\s*(s|ms)", re.IGNORECASE)
 _STAGE_DIRECTION = re.compile(r"[a-z]+(?: [a-z]+){0,2}")
 
@@ -205,31 +211,42 @@ def _parenthesis(b: _Builder, inner: str, position: int) -> None:
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
-SEGMENT_BYTES = 600  # about 10-20 s of speech: Dia sounds best between 5 and 20 s, and reads at most 1024 bytes
+# Dia speaks about 15 characters a second: conversational English runs ~150 words a minute at ~6 characters a
+# word with its space. (The 600 bytes plan_dia used to allow, "10-20 s", assumed 30-60 characters a second: at
+# 15 that is 40 s, past the 20 s where Dia speeds up and past the 35.7 s its decoder can write.) Dia tends to
+# talk fast rather than slow (its users report hurried speech), so this rate overestimates lengths if anything,
+# which is the safe side for the 20 s and frame limits; the scene planner keeps a margin for slower voices.
+CHARS_PER_SECOND = 15.0
+SEGMENT_BYTES = round(20 * CHARS_PER_SECOND)  # about 20 s of speech: Dia sounds best between 5 and 20 s
 
 
-def _pieces(text: str, budget: int) -> list[str]:
+def sentences(text: str) -> list[str]:
+    """`text` cut after each sentence end (. ! ? …); joined by spaces they give back text with single spaces."""
+    return _SENTENCE_END.split(text)
+
+
+def pieces(text: str, budget: int) -> list[str]:
     """`text` cut at sentence ends into pieces of at most `budget` UTF-8 bytes (a longer sentence at words)."""
-    pieces: list[str] = []
+    parts: list[str] = []
     current = ""
-    for sentence in _SENTENCE_END.split(text):
+    for sentence in sentences(text):
         for word_group in _fit(sentence, budget):
             joined = f"{current} {word_group}".strip()
             if current and len(joined.encode()) > budget:
-                pieces.append(current)
+                parts.append(current)
                 current = word_group
             else:
                 current = joined
     if current:
-        pieces.append(current)
-    return pieces
+        parts.append(current)
+    return parts
 
 
 def _fit(sentence: str, budget: int) -> list[str]:
     if len(sentence.encode()) <= budget:
         return [sentence]
     groups, current = [], ""
-    for word in sentence.split():
+    for word in (chunk for whole in sentence.split() for chunk in _cut(whole, budget)):
         joined = f"{current} {word}".strip()
         if current and len(joined.encode()) > budget:
             groups.append(current)
@@ -237,6 +254,20 @@ def _fit(sentence: str, budget: int) -> list[str]:
         else:
             current = joined
     return [*groups, current] if current else groups
+
+
+def _cut(word: str, budget: int) -> list[str]:
+    """A word longer than `budget` bytes in chunks that fit: Dia could not read it whole anyway."""
+    if len(word.encode()) <= budget:
+        return [word]
+    chunks, current, size = [], "", 0
+    for char in word:
+        width = len(char.encode())
+        if current and size + width > budget:
+            chunks.append(current)
+            current, size = "", 0
+        current, size = current + char, size + width
+    return [*chunks, current]
 
 
 def plan_dia(items: list[Item], *, budget: int = SEGMENT_BYTES) -> list[tuple[str, float]]:
@@ -258,7 +289,7 @@ def plan_dia(items: list[Item], *, budget: int = SEGMENT_BYTES) -> list[tuple[st
             continue
         if item.speaker not in DIA_SPEAKERS:
             raise ValueError(f"{item.speaker} is a character; characters are planned by plan()")
-        for piece in _pieces(item.text, budget - 6):
+        for piece in pieces(item.text, budget - 6):
             tagged = f"[{item.speaker}] {piece}"
             if current and len(f"{current} {tagged}".encode()) > budget:
                 segments.append((current, 0.0))

@@ -27,6 +27,7 @@ import redis
 
 from tts_engine.audio.ogg import ogg_opus
 from tts_engine.jobs import (
+    PENDING_VOICE_TTL,
     AudioEvent,
     ContractError,
     EndEvent,
@@ -189,7 +190,9 @@ class Worker:
 
     def _render(self, job: RenderJob, attempt: int, picked_at: float) -> EndEvent:
         voices = self.store.voices(job.guild_id, {v for s in job.segments for v in s.voices})
-        key = cache_key(job, voices, self.renderer.revision) if job.params.seed is not None else None
+        makes_voice = job.clip is not None or job.keep_voice is not None
+        cacheable = job.params.seed is not None and not makes_voice  # a made voice must be stored every time
+        key = cache_key(job, voices, self.renderer.revision) if cacheable else None
         hit = self.store.cache_get(key) if key else None
         result = RenderResult()
         if hit is not None:
@@ -215,6 +218,10 @@ class Worker:
             if close is not None:
                 close()
         done = time.time()
+        if job.keep_voice is not None:
+            if result.voice is None:
+                raise RenderInputError("this line made no voice to keep")
+            self.store.put_pending_voice(job.guild_id, job.keep_voice, result.voice, PENDING_VOICE_TTL)
         if key is not None and hit is None:
             value = {"packets": packets, "samples": result.samples, "pre_skip": result.pre_skip}
             self.store.cache_put(

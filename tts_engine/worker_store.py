@@ -33,6 +33,7 @@ from tts_engine.jobs import (
     cancel_key,
     decode_voice,
     encode_event,
+    encode_voice,
     guild_queue_key,
     out_key,
     voice_key,
@@ -232,6 +233,10 @@ class WorkerStore:
                     f"the voice {voice_id!r} is stored in a form this worker cannot read ({exc})"
                 ) from exc
         return found
+
+    def put_pending_voice(self, guild_id: int, voice_id: str, voice: VoiceRecord, ttl_s: int) -> None:
+        """A made voice, kept `ttl_s` unless a character adopts it (tts_engine/characters.py)."""
+        self.redis.set(voice_key(guild_id, voice_id), encode_voice(voice), ex=ttl_s)
 
     def cache_get(self, key: str) -> dict[str, Any] | None:
         data: Any = self.redis.get(key)
