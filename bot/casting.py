@@ -82,13 +82,14 @@ async def voice_from_clip(req: Requester, clip: discord.Attachment, transcript: 
     return voice_id, record
 
 
-async def design_candidates(req: Requester, line: str) -> list[tuple[str, bytes]]:
-    """(voice id, Ogg Opus of the line) for each of three new random voices saying `line`."""
+async def design_candidates(req: Requester, line: str, *, max_seconds: float = 12.0) -> list[tuple[str, bytes]]:
+    """(voice id, Ogg Opus of the line) for each of three new random voices saying `line`, each at most
+    `max_seconds` long (a prompt over 10 s leaves little room for the lines it will prompt)."""
     text = "[S1] " + " ".join(line.split())
     made: list[tuple[str, RenderJob]] = []
     for _ in range(CANDIDATES):
         voice_id = uuid.uuid4().hex
-        params = RenderParams(max_tokens=round(12 * FRAMES_PER_SECOND), seed=secrets.randbelow(jobs.MAX_SEED))
+        params = RenderParams(max_tokens=round(max_seconds * FRAMES_PER_SECOND), seed=secrets.randbelow(jobs.MAX_SEED))
         job = RenderJob(guild_id=req.guild_id, requester=req.user_id, segments=(Segment(text=text),), params=params,
                         channel_id=req.channel_id, export=True, keep_voice=voice_id)  # fmt: skip
         made.append((voice_id, job))

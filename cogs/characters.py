@@ -67,8 +67,9 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
 
     async def _absent(self, cast: Cast, name: str) -> None:
         """Fail fast, before any rendering, when the name is taken or the cast is full (checked again on write)."""
-        if await cast.get(name) is not None:
-            raise UserFacingError(f"there is already a character named {name}")
+        existing = await cast.get(name)
+        if existing is not None:
+            raise UserFacingError(f"there is already a character named {existing.name}")
         count = len(await cast.all())
         if count >= cast.cap:
             raise UserFacingError(f"this server has {count} characters, the most it may have; delete some first")
@@ -99,12 +100,13 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         cast = self._cast(member.guild.id)
         name = clean_name(name)
         await self._absent(cast, name)
-        await interaction.response.defer(thinking=True)
+        await interaction.response.defer(thinking=True, ephemeral=True)
         voice_id, record = await casting.voice_from_clip(self._requester(interaction, member), clip, transcript)
         character = await cast.create(name, voice_id, mood=mood, created_by=member.id)
+        kept = f"{casting.seconds(record.frames):.1f} s of your clip (“{record.transcript}”)"
         await interaction.followup.send(
-            f"🎭 {_name(character)} speaks with the voice of {casting.seconds(record.frames):.1f} s of your clip "
-            f"(“{record.transcript}”). Try it: `/say [{character.name}] Hello there!`"
+            f"🎭 {_name(character)} speaks with the voice of {kept}. Try it: `/say [{character.name}] Hello there!`",
+            ephemeral=True,
         )
 
     @app_commands.command(name="design")
@@ -130,9 +132,10 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
             await self._absent(cast, name)
         elif await cast.get(name) is None:
             raise UserFacingError(f"there is no character named {name} to give a mood; design it without a mood first")
-        await interaction.response.defer(thinking=True)
+        await interaction.response.defer(thinking=True, ephemeral=True)
         requester = self._requester(interaction, member)
         line = sample_line or casting.DESIGN_LINE
+        max_seconds = min(12.0, self.bot.settings.max_line_seconds)
 
         async def keep(voice_id: str) -> Character:
             if mood is None:
@@ -140,10 +143,11 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
             return await cast.add_mood(name, mood, voice_id)
 
         async def offer() -> None:
-            candidates = await casting.design_candidates(requester, line)
+            candidates = await casting.design_candidates(requester, line, max_seconds=max_seconds)
             view = casting.DesignView(member.id, [v for v, _ in candidates], keep, offer)
             await interaction.followup.send(
-                f"🎙️ Three voices for {discord.utils.escape_markdown(name)}{f' ({mood})' if mood else ''}: "
+                ephemeral=True,
+                content=f"🎙️ Three voices for {discord.utils.escape_markdown(name)}{f' ({mood})' if mood else ''}: "
                 "listen, then keep one.",
                 files=casting.candidate_files(candidates),
                 view=view,
@@ -225,12 +229,13 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         cast = self._cast(member.guild.id)
         if await cast.get(character) is None:
             raise UserFacingError(f"there is no character named {character}")
-        await interaction.response.defer(thinking=True)
+        await interaction.response.defer(thinking=True, ephemeral=True)
         voice_id, record = await casting.voice_from_clip(self._requester(interaction, member), clip, transcript)
         updated = await cast.add_mood(character, mood, voice_id)
         await interaction.followup.send(
-            f"🎭 {_name(updated)} has a new mood: `[{updated.name}:{mood.strip()}]` "
-            f"({casting.seconds(record.frames):.1f} s of your clip)."
+            ephemeral=True,
+            content=f"🎭 {_name(updated)} has a new mood: `[{updated.name}:{mood.strip()}]` "
+            f"({casting.seconds(record.frames):.1f} s of your clip).",
         )
 
     @mood.command(name="remove")
@@ -262,9 +267,10 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         member = self._editor(interaction)
         if file.size > 2 * EXPORT_LIMIT:
             raise UserFacingError(f"the file is {file.size / 2**20:.1f} MiB; an export is at most 8 MiB")
-        await interaction.response.defer(thinking=True)
+        await interaction.response.defer(thinking=True, ephemeral=True)
         made = await self._cast(member.guild.id).import_(await file.read(), created_by=member.id)
-        await interaction.followup.send(f"📦 Imported {len(made)} characters: " + ", ".join(_name(c) for c in made))
+        names = ", ".join(_name(c) for c in made)
+        await interaction.followup.send(f"📦 Imported {len(made)} characters: {names}", ephemeral=True)
 
     @show.autocomplete("name")
     @rename.autocomplete("name")

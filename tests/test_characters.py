@@ -66,7 +66,7 @@ async def test_duplicate_cap_and_expired_voice_leave_nothing(redis: Redis) -> No
     cast = Cast(redis, GUILD, cap=2)
     await cast.create("Bram", await pending(redis, vid(1)))
     before = await snapshot(redis)
-    with pytest.raises(CastError, match="already a character named BRAM"):
+    with pytest.raises(CastError, match="already a character named Bram"):
         await cast.create("BRAM", await pending(redis, vid(2)))
     assert await redis.ttl(jobs.voice_key(GUILD, vid(2))) > 0, "the unused voice still expires"
     await redis.delete(jobs.voice_key(GUILD, vid(2)))

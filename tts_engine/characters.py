@@ -125,8 +125,9 @@ class Cast:
         mood = clean_name(mood, "mood") if mood else None
 
         async def change(pipe: Pipeline) -> Character:
-            if await pipe.hexists(self.key, name.casefold()):
-                raise CastError(f"there is already a character named {name}")
+            taken: Any = await pipe.hget(self.key, name.casefold())
+            if taken is not None:
+                raise CastError(f"there is already a character named {decode_character(taken).name}")
             count = await pipe.hlen(self.key)
             if count >= self.cap:
                 raise CastError(f"this server has {count} characters, the most it may have; delete some first")

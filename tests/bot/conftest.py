@@ -193,6 +193,12 @@ async def rendered_packets(redis: Redis) -> dict[str, list[bytes]]:
     return found
 
 
+def ended(session: VoiceSession) -> bool:
+    """The bot said it stopped speaking after having spoken (it also says "not speaking" when it connects)."""
+    speaking = session.speaking
+    return len(speaking) >= 2 and speaking[-1][1] == 0 and any(flag for _, flag in speaking)
+
+
 def frame_frequencies(session: VoiceSession) -> list[float | None]:
     """The dominant frequency of each received packet (None for silence)."""
     pcm = session.pcm()[:, 0]

@@ -8,6 +8,7 @@ discord.py who is in which channel (research/discord.md §3.4).
 from __future__ import annotations
 
 import itertools
+import mimetypes
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,19 @@ _ids = itertools.count(900_000_000_000_000_001)
 
 def snowflake() -> int:
     return next(_ids)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file: one a member attaches to a slash command option (type 11), or one the bot uploads."""
+
+    filename: str
+    data: bytes
+    content_type: str | None = None
+
+    def mime(self) -> str:
+        """The content type, guessed from the name when not given (Discord sniffs it the same way)."""
+        return self.content_type or mimetypes.guess_type(self.filename)[0] or "application/octet-stream"
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """A local Discord for tests: REST, gateway v10 and voice, spoken to by the real discord.py client.
 
 The bot reaches it only through its testing settings (REST base URL, gateway URL, voice TLS verification);
-tests drive it like users: someone joins a voice channel, someone runs /say. Gotchas that discord.py 2.7.1
-imposes are kept (research/discord.md §3.4): JSON responses carry exactly `Content-Type: application/json`,
-the gateway answers in plain text frames, and an interaction callback answers with `interaction`/`resource`.
+tests drive it like users: someone joins a voice channel, runs /say, clicks a button, types into an
+autocompleted option. Gotchas that discord.py 2.7.1 imposes are kept (research/discord.md §3.4): JSON
+responses carry exactly `Content-Type: application/json`, the gateway answers in plain text frames.
+Interactions live in interactions.py, messages and the files on them in messages.py.
 """
 
 from __future__ import annotations
@@ -11,61 +12,28 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from tests.fakediscord.certs import self_signed_context
+from tests.fakediscord.interactions import (
+    APPLICATION_ID,
+    AUTOCOMPLETE,
+    COMMAND,
+    COMPONENT,
+    Desk,
+    Interaction,
+    command_options,
+)
+from tests.fakediscord.messages import EPHEMERAL, Message, MessageRef, Posted, Store, error, json_response, read_body
 from tests.fakediscord.model import TEXT, Channel, Guild, Member, User, snowflake
 from tests.fakediscord.voice import VoiceServer, VoiceSession
 
-EPHEMERAL = 1 << 6
-APPLICATION_ID = 900_000_000_000_000_000
+__all__ = ["APPLICATION_ID", "EPHEMERAL", "FakeDiscord", "Interaction", "Posted"]
 
-
-@dataclass
-class Interaction:
-    """A slash command a test ran, and everything the bot answered to it."""
-
-    id: int
-    token: str
-    name: str
-    sent: float
-    responses: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # initial callbacks
-    messages: list[dict[str, Any]] = field(default_factory=list)  # follow-ups and edits of the original
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def deferred(self) -> bool:
-        return any(r["type"] == 5 for _, r in self.responses)
-
-    def replies(self) -> list[dict[str, Any]]:
-        """Every message content the user saw: immediate replies, then follow-ups and edits, in order."""
-        immediate = [r["data"] for _, r in self.responses if r["type"] == 4]
-        return immediate + self.messages
-
-    async def reply(self, timeout: float = 30) -> dict[str, Any]:
-        """The first message with content (not the 'thinking' placeholder)."""
-
-        async def run() -> dict[str, Any]:
-            while True:
-                for message in self.replies():
-                    if message.get("content") or message.get("attachments") or message.get("embeds"):
-                        return message
-                self.changed.clear()
-                await self.changed.wait()
-
-        return await asyncio.wait_for(run(), timeout)
-
-
-@dataclass
-class Posted:
-    channel_id: int
-    content: str
-    files: dict[str, bytes]
-    at: float
+Handler = Callable[[web.Request, list[str]], Awaitable[web.Response | None]]
 
 
 class FakeDiscord:
@@ -74,13 +42,13 @@ class FakeDiscord:
     def __init__(self) -> None:
         self.bot = User("DiaVoice", bot=True)
         self.guilds: dict[int, Guild] = {}
-        self.interactions: dict[str, Interaction] = {}
-        self.posted: list[Posted] = []
+        self.store = Store(self.bot.payload())
+        self.desk = Desk(self.bot, self.store)
+        self.interactions: dict[str, Interaction] = self.desk.interactions
         self.commands: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
         self.identified = asyncio.Event()
         self.ready_sent = asyncio.Event()
-        self.posted_changed = asyncio.Event()
         self._gateway: web.WebSocketResponse | None = None
         self._pending: set[asyncio.Future[None]] = set()
         self._seq = 0
@@ -98,11 +66,13 @@ class FakeDiscord:
         app = web.Application(client_max_size=64 * 2**20)
         app.router.add_get("/gateway", self._gateway_handler)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
+        app.router.add_get("/attachments/{channel}/{id}/{filename}", self.store.serve)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.store.base = f"http://127.0.0.1:{self.port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -122,6 +92,11 @@ class FakeDiscord:
         }
 
     # ---- the world -------------------------------------------------------------------------------------------
+
+    @property
+    def posted(self) -> list[Posted]:
+        """Channel messages the bot posted, as they were then (`Posted.message`: as they are now)."""
+        return self.store.posted
 
     def guild(self, name: str = "Campaign") -> Guild:
         guild = Guild(name, self.bot)
@@ -148,27 +123,97 @@ class FakeDiscord:
         for session in self.sessions(guild):
             await session.drop(4014)
 
-    async def slash(self, guild: Guild, member: Member, channel: Channel, name: str, **options: Any) -> Interaction:
-        """`member` runs `/name` in text `channel`; options as keyword arguments (str, bool, int)."""
+    async def slash(self, guild: Guild, member: Member, channel: Channel, name: str, /, **options: Any) -> Interaction:
+        """`member` runs `/name` in text `channel`: "cmd", "cmd sub" or "cmd group sub". Options are keyword
+        arguments: str, int, float, bool, or an `Upload` for an attachment option (served to the bot)."""
+        top, typed, resolved = command_options(
+            name, options, lambda u: self.store.attach(channel.id, u, ephemeral=True)
+        )
+        data = self._command_data(guild, top, typed)
+        if resolved:
+            data["resolved"] = resolved
+        return await self._interact(COMMAND, name, (guild, member, channel), data)
+
+    async def click(
+        self,
+        guild: Guild,
+        member: Member,
+        channel: Channel,
+        message: MessageRef,
+        custom_id: str,
+        /,
+        *,
+        values: list[str] | None = None,
+    ) -> Interaction:
+        """`member` uses the component `custom_id` on `message` (a `Message`, `Posted`, reply dict or id): a
+        button, or a select menu with `values`. Like a real client, it refuses a missing or disabled one."""
+        target = self.store.get(message)
+        component = target.component(custom_id)
+        if target.deleted or component is None:
+            shown = [c.get("custom_id") for c in target.walk() if "custom_id" in c]
+            raise LookupError(f"message {target.id} has no component {custom_id!r} (it has {shown})")
+        if component.get("disabled"):
+            raise ValueError(f"{custom_id!r} on message {target.id} is disabled")
+        data: dict[str, Any] = {"custom_id": custom_id, "component_type": component["type"]}
+        if values is not None:
+            data["values"] = values
+        return await self._interact(COMPONENT, custom_id, (guild, member, channel), data, target)
+
+    async def autocomplete(
+        self,
+        guild: Guild,
+        member: Member,
+        channel: Channel,
+        name: str,
+        /,
+        *,
+        option: str,
+        value: Any,
+        timeout: float = 10,
+        **options: Any,
+    ) -> list[dict[str, Any]]:
+        """`member` types `value` into `option` of `/name` (other options already filled in as `options`);
+        the `choices` the bot offers ({"name", "value"} dicts)."""
+        top, typed, _ = command_options(name, {**options, option: value}, lambda u: self.store.attach(0, u), option)
+        interaction = await self._interact(
+            AUTOCOMPLETE, name, (guild, member, channel), self._command_data(guild, top, typed)
+        )
+        return await interaction.choices(timeout)
+
+    def message(self, ref: MessageRef) -> Message:
+        """A message the bot sent, as it is now (content, components, attachments, `deleted`)."""
+        return self.store.get(ref)
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 30) -> None:
+        """Wait until `predicate()` holds, re-checking whenever the bot sends, edits or deletes a message."""
+
+        async def run() -> None:
+            while not predicate():
+                self.store.changed.clear()
+                await self.store.changed.wait()
+
+        await asyncio.wait_for(run(), timeout)
+
+    def _command_data(self, guild: Guild, top: str, options: list[dict[str, Any]]) -> dict[str, Any]:
+        synced = self.commands.get(top, {})
+        data = {"id": synced.get("id", str(snowflake())), "name": top, "type": 1, "options": options}
+        # Discord names the guild only for guild commands (an unsynced one is taken to be the guild's).
+        # Commands synced to one dev guild stay usable in every emulated guild, as the tests need.
+        if not synced or "guild_id" in synced:
+            data["guild_id"] = str(guild.id)
+        return data
+
+    async def _interact(
+        self,
+        kind: int,
+        name: str,
+        where: tuple[Guild, Member, Channel],
+        data: dict[str, Any],
+        message: Message | None = None,
+    ) -> Interaction:
         await asyncio.wait_for(self.ready_sent.wait(), 30)
-        interaction = Interaction(snowflake(), os.urandom(16).hex(), name, time.monotonic())
-        self.interactions[interaction.token] = interaction
-        group, _, sub = name.partition(" ")
-        typed = [{"name": k, "type": _option_type(v), "value": v} for k, v in options.items() if v is not None]
-        if sub:
-            typed = [{"name": sub, "type": 1, "options": typed}]
-        data = {
-            "id": str(interaction.id), "application_id": str(APPLICATION_ID), "type": 2,
-            "token": interaction.token, "version": 1,
-            "data": {"id": self.commands.get(group, {}).get("id", str(snowflake())), "name": group, "type": 1,
-                     "options": typed, "guild_id": str(guild.id)},
-            "guild_id": str(guild.id), "channel_id": str(channel.id), "channel": channel.payload(),
-            "member": {**member.payload(), "permissions": str(guild.permissions(member))},
-            "app_permissions": str(guild.permissions(guild.members[self.bot.id])), "locale": "en-US",
-            "guild_locale": "en-US", "entitlements": [], "authorizing_integration_owners": {"0": str(guild.id)},
-            "context": 0, "attachment_size_limit": 10 * 2**20,
-        }  # fmt: skip
-        await self.dispatch("INTERACTION_CREATE", data)
+        interaction, payload = self.desk.open(kind, name, where, data, message)
+        await self.dispatch("INTERACTION_CREATE", payload)
         return interaction
 
     def sessions(self, guild: Guild) -> list[VoiceSession]:
@@ -193,8 +238,8 @@ class FakeDiscord:
                 found = [p for p in self.posted if p.channel_id == channel.id]
                 if len(found) >= count:
                     return found
-                self.posted_changed.clear()
-                await self.posted_changed.wait()
+                self.store.changed.clear()
+                await self.store.changed.wait()
 
         return await asyncio.wait_for(run(), timeout)
 
@@ -270,27 +315,55 @@ class FakeDiscord:
         path = "/" + request.match_info["tail"]
         self.requests.append((request.method, path))
         parts = path.strip("/").split("/")
-        if path == "/users/@me":
-            return _json(self.bot.payload())
-        if path == "/oauth2/applications/@me":
-            return _json(self._application())
-        if request.method == "PUT" and parts[0] == "applications" and parts[-1] == "commands":
-            return _json(self._sync(await request.json(), guild=parts[3] if len(parts) > 4 else None))
-        if parts[0] == "interactions" and parts[-1] == "callback":
-            return await self._callback(request, parts[2])
-        if parts[0] == "webhooks":
-            return await self._webhook(request, parts)
-        if request.method == "GET" and parts[0] == "guilds" and len(parts) == 4 and parts[2] == "members":
-            member = self.guilds[int(parts[1])].members.get(int(parts[3]))
-            if member is None:
-                return _json({"message": "Unknown Member", "code": 10007}, status=404)
-            return _json(member.payload())
-        if request.method == "POST" and parts[0] == "channels" and parts[-1] == "messages":
-            body, files = await _body(request)
-            self.posted.append(Posted(int(parts[1]), body.get("content") or "", files, time.monotonic()))
-            self.posted_changed.set()
-            return _json(self._message(int(parts[1]), body, files))
-        return _json({"message": f"fake discord has no {request.method} {path}", "code": 0}, status=404)
+        routes: dict[str, Handler] = {
+            "users": self._users, "oauth2": self._oauth2, "applications": self._applications,
+            "interactions": self._interactions, "webhooks": self.desk.webhook, "guilds": self._guilds,
+            "channels": self._channels,
+        }  # fmt: skip
+        handler = routes.get(parts[0])
+        response = None if handler is None else await handler(request, parts)
+        # Not `or`: an aiohttp response is a mapping, falsy when it holds no per-request state.
+        return response if response is not None else error(404, 0, f"fake discord has no {request.method} {path}")
+
+    async def _users(self, request: web.Request, parts: list[str]) -> web.Response | None:
+        return json_response(self.bot.payload()) if parts == ["users", "@me"] else None
+
+    async def _oauth2(self, request: web.Request, parts: list[str]) -> web.Response | None:
+        return json_response(self._application()) if parts == ["oauth2", "applications", "@me"] else None
+
+    async def _applications(self, request: web.Request, parts: list[str]) -> web.Response | None:
+        if request.method != "PUT" or parts[-1] != "commands":
+            return None
+        return json_response(self._sync(await request.json(), guild=parts[3] if len(parts) > 4 else None))
+
+    async def _interactions(self, request: web.Request, parts: list[str]) -> web.Response | None:
+        return await self.desk.callback(request, parts[2]) if parts[-1] == "callback" else None
+
+    async def _guilds(self, request: web.Request, parts: list[str]) -> web.Response | None:
+        if request.method != "GET" or len(parts) != 4 or parts[2] != "members":
+            return None
+        member = self.guilds[int(parts[1])].members.get(int(parts[3]))
+        return error(404, 10007, "Unknown Member") if member is None else json_response(member.payload())
+
+    async def _channels(self, request: web.Request, parts: list[str]) -> web.Response | None:
+        """Channel messages: POST one; GET, PATCH or DELETE one by id."""
+        if len(parts) < 3 or parts[2] != "messages":
+            return None
+        channel_id = int(parts[1])
+        if len(parts) == 3 and request.method == "POST":
+            body, uploads = await read_body(request)
+            return json_response(self.store.post(channel_id, body, uploads).payload())
+        message = self.store.messages.get(int(parts[3])) if len(parts) == 4 and parts[3].isdigit() else None
+        # Ephemeral messages exist only for their interaction's webhook, never for the channel API.
+        if message is None or message.deleted or message.channel_id != channel_id or message.ephemeral:
+            return error(404, 10008, "Unknown Message")
+        if request.method == "PATCH":
+            body, uploads = await read_body(request)
+            self.store.edit(message, body, uploads)
+        elif request.method == "DELETE":
+            self.store.delete(message)
+            return web.Response(status=204)
+        return json_response(message.payload())
 
     def _application(self) -> dict[str, Any]:
         owner = {"id": "1", "username": "host", "discriminator": "0", "avatar": None}
@@ -306,80 +379,6 @@ class FakeDiscord:
             self.commands[command["name"]] = entry
             synced.append(entry)
         return synced
-
-    async def _callback(self, request: web.Request, token: str) -> web.Response:
-        interaction = self.interactions[token]
-        body, _ = await _body(request)
-        interaction.responses.append((time.monotonic(), body))
-        interaction.changed.set()
-        return _json({"interaction": {"id": str(interaction.id), "type": 2}, "resource": {"type": body["type"]}})
-
-    async def _webhook(self, request: web.Request, parts: list[str]) -> web.Response:
-        interaction = self.interactions.get(parts[2])
-        if request.method in ("POST", "PATCH"):
-            body, files = await _body(request)
-            message = self._message(0, body, files)
-            if interaction is not None:
-                interaction.messages.append(message)
-                interaction.changed.set()
-            return _json(message)
-        if request.method == "DELETE":
-            return web.Response(status=204)
-        return _json(self._message(0, {}, {}))
-
-    def _message(self, channel_id: int, body: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
-        attachments = [
-            {"id": str(snowflake()), "filename": name, "size": len(data), "url": f"http://127.0.0.1/{name}",
-             "proxy_url": f"http://127.0.0.1/{name}", "data": data}
-            for name, data in files.items()
-        ]  # fmt: skip
-        return {
-            "id": str(snowflake()), "channel_id": str(channel_id), "author": self.bot.payload(),
-            "content": body.get("content") or "", "timestamp": "2026-01-01T00:00:00+00:00", "edited_timestamp": None,
-            "tts": False, "mention_everyone": False, "mentions": [], "mention_roles": [], "pinned": False, "type": 0,
-            "attachments": [{k: v for k, v in a.items() if k != "data"} for a in attachments],
-            "files": files, "embeds": body.get("embeds") or [], "flags": body.get("flags", 0),
-        }  # fmt: skip
-
-
-def _option_type(value: Any) -> int:
-    if isinstance(value, bool):
-        return 5
-    if isinstance(value, int):
-        return 4
-    if isinstance(value, float):
-        return 10
-    return 3
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    # discord.py parses a body as JSON only when the content type is exactly application/json.
-    def plain(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items() if k != "files"}
-        if isinstance(value, list):
-            return [plain(v) for v in value]
-        return value
-
-    return web.Response(
-        body=json.dumps(plain(data)).encode(), status=status, headers={"Content-Type": "application/json"}
-    )
-
-
-async def _body(request: web.Request) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """A JSON body, or a multipart one (payload_json plus files) as discord.py sends attachments."""
-    if not request.content_type.startswith("multipart/"):
-        text = await request.text()
-        return (json.loads(text) if text else {}), {}
-    reader = await request.multipart()
-    body: dict[str, Any] = {}
-    files: dict[str, bytes] = {}
-    async for part in reader:
-        if part.name == "payload_json":  # type: ignore[union-attr]
-            body = json.loads(await part.text())  # type: ignore[union-attr]
-        else:
-            files[part.filename or part.name or "file"] = bytes(await part.read())  # type: ignore[union-attr]
-    return body, files
 
 
 def text_channels(guild: Guild) -> list[Channel]:
