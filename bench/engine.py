@@ -2,6 +2,8 @@
 
     python bench/engine.py                    # CUDA + bfloat16 when present (1100 steps), else CPU + float32
     python bench/engine.py --steps 40 --json results.json
+    python bench/engine.py --concurrent 1 4 8 16 32          # continuous batching (tts_engine/batching.py)
+    python bench/engine.py --concurrent 1 4 8 --size small   # the same on a reduced random model (CPU runs)
 
 Both engines share one set of weights, initialised directly on the device (no download). Each renders a
 200-byte, two-speaker line with classifier-free guidance and Dia's default sampling, after a short warm-up.
@@ -11,6 +13,15 @@ first final frame (the first frame is final 1 + max_delay steps after the start)
 of the call. Random weights never end a line early, so every run decodes the same number of steps. The two
 engines take turns for --repeats rounds and each reports its median round, so a noisy moment on a shared
 machine does not decide the comparison.
+
+With --concurrent, the comparison is our single-stream engine against one scheduler (slots = the largest N)
+running N streams of the same line (different seeds) at once, for each N. Reported per N: aggregate and
+per-stream steps per second (all N streams start together; random weights rarely sample EOS, but a line that
+does ends early, so steps per stream is an average), the per-stream real-time factor, the time from submitting
+the N streams to the last one's first final frame, and "join": with N - 1 streams already decoding, the time
+from submitting one more to its first final frame (with how many of the N - 1 were still decoding then).
+`--size small` swaps the full architecture for a reduced one (6 decoder layers of width 512), so CPU runs
+of 32 streams fit in memory and minutes; its numbers say how the scheduler scales, not how fast Dia is.
 """
 
 from __future__ import annotations
@@ -29,7 +40,9 @@ import torch
 from transformers import DiaConfig as HFDiaConfig
 from transformers import DiaForConditionalGeneration
 from transformers.generation.streamers import BaseStreamer
+from transformers.models.dia.configuration_dia import DiaDecoderConfig, DiaEncoderConfig
 
+from tts_engine.batching import Scheduler
 from tts_engine.dia.config import DiaConfig
 from tts_engine.dia.model import DiaModel
 from tts_engine.dia.text import encode
@@ -51,6 +64,20 @@ class Result:
     steady_steps_per_s: float
     realtime_factor: float
     first_frame_ms: float
+    peak_memory_gb: float | None
+
+
+@dataclass
+class BatchResult:
+    streams: int
+    steps: float  # per stream, on average (a line that samples EOS ends early)
+    seconds: float
+    aggregate_steps_per_s: float
+    stream_steps_per_s: float
+    stream_realtime_factor: float
+    first_frame_ms: float  # submitting all N -> the last of them has its first final frame
+    join_first_frame_ms: float  # N - 1 decoding, submit one more -> its first final frame
+    join_beside: int  # how many of those N - 1 were still decoding then
     peak_memory_gb: float | None
 
 
@@ -112,6 +139,66 @@ def run_ours(engine: Engine, max_tokens: int, device: torch.device) -> Result:
     return _result("ours", max_tokens - 1 + max_delay, start, first, end, device)
 
 
+def run_batch(scheduler: Scheduler, streams: int, max_tokens: int) -> tuple[int, float, float]:
+    """N streams submitted together, decoded to the end: (steps, seconds, seconds to the last first frame)."""
+    ids = [f"stream-{i}" for i in range(streams)]
+    frames = dict.fromkeys(ids, 0)
+    first: dict[str, float] = {}
+    start = time.perf_counter()
+    for i, request_id in enumerate(ids):
+        scheduler.submit(request_id, TEXT, GenerationParams(max_tokens=max_tokens, seed=i))
+    while scheduler.active:
+        chunk = scheduler.step_chunk()
+        now = time.perf_counter()
+        for request_id, new in chunk.frames.items():
+            first.setdefault(request_id, now)
+            frames[request_id] += len(new)
+    end = time.perf_counter()
+    # Random full-size weights now and then sample EOS: a line of n frames took n + 1 + max_delay steps.
+    steps = sum(count + 1 + max(DiaConfig().delay_pattern) for count in frames.values())
+    return steps, end - start, max(first.values()) - start
+
+
+def run_join(scheduler: Scheduler, streams: int) -> tuple[float, int]:
+    """Seconds from submitting one stream, beside streams - 1 already decoding, to its first final frame, and
+    how many of the others were still decoding then."""
+    others = [f"busy-{i}" for i in range(streams - 1)]
+    # Long enough that the others are still decoding when the newcomer's first frame is final.
+    busy_tokens = 4 * (scheduler.chunk_steps + 1 + max(DiaConfig().delay_pattern))
+    for i, request_id in enumerate(others):
+        scheduler.submit(request_id, TEXT, GenerationParams(max_tokens=busy_tokens, seed=100 + i))
+    for _ in range(2):  # the others are past their own first frames: steady decoding
+        scheduler.step_chunk()
+    start = time.perf_counter()
+    scheduler.submit("newcomer", TEXT, GenerationParams(max_tokens=busy_tokens, seed=99))
+    while "newcomer" not in scheduler.step_chunk().frames:
+        pass
+    elapsed = time.perf_counter() - start
+    beside = len(set(scheduler.active) & set(others))
+    for request_id in scheduler.active:
+        scheduler.cancel(request_id)
+    return elapsed, beside
+
+
+def run_concurrent(scheduler: Scheduler, streams: int, max_tokens: int, device: torch.device) -> BatchResult:
+    _peak_reset(device)
+    steps, seconds, first = run_batch(scheduler, streams, max_tokens)
+    join, beside = run_join(scheduler, streams)
+    peak = _peak(device)
+    return BatchResult(
+        streams=streams,
+        steps=round(steps / streams, 1),
+        seconds=round(seconds, 3),
+        aggregate_steps_per_s=round(steps / seconds, 1),
+        stream_steps_per_s=round(steps / streams / seconds, 1),
+        stream_realtime_factor=round(steps / streams / seconds / STEPS_PER_SECOND_OF_AUDIO, 2),
+        first_frame_ms=round(first * 1000, 1),
+        join_first_frame_ms=round(join * 1000, 1),
+        join_beside=beside,
+        peak_memory_gb=None if peak is None else round(peak, 2),
+    )
+
+
 def run_reference(model: DiaForConditionalGeneration, max_tokens: int, device: torch.device) -> Result:
     ids = torch.tensor([encode(TEXT)], device=device)
     delays = list(model.config.delay_pattern)
@@ -150,6 +237,55 @@ def _commit() -> str:
         return "unknown"
 
 
+def hf_config(size: str) -> HFDiaConfig:
+    """The full Dia-1.6B architecture, or a reduced one (same vocab, channels, delays and lengths) for CPU runs."""
+    if size == "full":
+        return HFDiaConfig()
+    encoder = DiaEncoderConfig(
+        hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+        head_dim=64,
+    )  # fmt: skip
+    decoder = DiaDecoderConfig(
+        hidden_size=512, intermediate_size=2048, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=2,
+        head_dim=64, cross_num_attention_heads=8, cross_num_key_value_heads=8, cross_head_dim=64, cross_hidden_size=256,
+    )  # fmt: skip
+    return HFDiaConfig(encoder_config=encoder, decoder_config=decoder)
+
+
+def print_single(results: list[Result]) -> None:
+    header = f"| {'engine':<12} | steps | steps/s | steady steps/s | x real time | first frame ms | peak GB |"
+    print(header)
+    print("|" + "|".join("-" * (len(part)) for part in header.split("|")[1:-1]) + "|")
+    for r in results:
+        peak = "n/a" if r.peak_memory_gb is None else f"{r.peak_memory_gb:.2f}"
+        print(
+            f"| {r.engine:<12} | {r.steps:5d} | {r.steps_per_s:7.1f} | {r.steady_steps_per_s:14.1f} | "
+            f"{r.realtime_factor:11.2f} | {r.first_frame_ms:14.1f} | {peak:>7} |"
+        )
+
+
+def print_concurrent(single: Result, results: list[BatchResult]) -> None:
+    header = (
+        "| streams | steps/stream | seconds | aggregate steps/s | per-stream steps/s | per-stream x real time "
+        "| first frame ms | join first frame ms (beside) | peak GB |"
+    )
+    print(header)
+    print("|" + "|".join("-" * (len(part)) for part in header.split("|")[1:-1]) + "|")
+    print(
+        f"| single  | {single.steps:12d} | {single.seconds:7.3f} | {single.steps_per_s:17.1f} | "
+        f"{single.steps_per_s:18.1f} | {single.realtime_factor:22.2f} | {single.first_frame_ms:14.1f} | "
+        f"{'n/a':>28} | {'n/a' if single.peak_memory_gb is None else f'{single.peak_memory_gb:.2f}':>7} |"
+    )
+    for r in results:
+        peak = "n/a" if r.peak_memory_gb is None else f"{r.peak_memory_gb:.2f}"
+        join = f"{r.join_first_frame_ms:.1f} ({r.join_beside})"
+        print(
+            f"| {r.streams:7d} | {r.steps:12.1f} | {r.seconds:7.3f} | {r.aggregate_steps_per_s:17.1f} | "
+            f"{r.stream_steps_per_s:18.1f} | {r.stream_realtime_factor:22.2f} | {r.first_frame_ms:14.1f} | "
+            f"{join:>28} | {peak:>7} |"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -159,6 +295,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="rounds per engine; the median is reported")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--commit", default=None, help="commit to record (default: git rev-parse)")
+    parser.add_argument("--concurrent", type=int, nargs="+", metavar="N", help="stream counts for the batching run")
+    parser.add_argument("--size", choices=("full", "small"), default="full", help="architecture (small: CPU runs)")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
@@ -168,16 +306,19 @@ def main() -> int:
     begin = time.perf_counter()
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
+    config = hf_config(args.size)
     with torch.device(device):
-        reference = DiaForConditionalGeneration(HFDiaConfig()).eval()  # random init, on the device
+        reference = DiaForConditionalGeneration(config).eval()  # random init, on the device
     torch.set_default_dtype(previous)
     with torch.device("meta"):
-        ours = DiaModel(DiaConfig())
+        ours = DiaModel(DiaConfig.from_dict(config.to_dict()))
     ours.load_state_dict(reference.state_dict(), strict=True, assign=True)  # the very same tensors
     ours.fuse()
     ours.requires_grad_(False)
     engine = Engine(ours.eval())
     print(f"# built both engines in {time.perf_counter() - begin:.1f} s", file=sys.stderr)
+    if args.concurrent:
+        return main_concurrent(args, engine, device, dtype, max_tokens)
 
     warm = min(max_tokens, 40)
     run_ours(engine, warm, device)
@@ -190,8 +331,49 @@ def main() -> int:
             rounds["transformers"].append(run_reference(reference, max_tokens, device))
     results = [sorted(runs, key=lambda r: r.seconds)[len(runs) // 2] for runs in rounds.values() if runs]
 
+    meta = _meta(args, device, dtype, max_tokens)
+    print(f"# {meta}")
+    print_single(results)
+    if len(results) == 2:
+        print(f"# speed-up: {results[0].steps_per_s / results[1].steps_per_s:.2f}x overall")
+    if args.json:
+        args.json.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2))
+    return 0
+
+
+def main_concurrent(
+    args: argparse.Namespace, engine: Engine, device: torch.device, dtype: torch.dtype, max_tokens: int
+) -> int:
+    """The single-stream engine and one scheduler at each stream count, taking turns for --repeats rounds so
+    that a noisy moment hits them alike; each reports its median round."""
+    begin = time.perf_counter()
+    scheduler = engine.scheduler(slots=max(args.concurrent))
+    print(f"# built a {scheduler.capacity}-slot scheduler in {time.perf_counter() - begin:.1f} s", file=sys.stderr)
+    warm = min(max_tokens, 40)
+    run_ours(engine, warm, device)
+    run_batch(scheduler, scheduler.capacity, warm)
+    singles: list[Result] = []
+    rounds: dict[int, list[BatchResult]] = {streams: [] for streams in args.concurrent}
+    for round_index in range(args.repeats):
+        singles.append(run_ours(engine, max_tokens, device))
+        for streams in args.concurrent:
+            rounds[streams].append(run_concurrent(scheduler, streams, max_tokens, device))
+        print(f"# round {round_index + 1} of {args.repeats} done", file=sys.stderr)
+    single = sorted(singles, key=lambda r: r.seconds)[len(singles) // 2]
+    results = [sorted(runs, key=lambda r: r.seconds)[len(runs) // 2] for runs in rounds.values()]
+    meta = {**_meta(args, device, dtype, max_tokens), "size": args.size, "slots": scheduler.capacity}
+    meta["chunk_steps"] = scheduler.chunk_steps
+    print(f"# {meta}")
+    print_concurrent(single, results)
+    if args.json:
+        payload = {"meta": meta, "single": asdict(single), "concurrent": [asdict(r) for r in results]}
+        args.json.write_text(json.dumps(payload, indent=2))
+    return 0
+
+
+def _meta(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, max_tokens: int) -> dict[str, object]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    meta = {
+    return {
         "device": name,
         "dtype": str(dtype).removeprefix("torch."),
         "torch": torch.__version__,
@@ -201,21 +383,6 @@ def main() -> int:
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "commit": args.commit or _commit(),
     }
-    print(f"# {meta}")
-    header = f"| {'engine':<12} | steps | steps/s | steady steps/s | x real time | first frame ms | peak GB |"
-    print(header)
-    print("|" + "|".join("-" * (len(part)) for part in header.split("|")[1:-1]) + "|")
-    for r in results:
-        peak = "n/a" if r.peak_memory_gb is None else f"{r.peak_memory_gb:.2f}"
-        print(
-            f"| {r.engine:<12} | {r.steps:5d} | {r.steps_per_s:7.1f} | {r.steady_steps_per_s:14.1f} | "
-            f"{r.realtime_factor:11.2f} | {r.first_frame_ms:14.1f} | {peak:>7} |"
-        )
-    if len(results) == 2:
-        print(f"# speed-up: {results[0].steps_per_s / results[1].steps_per_s:.2f}x overall")
-    if args.json:
-        args.json.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2))
-    return 0
 
 
 if __name__ == "__main__":

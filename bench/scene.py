@@ -68,8 +68,8 @@ async def _cast(client: Redis, guild_id: int, voice_seconds: float) -> None:
 
 async def _run(args: argparse.Namespace, url: str, folder: Path, model: str, codec: str) -> dict[str, float]:
     client = Redis.from_url(url)
-    settings = {"DIA_DEVICE": args.device}
-    worker = WorkerProcess(url, Path(model), Path(codec), folder / "worker.log", **settings).wait_ready(timeout=900)
+    worker = WorkerProcess(url, Path(model), Path(codec), folder / "worker.log", DIA_DEVICE=args.device)
+    worker.wait_ready(timeout=900)
     try:
         async with FakeDiscord() as discord:
             world = make_world(discord)
@@ -94,14 +94,12 @@ async def _run(args: argparse.Namespace, url: str, folder: Path, model: str, cod
         await client.aclose()
     sound = [i for i, p in enumerate(session.packets) if p.opus != OPUS_SILENCE]
     underruns = sum(p.opus == OPUS_SILENCE for p in session.packets[sound[0] : sound[-1]])
-    segments = len(SCENE.split("[")) - 1
     return {
         "first_packet_ms": round(1000 * (session.packets[sound[0]].arrived - sent), 1),
         "interaction_reply_ms": round(1000 * (interaction.responses[0][0] - interaction.sent), 1),
         "audio_s": round(end.seconds, 2),
         "render_s": round(end.stats.get("render_s", 0.0), 2),
         "underrun_ms_total": underruns * 20,
-        "turns": segments,
     }
 
 

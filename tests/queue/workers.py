@@ -17,10 +17,8 @@ from tts_engine import jobs
 
 class WorkerProcess:
     def __init__(self, url: str, dia: Path, dac: Path, log: Path, **settings: str) -> None:
-        env = env_without_settings(
-            DIA_REDIS_URL=url, DIA_MODEL=str(dia), DIA_CODEC=str(dac), DIA_DEVICE="cpu", DIA_RECLAIM_AFTER="2",
-            **settings,
-        )  # fmt: skip
+        settings = {"DIA_DEVICE": "cpu", "DIA_RECLAIM_AFTER": "2", **settings}  # tests: CPU, quick reclaims
+        env = env_without_settings(DIA_REDIS_URL=url, DIA_MODEL=str(dia), DIA_CODEC=str(dac), **settings)
         self.log_path = log
         self._log = log.open("wb")
         self.process = subprocess.Popen(
