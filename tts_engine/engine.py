@@ -4,9 +4,11 @@
     codes_Tx9 = engine.generate_codes("[S1] Hello! (laughs)")    # int64 (T, 9), undelayed
     for frames_nx9 in engine.stream_codes(text): ...              # each frame as soon as it is final
     for packets in engine.stream_audio(text): ...                 # 20 ms Opus packets, as early as possible
+    scheduler = engine.scheduler(slots=16)                        # many requests per step (tts_engine/batching)
 
 Semantics are transformers' DiaForConditionalGeneration.generate for the 0626 checkpoint (see tts_engine/dia).
-Not thread-safe: one thread owns an engine (and its GPU), and one request runs at a time.
+Not thread-safe: one thread owns an engine (and its GPU), and one request runs at a time through the stream
+methods; a scheduler made by `Engine.scheduler` runs many at once on the same weights.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tts_engine.audio.clip import ClipLimits, decode_clip
 from tts_engine.audio.codec import Codec
 from tts_engine.audio.opus import DEFAULT_BITRATE
 from tts_engine.audio.pipeline import AudioPipeline, Chunk
+from tts_engine.batching import Scheduler
 from tts_engine.dia import text as dia_text
 from tts_engine.dia import weights
 from tts_engine.dia.config import DiaConfig
@@ -233,6 +236,26 @@ class Engine:
             close = getattr(codes, "close", None)
             if close is not None:
                 close()
+
+    def scheduler(
+        self, slots: int = 16, *, chunk_steps: int | None = None, use_cuda_graphs: bool | None = None
+    ) -> Scheduler:
+        """A continuous-batching scheduler with `slots` slots on this engine's weights (see tts_engine.batching).
+
+        A request decodes exactly as `generate_codes` would for the same text, params (seed) and prompt; its
+        codes are equal wherever the matmul kernels give a row the same bits whatever the batch size (so on
+        CPU, as the tests check; cuBLAS may pick other kernels for other batch sizes). Its caches are its own,
+        allocated now; graphs (by default when this engine uses them) are captured now, one per batch-size and
+        span bucket. `chunk_steps` (default: the engine's) is how many steps run between looks at the results.
+        """
+        graphs = bool(self._decoder.graphs) if use_cuda_graphs is None else use_cuda_graphs
+        return Scheduler(
+            self.model,
+            lambda text, params, prompt: self._request(text, params or GenerationParams(), prompt),
+            slots=slots,
+            chunk_steps=self.chunk_steps if chunk_steps is None else chunk_steps,
+            use_graphs=graphs,
+        )
 
     def voice_from_clip(self, data: bytes, transcript: str, limits: ClipLimits | None = None) -> VoicePrompt:
         """A voice prompt from a user's clip (any common format) and what it says; `ClipError` when unusable."""

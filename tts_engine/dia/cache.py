@@ -1,8 +1,9 @@
 """Static caches, allocated once per engine: self-attention keys/values and cross-attention keys/values.
 
 Like gpt-fast's KVCache, shapes never change after allocation, so a decode step can be captured as a CUDA
-graph. Rows come in pairs per request slot: row b is slot b's conditional pass, row B + b its unconditional
-one (classifier-free guidance runs as a doubled batch, as in nari-labs/dia's KVCache).
+graph. Rows come in pairs per request slot: row 2b is slot b's conditional pass, row 2b + 1 its unconditional
+one (classifier-free guidance runs as a doubled batch, as in nari-labs/dia's KVCache), so the first W slots
+are a plain slice of every buffer and a batch-size bucket works on views.
 """
 
 from __future__ import annotations

@@ -4,10 +4,16 @@ The loop is gpt-fast's prefill / decode_one_token split with Dia's rules from tr
 and nari-labs/dia's generate: the delayed grid starts with BOS and the voice prompt, cells the prefill knows
 are never resampled (transformers' apply_delay_mask), channel 0's EOS (or the length cap) starts a countdown
 that forces EOS on channel c delay[c] steps later and PAD after it, and a slot is done once its last channel
-has ended. One step is a pure function of static buffers, so on CUDA it is captured once per span bucket as
-a CUDA graph and replayed; the host looks at the results only between chunks of steps.
+has ended. One step is a pure function of static buffers, so on CUDA it is captured once per (width, span)
+bucket as a CUDA graph and replayed; the host looks at the results only between chunks of steps.
 
-Shapes: B slots, R = 2B rows (conditional rows first), P grid positions, C channels, V vocab, N noise steps.
+A step runs the first `width` slots only (gpt-fast / vLLM style batch-size buckets): the cache rows are
+slot-major (slot b owns rows 2b, its conditional pass, and 2b + 1, its unconditional one), so the rows of the
+first `width` slots are a prefix of every buffer, a view rather than a copy. A scheduler that fills the lowest
+free slot first keeps the busy slots in that prefix.
+
+Shapes: B slots, W slots in a step, R = 2B rows (slot-major), P grid positions, C channels, V vocab,
+N noise steps, S slots read at once.
 """
 
 from __future__ import annotations
@@ -27,6 +33,16 @@ NOT_ENDED = 2**62  # eos position of a slot whose channel 0 has not ended yet
 
 
 @dataclass(frozen=True)
+class _Prefix:
+    """Views of the first `width` slots' rows: a step over them reads and writes the full buffers in place."""
+
+    width: int
+    cache: SelfCache
+    cross: CrossCache
+    params: sampling.SamplingParams
+
+
+@dataclass(frozen=True)
 class Request:
     """What a slot needs to start: text ids (with any prompt transcript), prompt codes and sampling settings."""
 
@@ -38,6 +54,15 @@ class Request:
     top_p: float
     max_tokens: int  # grid positions including BOS and the prompt; channel 0 ends by max_tokens - 1
     generator: torch.Generator | None  # None for greedy
+
+
+def widths_up_to(slots: int) -> tuple[int, ...]:
+    """Batch-size buckets 1, 2, 4, ... below `slots`, then `slots` itself."""
+    sizes, size = [], 1
+    while size < slots:
+        sizes.append(size)
+        size *= 2
+    return (*sizes, slots)
 
 
 def spans(limit: int, step: int, first: int) -> tuple[int, ...]:
@@ -52,7 +77,15 @@ def spans(limit: int, step: int, first: int) -> tuple[int, ...]:
 class Decoder:
     """Device state for `slots` concurrent requests and the step that advances all of them at once."""
 
-    def __init__(self, model: DiaModel, *, slots: int, noise_steps: int, use_graphs: bool) -> None:
+    def __init__(
+        self,
+        model: DiaModel,
+        *,
+        slots: int,
+        noise_steps: int,
+        use_graphs: bool,
+        widths: Sequence[int] | None = None,
+    ) -> None:
         cfg = model.cfg
         dec = cfg.decoder
         param = next(model.parameters())
@@ -60,7 +93,11 @@ class Decoder:
         self.device, self.dtype = param.device, param.dtype
         # The countdown may run max_delay past the cap; a multiple of 64 keeps attention kernels on fast paths.
         self.positions = -(-(dec.max_positions + cfg.max_delay) // 64) * 64
-        model.setup_rope(self.positions, self.device)
+        if model.rope is None or model.rope.shape[1] < self.positions or model.rope.device != self.device:
+            model.setup_rope(self.positions, self.device)
+        # Captured graphs read the table by address: a second decoder on the same model (a scheduler beside the
+        # engine's own) reuses it rather than replacing it, and this reference keeps it alive regardless.
+        self.rope = model.rope
         dev = self.device
         self.cache = SelfCache.allocate(cfg, rows=2 * slots, length=self.positions, device=dev, dtype=self.dtype)
         self.cross = CrossCache.allocate(
@@ -91,7 +128,12 @@ class Decoder:
         self.self_spans = spans(self.positions, 512, 256) if use_graphs else spans(self.positions, 32, 32)
         self.cross_spans = spans(self.cross.max_text, 1024, 128) if use_graphs else spans(self.cross.max_text, 32, 32)
         self.generators: list[torch.Generator | None] = [None] * slots
-        self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        # Batch-size buckets a step may run at; by default every step runs all slots.
+        self.widths = tuple(sorted(set(widths))) if widths else (slots,)
+        if self.widths[0] < 1 or self.widths[-1] != slots:
+            raise ValueError(f"widths must lie in 1..{slots} and include {slots}, got {self.widths}")
+        self.prefixes = {width: self._prefix(width) for width in self.widths}
+        self.graphs: dict[tuple[int, int, int], torch.cuda.CUDAGraph] = {}
         if use_graphs:
             self._capture()
 
@@ -101,7 +143,7 @@ class Decoder:
         dec = self.cfg.decoder
         dev = self.device
         ids_1xL = torch.tensor([list(request.text_ids)], dtype=torch.long, device=dev)
-        rows = torch.tensor([slot, self.slots + slot], device=dev)
+        rows = torch.tensor([2 * slot, 2 * slot + 1], device=dev)
         # The unconditional row reads as many zero bytes as the text has (transformers' CFG input).
         enc_2xLxD = self.model.encode(torch.cat((ids_1xL, torch.zeros_like(ids_1xL))))
         self.cross.fill(rows, self.model.cross_kv(enc_2xLxD))
@@ -138,41 +180,59 @@ class Decoder:
         self.generators[slot] = None
         self.text_len[slot] = 0
 
-    def _step(self, self_span: int, cross_span: int) -> None:
+    def _prefix(self, width: int) -> _Prefix:
+        rows = 2 * width
+        params, cache, cross = self.params, self.cache, self.cross
+        return _Prefix(
+            width=width,
+            cache=SelfCache([k[:rows] for k in cache.k], [v[:rows] for v in cache.v], cache.length),
+            cross=CrossCache([k[:rows] for k in cross.k], [v[:rows] for v in cross.v], cross.mask[:rows]),
+            params=sampling.SamplingParams(
+                cfg_scale=params.cfg_scale[:width],
+                temperature=params.temperature[:width],
+                top_k=params.top_k[:width],
+                top_p=params.top_p[:width],
+                greedy=params.greedy[:width],
+            ),
+        )
+
+    def _step(self, width: int, self_span: int, cross_span: int) -> None:
+        """Advance slots 0..width-1 by one step; every tensor below is a view of the first `width` slots."""
         cfg = self.cfg
         dec = cfg.decoder
-        slots = self.slots
-        at = self.slot_index
-        tokens_BxC = self.grid[at, self.pos]
+        prefix = self.prefixes[width]
+        at = self.slot_index[:width]
+        pos_W, eos_W, live_W = self.pos[:width], self.eos[:width], self.live[:width]
+        tokens_WxC = self.grid[at, pos_W]
         logits_Rx1xCxV = self.model.decode(
-            tokens_BxC.repeat(2, 1).unsqueeze(1),
-            self.pos.repeat(2).unsqueeze(1),
-            self.cache,
-            self.cross,
+            tokens_WxC.repeat_interleave(2, dim=0).unsqueeze(1),
+            pos_W.repeat_interleave(2).unsqueeze(1),
+            prefix.cache,
+            prefix.cross,
             self_span=self_span,
             cross_span=cross_span,
         )
-        cond_BxCxV, uncond_BxCxV = logits_Rx1xCxV[:, 0].split(slots)
-        scores_BxCxV = sampling.process(cond_BxCxV, uncond_BxCxV, self.params, dec.eos_id)
-        noise_BxCxV = self.noise.index_select(0, self.noise_step).squeeze(0)
-        next_BxC = sampling.draw(scores_BxCxV, noise_BxCxV, self.params.greedy)
+        cond_WxCxV, uncond_WxCxV = logits_Rx1xCxV[:, 0].unflatten(0, (width, 2)).unbind(1)
+        scores_WxCxV = sampling.process(cond_WxCxV, uncond_WxCxV, prefix.params, dec.eos_id)
+        noise_WxCxV = self.noise[:, :width].index_select(0, self.noise_step).squeeze(0)
+        next_WxC = sampling.draw(scores_WxCxV, noise_WxCxV, prefix.params.greedy)
 
-        new_pos = (self.pos + 1).clamp(max=self.positions - 1)
-        ended = self.eos < NOT_ENDED
-        trigger = (next_BxC[:, 0] == dec.eos_id) | (new_pos >= self.last)
-        eos = torch.where(~ended & trigger, new_pos, self.eos)
-        since_Bx1 = (new_pos - eos)[:, None]
+        new_pos = (pos_W + 1).clamp(max=self.positions - 1)
+        ended = eos_W < NOT_ENDED
+        trigger = (next_WxC[:, 0] == dec.eos_id) | (new_pos >= self.last[:width])
+        eos = torch.where(~ended & trigger, new_pos, eos_W)
+        since_Wx1 = (new_pos - eos)[:, None]
         counting = (eos < NOT_ENDED)[:, None]
-        next_BxC = torch.where(counting & (since_Bx1 == self.delays), dec.eos_id, next_BxC)
-        next_BxC = torch.where(counting & (since_Bx1 > self.delays), dec.pad_id, next_BxC)
-        forced_BxC = self.forced[at, new_pos]
-        next_BxC = torch.where(forced_BxC != FREE, forced_BxC, next_BxC)
+        next_WxC = torch.where(counting & (since_Wx1 == self.delays), dec.eos_id, next_WxC)
+        next_WxC = torch.where(counting & (since_Wx1 > self.delays), dec.pad_id, next_WxC)
+        forced_WxC = self.forced[at, new_pos]
+        next_WxC = torch.where(forced_WxC != FREE, forced_WxC, next_WxC)
 
         # A slot is done once its last channel has ended; done and idle slots are computed but never written.
-        writing = self.live & ~(ended & (self.pos >= self.eos + cfg.max_delay))
-        self.grid[at, new_pos] = torch.where(writing[:, None], next_BxC, self.grid[at, new_pos])
-        self.eos.copy_(torch.where(writing, eos, self.eos))
-        self.pos.copy_(torch.where(writing, new_pos, self.pos))
+        writing = live_W & ~(ended & (pos_W >= eos_W + cfg.max_delay))
+        self.grid[at, new_pos] = torch.where(writing[:, None], next_WxC, self.grid[at, new_pos])
+        eos_W.copy_(torch.where(writing, eos, eos_W))
+        pos_W.copy_(torch.where(writing, new_pos, pos_W))
         self.noise_step.add_(1)
 
     def _spans_for(self, steps: int) -> tuple[int, int]:
@@ -185,18 +245,26 @@ class Decoder:
         return self_span, cross_span
 
     @torch.inference_mode()
-    def run(self, steps: int) -> None:
-        """Advance every slot by `steps` steps (at most the noise buffer's length), drawing each slot's noise."""
+    def run(self, steps: int, width: int | None = None) -> None:
+        """Advance slots 0..width-1 (all by default) by `steps` steps, drawing each slot's noise.
+
+        `steps` is at most the noise buffer's length; `width` is one of `widths` and covers every live slot.
+        """
+        width = self.slots if width is None else width
         if not 0 < steps <= self.noise.shape[0]:
             raise ValueError(f"steps must be 1..{self.noise.shape[0]}, got {steps}")
-        for slot, generator in enumerate(self.generators):
+        if width not in self.prefixes:
+            raise ValueError(f"width must be one of {self.widths}, got {width}")
+        if any(self.text_len[width:]):
+            raise ValueError(f"a live slot lies beyond width {width}")
+        for slot, generator in enumerate(self.generators[:width]):
             if generator is None:
                 self.noise[:steps, slot].fill_(1.0)  # greedy rows use argmax; ones keep idle rows finite
             else:
                 for i in range(steps):  # one draw per step, so chunking never changes a seeded request's noise
                     self.noise[i, slot].exponential_(generator=generator)
         self.noise_step.zero_()
-        key = self._spans_for(steps)
+        key = (width, *self._spans_for(steps))
         graph = self.graphs.get(key)
         for _ in range(steps):
             if graph is not None:
@@ -211,21 +279,39 @@ class Decoder:
         self.host_pos[slot] = int(state[0])
         return rows, self.host_pos[slot], int(state[1])
 
+    def read_many(
+        self, slots: Sequence[int], starts: Sequence[int], count: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Several slots at once, in one transfer: grid rows start..start+count-1 of each, int64 (S, count, C)
+        (rows past the grid's end repeat its last row), their positions (S,) and eos positions (S,)."""
+        dev = self.device
+        slot_S = torch.tensor(list(slots), dtype=torch.long, device=dev)
+        rows_SxN = torch.tensor(list(starts), dtype=torch.long, device=dev)[:, None] + torch.arange(count, device=dev)
+        rows_SxNxC = self.grid[slot_S[:, None], rows_SxN.clamp(max=self.positions - 1)]
+        # One flat int64 buffer, so a chunk costs the host a single synchronisation however many slots it read.
+        flat = torch.cat((rows_SxNxC.flatten(), self.pos[slot_S], self.eos[slot_S])).cpu().numpy()
+        n = len(slot_S)
+        grid_part = flat[: rows_SxNxC.numel()].reshape(rows_SxNxC.shape)
+        pos_S, eos_S = flat[rows_SxNxC.numel() :].reshape(2, n)
+        for slot, pos in zip(slots, pos_S.tolist(), strict=True):
+            self.host_pos[slot] = pos
+        return grid_part, pos_S, eos_S
+
     @torch.inference_mode()
     def _capture(self) -> None:
-        """Capture one CUDA graph per (self span, cross span) bucket, with every slot idle."""
+        """Capture one CUDA graph per (width, self span, cross span) bucket, with every slot idle."""
         pool = torch.cuda.graph_pool_handle()
+        keys = [(w, s, c) for w in self.widths for s in self.self_spans for c in self.cross_spans]
         warmup = torch.cuda.Stream(self.device)
         warmup.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(warmup):
-            for key in ((s, c) for s in self.self_spans for c in self.cross_spans):
+            for key in keys:
                 for _ in range(2):  # cuBLAS and the allocator settle before capture
                     self._step(*key)
         torch.cuda.current_stream(self.device).wait_stream(warmup)
-        for self_span in self.self_spans:
-            for cross_span in self.cross_spans:
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=pool):
-                    self._step(self_span, cross_span)
-                self.graphs[(self_span, cross_span)] = graph
+        for key in keys:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                self._step(*key)
+            self.graphs[key] = graph
         self.noise_step.zero_()
