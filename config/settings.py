@@ -144,6 +144,8 @@ class WorkerSettings(CommonSettings):
     cache_ttl: float = Field(86_400.0, ge=0, description="seconds a seeded render stays cached")
     cache_max_mb: int = Field(256, ge=0)
     opus_bitrate: int = Field(96_000, ge=6_000, le=510_000)
+    slots: int | None = Field(None, ge=1, le=64, description="lines one worker renders at once (unset: 16 on a GPU)")
+    guild_share: float = Field(0.5, gt=0, le=1, description="share of the slots one server may hold while others wait")
 
     @field_validator("device")
     @classmethod

@@ -100,11 +100,15 @@ def _serve(settings: WorkerSettings) -> int:
         engine = Engine.load(settings.model, settings.device, settings.dtype, codec=settings.codec)
     except ModelLoadError as exc:
         return fail(exc, EXIT_UNAVAILABLE)
+    # One slot on a CPU: it is compute-bound there, and batching only slows every line down.
+    slots = settings.slots or (16 if engine.device.type == "cuda" else 1)
     config = WorkerConfig(
         reclaim_after=settings.reclaim_after,
         max_attempts=settings.max_attempts,
         cache_ttl=settings.cache_ttl,
         cache_max_bytes=settings.cache_max_mb * 2**20,
+        slots=slots,
+        guild_share=settings.guild_share,
     )
     report = {
         "model": settings.model,
@@ -112,7 +116,8 @@ def _serve(settings: WorkerSettings) -> int:
         "dtype": str(engine.dtype).removeprefix("torch."),
         "revision": engine.revision,
     }
-    worker = Worker(main, beat, EngineRenderer(engine, bitrate=settings.opus_bitrate), config, report)
+    renderer = EngineRenderer(engine, bitrate=settings.opus_bitrate, slots=slots)
+    worker = Worker(main, beat, renderer, config, report)
     install_signals(worker)
     with contextlib.suppress(ColdShutdown):  # the abandoned job is reclaimed by another worker
         worker.run()

@@ -12,6 +12,7 @@ audio of a dead attempt. Mistakes in the job itself (text Dia cannot read, a voi
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Generator, Iterator, Mapping
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from tts_engine.audio.clip import ClipError, ClipLimits, decode_clip
 from tts_engine.audio.opus import DEFAULT_BITRATE
 from tts_engine.audio.prompt import trim_for_prompt
+from tts_engine.batching import Scheduler
 from tts_engine.engine import Engine, GenerationParams, VoicePrompt
 from tts_engine.jobs import MAX_SEED, RenderJob, Segment, VoiceRecord
 from tts_engine.rendering import RenderInputError, RenderResult
@@ -36,9 +38,13 @@ class EngineRenderer:
         bitrate: int = DEFAULT_BITRATE,
         batch_packets: int = BATCH_PACKETS,
         clip_limits: ClipLimits | None = None,
+        slots: int = 1,
     ) -> None:
         self.engine = engine
         self.clip_limits = clip_limits or ClipLimits()
+        # With several slots, every job's segments decode in one shared scheduler (continuous batching); the
+        # worker advances its jobs in turn and whichever needs frames first steps them all.
+        self.shared = SharedSteps(engine.scheduler(slots=slots)) if slots > 1 else None
         self.bitrate = bitrate
         self.batch_packets = batch_packets
         self.revision = f"{engine.revision}:opus{bitrate}"
@@ -106,9 +112,64 @@ class EngineRenderer:
                 max_tokens=max_tokens,
                 seed=(job.render_seed + index) % MAX_SEED,
             )
-            return self.engine.stream_codes(segment.text, params, prompt)
+            if self.shared is None:
+                return self.engine.stream_codes(segment.text, params, prompt)
+            request_id = f"{job.job_id}:{index}"
+            self.shared.submit(request_id, segment.text, params, prompt)
+            return self.shared.frames(request_id)
         except ValueError as exc:  # TextError included: the engine refused this input before any work
             raise RenderInputError(str(exc)) from exc
+
+
+class SharedSteps:
+    """One scheduler serving many jobs' generators in one thread: frames of every request are kept until its
+    own generator asks for them, and a generator that finds none steps the scheduler for everyone."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self._frames: dict[str, deque[np.ndarray]] = {}
+        self._done: set[str] = set()
+        self._failed: dict[str, BaseException] = {}
+
+    def submit(self, request_id: str, text: str, params: GenerationParams, prompt: VoicePrompt | None) -> None:
+        self.scheduler.submit(request_id, text, params, prompt)  # ValueError for input the engine refuses
+        self._frames[request_id] = deque()
+
+    def frames(self, request_id: str) -> Generator[np.ndarray, None, None]:
+        """The request's frames as they become final; closing it early cancels the request."""
+        try:
+            while True:
+                waiting = self._frames[request_id]
+                if waiting:
+                    yield waiting.popleft()
+                elif request_id in self._done:
+                    return
+                else:
+                    self._step(request_id)
+        finally:
+            self._frames.pop(request_id, None)
+            self._done.discard(request_id)
+            self._failed.pop(request_id, None)
+            self.scheduler.cancel(request_id)
+
+    def _step(self, request_id: str) -> None:
+        failed = self._failed.get(request_id)
+        if failed is not None:
+            raise RuntimeError("the batched decode step failed") from failed
+        if request_id not in self.scheduler.active:
+            raise RuntimeError(f"request {request_id} is not decoding")  # never expected: a bug, not input
+        try:
+            chunk = self.scheduler.step_chunk()
+        except Exception as exc:
+            # The step is shared: every request in it is lost. Each one's job fails (and is retried).
+            for other in self.scheduler.active:
+                self._failed[other] = exc
+                self.scheduler.cancel(other)
+            raise
+        for other, frames_NxC in chunk.frames.items():
+            if other in self._frames:
+                self._frames[other].append(frames_NxC)
+        self._done.update(chunk.finished)
 
 
 def voice_prompt(records: list[VoiceRecord]) -> VoicePrompt:

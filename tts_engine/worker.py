@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import FrameType
@@ -33,6 +34,7 @@ from tts_engine.jobs import (
     EndEvent,
     ErrorCode,
     ErrorEvent,
+    Event,
     RenderJob,
     StartEvent,
     decode_job,
@@ -59,12 +61,34 @@ class WorkerConfig:
     cache_max_bytes: int = 256 * 2**20
     out_ttl: float = 600.0  # seconds a finished job's events stay readable
     block_ms: int = 1000
+    slots: int = 1  # jobs rendered at once (a batching renderer steps them together)
+    guild_share: float = 0.5  # of the slots one guild may hold while other guilds' jobs wait
 
 
 @dataclass
-class _Current:
+class _Run:
+    """A job this worker is rendering: its place in Redis, its renderer's batches, what was sent so far."""
+
     entry_id: str
-    job_id: str
+    raw: bytes
+    job: RenderJob
+    attempt: int
+    picked_at: float
+    batches: Iterator[list[bytes]]
+    result: RenderResult
+    cache_key: str | None  # fill the cache under this key when done
+    cached: bool  # served from the cache
+    packets: list[bytes] = field(default_factory=list)
+    batches_sent: int = 0
+    first_audio: float | None = None
+
+    def close(self) -> None:
+        close = getattr(self.batches, "close", None)
+        if close is not None:
+            close()  # a renderer's generator frees its engine slot
+
+
+_Waiting = tuple[str, bytes, RenderJob]  # entry id, raw job, decoded job
 
 
 class Worker:
@@ -79,14 +103,18 @@ class Worker:
         self.store = WorkerStore(client, config.worker_id, out_ttl_ms=int(config.out_ttl * 1000))
         self._beat_store = WorkerStore(beat_client, config.worker_id)
         self.renderer, self.config = renderer, config
-        self.report = {"id": config.worker_id, "host": socket.gethostname(), "pid": os.getpid(), **(report or {})}
+        self.report = {"id": config.worker_id, "host": socket.gethostname(), "pid": os.getpid(),
+                       "slots": config.slots, **(report or {})}  # fmt: skip
         self.jobs_done = self.jobs_failed = 0
-        self._current: _Current | None = None
+        self._runs: list[_Run] = []
+        self._waiting: deque[_Waiting] = deque()
+        self._owned: dict[str, str] = {}  # entry id -> job id of every job read and not finished
+        self._owned_lock = threading.Lock()
         self._stopping = threading.Event()
         self._beat_stop = threading.Event()
 
     def stop(self) -> None:
-        """Warm shutdown: take no new job, finish the current one."""
+        """Warm shutdown: take no new job, finish the current ones."""
         self._stopping.set()
 
     def run(self) -> None:
@@ -94,27 +122,29 @@ class Worker:
         self._beat_once()
         beat = threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True)
         beat.start()
-        log.info("worker %s ready; waiting for jobs", self.config.worker_id)
+        log.info("worker %s ready (%d slots); waiting for jobs", self.config.worker_id, self.config.slots)
         backoff = 0.1
         try:
-            while not self._stopping.is_set():
-                try:
-                    entry = self.store.reclaim(int(self.config.reclaim_after * 1000)) or self.store.read_new(
-                        self.config.block_ms
-                    )
-                    backoff = 0.1
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    log.warning("Redis unreachable (%s); retrying in %.1f s", exc, backoff)
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    continue
-                except redis.ResponseError as exc:
-                    if "NOGROUP" not in str(exc):
-                        raise
-                    self.store.ensure_group()  # Redis lost its data (no AOF): start the group again
-                    continue
-                if entry is not None:
-                    self._process(*entry)
+            while self._runs or not self._stopping.is_set():
+                if self._stopping.is_set():
+                    self._give_back()
+                else:
+                    try:
+                        self._fill()
+                        backoff = 0.1
+                    except (redis.ConnectionError, redis.TimeoutError) as exc:
+                        log.warning("Redis unreachable (%s); retrying in %.1f s", exc, backoff)
+                        time.sleep(backoff)
+                        backoff = min(backoff * 2, 5.0)
+                        continue
+                    except redis.ResponseError as exc:
+                        if "NOGROUP" not in str(exc):
+                            raise
+                        self.store.ensure_group()  # Redis lost its data (no AOF): start the group again
+                        continue
+                # One batch of every job in turn: with a batching renderer they share each engine step.
+                for run in list(self._runs):
+                    self._advance(run)
         finally:
             self._beat_stop.set()
             beat.join(timeout=5)
@@ -123,12 +153,16 @@ class Worker:
             log.info("worker stopped: %d jobs done, %d failed", self.jobs_done, self.jobs_failed)
 
     def _beat_once(self) -> None:
-        current = self._current
-        report = {**self.report, "jobs_done": self.jobs_done, "current_job": current and current.job_id}
+        with self._owned_lock:
+            owned = dict(self._owned)
+        running = [run.job.job_id for run in list(self._runs)]
+        report = {**self.report, "jobs_done": self.jobs_done, "current_job": running[0] if running else None,
+                  "current_jobs": running}  # fmt: skip
         ttl_ms = int(self.config.heartbeat_interval * 3000)
         self._beat_store.heartbeat(report, ttl_ms)
-        if current is not None and not self._beat_store.touch(current.entry_id):
-            log.warning("job %s was taken over by another worker", current.job_id)
+        for entry_id, job_id in owned.items():  # running and read-ahead jobs alike stay ours while we live
+            if not self._beat_store.touch(entry_id):
+                log.warning("job %s was taken over by another worker", job_id)
 
     def _beat_loop(self) -> None:
         while not self._beat_stop.wait(self.config.heartbeat_interval):
@@ -137,59 +171,96 @@ class Worker:
             except redis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
 
-    def _process(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
+    # ---- taking jobs -----------------------------------------------------------------------------------------
+
+    def _fill(self) -> None:
+        """Read jobs while slots are free (blocking only when idle), then start the fairest waiting ones."""
+        slots = self.config.slots
+        free = slots - len(self._runs)
+        if free <= 0:
+            return
+        # With several slots, read one slot-load ahead: a guild that floods the queue must not hide the others'
+        # jobs behind its own (see `_pick`). Read-ahead jobs are ours in Redis and kept alive by the heartbeat.
+        room = free + (slots if slots > 1 else 0) - len(self._waiting)
+        if room > 0:
+            idle = not self._runs and not self._waiting
+            entries = []
+            reclaimed = self.store.reclaim(int(self.config.reclaim_after * 1000))
+            if reclaimed is not None:
+                entries.append(reclaimed)
+            if len(entries) < room:
+                block = self.config.block_ms if idle and not entries else None
+                entries += self.store.read_new(block, count=room - len(entries))
+            for entry_id, fields in entries:
+                self._queue(entry_id, fields)
+        while self._waiting and len(self._runs) < slots:
+            self._begin(*self._pick())
+
+    def _queue(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
         raw = fields.get(b"job", b"")
         try:
             job = decode_job(raw)
         except ContractError as exc:
             self._refuse(entry_id, raw, str(exc))
             return
-        attempt = self.store.next_attempt(job.job_id)
-        self._current = _Current(entry_id, job.job_id)
+        with self._owned_lock:
+            self._owned[entry_id] = job.job_id
+        self._waiting.append((entry_id, raw, job))
+
+    def _pick(self) -> _Waiting:
+        """The oldest waiting job whose guild holds less than its share of slots; else simply the oldest."""
+        share = max(1, int(self.config.guild_share * self.config.slots))
+        held = Counter(run.job.guild_id for run in self._runs)
+        for index, waiting in enumerate(self._waiting):
+            if held[waiting[2].guild_id] < share:
+                del self._waiting[index]
+                return waiting
+        return self._waiting.popleft()
+
+    def _give_back(self) -> None:
+        """Stopping: jobs read ahead but not started go back to the queue for the other workers."""
+        while self._waiting:
+            entry_id, raw, _ = self._waiting.popleft()
+            with contextlib.suppress(redis.RedisError):
+                self.store.requeue(entry_id, raw)
+            self._release(entry_id)
+
+    def _release(self, entry_id: str) -> None:
+        with self._owned_lock:
+            self._owned.pop(entry_id, None)
+
+    # ---- rendering -------------------------------------------------------------------------------------------
+
+    def _begin(self, entry_id: str, raw: bytes, job: RenderJob) -> None:
         try:
-            self._attempt(entry_id, raw, job, attempt)
+            self._start(entry_id, raw, job)
         except LostJob as exc:
             log.warning("%s; leaving it to its new owner", exc)
+            self._release(entry_id)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             # Unacknowledged, the job stays pending: another attempt picks it up once Redis is back.
-            log.warning("lost Redis during job %s (%s); it will be retried", job.job_id, exc)
-        finally:
-            self._current = None
+            log.warning("lost Redis while starting job %s (%s); it will be retried", job.job_id, exc)
+            self._release(entry_id)
 
-    def _attempt(self, entry_id: str, raw: bytes, job: RenderJob, attempt: int) -> None:
-        job_id = job.job_id
+    def _start(self, entry_id: str, raw: bytes, job: RenderJob) -> None:
+        attempt = self.store.next_attempt(job.job_id)
         if attempt > self.config.max_attempts:
             self._fail(entry_id, raw, job, attempt, f"gave up after {attempt - 1} attempts")
             return
-        if self.store.cancelled(job_id):
+        if self.store.cancelled(job.job_id):
             cancelled = EndEvent(attempt=attempt, seconds=0.0, cancelled=True)
-            self.store.finish(entry_id, job_id, job.guild_id, attempt=attempt, event=cancelled)
+            self._finish(entry_id, job, attempt, cancelled)
             return
         picked_at = time.time()
-        self.store.emit(job_id, attempt, StartEvent(attempt=attempt, worker=self.config.worker_id, picked_at=picked_at))
+        self.store.emit(
+            job.job_id, attempt, StartEvent(attempt=attempt, worker=self.config.worker_id, picked_at=picked_at)
+        )
         try:
-            end = self._render(job, attempt, picked_at)
-        except (RenderInputError, VoiceMissing) as exc:
-            code: ErrorCode = "bad_input" if isinstance(exc, RenderInputError) else "voice_missing"
-            error = ErrorEvent(attempt=attempt, code=code, message=str(exc))
-            self.store.finish(entry_id, job_id, job.guild_id, attempt=attempt, event=error)
+            voices = self.store.voices(job.guild_id, {v for s in job.segments for v in s.voices})
+        except VoiceMissing as exc:
+            self._finish(entry_id, job, attempt, ErrorEvent(attempt=attempt, code="voice_missing", message=str(exc)))
             self.jobs_failed += 1
             return
-        except (LostJob, ColdShutdown, redis.ConnectionError, redis.TimeoutError):
-            raise
-        except Exception:
-            log.exception("job %s failed on attempt %d", job_id, attempt)
-            if attempt < self.config.max_attempts:
-                self.store.requeue(entry_id, raw)
-            else:
-                self._fail(entry_id, raw, job, attempt, "the last attempt failed")
-            return
-        self.store.finish(entry_id, job_id, job.guild_id, attempt=attempt, event=end)
-        self.jobs_done += 1
-        log.info("job %s: %.2f s of audio%s", job_id, end.seconds, " (cancelled)" if end.cancelled else "")
-
-    def _render(self, job: RenderJob, attempt: int, picked_at: float) -> EndEvent:
-        voices = self.store.voices(job.guild_id, {v for s in job.segments for v in s.voices})
         makes_voice = job.clip is not None or job.keep_voice is not None
         cacheable = job.params.seed is not None and not makes_voice  # a made voice must be stored every time
         key = cache_key(job, voices, self.renderer.revision) if cacheable else None
@@ -197,52 +268,104 @@ class Worker:
         result = RenderResult()
         if hit is not None:
             result.samples, result.pre_skip = hit["samples"], hit["pre_skip"]
-            batches: Iterator[list[bytes]] = iter(
-                [list(hit["packets"][i : i + 50]) for i in range(0, len(hit["packets"]), 50)]
-            )
+            packets = hit["packets"]
+            batches: Iterator[list[bytes]] = iter([list(packets[i : i + 50]) for i in range(0, len(packets), 50)])
         else:
             batches = self.renderer.render(job, voices, result)
-        packets: list[bytes] = []
-        first_audio = None
+        self._runs.append(_Run(entry_id, raw, job, attempt, picked_at, batches, result, key, hit is not None))
+
+    def _advance(self, run: _Run) -> None:
+        """Send the run's next batch, or end it; whatever goes wrong ends only this job."""
+        job_id = run.job.job_id
         try:
-            for seq, batch in enumerate(batches):
-                if self.store.cancelled(job.job_id):
-                    return EndEvent(attempt=attempt, seconds=len(packets) * 0.02, cancelled=True)
-                self.store.emit(
-                    job.job_id, attempt, AudioEvent(attempt=attempt, seq=seq, packets=tuple(batch), sent_at=time.time())
+            try:
+                batch = next(run.batches)
+            except StopIteration:
+                self._drop(run)
+                end = self._end(run)
+                self._finish(run.entry_id, run.job, run.attempt, end)
+                self.jobs_done += 1
+                log.info("job %s: %.2f s of audio", job_id, end.seconds)
+                return
+            if self.store.cancelled(job_id):
+                self._drop(run)
+                end = EndEvent(attempt=run.attempt, seconds=len(run.packets) * 0.02, cancelled=True)
+                self._finish(run.entry_id, run.job, run.attempt, end)
+                self.jobs_done += 1
+                log.info("job %s: %.2f s of audio (cancelled)", job_id, end.seconds)
+                return
+            event = AudioEvent(attempt=run.attempt, seq=run.batches_sent, packets=tuple(batch), sent_at=time.time())
+            self.store.emit(job_id, run.attempt, event)
+            run.first_audio = run.first_audio or time.time()
+            run.packets += batch
+            run.batches_sent += 1
+        except (RenderInputError, VoiceMissing) as exc:
+            self._drop(run)
+            code: ErrorCode = "bad_input" if isinstance(exc, RenderInputError) else "voice_missing"
+            with contextlib.suppress(LostJob):
+                self._finish(
+                    run.entry_id, run.job, run.attempt, ErrorEvent(attempt=run.attempt, code=code, message=str(exc))
                 )
-                first_audio = first_audio or time.time()
-                packets += batch
-        finally:
-            close = getattr(batches, "close", None)
-            if close is not None:
-                close()
-        done = time.time()
+            self.jobs_failed += 1
+        except LostJob as exc:
+            self._drop(run)
+            log.warning("%s; leaving it to its new owner", exc)
+        except ColdShutdown:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._drop(run)
+            log.warning("lost Redis during job %s (%s); it will be retried", job_id, exc)
+        except Exception:
+            self._drop(run)
+            log.exception("job %s failed on attempt %d", job_id, run.attempt)
+            try:
+                if run.attempt < self.config.max_attempts:
+                    self.store.requeue(run.entry_id, run.raw)
+                    self._release(run.entry_id)
+                else:
+                    self._fail(run.entry_id, run.raw, run.job, run.attempt, "the last attempt failed")
+            except (LostJob, redis.RedisError) as exc:
+                log.warning("could not hand job %s back (%s); it will be reclaimed", job_id, exc)
+
+    def _drop(self, run: _Run) -> None:
+        if run in self._runs:
+            self._runs.remove(run)
+        run.close()
+
+    def _end(self, run: _Run) -> EndEvent:
+        """The end event of a run whose batches are all sent; stores what it made (voice, cache, file)."""
+        job, result, done = run.job, run.result, time.time()
         if job.keep_voice is not None:
             if result.voice is None:
                 raise RenderInputError("this line made no voice to keep")
             self.store.put_pending_voice(job.guild_id, job.keep_voice, result.voice, PENDING_VOICE_TTL)
-        if key is not None and hit is None:
-            value = {"packets": packets, "samples": result.samples, "pre_skip": result.pre_skip}
+        if run.cache_key is not None and not run.cached:
+            value = {"packets": run.packets, "samples": result.samples, "pre_skip": result.pre_skip}
             self.store.cache_put(
-                key, value, ttl_ms=int(self.config.cache_ttl * 1000), max_bytes=self.config.cache_max_bytes
+                run.cache_key, value, ttl_ms=int(self.config.cache_ttl * 1000), max_bytes=self.config.cache_max_bytes
             )
         ogg = None
         if job.export:
-            ogg = ogg_opus(packets, samples=result.samples, pre_skip=result.pre_skip)
+            ogg = ogg_opus(run.packets, samples=result.samples, pre_skip=result.pre_skip)
             ogg = ogg if len(ogg) <= EXPORT_LIMIT else None
         stats = {
-            "queued_s": max(0.0, picked_at - job.created_at),
-            "first_audio_s": (first_audio or done) - picked_at,
-            "render_s": done - picked_at,
+            "queued_s": max(0.0, run.picked_at - job.created_at),
+            "first_audio_s": (run.first_audio or done) - run.picked_at,
+            "render_s": done - run.picked_at,
         }
-        return EndEvent(attempt=attempt, seconds=result.samples / 48000, cached=hit is not None, stats=stats, ogg=ogg)
+        return EndEvent(attempt=run.attempt, seconds=result.samples / 48000, cached=run.cached, stats=stats, ogg=ogg)
+
+    def _finish(self, entry_id: str, job: RenderJob, attempt: int, event: Event) -> None:
+        try:
+            self.store.finish(entry_id, job.job_id, job.guild_id, attempt=attempt, event=event)
+        finally:
+            self._release(entry_id)
 
     def _fail(self, entry_id: str, raw: bytes, job: RenderJob, attempt: int, reason: str) -> None:
         self.store.dead_letter(raw, reason, attempt - 1)
         message = "this line could not be rendered, even after retrying; try again or rephrase it"
         error = ErrorEvent(attempt=attempt, code="render_failed", message=message)
-        self.store.finish(entry_id, job.job_id, job.guild_id, attempt=attempt, event=error)
+        self._finish(entry_id, job, attempt, error)
         self.jobs_failed += 1
 
     def _refuse(self, entry_id: str, raw: bytes, reason: str) -> None:

@@ -143,9 +143,10 @@ class WorkerStore:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def read_new(self, block_ms: int) -> tuple[str, dict[bytes, bytes]] | None:
-        reply: Any = self.redis.xreadgroup(GROUP, self.worker_id, {JOBS: ">"}, count=1, block=block_ms)
-        return _entry(reply[0][1]) if reply else None
+    def read_new(self, block_ms: int | None, *, count: int = 1) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Up to `count` new jobs, now ours; waits up to `block_ms` for the first (None: does not wait)."""
+        reply: Any = self.redis.xreadgroup(GROUP, self.worker_id, {JOBS: ">"}, count=count, block=block_ms)
+        return [(entry_id.decode(), fields or {}) for entry_id, fields in reply[0][1]] if reply else []
 
     def reclaim(self, min_idle_ms: int) -> tuple[str, dict[bytes, bytes]] | None:
         """A job a dead worker left pending for `min_idle_ms`, now ours; entries deleted meanwhile are dropped."""
