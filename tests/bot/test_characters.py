@@ -166,3 +166,36 @@ async def test_mistakes_are_private_and_leave_nothing(
     # Voices the worker made for refused requests are pending: they expire on their own.
     for key in await redis.keys("dia:voice:*"):
         assert key.decode() in before or 0 < await redis.ttl(key) <= jobs.PENDING_VOICE_TTL
+
+
+@pytest.mark.timeout(400)
+async def test_design_again_then_list_show_rename(world: World, start_bot: Any, dia_worker: Any, redis: Redis) -> None:
+    game_master(world)
+    dia_worker()
+    await start_bot(DIA_MAX_LINE_SECONDS="1", DIA_RATE_BURST="10")
+    design = await world.discord.slash(world.guild, world.alice, world.text, "character design", name="Mira",
+                                       description="a scout")  # fmt: skip
+    await design.wait(lambda i: i.original is not None and bool(i.original.files), timeout=180)
+    first = design.original
+    assert first is not None
+    more = await world.discord.click(world.guild, world.alice, world.text, first, "more")
+    await more.wait(lambda i: bool(i.responses))
+    assert world.discord.message(first).buttons() == [], "the first offer is closed"
+    await design.wait(lambda i: bool(i.followups) and bool(i.followups[-1].files), timeout=180)
+    second = design.followups[-1]
+    assert second.ephemeral and sorted(second.files) == ["voice-1.ogg", "voice-2.ogg", "voice-3.ogg"]
+    assert second.files != first.files, "three new voices"
+    kept = await world.discord.click(world.guild, world.alice, world.text, second, "keep-2")
+    assert "Kept voice 3 for **Mira**" in str((await kept.reply())["content"])
+
+    listed = await answer(world, "character list")
+    assert "**Mira** (moods: none): a scout" in listed
+    shown = await answer(world, "character show", name="mira")
+    assert "**Mira**: a scout" in shown and "“Well met, traveler." in shown
+    renamed = await world.discord.slash(world.guild, world.alice, world.text, "character rename", name="Mira",
+                                        new_name="Mira Swift")  # fmt: skip
+    assert "Mira is now **Mira Swift**" in str((await renamed.reply())["content"])
+    assert [c.name for c in await Cast(redis, world.guild.id).all()] == ["Mira Swift"]
+    names = await world.discord.autocomplete(world.guild, world.alice, world.text, "character show", option="name",
+                                             value="mi")  # fmt: skip
+    assert [c["value"] for c in names] == ["Mira Swift"]
