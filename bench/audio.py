@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from transformers import DacConfig, DacModel
 
+from bench.common import commit
 from tts_engine.audio.codec import Codec
 from tts_engine.audio.pipeline import AudioPipeline
 
@@ -37,14 +37,6 @@ FRAME_RATE = 44100 / 512
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _commit() -> str:
-    try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        return done.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> int:
@@ -99,7 +91,7 @@ def main() -> int:
             "torch": torch.__version__,
             "seconds_of_audio": round(audio_seconds, 2),
             "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-            "commit": args.commit or _commit(),
+            "commit": args.commit or commit(),
         },
         "full_decode_x_realtime": round(audio_seconds / full, 2),
         "streaming_path_x_realtime": round(audio_seconds / streamed, 2),

@@ -23,8 +23,6 @@ import asyncio
 import itertools
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from launcher.embedded_redis import find_redis_server, wait_until_ready
+from bench.common import commit, redis_server
 from tests.bot.conftest import BotProcess, ToneWorker, World, make_world
 from tests.fakediscord import FakeDiscord, VoiceSession
 
@@ -44,12 +42,6 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _gaps_ms(session: VoiceSession, start: float, end: float) -> list[float]:
@@ -98,11 +90,6 @@ async def _measure(redis_url: str, guilds: int, window: float, folder: Path) -> 
     }
 
 
-def _commit() -> str:
-    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return result.stdout.strip() or "unknown"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--guilds", type=int, nargs="+", default=[1, 10, 50])
@@ -110,26 +97,15 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     results = []
-    with tempfile.TemporaryDirectory() as folder:
-        port = _free_port()
-        server = subprocess.Popen(
-            [str(find_redis_server()), "--port", str(port), "--dir", folder, "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            url = f"redis://127.0.0.1:{port}/0"
-            wait_until_ready(url, server, timeout=10)
-            for guilds in args.guilds:
-                redis.Redis.from_url(url).flushall()  # each run starts from an empty queue
-                result = asyncio.run(_measure(url, guilds, args.window, Path(folder)))
-                print(json.dumps(result), flush=True)
-                results.append(result)
-        finally:
-            server.terminate()
-            server.wait()
+    with redis_server() as url, tempfile.TemporaryDirectory() as folder:
+        for guilds in args.guilds:
+            redis.Redis.from_url(url).flushall()  # each run starts from an empty queue
+            result = asyncio.run(_measure(url, guilds, args.window, Path(folder)))
+            print(json.dumps(result), flush=True)
+            results.append(result)
     report = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "commit": _commit(),
+        "commit": commit(),
         "cpu_count": os.cpu_count(),
         "window_s": args.window,
         "results": results,

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -42,6 +41,7 @@ from transformers import DiaForConditionalGeneration
 from transformers.generation.streamers import BaseStreamer
 from transformers.models.dia.configuration_dia import DiaDecoderConfig, DiaEncoderConfig
 
+from bench.common import commit
 from tts_engine.batching import Scheduler
 from tts_engine.dia.config import DiaConfig
 from tts_engine.dia.model import DiaModel
@@ -229,14 +229,6 @@ def run_reference(model: DiaForConditionalGeneration, max_tokens: int, device: t
     return _result("transformers", steps, start, clock.times[1 + max(delays)], end, device)
 
 
-def _commit() -> str:
-    try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        return done.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def hf_config(size: str) -> HFDiaConfig:
     """The full Dia-1.6B architecture, or a reduced one (same vocab, channels, delays and lengths) for CPU runs."""
     if size == "full":
@@ -381,7 +373,7 @@ def _meta(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, ma
         "max_tokens": max_tokens,
         "repeats": args.repeats,
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "commit": args.commit or _commit(),
+        "commit": args.commit or commit(),
     }
 
 

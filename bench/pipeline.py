@@ -18,7 +18,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -29,7 +28,8 @@ import numpy as np
 import redis
 from redis.asyncio import Redis
 
-from launcher.embedded_redis import find_redis_server, wait_until_ready
+from bench.common import commit, redis_server
+from launcher.embedded_redis import find_redis_server
 from tts_engine import jobs
 from tts_engine.jobs import AudioEvent, RenderJob, RenderParams, Segment, StartEvent, VoiceRecord
 from tts_engine.rendering import RenderResult
@@ -45,14 +45,6 @@ class NoopRenderer:
         for _ in range(3):
             yield [PACKET] * 10
         result.samples, result.pre_skip = 30 * 960, 312
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -94,14 +86,6 @@ async def _all_at_once(client: Redis, count: int, limits: jobs.QueueLimits) -> f
     return count / (time.perf_counter() - start)
 
 
-def _commit() -> str:
-    try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        return done.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=1000)
@@ -109,37 +93,26 @@ def main() -> int:
     parser.add_argument("--commit")
     args = parser.parse_args()
 
-    port = _free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    with tempfile.TemporaryDirectory() as folder:
-        server = subprocess.Popen(
-            [str(find_redis_server()), "--port", str(port), "--dir", folder, "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
+    with redis_server() as url:
+        worker = Worker(
+            redis.Redis.from_url(url), redis.Redis.from_url(url), NoopRenderer(), WorkerConfig(block_ms=100)
         )
-        try:
-            wait_until_ready(url, server)
-            worker = Worker(
-                redis.Redis.from_url(url), redis.Redis.from_url(url), NoopRenderer(), WorkerConfig(block_ms=100)
-            )
-            thread = threading.Thread(target=worker.run, daemon=True)
-            thread.start()
-            limits = jobs.QueueLimits(guild_cap=10**6, rate_burst=10**6, rate_per_minute=10**9)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        limits = jobs.QueueLimits(guild_cap=10**6, rate_burst=10**6, rate_per_minute=10**9)
 
-            async def run() -> tuple[list[float], list[float], float]:
-                client = Redis.from_url(url)
-                while not await jobs.live_workers(client):
-                    await asyncio.sleep(0.01)
-                pickups, relays = await _one_by_one(client, args.jobs, limits)
-                throughput = await _all_at_once(client, args.jobs, limits)
-                await client.aclose()
-                return pickups, relays, throughput
+        async def run() -> tuple[list[float], list[float], float]:
+            client = Redis.from_url(url)
+            while not await jobs.live_workers(client):
+                await asyncio.sleep(0.01)
+            pickups, relays = await _one_by_one(client, args.jobs, limits)
+            throughput = await _all_at_once(client, args.jobs, limits)
+            await client.aclose()
+            return pickups, relays, throughput
 
-            pickups, relays, throughput = asyncio.run(run())
-            worker.stop()
-            thread.join(timeout=10)
-        finally:
-            server.terminate()
-            server.wait(timeout=15)
+        pickups, relays, throughput = asyncio.run(run())
+        worker.stop()
+        thread.join(timeout=10)
 
     result = {
         "meta": {
@@ -148,7 +121,7 @@ def main() -> int:
                 [str(find_redis_server()), "--version"], capture_output=True, text=True
             ).stdout.split()[2],
             "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-            "commit": args.commit or _commit(),
+            "commit": args.commit or commit(),
         },
         "pickup": _percentiles(pickups),
         "relay": _percentiles(relays),

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,16 +26,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import redis
 from redis.asyncio import Redis
 
-from launcher.embedded_redis import find_redis_server, wait_until_ready
+from bench.common import commit, redis_server
 from tests.bot.conftest import BotProcess, make_world
 from tests.fakediscord import FakeDiscord
-from tests.helpers import free_port
 from tests.queue.workers import WorkerProcess
 from tts_engine import jobs
 from tts_engine.characters import Cast
+from tts_engine.scene import FRAMES_PER_SECOND
 
 OPUS_SILENCE = b"\xf8\xff\xfe"
 CAST = ("Bram", "Old Tom", "Mira", "Guard Captain", "Stranger")
@@ -52,7 +50,7 @@ SCENE = (
 
 async def _cast(client: Redis, guild_id: int, voice_seconds: float) -> None:
     cast, rng = Cast(client, guild_id), np.random.default_rng(0)
-    frames = round(voice_seconds * 44100 / 512)
+    frames = round(voice_seconds * FRAMES_PER_SECOND)
 
     async def voice(words: str) -> str:
         codes = rng.integers(0, 1024, size=(frames, 9)).astype("<i2")
@@ -120,21 +118,9 @@ def main() -> int:
             codec = args.codec or str(save_tiny_dac(folder / "dac"))
         else:
             model, codec = args.model, args.codec
-        port = free_port()
-        server = subprocess.Popen(
-            [str(find_redis_server()), "--port", str(port), "--dir", name, "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            url = f"redis://127.0.0.1:{port}/0"
-            wait_until_ready(url, server, timeout=10)
-            redis.Redis.from_url(url).flushall()
+        with redis_server() as url:
             result = asyncio.run(_run(args, url, folder, model, codec))
-        finally:
-            server.terminate()
-            server.wait()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    report = {"date": datetime.now(UTC).strftime("%Y-%m-%d"), "commit": commit, "device": args.device,
+    report = {"date": datetime.now(UTC).strftime("%Y-%m-%d"), "commit": commit(), "device": args.device,
               "model": args.model or "tiny random", "voice_seconds": args.voice_seconds, **result}  # fmt: skip
     print(json.dumps(report))
     if args.json is not None:
