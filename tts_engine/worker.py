@@ -110,6 +110,7 @@ class Worker:
         self._waiting: deque[_Waiting] = deque()
         self._owned: dict[str, str] = {}  # entry id -> job id of every job read and not finished
         self._owned_lock = threading.Lock()
+        self._next_reclaim = 0.0  # monotonic time of the next look for abandoned jobs
         self._stopping = threading.Event()
         self._beat_stop = threading.Event()
 
@@ -185,9 +186,13 @@ class Worker:
         if room > 0:
             idle = not self._runs and not self._waiting
             entries = []
-            reclaimed = self.store.reclaim(int(self.config.reclaim_after * 1000))
-            if reclaimed is not None:
-                entries.append(reclaimed)
+            # Abandoned jobs wait `reclaim_after` s before anyone may take them: a look a second (as often as the
+            # idle loop wakes) is enough. New jobs are looked for on every round: a free slot should fill at once.
+            if time.monotonic() >= self._next_reclaim:
+                self._next_reclaim = time.monotonic() + min(1.0, self.config.reclaim_after / 4)
+                reclaimed = self.store.reclaim(int(self.config.reclaim_after * 1000))
+                if reclaimed is not None:
+                    entries.append(reclaimed)
             if len(entries) < room:
                 block = self.config.block_ms if idle and not entries else None
                 entries += self.store.read_new(block, count=room - len(entries))
