@@ -19,14 +19,14 @@ from dataclasses import dataclass
 import discord
 from redis.asyncio import Redis
 
-from bot.errors import UserFacingError, reply_privately
+from bot.errors import UserFacingError, reply_privately, submit
 from tts_engine import jobs
 from tts_engine.characters import Cast, CastError, Character
 from tts_engine.jobs import CLIP_MAX_BYTES, RenderJob, RenderParams, Segment, VoiceRecord
+from tts_engine.scene import FRAMES_PER_SECOND
 
 log = logging.getLogger(__name__)
 
-FRAMES_PER_SECOND = 44100 / 512
 DESIGN_LINE = "Well met, traveler. The road is long and the night is cold, but there is room by my fire."
 CANDIDATES = 3
 MAX_TRANSCRIPT = 500
@@ -46,10 +46,7 @@ def seconds(frames: int) -> float:
 
 
 async def _run(req: Requester, job: RenderJob) -> jobs.EndEvent:
-    try:
-        await asyncio.wait_for(jobs.submit(req.redis, job, req.limits), 5.0)
-    except TimeoutError:
-        raise UserFacingError("the job queue is not answering; try again in a moment") from None
+    await submit(req.redis, job, req.limits, timeout=5.0)
     result = await jobs.outcome(req.redis, job.job_id, stall_timeout=180)
     if isinstance(result, jobs.ErrorEvent):
         raise UserFacingError(result.message)

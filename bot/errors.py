@@ -6,12 +6,15 @@ is a bug: it is logged once with the command, guild and user, and the user gets 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import discord
 from discord import app_commands
+from redis.asyncio import Redis
 
 from bot.text import TextRejected
+from tts_engine import jobs
 from tts_engine.characters import CastError
 from tts_engine.jobs import SubmitRejected
 
@@ -20,6 +23,14 @@ log = logging.getLogger(__name__)
 
 class UserFacingError(Exception):
     """A mistake the user can fix; `str()` is shown to them, only to them."""
+
+
+async def submit(redis: Redis, job: jobs.RenderJob, limits: jobs.QueueLimits, *, timeout: float) -> None:
+    """Queue `job`; a queue that does not answer in `timeout` s is a message for the user, not a hang."""
+    try:
+        await asyncio.wait_for(jobs.submit(redis, job, limits), timeout)
+    except TimeoutError:
+        raise UserFacingError("the job queue is not answering; try again in a moment") from None
 
 
 def _sentence(message: str) -> str:

@@ -13,6 +13,7 @@ from bot import casting
 from bot.errors import UserFacingError
 from cogs.voice import _member
 from tts_engine.characters import DEFAULT, Cast, Character, clean_name
+from tts_engine.jobs import VoiceRecord
 
 if TYPE_CHECKING:
     from bot.client import DiaBot
@@ -55,22 +56,19 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     def _requester(self, interaction: discord.Interaction, member: discord.Member) -> casting.Requester:
         return casting.Requester(self.bot.redis, self.bot.limits, member.guild.id, member.id, interaction.channel_id)
 
-    async def _names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        if interaction.guild_id is None:
-            return []
-        names = [c.name for c in await self._cast(interaction.guild_id).all()]
-        wanted = current.strip().casefold()
-        hits = [n for n in names if n.casefold().startswith(wanted)] + [
-            n for n in names if wanted and wanted in n.casefold() and not n.casefold().startswith(wanted)
-        ]
-        return [app_commands.Choice(name=n, value=n) for n in hits[:25]]
+    async def _voice_from_clip(
+        self, interaction: discord.Interaction, member: discord.Member, clip: discord.Attachment, transcript: str
+    ) -> tuple[str, VoiceRecord]:
+        """A pending voice made from the clip by a worker, answering privately meanwhile (it takes a moment)."""
+        await interaction.response.defer(thinking=True, ephemeral=True)
+        return await casting.voice_from_clip(self._requester(interaction, member), clip, transcript)
 
     async def _absent(self, cast: Cast, name: str) -> None:
         """Fail fast, before any rendering, when the name is taken or the cast is full (checked again on write)."""
         existing = await cast.get(name)
         if existing is not None:
             raise UserFacingError(f"there is already a character named {existing.name}")
-        count = len(await cast.all())
+        count = await cast.count()
         if count >= cast.cap:
             raise UserFacingError(f"this server has {count} characters, the most it may have; delete some first")
 
@@ -100,8 +98,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         cast = self._cast(member.guild.id)
         name = clean_name(name)
         await self._absent(cast, name)
-        await interaction.response.defer(thinking=True, ephemeral=True)
-        voice_id, record = await casting.voice_from_clip(self._requester(interaction, member), clip, transcript)
+        voice_id, record = await self._voice_from_clip(interaction, member, clip, transcript)
         character = await cast.create(name, voice_id, mood=mood, created_by=member.id)
         kept = f"{casting.seconds(record.frames):.1f} s of your clip (“{record.transcript}”)"
         await interaction.followup.send(
@@ -229,8 +226,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         cast = self._cast(member.guild.id)
         if await cast.get(character) is None:
             raise UserFacingError(f"there is no character named {character}")
-        await interaction.response.defer(thinking=True, ephemeral=True)
-        voice_id, record = await casting.voice_from_clip(self._requester(interaction, member), clip, transcript)
+        voice_id, record = await self._voice_from_clip(interaction, member, clip, transcript)
         updated = await cast.add_mood(character, mood, voice_id)
         await interaction.followup.send(
             ephemeral=True,
@@ -276,15 +272,18 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     @rename.autocomplete("name")
     @delete.autocomplete("name")
     @export.autocomplete("name")
-    async def _name_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return await self._names(interaction, current)
-
     @mood_add.autocomplete("character")
     @mood_remove.autocomplete("character")
-    async def _character_choices(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        return await self._names(interaction, current)
+    async def _name_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        """Character names starting with what was typed, then names containing it."""
+        if interaction.guild_id is None:
+            return []
+        names = [c.name for c in await self._cast(interaction.guild_id).all()]
+        wanted = current.strip().casefold()
+        hits = [n for n in names if n.casefold().startswith(wanted)] + [
+            n for n in names if wanted and wanted in n.casefold() and not n.casefold().startswith(wanted)
+        ]
+        return [app_commands.Choice(name=n, value=n) for n in hits[:25]]
 
 
 async def setup(bot: DiaBot) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -12,20 +11,19 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import checks
-from bot.errors import UserFacingError
+from bot.errors import UserFacingError, submit
 from bot.text import TextRules, mentioned, script_items, speakable
 from bot.voice import Line
 from cogs.voice import _member
 from tts_engine import jobs, scene
 from tts_engine.characters import Cast
-from tts_engine.scene import VoiceRef
+from tts_engine.scene import FRAMES_PER_SECOND, VoiceRef
 
 if TYPE_CHECKING:
     from bot.client import DiaBot
 
 PREVIEW = 80
 MAX_SEGMENTS = 64  # what one job may carry (tts_engine/jobs.py)
-FRAMES_PER_SECOND = 44100 / 512  # Dia decoder steps per second of audio
 
 
 async def _names(guild: discord.Guild, text: str) -> Callable[[str, int], str | None]:
@@ -98,10 +96,7 @@ class Speak(commands.Cog):
             channel_id=interaction.channel_id,
             export=export,
         )
-        try:
-            await asyncio.wait_for(jobs.submit(self.bot.redis, job, self.bot.limits), 2.0)
-        except TimeoutError:
-            raise UserFacingError("the job queue is not answering; try again in a moment") from None
+        await submit(self.bot.redis, job, self.bot.limits, timeout=2.0)  # well inside the 3 s to answer
         await interaction.response.defer(thinking=True)
         try:
             await player.connect(channel)

@@ -13,6 +13,7 @@ Export files are JSON (codes base64, int16 little-endian), to move a cast betwee
 from __future__ import annotations
 
 import base64
+import difflib
 import json
 import re
 import time
@@ -104,6 +105,9 @@ class Cast:
     async def all(self) -> list[Character]:
         raw: Any = await self.redis.hgetall(self.key)
         return sorted((decode_character(v) for v in raw.values()), key=lambda c: c.name.casefold())
+
+    async def count(self) -> int:
+        return int(await self.redis.hlen(self.key))
 
     async def get(self, name: str) -> Character | None:
         raw: Any = await self.redis.hget(self.key, name.casefold())
@@ -285,8 +289,6 @@ def _multi(pipe: Pipeline) -> None:
 
 
 def _closest(name: str, names: list[str]) -> str | None:
-    import difflib
-
     found = difflib.get_close_matches(name.casefold(), [n.casefold() for n in names], n=1)
     return next((n for n in names if found and n.casefold() == found[0]), None)
 

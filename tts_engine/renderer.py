@@ -11,7 +11,6 @@ audio of a dead attempt. Mistakes in the job itself (text Dia cannot read, a voi
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Generator, Iterator, Mapping
 
@@ -24,10 +23,9 @@ from tts_engine.batching import Scheduler
 from tts_engine.engine import Engine, GenerationParams, VoicePrompt
 from tts_engine.jobs import MAX_SEED, RenderJob, Segment, VoiceRecord
 from tts_engine.rendering import RenderInputError, RenderResult
-from tts_engine.scene import prompt_transcript
+from tts_engine.scene import prompt_transcript, untagged
 
 BATCH_PACKETS = 10  # 200 ms of audio per audio event after the first
-_TAG = re.compile(r"\[S[12]\]", re.IGNORECASE)
 
 
 class EngineRenderer:
@@ -177,11 +175,6 @@ def voice_prompt(records: list[VoiceRecord]) -> VoicePrompt:
     their codes one after another, so each voice speaks as the tag the segment gives it (research/dia.md §3)."""
     codes = [np.frombuffer(r.codes, dtype="<i2").reshape(r.frames, r.channels).astype(np.int64) for r in records]
     return VoicePrompt(prompt_transcript([r.transcript for r in records]), np.concatenate(codes))
-
-
-def untagged(text: str) -> str:
-    """`text` without [S1]/[S2] tags: stored voices keep plain words and get their tag when used."""
-    return " ".join(_TAG.sub(" ", text).split())
 
 
 def voice_record(transcript: str, codes_TxC: np.ndarray) -> VoiceRecord:

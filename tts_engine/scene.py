@@ -26,7 +26,8 @@ from dataclasses import dataclass, field, replace
 from tts_engine.script import CHARS_PER_SECOND, DIA_SPEAKERS, Item, Pause, Turn, pieces, sentences
 
 FRAMES_PER_SECOND = 44100 / 512  # DAC frames (Dia decoder steps) per second of audio
-_TAG = re.compile(r"\[S[12]\]")
+# Case-insensitive: a user who types [s1] in a clip's transcript means the tag, never the words.
+_TAG = re.compile(r"\[S[12]\]", re.IGNORECASE)
 _TAG_BYTES = len("[S1] ")
 
 
@@ -71,9 +72,13 @@ def prompt_transcript(transcripts: Sequence[str]) -> str:
     """
     if len(transcripts) > len(DIA_SPEAKERS):
         raise ValueError(f"a segment has at most {len(DIA_SPEAKERS)} voices, not {len(transcripts)}")
-    return " ".join(
-        f"[{tag}] {' '.join(_TAG.sub(' ', t).split())}" for tag, t in zip(DIA_SPEAKERS, transcripts, strict=False)
-    )
+    return " ".join(f"[{tag}] {untagged(t)}" for tag, t in zip(DIA_SPEAKERS, transcripts, strict=False))
+
+
+def untagged(text: str) -> str:
+    """`text` without [S1]/[S2] tags and with its spaces tidied: stored voices keep plain words and get their
+    tag when used."""
+    return " ".join(_TAG.sub(" ", text).split())
 
 
 def estimate_seconds(text: str) -> float:
@@ -82,7 +87,7 @@ def estimate_seconds(text: str) -> float:
 
 
 def _spoken_chars(text: str) -> int:
-    return len(" ".join(_TAG.sub(" ", text).split()))
+    return len(untagged(text))
 
 
 @dataclass(frozen=True)
@@ -247,7 +252,7 @@ def plan(
             planner.pause(item.seconds)
             continue
         # The parser never leaves a tag in a turn's text; a hand-built Turn must not forge a speaker change either.
-        text = " ".join(_TAG.sub(" ", item.text).split())
+        text = untagged(item.text)
         if text:
             planner.turn(_speaker(item, voices), text)
     return planner.finish()

@@ -199,3 +199,6 @@ async def test_design_again_then_list_show_rename(world: World, start_bot: Any, 
     names = await world.discord.autocomplete(world.guild, world.alice, world.text, "character show", option="name",
                                              value="mi")  # fmt: skip
     assert [c["value"] for c in names] == ["Mira Swift"]
+    names = await world.discord.autocomplete(world.guild, world.alice, world.text, "character mood remove",
+                                             option="character", value="swift")  # fmt: skip
+    assert [c["value"] for c in names] == ["Mira Swift"], "names containing what was typed come too"
