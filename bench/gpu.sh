@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Everything that needs a CUDA device, in one go: the GPU correctness tests, then the benchmarks.
+#
+#     bench/gpu.sh OUT [PART...]      # parts: info tests engine audio concurrent (default: all, in that order)
+#
+# Each part writes its log (and JSON where the script has one) into OUT and has its own time limit, so one
+# that fails or hangs leaves the others' results. Meant for a lent GPU machine: if the Python packages that
+# the worker needs are missing there, install wheels first and put them on PYTHONPATH (see bench/README.md).
+set -u
+out=${1:?usage: bench/gpu.sh OUT [PART...]}
+shift
+parts=${*:-info tests engine audio concurrent}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
+python=${PYTHON:-python3}
+# The device copy of the tree has no .git: COMMIT names what is measured there.
+commit=(${COMMIT:+--commit "$COMMIT"})
+
+run() {  # run NAME LIMIT_S COMMAND...: log to OUT/NAME.log, say how it ended
+    local name=$1 limit=$2
+    shift 2
+    local begin=$SECONDS
+    timeout --kill-after=10 "$limit" "$@" >"$out/$name.log" 2>&1
+    local rc=$?
+    echo "## $name: exit $rc after $((SECONDS - begin)) s"
+    tail -n 25 "$out/$name.log"
+}
+
+for part in $parts; do
+    case $part in
+        info)
+            nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,clocks.sm,clocks.max.sm --format=csv
+            "$python" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
+            ;;
+        tests)
+            run tests 150 "$python" -m pytest -q -m gpu -p no:cacheprovider tests/engine/test_gpu.py \
+                tests/engine/test_scheduler.py
+            ;;
+        engine)
+            run engine 240 "$python" bench/engine.py "${commit[@]}" --json "$out/engine.json"
+            ;;
+        concurrent)
+            run concurrent 300 "$python" bench/engine.py "${commit[@]}" --concurrent 1 4 8 16 32 --json "$out/concurrent.json"
+            ;;
+        audio)
+            run audio 90 "$python" bench/audio.py "${commit[@]}" --json "$out/audio.json"
+            ;;
+        *)
+            echo "unknown part: $part" >&2
+            exit 2
+            ;;
+    esac
+done
