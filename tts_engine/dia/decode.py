@@ -307,6 +307,7 @@ class Decoder:
         with torch.cuda.stream(warmup):
             for key in keys:
                 for _ in range(2):  # cuBLAS and the allocator settle before capture
+                    self.noise_step.zero_()  # each step reads noise[noise_step]: keep it inside the buffer
                     self._step(*key)
         torch.cuda.current_stream(self.device).wait_stream(warmup)
         for key in keys:
