@@ -1,0 +1,125 @@
+"""Where a decode step's time goes, on random full-size weights: for tuning the engine on a GPU.
+
+    python bench/profile_step.py                 # CUDA only
+
+Prints: the replay time of one captured step at widths 1 and 16 (CUDA events, median of many), the kernels
+of one eager step (count, and GPU time by kernel from torch.profiler), and attention alone at decode shapes
+(SDPA with a mask against two batched-matmul forms). Not a benchmark of record: bench/engine.py is.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+from transformers import DiaForConditionalGeneration
+
+from bench.engine import TEXT, hf_config
+from tts_engine.dia.config import DiaConfig
+from tts_engine.dia.model import DiaModel
+from tts_engine.engine import Engine, GenerationParams
+
+
+def _time(fn: Callable[[], object], repeats: int = 50) -> float:
+    """Median milliseconds of `fn` on the device."""
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def _engine() -> Engine:
+    torch.manual_seed(0)
+    config = hf_config("full")
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device("cuda"):
+        reference = DiaForConditionalGeneration(config).eval()
+    torch.set_default_dtype(torch.float32)
+    with torch.device("meta"):
+        ours = DiaModel(DiaConfig.from_dict(config.to_dict()))
+    ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
+    ours.fuse()
+    ours.requires_grad_(False)
+    return Engine(ours.eval())
+
+
+def _steps(engine: Engine) -> None:
+    begin = time.perf_counter()
+    scheduler = engine.scheduler(slots=16)
+    print(f"# 16-slot scheduler built in {time.perf_counter() - begin:.1f} s")
+    for width, decoder in ((1, engine._decoder), (16, scheduler._decoder)):
+        for slot in range(width):
+            decoder.start(slot, engine._request(TEXT, GenerationParams(seed=slot), None))
+        for span in (256, 1024):
+            graph = decoder.graphs[(width, span, 256)]
+            ms = _time(graph.replay, 200)
+            print(f"| replay width {width:2d} self span {span:4d} | {ms:.3f} ms | {1000 / ms:.0f} steps/s |")
+        for slot in range(width):
+            decoder.stop(slot)
+
+
+def _kernels(engine: Engine) -> None:
+    decoder = engine._decoder
+    decoder.start(0, engine._request(TEXT, GenerationParams(seed=0), None))
+    with torch.inference_mode():
+        for _ in range(3):
+            decoder.noise_step.zero_()
+            decoder._step(1, 1024, 256)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(10):
+                decoder.noise_step.zero_()
+                decoder._step(1, 1024, 256)
+            torch.cuda.synchronize()
+    decoder.stop(0)
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    kernels = sum(e.count for e in events) / 10
+    gpu_ms = sum(e.self_device_time_total for e in events) / 10 / 1000
+    print(f"# eager step, width 1: {kernels:.0f} kernels, {gpu_ms:.3f} ms of GPU time")
+    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=22, max_name_column_width=70))
+
+
+def _attention(width: int) -> None:
+    rows, heads, kv, span = 2 * width, 16, 4, 1024
+    q = torch.randn(rows, kv, heads // kv, 128, device="cuda", dtype=torch.bfloat16)
+    cache = torch.randn(rows, kv, 3136, 128, device="cuda", dtype=torch.bfloat16)
+    k, v = cache[:, :, :span], cache[:, :, :span]
+    mask = torch.ones(rows, 1, heads // kv, span, device="cuda", dtype=torch.bool)
+
+    def sdpa() -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+
+    def bmm_fp32() -> torch.Tensor:
+        scores = torch.matmul(q, k.transpose(-1, -2)).float()
+        return torch.matmul(scores.masked_fill(~mask, float("-inf")).softmax(-1).to(v.dtype), v)
+
+    with torch.inference_mode():
+        for name, fn in (("sdpa+mask", sdpa), ("bmm", bmm_fp32)):
+            print(f"| attention width {width:2d} span {span} {name:10s} | {_time(fn, 100) * 1000:.1f} us |")
+
+
+def main() -> int:
+    if not torch.cuda.is_available():
+        print("needs a CUDA device", file=sys.stderr)
+        return 2
+    print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}")
+    for width in (1, 16):
+        _attention(width)
+    engine = _engine()
+    _kernels(engine)
+    _steps(engine)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
