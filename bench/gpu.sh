@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything that needs a CUDA device, in one go: the GPU correctness tests, then the benchmarks.
 #
-#     bench/gpu.sh OUT [PART...]      # parts: info tests engine audio concurrent (default: all, in that order)
+#     bench/gpu.sh OUT [PART...]      # parts: info tests engine audio concurrent profile (default: all, in that order)
 #
 # Each part writes its log (and JSON where the script has one) into OUT and has its own time limit, so one
 # that fails or hangs leaves the others' results. Meant for a lent GPU machine: if the Python packages that
@@ -42,6 +42,9 @@ for part in $parts; do
             ;;
         concurrent)
             run concurrent 300 "$python" bench/engine.py "${commit[@]}" --concurrent 1 4 8 16 32 --json "$out/concurrent.json"
+            ;;
+        profile)
+            run profile 240 "$python" bench/profile_step.py
             ;;
         audio)
             run audio 90 "$python" bench/audio.py "${commit[@]}" --json "$out/audio.json"

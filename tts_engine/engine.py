@@ -120,6 +120,7 @@ class Engine:
         codec: Codec | None = None,
         chunk_steps: int = 8,
         use_cuda_graphs: bool | None = None,
+        compile_ops: bool | None = None,
         revision: str = "unversioned",
     ) -> None:
         self.model = model
@@ -130,6 +131,9 @@ class Engine:
         self.device, self.dtype = param.device, param.dtype
         self.chunk_steps = chunk_steps
         graphs = self.device.type == "cuda" if use_cuda_graphs is None else use_cuda_graphs
+        # Fused elementwise kernels (tts_engine/dia/fused.py): on CUDA by default, where kernel count sets the pace.
+        if self.device.type == "cuda" if compile_ops is None else compile_ops:
+            model.use_compiled_ops()
         noise_steps = max(chunk_steps, 1 + self.config.max_delay)
         self._decoder = Decoder(model, slots=1, noise_steps=noise_steps, use_graphs=graphs)
         self._busy = threading.Lock()
@@ -144,6 +148,7 @@ class Engine:
         codec: str | Path | None = None,
         chunk_steps: int = 8,
         use_cuda_graphs: bool | None = None,
+        compile_ops: bool | None = None,
     ) -> Engine:
         """Load a checkpoint (local folder or hub id); defaults: CUDA + bfloat16 when present, else CPU + float32.
 
@@ -161,7 +166,14 @@ class Engine:
             codec_folder = Codec.resolve(codec)
             dac = Codec.load(codec_folder, target)
             revision += f":dac-{hub.revision(codec_folder)}"
-        return cls(loaded, codec=dac, chunk_steps=chunk_steps, use_cuda_graphs=use_cuda_graphs, revision=revision)
+        return cls(
+            loaded,
+            codec=dac,
+            chunk_steps=chunk_steps,
+            use_cuda_graphs=use_cuda_graphs,
+            compile_ops=compile_ops,
+            revision=revision,
+        )
 
     def generate_codes(
         self, text: str, params: GenerationParams | None = None, prompt: VoicePrompt | None = None

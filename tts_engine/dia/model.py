@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tts_engine.dia import fused
 from tts_engine.dia.cache import CrossCache, SelfCache
 from tts_engine.dia.config import DecoderConfig, DiaConfig, EncoderConfig
 
@@ -27,10 +28,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        # Statistics in float32 whatever the compute dtype, as transformers' DiaRMSNorm does.
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+        return fused.rms_norm(x, self.weight, self.eps)
 
 
 def rope_table(theta: float, head_dim: int, positions: int, device: torch.device | None = None) -> Tensor:
@@ -41,26 +39,22 @@ def rope_table(theta: float, head_dim: int, positions: int, device: torch.device
     return torch.stack((angles.cos(), angles.sin()))
 
 
-def apply_rope(x_RxHxTxE: Tensor, cos_Rx1xTxE: Tensor, sin_Rx1xTxE: Tensor) -> Tensor:
-    half = x_RxHxTxE.shape[-1] // 2
-    rotated = torch.cat((-x_RxHxTxE[..., half:], x_RxHxTxE[..., :half]), dim=-1)
-    return x_RxHxTxE * cos_Rx1xTxE + rotated * sin_Rx1xTxE
+def fold_mask(mask_Rx1xTxS: Tensor, group: int) -> Tensor:
+    """The mask for `attend`'s folded queries, (R, 1, G * T, S): made once per step, shared by every layer."""
+    r, _, t, s = mask_Rx1xTxS.shape
+    return mask_Rx1xTxS.unsqueeze(2).expand(r, 1, group, t, s).reshape(r, 1, group * t, s)
 
 
-def attend(q_RxHxTxE: Tensor, k_RxKxSxE: Tensor, v_RxKxSxE: Tensor, mask_Rx1xTxS: Tensor | None) -> Tensor:
+def attend(q_RxHxTxE: Tensor, k_RxKxSxE: Tensor, v_RxKxSxE: Tensor, mask_Rx1xGTxS: Tensor | None) -> Tensor:
     """Scale-1.0 attention with H = K * G query heads sharing each key/value head.
 
     The G query heads of a group are folded into the query length, so every SDPA backend serves GQA without
-    copying keys and values G times. Returns (R, H, T, E).
+    copying keys and values G times; the mask comes folded likewise (`fold_mask`). Returns (R, H, T, E).
     """
     r, h, t, e = q_RxHxTxE.shape
     kv = k_RxKxSxE.shape[1]
-    group = h // kv
-    q = q_RxHxTxE.reshape(r, kv, group * t, e)
-    mask = mask_Rx1xTxS
-    if mask is not None and group > 1:
-        mask = mask.unsqueeze(2).expand(r, 1, group, t, mask.shape[-1]).reshape(r, 1, group * t, mask.shape[-1])
-    out = F.scaled_dot_product_attention(q, k_RxKxSxE, v_RxKxSxE, attn_mask=mask, scale=1.0)
+    q = q_RxHxTxE.reshape(r, kv, (h // kv) * t, e)
+    out = F.scaled_dot_product_attention(q, k_RxKxSxE, v_RxKxSxE, attn_mask=mask_Rx1xGTxS, scale=1.0)
     return out.reshape(r, h, t, e)
 
 
@@ -70,9 +64,8 @@ class MLP(nn.Module):
         self.gate_up_proj = nn.Linear(hidden, 2 * intermediate, bias=False)
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(up * F.silu(gate))
+    def forward(self, x: Tensor, ops: fused.Ops = fused.EAGER) -> Tensor:
+        return self.down_proj(ops.silu_mul(self.gate_up_proj(x)))
 
 
 class EncoderAttention(nn.Module):
@@ -89,7 +82,7 @@ class EncoderAttention(nn.Module):
         q = self.q_proj(x_RxLxD).view(r, length, self.heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x_RxLxD).view(r, length, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x_RxLxD).view(r, length, self.kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = fused.rope(q, cos, sin), fused.rope(k, cos, sin)
         out = attend(q, k, v, None)  # bidirectional; one request per call, so no padding to mask
         return self.o_proj(out.transpose(1, 2).reshape(r, length, -1))
 
@@ -144,7 +137,7 @@ class DecoderSelfAttention(nn.Module):
 
     def forward(
         self, x_RxTxD: Tensor, cos: Tensor, sin: Tensor, pos_RxT: Tensor, k_cache: Tensor, v_cache: Tensor,
-        rows_R: Tensor | None, mask_Rx1xTxS: Tensor, span: int,
+        rows_R: Tensor | None, mask_Rx1xGTxS: Tensor, span: int, ops: fused.Ops,
     ) -> Tensor:  # fmt: skip
         r, t, _ = x_RxTxD.shape
         if self.qkv_proj is not None:
@@ -153,8 +146,8 @@ class DecoderSelfAttention(nn.Module):
         else:
             assert self.q_proj is not None and self.k_proj is not None and self.v_proj is not None
             q, k, v = self.q_proj(x_RxTxD), self.k_proj(x_RxTxD), self.v_proj(x_RxTxD)
-        q = apply_rope(q.view(r, t, self.heads, self.head_dim).transpose(1, 2), cos, sin)
-        k = apply_rope(k.view(r, t, self.kv_heads, self.head_dim).transpose(1, 2), cos, sin)
+        q = ops.rope(q.view(r, t, self.heads, self.head_dim).transpose(1, 2), cos, sin)
+        k = ops.rope(k.view(r, t, self.kv_heads, self.head_dim).transpose(1, 2), cos, sin)
         v = v.view(r, t, self.kv_heads, self.head_dim).transpose(1, 2)
         # Write this step's keys and values at their positions; index tensors keep it free of host syncs.
         cache_rows = torch.arange(r, device=x_RxTxD.device) if rows_R is None else rows_R
@@ -163,7 +156,7 @@ class DecoderSelfAttention(nn.Module):
         keys, values = k_cache[:, :, :span], v_cache[:, :, :span]
         if rows_R is not None:
             keys, values = keys.index_select(0, rows_R), values.index_select(0, rows_R)
-        out = attend(q, keys, values, mask_Rx1xTxS)
+        out = attend(q, keys, values, mask_Rx1xGTxS)
         return self.o_proj(out.transpose(1, 2).reshape(r, t, -1))
 
 
@@ -183,10 +176,10 @@ class CrossAttention(nn.Module):
         v = self.v_proj(enc_RxLxD).view(r, length, self.kv_heads, self.head_dim).transpose(1, 2)
         return k, v
 
-    def forward(self, x_RxTxD: Tensor, k_RxKxLxE: Tensor, v_RxKxLxE: Tensor, mask_Rx1x1xL: Tensor) -> Tensor:
+    def forward(self, x_RxTxD: Tensor, k_RxKxLxE: Tensor, v_RxKxLxE: Tensor, mask_Rx1xGTxL: Tensor) -> Tensor:
         r, t, _ = x_RxTxD.shape
         q = self.q_proj(x_RxTxD).view(r, t, self.heads, self.head_dim).transpose(1, 2)
-        out = attend(q, k_RxKxLxE, v_RxKxLxE, mask_Rx1x1xL.expand(r, 1, t, mask_Rx1x1xL.shape[-1]))
+        out = attend(q, k_RxKxLxE, v_RxKxLxE, mask_Rx1xGTxL)
         return self.o_proj(out.transpose(1, 2).reshape(r, t, -1))
 
 
@@ -242,6 +235,7 @@ class DiaModel(nn.Module):
         dec = cfg.decoder
         self.logits_dense = nn.Linear(dec.hidden_size, dec.num_channels * dec.vocab_size, bias=False)
         self.rope: Tensor | None = None  # (2, positions, E) float32, built by setup_rope after loading
+        self.ops = fused.EAGER  # the decode step's elementwise pieces; compiled ones by use_compiled_ops()
 
     def _decoder(self) -> Decoder:
         decoder: Decoder = self.model.decoder
@@ -253,6 +247,11 @@ class DiaModel(nn.Module):
     def fuse(self) -> None:
         for layer in self._decoder().typed_layers():
             layer.self_attention.fuse()
+
+    def use_compiled_ops(self) -> None:
+        """Run the decode step's norms, RoPE and activation through torch.compile (see fused.py): on CUDA, a
+        kernel each instead of several. They compile at their first call (warm-up), in a few seconds."""
+        self.ops = fused.compiled()
 
     def encode(self, ids_RxL: Tensor) -> Tensor:
         """Encoder output (R, L, D_enc) for unpadded byte ids."""
@@ -288,19 +287,30 @@ class DiaModel(nn.Module):
         x = decoder.embeddings(tokens_RxTxC)
         rope = self.rope[:, pos_RxT].to(x.dtype)  # (2, R, T, E)
         cos, sin = rope[0].unsqueeze(1), rope[1].unsqueeze(1)
+        r, t, _ = x.shape
+        dec, ops, eps = self.cfg.decoder, self.ops, self.cfg.decoder.norm_eps
         span_S = torch.arange(self_span, device=pos_RxT.device)
-        self_mask = (span_S[None, None, :] <= pos_RxT[:, :, None]).unsqueeze(1)
+        self_mask = fold_mask(
+            (span_S[None, None, :] <= pos_RxT[:, :, None]).unsqueeze(1), dec.num_heads // dec.num_kv_heads
+        )
         cross_mask = cross.mask[:, :cross_span]
         cross_mask = (cross_mask if rows_R is None else cross_mask.index_select(0, rows_R))[:, None, None, :]
-        for i, layer in enumerate(decoder.typed_layers()):
+        cross_group = dec.cross_num_heads // dec.cross_num_kv_heads
+        cross_mask = fold_mask(cross_mask.expand(r, 1, t, cross_span), cross_group)
+        layers = decoder.typed_layers()
+        # Each residual sum is fused with the norm that follows it (the next layer's first, the final one last).
+        norms_after = [layer.pre_sa_norm for layer in layers[1:]] + [decoder.norm]
+        h = ops.rms_norm(x, layers[0].pre_sa_norm.weight, eps)
+        for i, layer in enumerate(layers):
             k_cross, v_cross = cross.k[i][:, :, :cross_span], cross.v[i][:, :, :cross_span]
             if rows_R is not None:
                 k_cross, v_cross = k_cross.index_select(0, rows_R), v_cross.index_select(0, rows_R)
-            h = layer.pre_sa_norm(x)
-            x = x + layer.self_attention(h, cos, sin, pos_RxT, cache.k[i], cache.v[i], rows_R, self_mask, self_span)
-            x = x + layer.cross_attention(layer.pre_ca_norm(x), k_cross, v_cross, cross_mask)
-            x = x + layer.mlp(layer.pre_mlp_norm(x))
-        x = decoder.norm(x)
-        r, t, _ = x.shape
-        dec = self.cfg.decoder
-        return self.logits_dense(x).view(r, t, dec.num_channels, dec.vocab_size).float()
+            attended = layer.self_attention(
+                h, cos, sin, pos_RxT, cache.k[i], cache.v[i], rows_R, self_mask, self_span, ops
+            )
+            x, h = ops.add_rms_norm(x, attended, layer.pre_ca_norm.weight, eps)
+            x, h = ops.add_rms_norm(
+                x, layer.cross_attention(h, k_cross, v_cross, cross_mask), layer.pre_mlp_norm.weight, eps
+            )
+            x, h = ops.add_rms_norm(x, layer.mlp(h, ops), norms_after[i].weight, eps)
+        return self.logits_dense(h).view(r, t, dec.num_channels, dec.vocab_size).float()

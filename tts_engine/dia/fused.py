@@ -1,0 +1,91 @@
+"""The elementwise glue of a decode step as pure functions, which torch.compile fuses into a kernel each on CUDA.
+
+Profiled on an H100 (bench/profile_step.py, 2026-11-22): an eager bf16 decode step at batch 1 launched 1168
+kernels, about 1040 of them small elementwise ones (float32 norms, RoPE, casts, masks) costing ~2 ms of its
+3.8 ms, while the weight matmuls took 1.2 ms. Inside a CUDA graph launches are free but each kernel still
+costs its few microseconds, so the fix is fewer kernels: gpt-fast compiles the whole step; we compile only
+these small functions (dynamic shapes, so one compilation serves every layer, batch width and span) and keep
+the matmuls, attention and the cache writes as they are.
+
+The plain functions are the semantics (transformers' DiaRMSNorm in float32, rotate_half RoPE) and are what
+runs on CPU; `compiled()` gives the same functions through torch.compile.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    # Statistics in float32 whatever the compute dtype, as transformers' DiaRMSNorm does.
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
+
+
+def add_rms_norm(x: Tensor, delta: Tensor, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """The residual sum and its norm: (x + delta, rms_norm(x + delta))."""
+    total = x + delta
+    return total, rms_norm(total, weight, eps)
+
+
+def rope(x_RxHxTxE: Tensor, cos_Rx1xTxE: Tensor, sin_Rx1xTxE: Tensor) -> Tensor:
+    """Half-split rotary embedding (transformers' rotate_half)."""
+    half = x_RxHxTxE.shape[-1] // 2
+    rotated = torch.cat((-x_RxHxTxE[..., half:], x_RxHxTxE[..., :half]), dim=-1)
+    return x_RxHxTxE * cos_Rx1xTxE + rotated * sin_Rx1xTxE
+
+
+def silu_mul(gate_up: Tensor) -> Tensor:
+    """The gated-SiLU of a fused gate/up projection: up * silu(gate)."""
+    gate, up = gate_up.chunk(2, dim=-1)
+    return up * F.silu(gate)
+
+
+class _Norm(Protocol):
+    def __call__(self, x: Tensor, weight: Tensor, eps: float) -> Tensor: ...
+
+
+class _AddNorm(Protocol):
+    def __call__(self, x: Tensor, delta: Tensor, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]: ...
+
+
+class _Rope(Protocol):
+    def __call__(self, x_RxHxTxE: Tensor, cos_Rx1xTxE: Tensor, sin_Rx1xTxE: Tensor) -> Tensor: ...
+
+
+class _Unary(Protocol):
+    def __call__(self, gate_up: Tensor) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class Ops:
+    """One implementation of each piece: the plain functions (EAGER) or their compiled forms."""
+
+    rms_norm: _Norm
+    add_rms_norm: _AddNorm
+    rope: _Rope
+    silu_mul: _Unary
+    compiled: bool
+
+
+EAGER = Ops(rms_norm, add_rms_norm, rope, silu_mul, compiled=False)
+
+
+@functools.cache
+def compiled() -> Ops:
+    """The pieces through torch.compile (Inductor), compiled lazily at their first call; one set per process."""
+
+    return Ops(
+        torch.compile(rms_norm, dynamic=True, fullgraph=True),
+        torch.compile(add_rms_norm, dynamic=True, fullgraph=True),
+        torch.compile(rope, dynamic=True, fullgraph=True),
+        torch.compile(silu_mul, dynamic=True, fullgraph=True),
+        compiled=True,
+    )
