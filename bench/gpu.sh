@@ -35,7 +35,7 @@ for part in $parts; do
             ;;
         tests)
             run tests 150 "$python" -m pytest -q -m gpu -p no:cacheprovider tests/engine/test_gpu.py \
-                tests/engine/test_scheduler.py
+                tests/engine/test_scheduler.py tests/audio/test_codec.py
             ;;
         engine)
             run engine 240 "$python" bench/engine.py "${commit[@]}" --json "$out/engine.json"

@@ -29,6 +29,7 @@ from tts_engine.audio.clip import ClipLimits, decode_clip
 from tts_engine.audio.codec import Codec
 from tts_engine.audio.opus import DEFAULT_BITRATE
 from tts_engine.audio.pipeline import AudioPipeline, Chunk
+from tts_engine.audio.stream import warm_up
 from tts_engine.batching import Scheduler
 from tts_engine.dia import text as dia_text
 from tts_engine.dia import weights
@@ -165,6 +166,7 @@ class Engine:
         if codec is not None:
             codec_folder = Codec.resolve(codec)
             dac = Codec.load(codec_folder, target)
+            warm_up(dac)
             revision += f":dac-{hub.revision(codec_folder)}"
         return cls(
             loaded,

@@ -11,7 +11,7 @@ from transformers import DacModel
 
 from tests.models import tiny_dac_config
 from tts_engine.audio.codec import Codec
-from tts_engine.audio.stream import StreamingDecoder, receptive_frames
+from tts_engine.audio.stream import StreamingDecoder, receptive_frames, warm_up
 from tts_engine.hub import ModelLoadError
 
 TOLERANCE = 1e-4  # the issue's bound; the measured difference is printed by the test below
@@ -100,3 +100,18 @@ def test_decode_of_no_frames(codec: Codec) -> None:
 def test_codec_runs_in_inference_mode(codec: Codec) -> None:
     assert not any(p.requires_grad for p in codec.model.parameters())
     assert torch.is_inference_mode_enabled() is False
+
+
+@pytest.mark.gpu
+def test_on_cuda_after_warm_up_streaming_equals_full_decode(dac_folder: Path) -> None:
+    """The worker's GPU path: every window length warmed once, then streaming == full decode (tf32 off)."""
+    torch.backends.cudnn.allow_tf32 = False
+    cuda = Codec.load(dac_folder, "cuda")
+    warm_up(cuda)
+    codes = np.random.default_rng(5).integers(0, 1024, size=(150, cuda.channels))
+    stream = StreamingDecoder(cuda)
+    parts = [stream.push(codes[i : i + 3]) for i in range(0, len(codes), 3)]
+    streamed = np.concatenate([*parts, stream.flush()])
+    full = cuda.decode(codes)
+    assert streamed.shape == full.shape
+    assert np.abs(streamed - full).max() <= 1e-4
