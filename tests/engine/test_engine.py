@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -127,3 +129,14 @@ def test_early_eos_stream(ending_checkpoint: Checkpoint) -> None:
     assert 0 < len(codes) < 98
     np.testing.assert_array_equal(codes, engine.generate_codes(TEXT, params))
     assert codes.max() <= 1023
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_ops_decode_like_the_plain_ones(ending_checkpoint: Checkpoint) -> None:
+    """The CUDA default (tts_engine/dia/fused.py through torch.compile) changes no code, here on the CPU."""
+    plain = Engine.load(ending_checkpoint.folder)
+    compiled = Engine.load(ending_checkpoint.folder, compile_ops=True)
+    assert compiled.model.ops.compiled and not plain.model.ops.compiled
+    text = "[S1] Hello there. [S2] And hello to you!"
+    for params in (GenerationParams(temperature=0, max_tokens=90), GenerationParams(max_tokens=90, seed=11)):
+        np.testing.assert_array_equal(compiled.generate_codes(text, params), plain.generate_codes(text, params))
