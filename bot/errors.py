@@ -38,11 +38,23 @@ def _sentence(message: str) -> str:
 
 
 async def reply_privately(interaction: discord.Interaction, message: str) -> None:
-    """An ephemeral reply, whether or not the interaction was already answered or deferred."""
-    if interaction.response.is_done():
-        await interaction.followup.send(message, ephemeral=True)
-    else:
+    """An ephemeral reply, whether or not the interaction was already answered or deferred.
+
+    After a public "thinking" defer (`/say` defers publicly, then joins the voice channel), Discord gives the
+    follow-up that replaces the placeholder the defer's visibility, whatever the follow-up asks for; so the
+    public placeholder is taken down first and the message goes out as a new, private one.
+    """
+    if not interaction.response.is_done():
         await interaction.response.send_message(message, ephemeral=True)
+        return
+    if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+        try:
+            original = await interaction.original_response()
+            if original.flags.loading and not original.flags.ephemeral:
+                await original.delete()
+        except discord.HTTPException:
+            log.debug("no public placeholder to take down before a private reply", exc_info=True)
+    await interaction.followup.send(message, ephemeral=True)
 
 
 async def on_app_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:

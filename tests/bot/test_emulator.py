@@ -21,6 +21,7 @@ import pytest
 import yarl
 from discord import app_commands
 
+from bot.errors import reply_privately
 from tests.fakediscord import EPHEMERAL, FakeDiscord, Interaction, Message, Upload
 from tests.fakediscord.model import Channel, Guild, Member
 
@@ -104,6 +105,11 @@ async def render(interaction: discord.Interaction[Tiny], name: str) -> None:
     view.message = await interaction.followup.send("Pick one.", files=_takes(), view=view, wait=True)
 
 
+async def refuse(interaction: discord.Interaction[Tiny], name: str) -> None:
+    await interaction.response.defer(thinking=True)  # public, as /say defers before joining a voice channel
+    await reply_privately(interaction, f"I could not find {name}.")
+
+
 async def post(interaction: discord.Interaction[Tiny], name: str) -> None:
     assert isinstance(interaction.channel, discord.TextChannel)
     view = Takes()
@@ -131,6 +137,7 @@ def commands() -> list[app_commands.Group | Command]:
     shown.autocomplete("name")(complete_names)
     character.command(name="render", description="Render takes")(render)
     character.command(name="post", description="Post takes")(post)
+    character.command(name="refuse", description="Defer publicly, then refuse privately")(refuse)
     spoken: Command = app_commands.Command(name="say", description="Say a line", callback=say)
     spoken.autocomplete("text")(complete_speakers)
     return [character, spoken]
@@ -245,6 +252,14 @@ async def test_an_update_replaces_a_responses_buttons_and_files(tiny: Setup) -> 
     assert len(reply["components"][0]["components"]) == len(BUTTONS), "a reply is a snapshot"
     with pytest.raises(LookupError, match="keep"):
         await tiny.click(reply, "keep")
+
+
+async def test_a_refusal_after_a_public_defer_stays_private(tiny: Setup) -> None:
+    interaction = await tiny.slash("character refuse", name="Bram")
+    await interaction.wait(lambda i: len(i.followups) == 1)
+    assert interaction.original is not None and interaction.original.deleted, "the public placeholder is gone"
+    (refusal,) = interaction.followups
+    assert refusal.content == "I could not find Bram." and refusal.flags & EPHEMERAL
 
 
 async def test_buttons_on_a_channel_message(tiny: Setup) -> None:

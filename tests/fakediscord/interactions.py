@@ -231,7 +231,7 @@ class Desk:
     async def _followup(self, request: web.Request, interaction: Interaction) -> web.Response:
         body, uploads = await read_body(request)
         original = interaction.original
-        if original is not None and original.flags & LOADING:
+        if original is not None and not original.deleted and original.flags & LOADING:
             # The first follow-up after a "thinking" defer replaces the placeholder and keeps the defer's
             # visibility whatever flags it asks for: a public defer cannot be followed by a private reply.
             message = self.store.edit(original, {k: v for k, v in body.items() if k != "flags"}, uploads)
