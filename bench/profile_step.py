@@ -104,7 +104,7 @@ def _attention(width: int, span: int = 1024, layers: int = 18) -> None:
     cache = torch.randn(layers, rows, kv, 3136, 128, device="cuda", dtype=torch.bfloat16, generator=g)
     lengths = torch.randint(span // 2, span + 1, (rows,), device="cuda", generator=g)
     mask = (torch.arange(span, device="cuda")[None, :] < lengths[:, None])[:, None, None, :]
-    mask = mask.expand(rows, 1, heads // kv, span)
+    mask = mask.expand(rows, 1, heads // kv, span).contiguous()  # as fold_mask makes it
 
     def sdpa() -> None:
         for i in range(layers):
