@@ -41,10 +41,12 @@ LARGEST_WINDOW = 48  # frames emitted by a window once playback is under way
 
 
 def warm_up(codec: Codec) -> None:
-    """Decode one window of every length a StreamingDecoder can ask for, once, on a GPU.
+    """Decode one window of each length from 1 frame to the largest window with its context on both sides
+    (74 frames for the 44.1 kHz model), once, on a GPU.
 
     cuDNN plans each new convolution shape on first use; measured on an H100, that added ~70 ms to a line's
-    first packet whenever its first window had a length not seen before. Run once at load (about 75 decodes).
+    first packet whenever its first window had a length not seen before. A push of several frames at once
+    can make a later window a few frames longer than this; such a shape is planned at its first use.
     """
     if codec.device.type != "cuda":
         return  # CPU convolutions need no per-shape planning

@@ -90,7 +90,6 @@ class Decoder:
         dec = cfg.decoder
         param = next(model.parameters())
         self.model, self.cfg, self.slots = model, cfg, slots
-        self._process = sampling.compiled_process() if model.ops.compiled else sampling.process
         self.device, self.dtype = param.device, param.dtype
         # The countdown may run max_delay past the cap; a multiple of 64 keeps attention kernels on fast paths.
         self.positions = -(-(dec.max_positions + cfg.max_delay) // 64) * 64
@@ -214,7 +213,7 @@ class Decoder:
             cross_span=cross_span,
         )
         cond_WxCxV, uncond_WxCxV = logits_Rx1xCxV[:, 0].unflatten(0, (width, 2)).unbind(1)
-        scores_WxCxV = self._process(cond_WxCxV, uncond_WxCxV, prefix.params, dec.eos_id)
+        scores_WxCxV = self.model.ops.process(cond_WxCxV, uncond_WxCxV, prefix.params, dec.eos_id)
         noise_WxCxV = self.noise[:, :width].index_select(0, self.noise_step).squeeze(0)
         next_WxC = sampling.draw(scores_WxCxV, noise_WxCxV, prefix.params.greedy)
 

@@ -4,8 +4,8 @@ Profiled on an H100 (bench/profile_step.py, 2026-11-22): an eager bf16 decode st
 kernels, about 1040 of them small elementwise ones (float32 norms, RoPE, casts, masks) costing ~2 ms of its
 3.8 ms, while the weight matmuls took 1.2 ms. Inside a CUDA graph launches are free but each kernel still
 costs its few microseconds, so the fix is fewer kernels: gpt-fast compiles the whole step; we compile only
-these small functions (dynamic shapes, so one compilation serves every layer, batch width and span) and keep
-the matmuls, attention and the cache writes as they are.
+these small functions and the sampling chain (dynamic shapes, so one compilation serves every layer, batch
+width and span) and keep the matmuls, attention and the cache writes as they are.
 
 The plain functions are the semantics (transformers' DiaRMSNorm in float32, rotate_half RoPE) and are what
 runs on CPU; `compiled()` gives the same functions through torch.compile.
@@ -20,6 +20,8 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from tts_engine.dia import sampling
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
@@ -64,6 +66,12 @@ class _Unary(Protocol):
     def __call__(self, gate_up: Tensor) -> Tensor: ...
 
 
+class _Process(Protocol):
+    def __call__(
+        self, cond_BxCxV: Tensor, uncond_BxCxV: Tensor, params: sampling.SamplingParams, eos_id: int
+    ) -> Tensor: ...
+
+
 @dataclass(frozen=True)
 class Ops:
     """One implementation of each piece: the plain functions (EAGER) or their compiled forms."""
@@ -72,10 +80,11 @@ class Ops:
     add_rms_norm: _AddNorm
     rope: _Rope
     silu_mul: _Unary
+    process: _Process  # the sampling chain (sampling.process): a few dozen small kernels when not compiled
     compiled: bool
 
 
-EAGER = Ops(rms_norm, add_rms_norm, rope, silu_mul, compiled=False)
+EAGER = Ops(rms_norm, add_rms_norm, rope, silu_mul, sampling.process, compiled=False)
 
 
 @functools.cache
@@ -87,5 +96,6 @@ def compiled() -> Ops:
         torch.compile(add_rms_norm, dynamic=True, fullgraph=True),
         torch.compile(rope, dynamic=True, fullgraph=True),
         torch.compile(silu_mul, dynamic=True, fullgraph=True),
+        torch.compile(sampling.process, dynamic=True),
         compiled=True,
     )

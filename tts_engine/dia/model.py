@@ -249,8 +249,8 @@ class DiaModel(nn.Module):
             layer.self_attention.fuse()
 
     def use_compiled_ops(self) -> None:
-        """Run the decode step's norms, RoPE and activation through torch.compile (see fused.py): on CUDA, a
-        kernel each instead of several. They compile at their first call (warm-up), in a few seconds."""
+        """Run the decode step's norms, RoPE, activation and sampling through torch.compile (see fused.py): on
+        CUDA, a kernel or a few each instead of many. They compile at their first call (warm-up), in a few seconds."""
         self.ops = fused.compiled()
 
     def encode(self, ids_RxL: Tensor) -> Tensor:

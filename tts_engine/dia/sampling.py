@@ -12,8 +12,6 @@ samples p exactly; the caller supplies q from the request's own generator, or on
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -51,12 +49,6 @@ def process(cond_BxCxV: Tensor, uncond_BxCxV: Tensor, params: SamplingParams, eo
     scores = _eos_channel_filter(scores, eos_id)
     scores = scores.masked_fill(scores < _kth_largest(scores, params.top_k), _NEG_INF)
     return _top_p(scores, params.top_p)
-
-
-@functools.cache
-def compiled_process() -> Callable[[Tensor, Tensor, SamplingParams, int], Tensor]:
-    """`process` through torch.compile: its few dozen small kernels fused into a handful (see fused.py)."""
-    return torch.compile(process, dynamic=True)
 
 
 def _eos_channel_filter(scores_BxCxV: Tensor, eos_id: int) -> Tensor:
