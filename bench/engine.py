@@ -244,6 +244,21 @@ def hf_config(size: str) -> HFDiaConfig:
     return HFDiaConfig(encoder_config=encoder, decoder_config=decoder)
 
 
+def build(config: HFDiaConfig, device: torch.device, dtype: torch.dtype) -> tuple[DiaForConditionalGeneration, Engine]:
+    """The reference with random weights initialised on the device, and our engine on the very same tensors."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    with torch.device(device):
+        reference = DiaForConditionalGeneration(config).eval()
+    torch.set_default_dtype(previous)
+    with torch.device("meta"):
+        ours = DiaModel(DiaConfig.from_dict(config.to_dict()))
+    ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
+    ours.fuse()
+    ours.requires_grad_(False)
+    return reference, Engine(ours.eval())
+
+
 def print_single(results: list[Result]) -> None:
     header = f"| {'engine':<12} | steps | steps/s | steady steps/s | x real time | first frame ms | peak GB |"
     print(header)
@@ -296,18 +311,7 @@ def main() -> int:
     torch.manual_seed(0)
 
     begin = time.perf_counter()
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    config = hf_config(args.size)
-    with torch.device(device):
-        reference = DiaForConditionalGeneration(config).eval()  # random init, on the device
-    torch.set_default_dtype(previous)
-    with torch.device("meta"):
-        ours = DiaModel(DiaConfig.from_dict(config.to_dict()))
-    ours.load_state_dict(reference.state_dict(), strict=True, assign=True)  # the very same tensors
-    ours.fuse()
-    ours.requires_grad_(False)
-    engine = Engine(ours.eval())
+    reference, engine = build(hf_config(args.size), device, dtype)
     print(f"# built both engines in {time.perf_counter() - begin:.1f} s", file=sys.stderr)
     if args.concurrent:
         return main_concurrent(args, engine, device, dtype, max_tokens)

@@ -17,12 +17,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
-from transformers import DiaForConditionalGeneration
 
-from bench.engine import TEXT, hf_config
-from tts_engine.dia.config import DiaConfig
+from bench.engine import TEXT, build, hf_config
 from tts_engine.dia.decode import Decoder
-from tts_engine.dia.model import DiaModel
 from tts_engine.engine import Engine, GenerationParams
 
 
@@ -41,17 +38,7 @@ def _time(fn: Callable[[], object], repeats: int = 50) -> float:
 
 def _engine() -> Engine:
     torch.manual_seed(0)
-    config = hf_config("full")
-    torch.set_default_dtype(torch.bfloat16)
-    with torch.device("cuda"):
-        reference = DiaForConditionalGeneration(config).eval()
-    torch.set_default_dtype(torch.float32)
-    with torch.device("meta"):
-        ours = DiaModel(DiaConfig.from_dict(config.to_dict()))
-    ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
-    ours.fuse()
-    ours.requires_grad_(False)
-    return Engine(ours.eval())
+    return build(hf_config("full"), torch.device("cuda"), torch.bfloat16)[1]
 
 
 def _steps(engine: Engine) -> None:
