@@ -38,6 +38,8 @@ for part in $parts; do
         tests)
             run tests 150 "$python" -m pytest -q -m gpu -p no:cacheprovider tests/engine/test_gpu.py \
                 tests/engine/test_scheduler.py tests/audio/test_codec.py
+            # The decode kernels' tests run on the CPU in Triton's interpreter; here they run compiled.
+            run kernels 150 "$python" -m pytest -q -p no:cacheprovider tests/engine/test_kernels.py
             ;;
         engine)
             run engine 240 "$python" bench/engine.py "${commit[@]}" --json "$out/engine.json"

@@ -2,9 +2,9 @@
 
     python bench/profile_step.py                 # CUDA only
 
-Prints: attention alone at decode shapes (SDPA with a mask against batched matmuls), the kernels of one
-eager step (count, and GPU time by kernel from torch.profiler), and the replay time of one captured step at
-widths 1 and 16 (CUDA events, median of many). Not a benchmark of record: bench/engine.py is.
+Prints: attention alone at decode shapes (SDPA with a mask, batched matmuls, our split-KV kernel), the
+kernels of one eager step (count, and GPU time by kernel from torch.profiler), and the replay time of one
+captured step at widths 1 and 16 (CUDA events, median of many). Not a benchmark of record: bench/engine.py is.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from bench.engine import TEXT, build, hf_config
+from tts_engine.dia import kernels
 from tts_engine.dia.decode import Decoder
 from tts_engine.engine import Engine, GenerationParams
 
@@ -76,15 +77,15 @@ def _kernels(engine: Engine) -> None:
             torch.cuda.synchronize()
     decoder.stop(0)
     events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
-    kernels = sum(e.count for e in events) / 10
+    launched = sum(e.count for e in events) / 10
     gpu_ms = sum(e.self_device_time_total for e in events) / 10 / 1000
-    print(f"# eager step, width 1: {kernels:.0f} kernels, {gpu_ms:.3f} ms of GPU time")
+    print(f"# eager step, width 1: {launched:.0f} kernels, {gpu_ms:.3f} ms of GPU time")
     print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=22, max_name_column_width=70))
 
 
 def _attention(width: int, span: int = 1024, layers: int = 18) -> None:
-    """Decode-shape attention as a step runs it (18 layers in one captured graph): cuDNN SDPA with a mask
-    against two batched matmuls around a float32 masked softmax."""
+    """Decode-shape attention as a step runs it (18 layers in one captured graph): cuDNN SDPA with a mask,
+    two batched matmuls around a float32 masked softmax, and our split-KV kernel (tts_engine/dia/kernels.py)."""
     rows, heads, kv = 2 * width, 16, 4
     g = torch.Generator(device="cuda").manual_seed(width)
     q = torch.randn(layers, rows, kv, heads // kv, 128, device="cuda", dtype=torch.bfloat16, generator=g)
@@ -104,8 +105,15 @@ def _attention(width: int, span: int = 1024, layers: int = 18) -> None:
             scores = torch.matmul(q[i], k.transpose(-1, -2)).float().masked_fill(~mask, float("-inf"))
             torch.matmul(scores.softmax(-1).to(v.dtype), v)
 
+    split_kv = kernels.for_device(torch.device("cuda"))
+
+    def ours() -> None:
+        for i in range(layers):
+            k = v = cache[i, :, :, :span]
+            split_kv.attend(q[i].reshape(rows, heads, 128), k, v, lengths)
+
     with torch.inference_mode():
-        for name, fn in (("sdpa+mask", sdpa), ("bmm+softmax", bmm)):
+        for name, fn in (("sdpa+mask", sdpa), ("bmm+softmax", bmm), ("split-kv", ours)):
             fn()
             torch.cuda.synchronize()
             graph = torch.cuda.CUDAGraph()

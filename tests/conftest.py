@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from redis.asyncio import Redis
 
 from launcher.embedded_redis import find_redis_server, wait_until_ready
@@ -19,6 +20,10 @@ from tests.helpers import free_port
 
 # Tests never reach the model hub; without this, hub look-ups retry for about 27 s before failing.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Without a GPU, the decode kernels (tts_engine/dia/kernels.py) run in Triton's interpreter, which has to be
+# chosen before triton is first imported (transformers imports it). With one, they compile for real.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ methods; a scheduler made by `Engine.scheduler` runs many at once on the same we
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import secrets
 import threading
@@ -111,6 +112,16 @@ def _pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.
     return choices[dtype]
 
 
+def _triton_ready(device: torch.device) -> bool:
+    """Whether the decode kernels can run here: a CUDA device and Triton (which CUDA builds of torch bring)."""
+    if device.type != "cuda":
+        return False
+    if importlib.util.find_spec("triton") is None:
+        log.warning("triton is not installed: decode steps use SDPA attention, which is slower on CUDA")
+        return False
+    return True
+
+
 class Engine:
     """Dia on one device. Build it with `Engine.load`."""
 
@@ -122,6 +133,7 @@ class Engine:
         chunk_steps: int = 8,
         use_cuda_graphs: bool | None = None,
         compile_ops: bool | None = None,
+        decode_kernels: bool | None = None,
         revision: str = "unversioned",
     ) -> None:
         self.model = model
@@ -135,6 +147,9 @@ class Engine:
         # Fused elementwise kernels (tts_engine/dia/fused.py): on CUDA by default, where kernel count sets the pace.
         if self.device.type == "cuda" if compile_ops is None else compile_ops:
             model.use_compiled_ops()
+        # Split-KV attention and fused cache writes for decode steps (tts_engine/dia/kernels.py): CUDA with Triton.
+        if _triton_ready(self.device) if decode_kernels is None else decode_kernels:
+            model.use_decode_kernels()
         noise_steps = max(chunk_steps, 1 + self.config.max_delay)
         self._decoder = Decoder(model, slots=1, noise_steps=noise_steps, use_graphs=graphs)
         self._busy = threading.Lock()
@@ -150,6 +165,7 @@ class Engine:
         chunk_steps: int = 8,
         use_cuda_graphs: bool | None = None,
         compile_ops: bool | None = None,
+        decode_kernels: bool | None = None,
     ) -> Engine:
         """Load a checkpoint (local folder or hub id); defaults: CUDA + bfloat16 when present, else CPU + float32.
 
@@ -174,6 +190,7 @@ class Engine:
             chunk_steps=chunk_steps,
             use_cuda_graphs=use_cuda_graphs,
             compile_ops=compile_ops,
+            decode_kernels=decode_kernels,
             revision=revision,
         )
 

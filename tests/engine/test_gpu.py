@@ -18,6 +18,7 @@ def test_cuda_graphs_equal_eager(checkpoint: Checkpoint, dtype: str) -> None:
     graphs = Engine.load(checkpoint.folder, device="cuda", dtype=dtype)
     eager = Engine(graphs.model, use_cuda_graphs=False)
     assert graphs._decoder.graphs and not eager._decoder.graphs
+    assert graphs.model.ops.kernels is not None, "decode steps on CUDA go through the Triton kernels"
     channels = len(checkpoint.shape.delays)
     prompt = VoicePrompt("[S1] Me.", np.random.default_rng(0).integers(0, 1024, size=(10, channels)))
     for params in (GenerationParams(temperature=0, max_tokens=60), GenerationParams(max_tokens=60, seed=4)):

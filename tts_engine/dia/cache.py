@@ -35,12 +35,13 @@ class SelfCache:
 
 @dataclass
 class CrossCache:
-    """Per decoder layer, cross-attention keys and values (rows, K, max_text, E); `mask` (rows, max_text) marks
-    the real text bytes of each row, so texts of any length share the buffers."""
+    """Per decoder layer, cross-attention keys and values (rows, K, max_text, E); `lengths` (rows,) counts the
+    real text bytes of each row (a row attends to its first `lengths[row]`), so texts of any length share
+    the buffers."""
 
     k: list[Tensor]
     v: list[Tensor]
-    mask: Tensor
+    lengths: Tensor
 
     @classmethod
     def allocate(
@@ -50,19 +51,18 @@ class CrossCache:
         shape = (rows, dec.cross_num_kv_heads, max_text, dec.cross_head_dim)
         k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(dec.num_layers)]
         v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(dec.num_layers)]
-        mask = torch.zeros((rows, max_text), device=device, dtype=torch.bool)
-        mask[:, 0] = True  # an all-false row would make attention NaN; unused rows attend to one zero key
-        return cls(k, v, mask)
+        # A row with no keys would make attention NaN; unused rows attend to one zero key.
+        lengths = torch.ones(rows, device=device, dtype=torch.long)
+        return cls(k, v, lengths)
 
     def fill(self, rows: Tensor, kv: list[tuple[Tensor, Tensor]]) -> None:
-        """Store one request's keys and values (len(rows), K, L, E) per layer in `rows`, masking the rest."""
+        """Store one request's keys and values (len(rows), K, L, E) per layer in `rows`; the rest go unread."""
         length = kv[0][0].shape[2]
         for layer, (k, v) in enumerate(kv):
             self.k[layer][rows, :, :length] = k
             self.v[layer][rows, :, :length] = v
-        self.mask[rows] = False
-        self.mask[rows, :length] = True
+        self.lengths[rows] = length
 
     @property
     def max_text(self) -> int:
-        return self.mask.shape[1]
+        return self.k[0].shape[2]

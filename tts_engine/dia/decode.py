@@ -186,7 +186,7 @@ class Decoder:
         return _Prefix(
             width=width,
             cache=SelfCache([k[:rows] for k in cache.k], [v[:rows] for v in cache.v], cache.length),
-            cross=CrossCache([k[:rows] for k in cross.k], [v[:rows] for v in cross.v], cross.mask[:rows]),
+            cross=CrossCache([k[:rows] for k in cross.k], [v[:rows] for v in cross.v], cross.lengths[:rows]),
             params=sampling.SamplingParams(
                 cfg_scale=params.cfg_scale[:width],
                 temperature=params.temperature[:width],

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from tts_engine.dia import sampling
+
+if TYPE_CHECKING:
+    from tts_engine.dia.kernels import DecodeKernels
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
@@ -82,6 +85,7 @@ class Ops:
     silu_mul: _Unary
     process: _Process  # the sampling chain (sampling.process): a few dozen small kernels when not compiled
     compiled: bool
+    kernels: DecodeKernels | None = None  # decode-step attention and cache writes (kernels.py), when chosen
 
 
 EAGER = Ops(rms_norm, add_rms_norm, rope, silu_mul, sampling.process, compiled=False)

@@ -12,6 +12,10 @@ L text bytes, C channels, V vocab, H heads, K key/value heads, D hidden, E head 
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -19,6 +23,9 @@ from torch import Tensor, nn
 from tts_engine.dia import fused
 from tts_engine.dia.cache import CrossCache, SelfCache
 from tts_engine.dia.config import DecoderConfig, DiaConfig, EncoderConfig
+
+if TYPE_CHECKING:
+    from tts_engine.dia.kernels import DecodeKernels
 
 
 class RMSNorm(nn.Module):
@@ -56,6 +63,25 @@ def attend(q_RxHxTxE: Tensor, k_RxKxSxE: Tensor, v_RxKxSxE: Tensor, mask_Rx1xGTx
     q = q_RxHxTxE.reshape(r, kv, (h // kv) * t, e)
     out = F.scaled_dot_product_attention(q, k_RxKxSxE, v_RxKxSxE, attn_mask=mask_Rx1xGTxS, scale=1.0)
     return out.reshape(r, h, t, e)
+
+
+@dataclass(frozen=True)
+class _Masked:
+    """What the general (SDPA) attention path shares across layers in one decode call."""
+
+    cos: Tensor  # (R, 1, T, E), in the activations' dtype
+    sin: Tensor
+    self_mask: Tensor  # (R, 1, G * T, S), folded (fold_mask)
+    cross_mask: Tensor  # (R, 1, G' * T, L)
+
+
+@dataclass(frozen=True)
+class _Fast:
+    """What the decode-kernel path shares across layers in one decode step."""
+
+    kernels: DecodeKernels
+    pos_R: Tensor
+    lengths_R: Tensor  # self-attention keys per row: pos_R + 1
 
 
 class MLP(nn.Module):
@@ -159,6 +185,20 @@ class DecoderSelfAttention(nn.Module):
         out = attend(q, keys, values, mask_Rx1xGTxS)
         return self.o_proj(out.transpose(1, 2).reshape(r, t, -1))
 
+    def step(
+        self, x_Rx1xD: Tensor, rope_2xPxE: Tensor, pos_R: Tensor, lengths_R: Tensor, k_cache: Tensor,
+        v_cache: Tensor, span: int, kernels: DecodeKernels,
+    ) -> Tensor:  # fmt: skip
+        """`forward` for one position per row and every cache row in order, through the decode kernels; a row
+        attends to its first lengths_R[r] cache positions (its position + 1)."""
+        assert self.qkv_proj is not None, "the decode kernels take the fused q/k/v projection (fuse())"
+        r = x_Rx1xD.shape[0]
+        q_RxHxE = kernels.rope_write(
+            self.qkv_proj(x_Rx1xD).view(r, -1), rope_2xPxE, pos_R, k_cache, v_cache, self.heads
+        )
+        out_RxHxE = kernels.attend(q_RxHxE, k_cache[:, :, :span], v_cache[:, :, :span], lengths_R)
+        return self.o_proj(out_RxHxE.view(r, 1, -1))
+
 
 class CrossAttention(nn.Module):
     def __init__(self, cfg: DecoderConfig) -> None:
@@ -181,6 +221,15 @@ class CrossAttention(nn.Module):
         q = self.q_proj(x_RxTxD).view(r, t, self.heads, self.head_dim).transpose(1, 2)
         out = attend(q, k_RxKxLxE, v_RxKxLxE, mask_Rx1xGTxL)
         return self.o_proj(out.transpose(1, 2).reshape(r, t, -1))
+
+    def step(
+        self, x_Rx1xD: Tensor, k_RxKxLxE: Tensor, v_RxKxLxE: Tensor, lengths_R: Tensor, kernels: DecodeKernels
+    ) -> Tensor:
+        """`forward` for one position per row, attending to each row's first lengths_R[r] text bytes."""
+        r = x_Rx1xD.shape[0]
+        q_RxHxE = self.q_proj(x_Rx1xD).view(r, self.heads, self.head_dim)
+        out_RxHxE = kernels.attend(q_RxHxE, k_RxKxLxE, v_RxKxLxE, lengths_R)
+        return self.o_proj(out_RxHxE.view(r, 1, -1))
 
 
 class DecoderLayer(nn.Module):
@@ -251,7 +300,15 @@ class DiaModel(nn.Module):
     def use_compiled_ops(self) -> None:
         """Run the decode step's norms, RoPE, activation and sampling through torch.compile (see fused.py): on
         CUDA, a kernel or a few each instead of many. They compile at their first call (warm-up), in a few seconds."""
-        self.ops = fused.compiled()
+        self.ops = dataclasses.replace(fused.compiled(), kernels=self.ops.kernels)
+
+    def use_decode_kernels(self) -> None:
+        """Run decode steps' attention and cache writes through the Triton kernels of kernels.py (CUDA, or the
+        CPU under TRITON_INTERPRET=1); prefill keeps SDPA. Needs the fused q/k/v projection (fuse())."""
+        from tts_engine.dia import kernels  # imports triton, which a CPU-only install may lack
+
+        device = next(self.parameters()).device
+        self.ops = dataclasses.replace(self.ops, kernels=kernels.for_device(device))
 
     def encode(self, ids_RxL: Tensor) -> Tensor:
         """Encoder output (R, L, D_enc) for unpadded byte ids."""
@@ -279,38 +336,60 @@ class DiaModel(nn.Module):
         A query at position p attends to cache positions 0..p of its row, so stale entries past p are ignored.
         Attention reads only the first `self_span` cache positions and `cross_span` text bytes (all when None):
         callers pick the smallest spans that cover every row, so a step never streams unused cache.
+        A decode step (T = 1, every row) goes through the decode kernels when `ops` has them.
         """
         assert self.rope is not None, "setup_rope() first"
         decoder = self._decoder()
         self_span = cache.length if self_span is None else self_span
         cross_span = cross.max_text if cross_span is None else cross_span
         x = decoder.embeddings(tokens_RxTxC)
-        rope = self.rope[:, pos_RxT].to(x.dtype)  # (2, R, T, E)
-        cos, sin = rope[0].unsqueeze(1), rope[1].unsqueeze(1)
         r, t, _ = x.shape
         dec, ops, eps = self.cfg.decoder, self.ops, self.cfg.decoder.norm_eps
-        span_S = torch.arange(self_span, device=pos_RxT.device)
-        self_mask = fold_mask(
-            (span_S[None, None, :] <= pos_RxT[:, :, None]).unsqueeze(1), dec.num_heads // dec.num_kv_heads
-        )
-        cross_mask = cross.mask[:, :cross_span]
-        cross_mask = (cross_mask if rows_R is None else cross_mask.index_select(0, rows_R))[:, None, None, :]
-        cross_group = dec.cross_num_heads // dec.cross_num_kv_heads
-        cross_mask = fold_mask(cross_mask.expand(r, 1, t, cross_span), cross_group)
+        fast = None
+        if ops.kernels is not None and t == 1 and rows_R is None:
+            fast = _Fast(ops.kernels, pos_RxT[:, 0], pos_RxT[:, 0] + 1)  # a row attends to positions 0..pos
+        masked = None if fast is not None else self._masks(pos_RxT, cross, rows_R, self_span, cross_span, x.dtype)
         layers = decoder.typed_layers()
         # Each residual sum is fused with the norm that follows it (the next layer's first, the final one last).
         norms_after = [layer.pre_sa_norm for layer in layers[1:]] + [decoder.norm]
         h = ops.rms_norm(x, layers[0].pre_sa_norm.weight, eps)
         for i, layer in enumerate(layers):
             k_cross, v_cross = cross.k[i][:, :, :cross_span], cross.v[i][:, :, :cross_span]
-            if rows_R is not None:
-                k_cross, v_cross = k_cross.index_select(0, rows_R), v_cross.index_select(0, rows_R)
-            attended = layer.self_attention(
-                h, cos, sin, pos_RxT, cache.k[i], cache.v[i], rows_R, self_mask, self_span, ops
-            )
-            x, h = ops.add_rms_norm(x, attended, layer.pre_ca_norm.weight, eps)
-            x, h = ops.add_rms_norm(
-                x, layer.cross_attention(h, k_cross, v_cross, cross_mask), layer.pre_mlp_norm.weight, eps
-            )
+            if fast is not None:
+                attended = layer.self_attention.step(
+                    h, self.rope, fast.pos_R, fast.lengths_R, cache.k[i], cache.v[i], self_span, fast.kernels
+                )
+                x, h = ops.add_rms_norm(x, attended, layer.pre_ca_norm.weight, eps)
+                crossed = layer.cross_attention.step(h, k_cross, v_cross, cross.lengths, fast.kernels)
+            else:
+                assert masked is not None
+                if rows_R is not None:
+                    k_cross, v_cross = k_cross.index_select(0, rows_R), v_cross.index_select(0, rows_R)
+                attended = layer.self_attention(
+                    h, masked.cos, masked.sin, pos_RxT, cache.k[i], cache.v[i], rows_R, masked.self_mask, self_span,
+                    ops,
+                )  # fmt: skip
+                x, h = ops.add_rms_norm(x, attended, layer.pre_ca_norm.weight, eps)
+                crossed = layer.cross_attention(h, k_cross, v_cross, masked.cross_mask)
+            x, h = ops.add_rms_norm(x, crossed, layer.pre_mlp_norm.weight, eps)
             x, h = ops.add_rms_norm(x, layer.mlp(h, ops), norms_after[i].weight, eps)
         return self.logits_dense(h).view(r, t, dec.num_channels, dec.vocab_size).float()
+
+    def _masks(
+        self, pos_RxT: Tensor, cross: CrossCache, rows_R: Tensor | None, self_span: int, cross_span: int,
+        dtype: torch.dtype,
+    ) -> _Masked:  # fmt: skip
+        """RoPE and the folded attention masks of a general decode call, made once for every layer."""
+        assert self.rope is not None
+        dec = self.cfg.decoder
+        rope = self.rope[:, pos_RxT].to(dtype)  # (2, R, T, E)
+        r, t = pos_RxT.shape
+        span_S = torch.arange(self_span, device=pos_RxT.device)
+        self_mask = fold_mask(
+            (span_S[None, None, :] <= pos_RxT[:, :, None]).unsqueeze(1), dec.num_heads // dec.num_kv_heads
+        )
+        lengths_R = cross.lengths if rows_R is None else cross.lengths.index_select(0, rows_R)
+        cross_mask = torch.arange(cross_span, device=pos_RxT.device)[None, :] < lengths_R[:, None]
+        cross_group = dec.cross_num_heads // dec.cross_num_kv_heads
+        cross_mask = fold_mask(cross_mask[:, None, None, :].expand(r, 1, t, cross_span), cross_group)
+        return _Masked(rope[0].unsqueeze(1), rope[1].unsqueeze(1), self_mask, cross_mask)

@@ -1,0 +1,161 @@
+"""The decode kernels (tts_engine/dia/kernels.py) against SDPA and the eager cache write, and whole decodes
+through them against the general path. Without a GPU they run in Triton's interpreter (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from tests.engine.conftest import Checkpoint
+from tts_engine.dia import fused
+from tts_engine.dia.cache import SelfCache
+from tts_engine.dia.model import attend, fold_mask
+from tts_engine.engine import Engine, GenerationParams, VoicePrompt
+
+kernels = pytest.importorskip("tts_engine.dia.kernels", reason="triton is not installed")
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+TEXT = "[S1] Welcome, traveler! (laughs) [S2] Beware the woods."
+
+
+def _with_programs(programs: int) -> kernels.DecodeKernels:
+    base = kernels.for_device(DEVICE)
+    return kernels.DecodeKernels(base.split_attention, base.merge_splits, base.rope_write_kernel, programs)
+
+
+def _reference(q_RxHxE: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths_R: torch.Tensor) -> torch.Tensor:
+    span = k.shape[2]
+    mask = (torch.arange(span, device=DEVICE)[None] < lengths_R[:, None])[:, None, None, :]
+    group = q_RxHxE.shape[1] // k.shape[1]
+    return attend(q_RxHxE[:, :, None], k, v, fold_mask(mask, group))[:, :, 0]
+
+
+@pytest.mark.parametrize(
+    ("rows", "heads", "kv_heads", "head_dim", "span"),
+    [(2, 16, 4, 128, 300), (4, 3, 1, 6, 70), (6, 2, 2, 16, 17), (2, 16, 16, 128, 64), (3, 4, 2, 8, 1)],
+)
+@pytest.mark.parametrize("programs", [1, 8, 264])
+def test_split_attention_matches_sdpa(
+    rows: int, heads: int, kv_heads: int, head_dim: int, span: int, programs: int
+) -> None:
+    """One query per row over its first lengths[r] keys, with 1 to many splits (some past a row's length),
+    reading a prefix of larger caches through their strides, as a batch-size bucket does."""
+    gen = torch.Generator(device=DEVICE).manual_seed(rows * span + programs)
+    q = torch.randn(rows, heads, head_dim, device=DEVICE, generator=gen)
+    caches = torch.randn(2, rows + 2, kv_heads, span + 9, head_dim, device=DEVICE, generator=gen)
+    k, v = caches[0, :rows, :, :span], caches[1, :rows, :, :span]
+    lengths = torch.randint(1, span + 1, (rows,), device=DEVICE, generator=gen)
+    lengths[0], lengths[-1] = span, 1
+    out = _with_programs(programs).attend(q, k, v, lengths)
+    assert out.shape == (rows, heads, head_dim) and out.dtype == q.dtype
+    torch.testing.assert_close(out, _reference(q, k, v, lengths), rtol=1e-5, atol=1e-5)
+
+
+def test_split_attention_ignores_keys_past_the_length_and_the_span() -> None:
+    """Keys beyond a row's length, and lengths beyond the span (stale rows), never change the result."""
+    gen = torch.Generator(device=DEVICE).manual_seed(3)
+    q = torch.randn(2, 4, 16, device=DEVICE, generator=gen)
+    k, v = torch.randn(2, 2, 2, 90, 16, device=DEVICE, generator=gen)
+    lengths = torch.tensor([50, 400], device=DEVICE)
+    poisoned_k, poisoned_v = k.clone(), v.clone()
+    poisoned_k[0, :, 50:], poisoned_v[0, :, 50:] = 1e4, float("nan")
+    attention = _with_programs(16)
+    expected = _reference(q, k, v, lengths.clamp(max=90))
+    torch.testing.assert_close(attention.attend(q, poisoned_k, poisoned_v, lengths), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_split_attention_in_bfloat16() -> None:
+    """bf16 inputs: float32 accumulation, within bf16 rounding of the float32 result."""
+    gen = torch.Generator(device=DEVICE).manual_seed(5)
+    q_RxHxE = torch.randn(2, 8, 32, device=DEVICE, generator=gen)
+    k, v = torch.randn(2, 2, 2, 128, 32, device=DEVICE, generator=gen)
+    lengths = torch.tensor([128, 77], device=DEVICE)
+    out = _with_programs(8).attend(q_RxHxE.bfloat16(), k.bfloat16(), v.bfloat16(), lengths)
+    assert out.dtype == torch.bfloat16
+    expected = _reference(q_RxHxE.bfloat16().float(), k.bfloat16().float(), v.bfloat16().float(), lengths)
+    torch.testing.assert_close(out.float(), expected, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(16, 4, 128), (3, 1, 6), (4, 2, 8)])
+def test_rope_write_matches_the_eager_path(heads: int, kv_heads: int, head_dim: int) -> None:
+    """Rotated queries come back; rotated keys and the values land in the cache at each row's position,
+    and nothing else in the cache changes."""
+    rows, positions = 4, 40
+    gen = torch.Generator(device=DEVICE).manual_seed(heads)
+    qkv = torch.randn(rows, (heads + 2 * kv_heads) * head_dim, device=DEVICE, generator=gen)
+    theta = torch.arange(positions, device=DEVICE, dtype=torch.float32)[:, None] / (
+        1 + torch.arange(head_dim // 2, device=DEVICE)
+    )
+    angles = torch.cat((theta, theta), dim=-1)
+    rope = torch.stack((angles.cos(), angles.sin()))
+    pos = torch.tensor([0, 7, 39, 7], device=DEVICE)
+    k_cache, v_cache = torch.randn(2, rows + 1, kv_heads, positions, head_dim, device=DEVICE, generator=gen)
+    k_before, v_before = k_cache.clone(), v_cache.clone()
+    q = _with_programs(8).rope_write(qkv, rope, pos, k_cache[:rows], v_cache[:rows], heads)
+
+    q_ref, k_ref, v_ref = qkv.split((heads * head_dim, kv_heads * head_dim, kv_heads * head_dim), dim=-1)
+    cos, sin = rope[0, pos][:, None], rope[1, pos][:, None]
+    torch.testing.assert_close(q, fused.rope(q_ref.view(rows, heads, head_dim), cos, sin), rtol=1e-6, atol=1e-6)
+    rotated_k = fused.rope(k_ref.view(rows, kv_heads, head_dim), cos, sin)
+    for row in range(rows):
+        k_before[row, :, pos[row]] = rotated_k[row]
+        v_before[row, :, pos[row]] = v_ref.view(rows, kv_heads, head_dim)[row]
+    torch.testing.assert_close(k_cache, k_before, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(v_cache, v_before, rtol=0, atol=0)
+
+
+def test_a_decode_step_through_the_kernels_matches_sdpa(checkpoint: Checkpoint) -> None:
+    """One step of a scheduler's state (slots at different positions, texts of different lengths, a voice
+    prompt, an idle slot, spans narrower than the buffers): the same logits and cache writes as SDPA."""
+    engine = Engine.load(checkpoint.folder, device=DEVICE, dtype="float32", use_cuda_graphs=False)
+    channels = len(checkpoint.shape.delays)
+    prompt = VoicePrompt("[S2] Me.", np.random.default_rng(1).integers(0, 1024, size=(9, channels)))
+    scheduler = engine.scheduler(slots=4, chunk_steps=3, use_cuda_graphs=False)
+    scheduler.submit("a", TEXT, GenerationParams(max_tokens=60, seed=1))
+    scheduler.submit("b", "[S2] Hm.", GenerationParams(max_tokens=60, temperature=0), prompt)
+    scheduler.step_chunk()
+    scheduler.submit("c", "[S1] The bridge is out.", GenerationParams(max_tokens=60, seed=2))
+    scheduler.step_chunk()
+    decoder, model = scheduler._decoder, engine.model
+    pos_R = decoder.pos.repeat_interleave(2)
+    assert len(set(pos_R.tolist())) >= 3, "the rows should sit at different positions"
+    tokens_Rx1xC = decoder.grid[decoder.slot_index, decoder.pos].repeat_interleave(2, dim=0)[:, None]
+    plain_ops = model.ops
+    fast_ops = dataclasses.replace(plain_ops, kernels=kernels.for_device(DEVICE))
+    for self_span, cross_span in ((None, None), (32, 64)):
+        outputs = []
+        for ops in (plain_ops, fast_ops):
+            cache = SelfCache(
+                [k.clone() for k in decoder.cache.k], [v.clone() for v in decoder.cache.v], decoder.cache.length
+            )
+            model.ops = ops
+            try:
+                logits = model.decode(
+                    tokens_Rx1xC, pos_R[:, None], cache, decoder.cross, self_span=self_span, cross_span=cross_span
+                )
+            finally:
+                model.ops = plain_ops
+            outputs.append((logits, cache))
+        (plain, plain_cache), (fast, fast_cache) = outputs
+        torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+        for layer in range(len(plain_cache.k)):
+            torch.testing.assert_close(fast_cache.k[layer], plain_cache.k[layer], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(fast_cache.v[layer], plain_cache.v[layer], rtol=1e-5, atol=1e-6)
+
+
+def test_lines_through_the_kernels_equal_sdpa_lines(small_engine: Engine) -> None:
+    """Whole lines, greedy with a voice prompt (its prefill stays on SDPA) and sampled, come out the same."""
+    fast = Engine(copy.deepcopy(small_engine.model), use_cuda_graphs=False, decode_kernels=True)
+    assert fast.model.ops.kernels is not None and small_engine.model.ops.kernels is None
+    channels = small_engine.config.decoder.num_channels
+    prompt = VoicePrompt("[S2] Me.", np.random.default_rng(2).integers(0, 1024, size=(6, channels)))
+    for params, voice in (
+        (GenerationParams(temperature=0, max_tokens=30), prompt),
+        (GenerationParams(max_tokens=30, seed=3), None),
+    ):
+        np.testing.assert_array_equal(
+            fast.generate_codes(TEXT, params, voice), small_engine.generate_codes(TEXT, params, voice)
+        )

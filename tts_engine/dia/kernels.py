@@ -1,0 +1,262 @@
+"""Triton kernels for the decode step, where each row has one query position: split-KV attention, and RoPE
+fused with the self-attention cache write.
+
+Why (bench/profile_step.py on an H100, 2026-11-22): cuDNN SDPA ran one thread block per (row, kv head), so a
+width-1 step kept 8 of 132 SMs busy while it streamed a layer's cache: 30 us a layer where the bytes need
+1.4 us. Splitting the keys across blocks and merging the partial softmaxes afterwards ("flash decoding",
+Dao et al. 2023; the online softmax of Triton's fused-attention tutorial and FlashAttention-2) fills the GPU
+at every batch width. Per-row lengths replace the boolean masks: a self-attention row reads keys 0..pos, a
+cross-attention row its text bytes, and whole splits past a row's length read nothing. The second kernel
+writes a step's rotated key and its value straight into the static cache and the rotated queries into a
+fresh buffer: one kernel for what the eager path does in about ten (split, transposes, two RoPEs, two
+index_put writes).
+
+Layouts: queries (R, H, E) with unit stride in E; caches (rows, K, S, E) read through their strides, so
+the views of the first rows that batch-size buckets use work as they are; H = K * G query heads share each
+key/value head. `tl.dot` needs every side >= 16, so the G heads of a group and E are padded (masked) up to
+16. The kernel bodies are plain functions: `triton.jit` compiles them for CUDA, and on the CPU Triton's
+interpreter runs the same code, which is how the CPU tests check them against SDPA.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+KEYS_PER_TILE = 64  # one tile of keys per loop iteration: 64 x 128 bf16 is 16 KiB
+
+
+def _split_attention(
+    q_ptr, k_ptr, v_ptr, len_ptr, part_ptr, lse_ptr, out_ptr,
+    stride_qr, stride_qh, stride_kr, stride_kh, stride_ks, stride_vr, stride_vh, stride_vs,
+    kv_heads, group, head_dim, span, chunk, splits, scale,
+    BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr, FINAL: tl.constexpr,
+    PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
+):  # fmt: skip
+    """One (row, kv head, split): the online softmax over keys [split * chunk, (split + 1) * chunk) of the row.
+
+    With FINAL (one split) it writes the normalised output (R, H, E) in the output's dtype; otherwise the
+    float32 part of each split (R, H, splits, E), normalised by its own sum, and the split's log-sum-exp.
+    DOT_F32 upcasts dot inputs to float32 first: the same products (bf16 x bf16 is exact in float32) for
+    Triton's interpreter, whose bf16 dot is wrong.
+    """
+    row_kv = tl.program_id(0)
+    split = tl.program_id(1)
+    row = row_kv // kv_heads
+    kv = row_kv % kv_heads
+    length = tl.minimum(tl.load(len_ptr + row).to(tl.int32), span)
+    lo = split * chunk
+    hi = tl.minimum(lo + chunk, length)
+
+    g = tl.arange(0, BLOCK_G)
+    e = tl.arange(0, BLOCK_E)
+    n = tl.arange(0, BLOCK_N)
+    heads = kv * group + g
+    g_ok = g < group
+    e_ok = e < head_dim
+    q = tl.load(
+        q_ptr + row * stride_qr + heads[:, None] * stride_qh + e[None, :],
+        mask=g_ok[:, None] & e_ok[None, :],
+        other=0.0,
+    )
+    if DOT_F32:
+        q = q.to(tl.float32)
+    k_base = k_ptr + row * stride_kr + kv * stride_kh
+    v_base = v_ptr + row * stride_vr + kv * stride_vh
+    top = tl.full((BLOCK_G,), float("-inf"), tl.float32)
+    total = tl.zeros((BLOCK_G,), tl.float32)
+    acc = tl.zeros((BLOCK_G, BLOCK_E), tl.float32)
+    for start in range(lo, hi, BLOCK_N):
+        keys = start + n
+        k_ok = keys < hi
+        tile_ok = k_ok[:, None] & e_ok[None, :]
+        k = tl.load(k_base + keys[:, None] * stride_ks + e[None, :], mask=tile_ok, other=0.0)
+        if DOT_F32:
+            k = k.to(tl.float32)
+        scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+        scores = tl.where(k_ok[None, :], scores, float("-inf"))
+        new_top = tl.maximum(top, tl.max(scores, 1))
+        rescale = tl.exp(top - new_top)
+        p = tl.exp(scores - new_top[:, None])
+        total = total * rescale + tl.sum(p, 1)
+        v = tl.load(v_base + keys[:, None] * stride_vs + e[None, :], mask=tile_ok, other=0.0)
+        p_v = p.to(v.dtype)  # rounded as FlashAttention rounds P before its second matmul
+        if DOT_F32:
+            p_v, v = p_v.to(tl.float32), v.to(tl.float32)
+        acc = acc * rescale[:, None] + tl.dot(p_v, v, input_precision=PRECISION)
+        top = new_top
+
+    # A split past the row's length saw no key: its part is zero and its weight exp(-inf) = 0.
+    seen = total > 0
+    result = acc / tl.where(seen, total, 1.0)[:, None]
+    out_mask = g_ok[:, None] & e_ok[None, :]
+    heads_total = kv_heads * group
+    if FINAL:
+        offsets = (row * heads_total + heads)[:, None] * head_dim + e[None, :]
+        tl.store(out_ptr + offsets, result.to(out_ptr.dtype.element_ty), mask=out_mask)
+    else:
+        part = (row * heads_total + heads) * splits + split
+        tl.store(part_ptr + part[:, None] * head_dim + e[None, :], result, mask=out_mask)
+        lse = tl.where(seen, top + tl.log(tl.where(seen, total, 1.0)), float("-inf"))
+        tl.store(lse_ptr + part, lse, mask=g_ok)
+
+
+def _merge_splits(part_ptr, lse_ptr, out_ptr, splits, head_dim, BLOCK_S: tl.constexpr, BLOCK_E: tl.constexpr):
+    """One (row, head): the parts weighted by exp(lse - max lse), i.e. the softmax over all the row's keys."""
+    row_head = tl.program_id(0)
+    s = tl.arange(0, BLOCK_S)
+    e = tl.arange(0, BLOCK_E)
+    s_ok = s < splits
+    e_ok = e < head_dim
+    lse = tl.load(lse_ptr + row_head * splits + s, mask=s_ok, other=float("-inf"))
+    weight = tl.exp(lse - tl.max(lse, 0))
+    parts = tl.load(
+        part_ptr + (row_head * splits + s)[:, None] * head_dim + e[None, :],
+        mask=s_ok[:, None] & e_ok[None, :],
+        other=0.0,
+    )
+    out = tl.sum(parts * weight[:, None], 0) / tl.sum(weight, 0)
+    tl.store(out_ptr + row_head * head_dim + e, out.to(out_ptr.dtype.element_ty), mask=e_ok)
+
+
+def _rope_write(
+    qkv_ptr, rope_ptr, pos_ptr, q_ptr, k_ptr, v_ptr,
+    stride_xr, stride_rp, stride_rs, stride_kr, stride_kh, stride_ks, stride_vr, stride_vh, stride_vs,
+    heads, kv_heads, head_dim, half,
+    BLOCK_J: tl.constexpr, BLOCK_KV: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_E: tl.constexpr,
+):  # fmt: skip
+    """One row: rotates its H query heads into q (R, H, E) and its K key heads into the key cache, and copies
+    its K value heads into the value cache, keys and values at the row's position.
+
+    qkv (R, (H + 2K) * E) holds a row's query heads, then key heads, then value heads. RoPE is half-split
+    (transformers' rotate_half) with the table rounded to the activations' dtype, computed in float32.
+    """
+    row = tl.program_id(0)
+    pos = tl.load(pos_ptr + row)
+    i = tl.arange(0, BLOCK_HALF)
+    i_ok = i < half
+    dtype = qkv_ptr.dtype.element_ty
+    table = rope_ptr + pos * stride_rs + i
+    cos_lo = tl.load(table, mask=i_ok, other=0.0).to(dtype).to(tl.float32)[None, :]
+    cos_hi = tl.load(table + half, mask=i_ok, other=0.0).to(dtype).to(tl.float32)[None, :]
+    sin_lo = tl.load(table + stride_rp, mask=i_ok, other=0.0).to(dtype).to(tl.float32)[None, :]
+    sin_hi = tl.load(table + stride_rp + half, mask=i_ok, other=0.0).to(dtype).to(tl.float32)[None, :]
+
+    j = tl.arange(0, BLOCK_J)  # the rotated heads: queries, then keys
+    ok = (j < heads + kv_heads)[:, None] & i_ok[None, :]
+    src = qkv_ptr + row * stride_xr + j[:, None] * head_dim + i[None, :]
+    x_lo = tl.load(src, mask=ok, other=0.0).to(tl.float32)
+    x_hi = tl.load(src + half, mask=ok, other=0.0).to(tl.float32)
+    y_lo = x_lo * cos_lo - x_hi * sin_lo
+    y_hi = x_hi * cos_hi + x_lo * sin_hi
+    is_q = (j < heads)[:, None]
+    q_dst = q_ptr + (row * heads + j)[:, None] * head_dim + i[None, :]
+    tl.store(q_dst, y_lo.to(q_ptr.dtype.element_ty), mask=ok & is_q)
+    tl.store(q_dst + half, y_hi.to(q_ptr.dtype.element_ty), mask=ok & is_q)
+    k_dst = k_ptr + row * stride_kr + (j - heads)[:, None] * stride_kh + pos * stride_ks + i[None, :]
+    tl.store(k_dst, y_lo.to(k_ptr.dtype.element_ty), mask=ok & ~is_q)
+    tl.store(k_dst + half, y_hi.to(k_ptr.dtype.element_ty), mask=ok & ~is_q)
+
+    kv = tl.arange(0, BLOCK_KV)
+    e = tl.arange(0, BLOCK_E)
+    v_ok = (kv < kv_heads)[:, None] & (e < head_dim)[None, :]
+    value = tl.load(qkv_ptr + row * stride_xr + (heads + kv_heads + kv)[:, None] * head_dim + e[None, :], mask=v_ok)
+    tl.store(v_ptr + row * stride_vr + kv[:, None] * stride_vh + pos * stride_vs + e[None, :], value, mask=v_ok)
+
+
+def _pow2(n: int, floor: int = 16) -> int:
+    return max(floor, triton.next_power_of_2(n))
+
+
+def plan_splits(row_kv: int, span: int, block_n: int, programs: int) -> tuple[int, int]:
+    """(splits, keys per split) so that about `programs` blocks share the work; every split but the last is
+    a whole number of tiles, and no split is empty at the full span."""
+    tiles = triton.cdiv(span, block_n)
+    splits = max(1, min(tiles, triton.cdiv(programs, row_kv)))
+    chunk = triton.cdiv(tiles, splits) * block_n
+    return triton.cdiv(span, chunk), chunk
+
+
+@dataclass(frozen=True)
+class DecodeKernels:
+    """The compiled (CUDA) or interpreted (CPU) kernels and how widely to split the keys."""
+
+    split_attention: Any
+    merge_splits: Any
+    rope_write_kernel: Any
+    programs: int  # thread blocks a split-KV launch aims for: about two per SM
+
+    def attend(self, q_RxHxE: Tensor, k_RxKxSxE: Tensor, v_RxKxSxE: Tensor, lengths_R: Tensor) -> Tensor:
+        """Scale-1.0 attention of one query per row over its first lengths_R[r] keys (at least 1, at most S).
+
+        Rows of the caches beyond R are never read. Returns (R, H, E) in the queries' dtype.
+        """
+        r, h, e = q_RxHxE.shape
+        kv_heads, span = k_RxKxSxE.shape[1], k_RxKxSxE.shape[2]
+        group = h // kv_heads
+        assert q_RxHxE.stride(2) == 1 and k_RxKxSxE.stride(3) == 1 and v_RxKxSxE.stride(3) == 1
+        block_n = KEYS_PER_TILE if e >= 64 else 16
+        splits, chunk = plan_splits(r * kv_heads, span, block_n, self.programs)
+        out_RxHxE = torch.empty((r, h, e), dtype=q_RxHxE.dtype, device=q_RxHxE.device)
+        final = splits == 1
+        if final:
+            part, lse = out_RxHxE, out_RxHxE  # not touched: the kernel writes `out` directly
+        else:
+            part = torch.empty((r, h, splits, e), dtype=torch.float32, device=q_RxHxE.device)
+            lse = torch.empty((r, h, splits), dtype=torch.float32, device=q_RxHxE.device)
+        dot_f32 = interpreting()
+        precision = "ieee" if dot_f32 or q_RxHxE.dtype == torch.float32 else "tf32"
+        self.split_attention[(r * kv_heads, splits)](
+            q_RxHxE, k_RxKxSxE, v_RxKxSxE, lengths_R, part, lse, out_RxHxE,
+            q_RxHxE.stride(0), q_RxHxE.stride(1), *k_RxKxSxE.stride()[:3], *v_RxKxSxE.stride()[:3],
+            kv_heads, group, e, span, chunk, splits, 1.0,
+            BLOCK_G=_pow2(group), BLOCK_N=block_n, BLOCK_E=_pow2(e), FINAL=final, PRECISION=precision,
+            DOT_F32=dot_f32,
+        )  # fmt: skip
+        if not final:
+            self.merge_splits[(r * h,)](part, lse, out_RxHxE, splits, e, BLOCK_S=_pow2(splits, 2), BLOCK_E=_pow2(e))
+        return out_RxHxE
+
+    def rope_write(
+        self, qkv_RxF: Tensor, rope_2xPxE: Tensor, pos_R: Tensor, k_cache: Tensor, v_cache: Tensor, heads: int
+    ) -> Tensor:
+        """Rotated queries (R, H, E) of a fused q/k/v projection (R, (H + 2K) * E) at positions pos_R; the
+        rotated keys and the values go into rows 0..R-1 of the caches (rows, K, S, E) at those positions."""
+        r = qkv_RxF.shape[0]
+        kv_heads, e = k_cache.shape[1], k_cache.shape[3]
+        assert qkv_RxF.stride(1) == 1 and rope_2xPxE.stride(2) == 1 and e % 2 == 0
+        assert k_cache.stride(3) == 1 and v_cache.stride(3) == 1 and qkv_RxF.shape[1] == (heads + 2 * kv_heads) * e
+        q_RxHxE = torch.empty((r, heads, e), dtype=qkv_RxF.dtype, device=qkv_RxF.device)
+        self.rope_write_kernel[(r,)](
+            qkv_RxF, rope_2xPxE, pos_R, q_RxHxE, k_cache, v_cache,
+            qkv_RxF.stride(0), rope_2xPxE.stride(0), rope_2xPxE.stride(1),
+            *k_cache.stride()[:3], *v_cache.stride()[:3],
+            heads, kv_heads, e, e // 2,
+            BLOCK_J=_pow2(heads + kv_heads, 1), BLOCK_KV=_pow2(kv_heads, 1), BLOCK_HALF=_pow2(e // 2, 1),
+            BLOCK_E=_pow2(e, 1),
+        )  # fmt: skip
+        return q_RxHxE
+
+
+def interpreting() -> bool:
+    """Whether Triton runs kernels in its interpreter: TRITON_INTERPRET=1 before triton was first imported."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@functools.cache
+def for_device(device: torch.device) -> DecodeKernels:
+    """The kernels for `device`: compiled by Triton for CUDA; on the CPU only under Triton's interpreter."""
+    if device.type == "cuda" and not interpreting():
+        programs = 2 * torch.cuda.get_device_properties(device).multi_processor_count
+    elif interpreting():
+        programs = 8  # small, so the CPU tests see several splits
+    else:
+        raise RuntimeError("the decode kernels run on CUDA, or on the CPU with TRITON_INTERPRET=1 (for tests)")
+    return DecodeKernels(triton.jit(_split_attention), triton.jit(_merge_splits), triton.jit(_rope_write), programs)
