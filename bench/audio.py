@@ -7,7 +7,8 @@ Random codes stand in for a rendered line (decode cost does not depend on the va
 full-size weights on the device (no download). Measured:
 - full decode: the whole line decoded at once;
 - streaming path: frames pushed 8 at a time, as the engine yields them, through the streaming decoder,
-  resampling to 48 kHz, loudness normalisation and Opus, until the last packet;
+  resampling to 48 kHz, loudness normalisation and Opus, until the last packet; once all on one thread,
+  once with the stages after the DAC on a thread pool (AudioPipeline's executor, the engine's CUDA default);
 - first packet: frames pushed one at a time as if the engine had just made each; the wall time of the push
   that returns the first packet is the latency this path adds, and its frame index says how many frames the
   codec's right context holds back.
@@ -20,6 +21,7 @@ import json
 import platform
 import sys
 import time
+from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from bench.common import commit
 from tts_engine.audio.codec import Codec
 from tts_engine.audio.pipeline import AudioPipeline
 from tts_engine.audio.stream import warm_up
+from tts_engine.engine import AUDIO_THREADS
 
 FRAME_RATE = 44100 / 512
 
@@ -46,6 +49,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, help="length of the line (default 10 on CUDA, 4 on CPU)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--commit")
+    parser.add_argument("--audio-threads", type=int, default=AUDIO_THREADS, help="the pool for the second run")
     args = parser.parse_args()
     device = torch.device(args.device)
     seconds = args.seconds or (10.0 if device.type == "cuda" else 4.0)
@@ -82,9 +86,9 @@ def main() -> int:
 
     codec.decode = timed_decode  # type: ignore[method-assign]
 
-    def stream(step: int) -> tuple[float, float | None, int | None]:
+    def stream(step: int, executor: Executor | None = None) -> tuple[float, float | None, int | None]:
         decode_seconds[0] = 0.0
-        pipeline = AudioPipeline(codec)
+        pipeline = AudioPipeline(codec, executor=executor)
         first_latency, first_frame = None, None
         begin = time.perf_counter()
         for i in range(0, frames, step):
@@ -99,6 +103,11 @@ def main() -> int:
     streamed, _, _ = stream(8)
     streamed_decode = decode_seconds[0]
     _, first_latency, first_frame = stream(1)
+    with ThreadPoolExecutor(args.audio_threads) as pool:
+        stream(8, pool)
+        pooled, _, _ = stream(8, pool)
+        pooled_decode = decode_seconds[0]
+        _, pooled_first_latency, _ = stream(1, pool)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     result = {
@@ -113,6 +122,10 @@ def main() -> int:
         "streaming_path_x_realtime": round(audio_seconds / streamed, 2),
         "streaming_path_dac_share": round(streamed_decode / streamed, 2),
         "first_packet_added_ms": round((first_latency or 0.0) * 1000, 1),
+        "audio_threads": args.audio_threads,
+        "pooled_streaming_path_x_realtime": round(audio_seconds / pooled, 2),
+        "pooled_streaming_path_dac_share": round(pooled_decode / pooled, 2),
+        "pooled_first_packet_added_ms": round((pooled_first_latency or 0.0) * 1000, 1),
         "first_packet_after_frames": first_frame,
     }
     print(f"# {result['meta']}")
@@ -122,6 +135,10 @@ def main() -> int:
     print(f"| streaming decode + 48 kHz + loudness + Opus | {result['streaming_path_x_realtime']}x real time |")
     print(f"| of which the DAC decode | {result['streaming_path_dac_share']:.0%} |")
     print(f"| added before the first packet | {result['first_packet_added_ms']} ms of compute |")
+    pool_note = f"stages after the DAC on a pool of {args.audio_threads} (the engine's default on CUDA)"
+    print(f"| the same, {pool_note} | {result['pooled_streaming_path_x_realtime']}x real time |")
+    print(f"| of which the DAC decode, with the pool | {result['pooled_streaming_path_dac_share']:.0%} |")
+    print(f"| added before the first packet, with the pool | {result['pooled_first_packet_added_ms']} ms |")
     held_ms = (first_frame or 0) / FRAME_RATE * 1000
     print(f"| frames needed before the first packet | {first_frame} ({held_ms:.0f} ms of audio) |")
     if args.json:

@@ -18,6 +18,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -112,6 +113,9 @@ def _pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.
     return choices[dtype]
 
 
+AUDIO_THREADS = 4  # default audio pool on CUDA: Opus for 16 streams at 4x real time is about one core
+
+
 def _triton_ready(device: torch.device) -> bool:
     """Whether the decode kernels can run here: a CUDA device and Triton (which CUDA builds of torch bring)."""
     if device.type != "cuda":
@@ -134,6 +138,7 @@ class Engine:
         use_cuda_graphs: bool | None = None,
         compile_ops: bool | None = None,
         decode_kernels: bool | None = None,
+        audio_threads: int | None = None,
         revision: str = "unversioned",
     ) -> None:
         self.model = model
@@ -150,6 +155,12 @@ class Engine:
         # Split-KV attention and fused cache writes for decode steps (tts_engine/dia/kernels.py): CUDA with Triton.
         if _triton_ready(self.device) if decode_kernels is None else decode_kernels:
             model.use_decode_kernels()
+        # Audio after the codec (resampling, loudness, Opus) runs on this pool, beside the GPU thread: by
+        # default on CUDA, where those stages would otherwise take most of a stream's time (bench/audio.py).
+        threads = (AUDIO_THREADS if self.device.type == "cuda" else 0) if audio_threads is None else audio_threads
+        if threads < 0:
+            raise ValueError(f"audio_threads must be 0 or more, got {threads}")
+        self._audio_pool = ThreadPoolExecutor(threads, thread_name_prefix="audio") if threads else None
         noise_steps = max(chunk_steps, 1 + self.config.max_delay)
         self._decoder = Decoder(model, slots=1, noise_steps=noise_steps, use_graphs=graphs)
         self._busy = threading.Lock()
@@ -166,6 +177,7 @@ class Engine:
         use_cuda_graphs: bool | None = None,
         compile_ops: bool | None = None,
         decode_kernels: bool | None = None,
+        audio_threads: int | None = None,
     ) -> Engine:
         """Load a checkpoint (local folder or hub id); defaults: CUDA + bfloat16 when present, else CPU + float32.
 
@@ -191,6 +203,7 @@ class Engine:
             use_cuda_graphs=use_cuda_graphs,
             compile_ops=compile_ops,
             decode_kernels=decode_kernels,
+            audio_threads=audio_threads,
             revision=revision,
         )
 
@@ -248,7 +261,7 @@ class Engine:
         """A pipeline for a line of several segments and pauses (codes from `stream_codes` go in)."""
         if self.codec is None:
             raise RuntimeError("no codec loaded: pass codec= (e.g. descript/dac_44khz) to Engine.load for audio")
-        return AudioPipeline(self.codec, speed=speed, bitrate=bitrate)
+        return AudioPipeline(self.codec, speed=speed, bitrate=bitrate, executor=self._audio_pool)
 
     def _stream_chunks(
         self, text: str, params: GenerationParams | None, prompt: VoicePrompt | None, *, speed: float, bitrate: int

@@ -150,3 +150,13 @@ def test_render_input_errors_are_one_line(
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and message in last
     assert "Traceback" not in done.stderr
+
+
+def test_an_audio_pool_changes_no_packet(engine: Engine, dia_folder: Path, dac_folder: Path) -> None:
+    """The CUDA default (audio stages on a pool beside the GPU thread), here on the CPU: the same packets."""
+    pooled = Engine.load(dia_folder, "cpu", codec=dac_folder, audio_threads=2)
+    assert pooled._audio_pool is not None and engine._audio_pool is None
+    with pytest.raises(ValueError, match="audio_threads must be 0 or more"):
+        Engine(pooled.model, audio_threads=-1)
+    packets = [p for batch in pooled.stream_audio(TEXT, PARAMS) for p in batch]
+    assert packets == [p for batch in engine.stream_audio(TEXT, PARAMS) for p in batch]
