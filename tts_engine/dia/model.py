@@ -294,8 +294,16 @@ class DiaModel(nn.Module):
         self.rope = rope_table(self.cfg.decoder.rope_theta, self.cfg.decoder.head_dim, positions, device)
 
     def fuse(self) -> None:
+        """After loading: one q/k/v projection per decoder layer, and the logits projection padded to a multiple
+        of 64 outputs. With 9 x 1028 = 9252 outputs (not a multiple of 8) cuBLAS fell back to a generic kernel
+        on an H100: 25 us a step where the weights' bytes need about 11 (bench/profile_step.py)."""
         for layer in self._decoder().typed_layers():
             layer.self_attention.fuse()
+        weight = self.logits_dense.weight
+        padded = -(-weight.shape[0] // 64) * 64
+        if padded != weight.shape[0]:
+            zeros = torch.zeros(padded - weight.shape[0], weight.shape[1], dtype=weight.dtype, device=weight.device)
+            self.logits_dense.weight = nn.Parameter(torch.cat((weight, zeros)), requires_grad=False)
 
     def use_compiled_ops(self) -> None:
         """Run the decode step's norms, RoPE, activation and sampling through torch.compile (see fused.py): on
@@ -373,7 +381,8 @@ class DiaModel(nn.Module):
                 crossed = layer.cross_attention(h, k_cross, v_cross, masked.cross_mask)
             x, h = ops.add_rms_norm(x, crossed, layer.pre_mlp_norm.weight, eps)
             x, h = ops.add_rms_norm(x, layer.mlp(h, ops), norms_after[i].weight, eps)
-        return self.logits_dense(h).view(r, t, dec.num_channels, dec.vocab_size).float()
+        logits = self.logits_dense(h)[..., : dec.num_channels * dec.vocab_size]  # without fuse()'s padding
+        return logits.float().reshape(r, t, dec.num_channels, dec.vocab_size)
 
     def _masks(
         self, pos_RxT: Tensor, cross: CrossCache, rows_R: Tensor | None, self_span: int, cross_span: int,
