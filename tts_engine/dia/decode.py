@@ -135,6 +135,7 @@ class Decoder:
         self.prefixes = {width: self._prefix(width) for width in self.widths}
         self.graphs: dict[tuple[int, int, int], torch.cuda.CUDAGraph] = {}
         if use_graphs:
+            model.tune_decode(2 * width for width in self.widths)  # the matmuls' kernels, before capture
             self._capture()
 
     @torch.inference_mode()

@@ -47,6 +47,11 @@ def rope(x_RxHxTxE: Tensor, cos_Rx1xTxE: Tensor, sin_Rx1xTxE: Tensor) -> Tensor:
     return x_RxHxTxE * cos_Rx1xTxE + rotated * sin_Rx1xTxE
 
 
+def linear(x: Tensor, weight: Tensor) -> Tensor:
+    """A bias-free projection, x @ weight^T (every Dia projection is bias-free)."""
+    return F.linear(x, weight)
+
+
 def silu_mul(gate_up: Tensor) -> Tensor:
     """The gated-SiLU of a fused gate/up projection: up * silu(gate)."""
     gate, up = gate_up.chunk(2, dim=-1)
@@ -69,6 +74,10 @@ class _Unary(Protocol):
     def __call__(self, gate_up: Tensor) -> Tensor: ...
 
 
+class _Linear(Protocol):
+    def __call__(self, x: Tensor, weight: Tensor) -> Tensor: ...
+
+
 class _Process(Protocol):
     def __call__(
         self, cond_BxCxV: Tensor, uncond_BxCxV: Tensor, params: sampling.SamplingParams, eos_id: int
@@ -86,6 +95,7 @@ class Ops:
     process: _Process  # the sampling chain (sampling.process): a few dozen small kernels when not compiled
     compiled: bool
     kernels: DecodeKernels | None = None  # decode-step attention and cache writes (kernels.py), when chosen
+    linear: _Linear = linear  # the decoder's projections; linear.SkinnyLinear where tuned (CUDA)
 
 
 EAGER = Ops(rms_norm, add_rms_norm, rope, silu_mul, sampling.process, compiled=False)

@@ -13,8 +13,8 @@ L text bytes, C channels, V vocab, H heads, K key/value heads, D hidden, E head 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +23,6 @@ from torch import Tensor, nn
 from tts_engine.dia import fused
 from tts_engine.dia.cache import CrossCache, SelfCache
 from tts_engine.dia.config import DecoderConfig, DiaConfig, EncoderConfig
-
-if TYPE_CHECKING:
-    from tts_engine.dia.kernels import DecodeKernels
 
 
 class RMSNorm(nn.Module):
@@ -79,7 +76,6 @@ class _Masked:
 class _Fast:
     """What the decode-kernel path shares across layers in one decode step."""
 
-    kernels: DecodeKernels
     pos_R: Tensor
     lengths_R: Tensor  # self-attention keys per row: pos_R + 1
 
@@ -91,7 +87,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
 
     def forward(self, x: Tensor, ops: fused.Ops = fused.EAGER) -> Tensor:
-        return self.down_proj(ops.silu_mul(self.gate_up_proj(x)))
+        return ops.linear(ops.silu_mul(ops.linear(x, self.gate_up_proj.weight)), self.down_proj.weight)
 
 
 class EncoderAttention(nn.Module):
@@ -187,17 +183,19 @@ class DecoderSelfAttention(nn.Module):
 
     def step(
         self, x_Rx1xD: Tensor, rope_2xPxE: Tensor, pos_R: Tensor, lengths_R: Tensor, k_cache: Tensor,
-        v_cache: Tensor, span: int, kernels: DecodeKernels,
+        v_cache: Tensor, span: int, ops: fused.Ops,
     ) -> Tensor:  # fmt: skip
         """`forward` for one position per row and every cache row in order, through the decode kernels; a row
         attends to its first lengths_R[r] cache positions (its position + 1)."""
         assert self.qkv_proj is not None, "the decode kernels take the fused q/k/v projection (fuse())"
+        kernels = ops.kernels
+        assert kernels is not None
         r = x_Rx1xD.shape[0]
         q_RxHxE = kernels.rope_write(
-            self.qkv_proj(x_Rx1xD).view(r, -1), rope_2xPxE, pos_R, k_cache, v_cache, self.heads
+            ops.linear(x_Rx1xD, self.qkv_proj.weight).view(r, -1), rope_2xPxE, pos_R, k_cache, v_cache, self.heads
         )
         out_RxHxE = kernels.attend(q_RxHxE, k_cache[:, :, :span], v_cache[:, :, :span], lengths_R)
-        return self.o_proj(out_RxHxE.view(r, 1, -1))
+        return ops.linear(out_RxHxE.view(r, 1, -1), self.o_proj.weight)
 
 
 class CrossAttention(nn.Module):
@@ -222,14 +220,13 @@ class CrossAttention(nn.Module):
         out = attend(q, k_RxKxLxE, v_RxKxLxE, mask_Rx1xGTxL)
         return self.o_proj(out.transpose(1, 2).reshape(r, t, -1))
 
-    def step(
-        self, x_Rx1xD: Tensor, k_RxKxLxE: Tensor, v_RxKxLxE: Tensor, lengths_R: Tensor, kernels: DecodeKernels
-    ) -> Tensor:
+    def step(self, x_Rx1xD: Tensor, k_RxKxLxE: Tensor, v_RxKxLxE: Tensor, lengths_R: Tensor, ops: fused.Ops) -> Tensor:
         """`forward` for one position per row, attending to each row's first lengths_R[r] text bytes."""
         r = x_Rx1xD.shape[0]
-        q_RxHxE = self.q_proj(x_Rx1xD).view(r, self.heads, self.head_dim)
-        out_RxHxE = kernels.attend(q_RxHxE, k_RxKxLxE, v_RxKxLxE, lengths_R)
-        return self.o_proj(out_RxHxE.view(r, 1, -1))
+        assert ops.kernels is not None
+        q_RxHxE = ops.linear(x_Rx1xD, self.q_proj.weight).view(r, self.heads, self.head_dim)
+        out_RxHxE = ops.kernels.attend(q_RxHxE, k_RxKxLxE, v_RxKxLxE, lengths_R)
+        return ops.linear(out_RxHxE.view(r, 1, -1), self.o_proj.weight)
 
 
 class DecoderLayer(nn.Module):
@@ -312,11 +309,31 @@ class DiaModel(nn.Module):
 
     def use_decode_kernels(self) -> None:
         """Run decode steps' attention and cache writes through the Triton kernels of kernels.py (CUDA, or the
-        CPU under TRITON_INTERPRET=1); prefill keeps SDPA. Needs the fused q/k/v projection (fuse())."""
-        from tts_engine.dia import kernels  # imports triton, which a CPU-only install may lack
+        CPU under TRITON_INTERPRET=1), and on CUDA their projections through linear.SkinnyLinear wherever
+        `tune_decode` finds it faster than cuBLAS; prefill keeps SDPA. Needs the fused q/k/v projection."""
+        from tts_engine.dia import kernels, linear  # they import triton, which a CPU-only install may lack
 
         device = next(self.parameters()).device
-        self.ops = dataclasses.replace(self.ops, kernels=kernels.for_device(device))
+        skinny = linear.SkinnyLinear() if device.type == "cuda" else self.ops.linear
+        self.ops = dataclasses.replace(self.ops, kernels=kernels.for_device(device), linear=skinny)
+
+    def tune_decode(self, rows: Iterable[int]) -> None:
+        """Let the decode step's projections pick their kernels for steps of these row counts (a no-op unless
+        they can: linear.SkinnyLinear times itself against cuBLAS). Done before graphs are captured."""
+        tune = getattr(self.ops.linear, "tune", None)
+        if tune is None:
+            return
+        layers = self._decoder().typed_layers()
+        by_role = [
+            [layer.self_attention.qkv_proj.weight for layer in layers if layer.self_attention.qkv_proj is not None],
+            [layer.self_attention.o_proj.weight for layer in layers],
+            [layer.cross_attention.q_proj.weight for layer in layers],
+            [layer.cross_attention.o_proj.weight for layer in layers],
+            [layer.mlp.gate_up_proj.weight for layer in layers],
+            [layer.mlp.down_proj.weight for layer in layers],
+            [self.logits_dense.weight],
+        ]
+        tune([group for group in by_role if group], list(rows))
 
     def encode(self, ids_RxL: Tensor) -> Tensor:
         """Encoder output (R, L, D_enc) for unpadded byte ids."""
@@ -355,7 +372,7 @@ class DiaModel(nn.Module):
         dec, ops, eps = self.cfg.decoder, self.ops, self.cfg.decoder.norm_eps
         fast = None
         if ops.kernels is not None and t == 1 and rows_R is None:
-            fast = _Fast(ops.kernels, pos_RxT[:, 0], pos_RxT[:, 0] + 1)  # a row attends to positions 0..pos
+            fast = _Fast(pos_RxT[:, 0], pos_RxT[:, 0] + 1)  # a row attends to positions 0..pos
         masked = None if fast is not None else self._masks(pos_RxT, cross, rows_R, self_span, cross_span, x.dtype)
         layers = decoder.typed_layers()
         # Each residual sum is fused with the norm that follows it (the next layer's first, the final one last).
@@ -365,10 +382,10 @@ class DiaModel(nn.Module):
             k_cross, v_cross = cross.k[i][:, :, :cross_span], cross.v[i][:, :, :cross_span]
             if fast is not None:
                 attended = layer.self_attention.step(
-                    h, self.rope, fast.pos_R, fast.lengths_R, cache.k[i], cache.v[i], self_span, fast.kernels
+                    h, self.rope, fast.pos_R, fast.lengths_R, cache.k[i], cache.v[i], self_span, ops
                 )
                 x, h = ops.add_rms_norm(x, attended, layer.pre_ca_norm.weight, eps)
-                crossed = layer.cross_attention.step(h, k_cross, v_cross, cross.lengths, fast.kernels)
+                crossed = layer.cross_attention.step(h, k_cross, v_cross, cross.lengths, ops)
             else:
                 assert masked is not None
                 if rows_R is not None:
@@ -381,7 +398,9 @@ class DiaModel(nn.Module):
                 crossed = layer.cross_attention(h, k_cross, v_cross, masked.cross_mask)
             x, h = ops.add_rms_norm(x, crossed, layer.pre_mlp_norm.weight, eps)
             x, h = ops.add_rms_norm(x, layer.mlp(h, ops), norms_after[i].weight, eps)
-        logits = self.logits_dense(h)[..., : dec.num_channels * dec.vocab_size]  # without fuse()'s padding
+        logits = ops.linear(h, self.logits_dense.weight)[
+            ..., : dec.num_channels * dec.vocab_size
+        ]  # without fuse()'s padding
         return logits.float().reshape(r, t, dec.num_channels, dec.vocab_size)
 
     def _masks(

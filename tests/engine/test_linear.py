@@ -1,0 +1,105 @@
+"""Skinny decode matmuls (tts_engine/dia/linear.py): the kernel against F.linear for every block shape, the
+choice `tune` makes from timings, and a decode step through them. Without a GPU in Triton's interpreter."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.engine.conftest import Checkpoint
+from tts_engine.dia.cache import SelfCache
+from tts_engine.engine import Engine, GenerationParams
+
+linear = pytest.importorskip("tts_engine.dia.linear", reason="triton is not installed")
+kernels = pytest.importorskip("tts_engine.dia.kernels", reason="triton is not installed")
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize("config", linear.CANDIDATES, ids=str)
+@pytest.mark.parametrize(("rows", "n", "k"), [(1, 40, 48), (2, 72, 300), (5, 16, 16), (33, 20, 24)])
+def test_every_block_shape_computes_the_projection(config: linear.Config, rows: int, n: int, k: int) -> None:
+    """Ragged N and K (masked tails), 1 to 33 rows, a non-contiguous batch of rows read by stride."""
+    gen = torch.Generator(device=DEVICE).manual_seed(rows * n + k)
+    x = torch.randn(rows, 2 * k, device=DEVICE, generator=gen)[:, :k]
+    weight = torch.randn(n, k, device=DEVICE, generator=gen)
+    y = linear.SkinnyLinear().run(x, weight, config=config)
+    torch.testing.assert_close(y, F.linear(x, weight), rtol=1e-5, atol=1e-4)
+
+
+def test_bfloat16_accumulates_in_float32() -> None:
+    gen = torch.Generator(device=DEVICE).manual_seed(0)
+    x = torch.randn(2, 1, 256, device=DEVICE, generator=gen).bfloat16()
+    weight = torch.randn(64, 256, device=DEVICE, generator=gen).bfloat16()
+    y = linear.SkinnyLinear().run(x, weight, config=linear.CANDIDATES[0])
+    assert y.shape == (2, 1, 64) and y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), (x.float() @ weight.float().T), rtol=1e-2, atol=5e-2)
+
+
+def test_tune_keeps_whatever_measured_fastest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the timer's numbers alone: a candidate where it beats cuBLAS, cuBLAS where nothing does; calls
+    follow the choice, other shapes stay on F.linear, and a tuned shape is not timed again."""
+    fast_for_wide = linear.CANDIDATES[2]
+    wide = [torch.randn(64, 32, device=DEVICE) for _ in range(3)]
+    narrow = [torch.randn(16, 32, device=DEVICE)]
+    timings = iter([5.0, 6.0, 7.0, 1.0, 8.0, 9.0, 2.0, 3.0, 3.0, 3.0, 3.0, 3.0])  # wide: cuBLAS 5, #2 wins
+    skinny = linear.SkinnyLinear(timer=lambda fn: next(timings))
+
+    skinny.tune([wide, narrow], rows=[2, 500])
+    assert skinny.choices == {(2, 64, 32): fast_for_wide}, "rows over MAX_ROWS are never tuned"
+    assert skinny.tuned == {(2, 64, 32), (2, 16, 32)}
+    skinny.tune([wide], rows=[2])  # already tuned: no timing (the iterator would run dry)
+
+    used: list[linear.Config] = []
+    original = skinny.run
+    monkeypatch.setattr(skinny, "run", lambda x, w, *, config: used.append(config) or original(x, w, config=config))
+    x = torch.randn(2, 32, device=DEVICE)
+    torch.testing.assert_close(skinny(x, wide[0]), F.linear(x, wide[0]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(skinny(x, narrow[0]), F.linear(x, narrow[0]))
+    assert skinny(torch.randn(3, 32, device=DEVICE), wide[0]).shape == (3, 64)
+    assert used == [fast_for_wide], "only the tuned shape goes through the kernel"
+
+
+def _kernel_always_wins(fn: Callable[[], None], calls: list[int]) -> float:
+    """A timer that really runs each candidate once and ranks the first candidate first, cuBLAS last."""
+    fn()
+    calls.append(1)
+    position = (len(calls) - 1) % (1 + len(linear.CANDIDATES))  # cuBLAS, then each candidate in order
+    return 10.0 if position == 0 else float(position)
+
+
+def test_a_decode_step_through_skinny_matmuls_matches_cublas(checkpoint: Checkpoint) -> None:
+    """tune_decode covers every projection of a decode step (q/k/v, outputs, cross queries, MLP, logits),
+    each candidate runs on the real weights, and a step through the chosen kernels gives the same logits."""
+    engine = Engine.load(checkpoint.folder, device=DEVICE, dtype="float32", use_cuda_graphs=False)
+    scheduler = engine.scheduler(slots=2, chunk_steps=2, use_cuda_graphs=False)
+    scheduler.submit("a", "[S1] Hello there.", GenerationParams(max_tokens=30, seed=1))
+    scheduler.submit("b", "[S2] And hello to you!", GenerationParams(max_tokens=30, temperature=0))
+    scheduler.step_chunk()
+    decoder, model = scheduler._decoder, engine.model
+    calls: list[int] = []
+    skinny = linear.SkinnyLinear(timer=lambda fn: _kernel_always_wins(fn, calls))
+    plain_ops = dataclasses.replace(model.ops, kernels=kernels.for_device(DEVICE))
+    model.ops = dataclasses.replace(plain_ops, linear=skinny)
+    model.tune_decode([4])
+    decoder_layer = model._decoder().typed_layers()[0]
+    projections = [decoder_layer.self_attention.qkv_proj, decoder_layer.self_attention.o_proj,
+                   decoder_layer.cross_attention.q_proj, decoder_layer.cross_attention.o_proj,
+                   decoder_layer.mlp.gate_up_proj, decoder_layer.mlp.down_proj, model.logits_dense]  # fmt: skip
+    expected = {(4, *p.weight.shape) for p in projections if p is not None}
+    assert set(skinny.choices) == expected and set(skinny.choices.values()) == {linear.CANDIDATES[0]}
+    assert len(calls) == len(expected) * (1 + len(linear.CANDIDATES))
+
+    pos_R = decoder.pos.repeat_interleave(2)
+    tokens_Rx1xC = decoder.grid[decoder.slot_index, decoder.pos].repeat_interleave(2, dim=0)[:, None]
+    outputs = []
+    for ops in (plain_ops, model.ops):
+        cache = SelfCache(
+            [k.clone() for k in decoder.cache.k], [v.clone() for v in decoder.cache.v], decoder.cache.length
+        )
+        model.ops = ops
+        outputs.append(model.decode(tokens_Rx1xC, pos_R[:, None], cache, decoder.cross))
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)
