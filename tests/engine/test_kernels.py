@@ -159,3 +159,27 @@ def test_lines_through_the_kernels_equal_sdpa_lines(small_engine: Engine) -> Non
         np.testing.assert_array_equal(
             fast.generate_codes(TEXT, params, voice), small_engine.generate_codes(TEXT, params, voice)
         )
+
+
+def test_kernels_that_fail_their_check_leave_steps_on_sdpa(
+    small_engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A GPU Triton cannot serve (here: a kernel that raises) gets a warning and SDPA, not a failed start."""
+    dec = small_engine.config.decoder
+    working = kernels.for_device(DEVICE)
+    assert kernels.check(working, dec.num_heads, dec.num_kv_heads, dec.head_dim, torch.float32, DEVICE) is None
+
+    def broken(*args: object, **options: object) -> None:
+        raise RuntimeError("no bf16 dot on this GPU")
+
+    class Raising:
+        def __getitem__(self, grid: object) -> object:
+            return broken
+
+    broken_kernels = dataclasses.replace(working, split_attention=Raising())
+    problem = kernels.check(broken_kernels, dec.num_heads, dec.num_kv_heads, dec.head_dim, torch.float32, DEVICE)
+    assert problem == "RuntimeError: no bf16 dot on this GPU"
+    monkeypatch.setattr(kernels, "for_device", lambda device: broken_kernels)
+    model = copy.deepcopy(small_engine.model)
+    assert model.use_decode_kernels() is False
+    assert model.ops.kernels is None and "decode kernels unavailable, using SDPA" in caplog.text

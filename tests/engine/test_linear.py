@@ -103,3 +103,19 @@ def test_a_decode_step_through_skinny_matmuls_matches_cublas(checkpoint: Checkpo
         model.ops = ops
         outputs.append(model.decode(tokens_Rx1xC, pos_R[:, None], cache, decoder.cross))
     torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)
+
+
+def test_a_candidate_that_fails_is_skipped() -> None:
+    """A block shape that cannot run on this GPU (here: its timing raises) is no candidate; tuning goes on."""
+    attempts: list[int] = []
+
+    def timer(fn: Callable[[], None]) -> float:
+        attempts.append(1)
+        if len(attempts) == 2:
+            raise RuntimeError("out of shared memory")
+        return 5.0 if len(attempts) == 1 else 1.0
+
+    skinny = linear.SkinnyLinear(timer=timer)
+    skinny.tune([[torch.randn(32, 16, device=DEVICE)]], rows=[2])
+    assert len(attempts) == 1 + len(linear.CANDIDATES)
+    assert skinny.choices == {(2, 32, 16): linear.CANDIDATES[1]}

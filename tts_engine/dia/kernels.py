@@ -245,6 +245,43 @@ class DecodeKernels:
         return q_RxHxE
 
 
+def check(
+    kernels: DecodeKernels, heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device
+) -> str | None:
+    """Why the kernels cannot serve this model here (they fail to compile or disagree with SDPA), or None.
+
+    Run once at load: a GPU that Triton cannot target for these shapes falls back to SDPA instead of failing.
+    """
+    gen = torch.Generator(device=device).manual_seed(0)
+    q = torch.randn(2, heads, head_dim, device=device, generator=gen).to(dtype)
+    k, v = torch.randn(2, 2, kv_heads, 300, head_dim, device=device, generator=gen).to(dtype)
+    lengths = torch.tensor([300, 37], device=device)
+    positions = torch.arange(8, device=device, dtype=torch.float32)[:, None] / (
+        1 + torch.arange(head_dim // 2, device=device)
+    )
+    rope = torch.stack((torch.cat((positions, positions), -1).cos(), torch.cat((positions, positions), -1).sin()))
+    qkv = torch.randn(2, (heads + 2 * kv_heads) * head_dim, device=device, generator=gen).to(dtype)
+    caches = torch.zeros(2, 2, kv_heads, 8, head_dim, device=device, dtype=dtype)
+    try:
+        out = kernels.attend(q, k, v, lengths).float()
+        kernels.rope_write(qkv, rope, torch.tensor([3, 5], device=device), caches[0], caches[1], heads)
+    except Exception as exc:  # Triton's compile errors have no common type
+        return f"{type(exc).__name__}: {exc}"
+    values = qkv[:, (heads + kv_heads) * head_dim :].view(2, kv_heads, head_dim)
+    if not (torch.equal(caches[1, 0, :, 3], values[0]) and torch.equal(caches[1, 1, :, 5], values[1])):
+        return "the cache write put values in the wrong place"
+    group = heads // kv_heads
+    expected = torch.empty_like(out)
+    for row, length in enumerate(lengths.tolist()):
+        keys = k[row, :, :length].float().repeat_interleave(group, dim=0)
+        values = v[row, :, :length].float().repeat_interleave(group, dim=0)
+        weights = (q[row].float()[:, None, :] @ keys.transpose(1, 2)).softmax(-1)
+        expected[row] = (weights @ values)[:, 0]
+    error = (out - expected).abs().max().item()
+    tolerance = 1e-3 if dtype == torch.float32 else 5e-2
+    return None if error <= tolerance else f"attention differs from the reference by {error:.3g}"
+
+
 def interpreting() -> bool:
     """Whether Triton runs kernels in its interpreter: TRITON_INTERPRET=1 before triton was first imported."""
     return os.environ.get("TRITON_INTERPRET") == "1"

@@ -143,7 +143,11 @@ class SkinnyLinear:
                 cublas = self.timer(_through(functools.partial(F.linear, x), group))
                 best, best_time = None, cublas
                 for config in CANDIDATES:
-                    took = self.timer(_through(functools.partial(self.run, x, config=config), group))
+                    try:
+                        took = self.timer(_through(functools.partial(self.run, x, config=config), group))
+                    except Exception as exc:  # a block shape this GPU cannot compile is simply no candidate
+                        log.warning("matmul kernel %s failed for %dx%d: %s", config, n, k, exc)
+                        continue
                     if took < best_time:
                         best, best_time = config, took
                 self.tuned.add((r, n, k))

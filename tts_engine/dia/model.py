@@ -13,6 +13,7 @@ L text bytes, C channels, V vocab, H heads, K key/value heads, D hidden, E head 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -23,6 +24,8 @@ from torch import Tensor, nn
 from tts_engine.dia import fused
 from tts_engine.dia.cache import CrossCache, SelfCache
 from tts_engine.dia.config import DecoderConfig, DiaConfig, EncoderConfig
+
+log = logging.getLogger(__name__)
 
 
 class RMSNorm(nn.Module):
@@ -307,15 +310,23 @@ class DiaModel(nn.Module):
         CUDA, a kernel or a few each instead of many. They compile at their first call (warm-up), in a few seconds."""
         self.ops = dataclasses.replace(fused.compiled(), kernels=self.ops.kernels)
 
-    def use_decode_kernels(self) -> None:
+    def use_decode_kernels(self) -> bool:
         """Run decode steps' attention and cache writes through the Triton kernels of kernels.py (CUDA, or the
         CPU under TRITON_INTERPRET=1), and on CUDA their projections through linear.SkinnyLinear wherever
-        `tune_decode` finds it faster than cuBLAS; prefill keeps SDPA. Needs the fused q/k/v projection."""
+        `tune_decode` finds it faster than cuBLAS; prefill keeps SDPA. Needs the fused q/k/v projection.
+        False (and a warning) where the kernels fail their check on this device: steps stay on SDPA."""
         from tts_engine.dia import kernels, linear  # they import triton, which a CPU-only install may lack
 
-        device = next(self.parameters()).device
-        skinny = linear.SkinnyLinear() if device.type == "cuda" else self.ops.linear
-        self.ops = dataclasses.replace(self.ops, kernels=kernels.for_device(device), linear=skinny)
+        param = next(self.parameters())
+        chosen = kernels.for_device(param.device)
+        dec = self.cfg.decoder
+        problem = kernels.check(chosen, dec.num_heads, dec.num_kv_heads, dec.head_dim, param.dtype, param.device)
+        if problem is not None:
+            log.warning("decode kernels unavailable, using SDPA: %s", problem)
+            return False
+        skinny = linear.SkinnyLinear() if param.device.type == "cuda" else self.ops.linear
+        self.ops = dataclasses.replace(self.ops, kernels=chosen, linear=skinny)
+        return True
 
     def tune_decode(self, rows: Iterable[int]) -> None:
         """Let the decode step's projections pick their kernels for steps of these row counts (a no-op unless
