@@ -9,7 +9,6 @@ captured step at widths 1 and 16 (CUDA events, median of many). Not a benchmark 
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -21,20 +20,13 @@ from torch.profiler import ProfilerActivity, profile
 from bench.engine import TEXT, build, hf_config
 from tts_engine.dia import kernels
 from tts_engine.dia.decode import Decoder
+from tts_engine.dia.linear import cuda_timer
 from tts_engine.engine import Engine, GenerationParams
 
 
 def _time(fn: Callable[[], object], repeats: int = 50) -> float:
     """Median milliseconds of `fn` on the device."""
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return cuda_timer(fn, repeats) * 1000
 
 
 def _engine() -> Engine:

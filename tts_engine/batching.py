@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tts_engine.dia.decode import NOT_ENDED, Decoder, Request, widths_up_to
+from tts_engine.dia.decode import Decoder, Request, widths_up_to
 from tts_engine.dia.delay import undelay
+from tts_engine.dia.ending import NOT_ENDED
 
 if TYPE_CHECKING:
     from tts_engine.dia.model import DiaModel

@@ -36,8 +36,9 @@ from tts_engine.batching import Scheduler
 from tts_engine.dia import text as dia_text
 from tts_engine.dia import weights
 from tts_engine.dia.config import DiaConfig
-from tts_engine.dia.decode import NOT_ENDED, Decoder, Request
+from tts_engine.dia.decode import Decoder, Request
 from tts_engine.dia.delay import undelay
+from tts_engine.dia.ending import NOT_ENDED
 from tts_engine.dia.model import DiaModel
 
 log = logging.getLogger(__name__)

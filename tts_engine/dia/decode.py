@@ -27,9 +27,8 @@ import torch
 from tts_engine.dia import sampling
 from tts_engine.dia.cache import CrossCache, SelfCache
 from tts_engine.dia.delay import FREE, prefill_grid
+from tts_engine.dia.ending import NOT_ENDED, Rules
 from tts_engine.dia.model import DiaModel
-
-NOT_ENDED = 2**62  # eos position of a slot whose channel 0 has not ended yet
 
 
 @dataclass(frozen=True)
@@ -214,25 +213,17 @@ class Decoder:
             cross_span=cross_span,
         )
         cond_WxCxV, uncond_WxCxV = logits_Rx1xCxV[:, 0].unflatten(0, (width, 2)).unbind(1)
-        scores_WxCxV = self.model.ops.process(cond_WxCxV, uncond_WxCxV, prefix.params, dec.eos_id)
+        ops = self.model.ops
+        scores_WxCxV = ops.process(cond_WxCxV, uncond_WxCxV, prefix.params, dec.eos_id)
         noise_WxCxV = self.noise[:, :width].index_select(0, self.noise_step).squeeze(0)
-        next_WxC = sampling.draw(scores_WxCxV, noise_WxCxV, prefix.params.greedy)
-
+        next_WxC = ops.draw(scores_WxCxV, noise_WxCxV, prefix.params.greedy)
         new_pos = (pos_W + 1).clamp(max=self.positions - 1)
-        ended = eos_W < NOT_ENDED
-        trigger = (next_WxC[:, 0] == dec.eos_id) | (new_pos >= self.last[:width])
-        eos = torch.where(~ended & trigger, new_pos, eos_W)
-        since_Wx1 = (new_pos - eos)[:, None]
-        counting = (eos < NOT_ENDED)[:, None]
-        next_WxC = torch.where(counting & (since_Wx1 == self.delays), dec.eos_id, next_WxC)
-        next_WxC = torch.where(counting & (since_Wx1 > self.delays), dec.pad_id, next_WxC)
-        forced_WxC = self.forced[at, new_pos]
-        next_WxC = torch.where(forced_WxC != FREE, forced_WxC, next_WxC)
-
-        # A slot is done once its last channel has ended; done and idle slots are computed but never written.
-        writing = live_W & ~(ended & (pos_W >= eos_W + cfg.max_delay))
-        self.grid[at, new_pos] = torch.where(writing[:, None], next_WxC, self.grid[at, new_pos])
-        eos_W.copy_(torch.where(writing, eos, eos_W))
+        cells_WxC, eos, writing = ops.advance(
+            next_WxC, new_pos, pos_W, eos_W, self.last[:width], live_W, self.delays, self.forced[at, new_pos],
+            self.grid[at, new_pos], Rules(cfg.max_delay, dec.eos_id, dec.pad_id),
+        )  # fmt: skip
+        self.grid[at, new_pos] = cells_WxC
+        eos_W.copy_(eos)
         pos_W.copy_(torch.where(writing, new_pos, pos_W))
         self.noise_step.add_(1)
 

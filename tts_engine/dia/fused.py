@@ -4,8 +4,9 @@ Profiled on an H100 (bench/profile_step.py, 2026-11-22): an eager bf16 decode st
 kernels, about 1040 of them small elementwise ones (float32 norms, RoPE, casts, masks) costing ~2 ms of its
 3.8 ms, while the weight matmuls took 1.2 ms. Inside a CUDA graph launches are free but each kernel still
 costs its few microseconds, so the fix is fewer kernels: gpt-fast compiles the whole step; we compile only
-these small functions and the sampling chain (dynamic shapes, so one compilation serves every layer, batch
-width and span) and keep the matmuls, attention and the cache writes as they are.
+these small functions, the sampling chain, the draw and the ending rules (dynamic shapes, so one compilation
+serves every layer, batch width and span). Attention, the cache writes and the projections have their own
+Triton kernels (kernels.py, linear.py), which `Ops` carries too once chosen.
 
 The plain functions are the semantics (transformers' DiaRMSNorm in float32, rotate_half RoPE) and are what
 runs on CPU; `compiled()` gives the same functions through torch.compile.
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tts_engine.dia import sampling
+from tts_engine.dia import ending, sampling
 
 if TYPE_CHECKING:
     from tts_engine.dia.kernels import DecodeKernels
@@ -78,6 +79,17 @@ class _Linear(Protocol):
     def __call__(self, x: Tensor, weight: Tensor) -> Tensor: ...
 
 
+class _Draw(Protocol):
+    def __call__(self, scores_BxCxV: Tensor, noise_BxCxV: Tensor, greedy_B: Tensor) -> Tensor: ...
+
+
+class _Advance(Protocol):
+    def __call__(
+        self, next_WxC: Tensor, new_pos_W: Tensor, pos_W: Tensor, eos_W: Tensor, last_W: Tensor, live_W: Tensor,
+        delays_C: Tensor, forced_WxC: Tensor, current_WxC: Tensor, rules: ending.Rules,
+    ) -> tuple[Tensor, Tensor, Tensor]: ...  # fmt: skip
+
+
 class _Process(Protocol):
     def __call__(
         self, cond_BxCxV: Tensor, uncond_BxCxV: Tensor, params: sampling.SamplingParams, eos_id: int
@@ -93,12 +105,14 @@ class Ops:
     rope: _Rope
     silu_mul: _Unary
     process: _Process  # the sampling chain (sampling.process): a few dozen small kernels when not compiled
+    draw: _Draw  # the draw from the processed scores (sampling.draw)
+    advance: _Advance  # the ending rules and bookkeeping of a step (ending.advance)
     compiled: bool
     kernels: DecodeKernels | None = None  # decode-step attention and cache writes (kernels.py), when chosen
     linear: _Linear = linear  # the decoder's projections; linear.SkinnyLinear where tuned (CUDA)
 
 
-EAGER = Ops(rms_norm, add_rms_norm, rope, silu_mul, sampling.process, compiled=False)
+EAGER = Ops(rms_norm, add_rms_norm, rope, silu_mul, sampling.process, sampling.draw, ending.advance, compiled=False)
 
 
 @functools.cache
@@ -111,5 +125,7 @@ def compiled() -> Ops:
         torch.compile(rope, dynamic=True, fullgraph=True),
         torch.compile(silu_mul, dynamic=True, fullgraph=True),
         torch.compile(sampling.process, dynamic=True),
+        torch.compile(sampling.draw, dynamic=True),
+        torch.compile(ending.advance, dynamic=True),
         compiled=True,
     )
