@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +116,22 @@ def test_on_cuda_after_warm_up_streaming_equals_full_decode(dac_folder: Path) ->
     full = cuda.decode(codes)
     assert streamed.shape == full.shape
     assert np.abs(streamed - full).max() <= 1e-4
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="torch.compile on the CPU needs a C++ compiler")
+def test_fused_activations_decode_like_transformers(dac_folder: Path, codec: Codec) -> None:
+    """The CUDA default (each Snake1d through torch.compile), here on the CPU: the same audio and codes, and
+    streaming still equals a full decode."""
+    fused = Codec.load(dac_folder, "cpu", fuse=True)
+    snakes = [m for m in fused.model.modules() if type(m).__name__ == "FusedSnake"]
+    assert snakes and not any(type(m).__name__ == "Snake1d" for m in fused.model.modules())
+    assert not any(type(m).__name__ == "FusedSnake" for m in codec.model.modules())
+    assert fused.model.state_dict().keys() == codec.model.state_dict().keys()
+    codes = np.random.default_rng(2).integers(0, 1024, size=(60, fused.channels))
+    full = fused.decode(codes)
+    np.testing.assert_allclose(full, codec.decode(codes), rtol=0, atol=1e-5)
+    stream = StreamingDecoder(fused)
+    streamed = np.concatenate([*(stream.push(codes[i : i + 7]) for i in range(0, 60, 7)), stream.flush()])
+    np.testing.assert_allclose(streamed, full, rtol=0, atol=1e-4)
+    clip = np.sin(np.arange(44100) / 44100 * 2 * np.pi * 220).astype(np.float32) * 0.5
+    assert np.mean(fused.encode(clip) == codec.encode(clip)) > 0.99

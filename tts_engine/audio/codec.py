@@ -9,11 +9,13 @@ Like dia2's audio/codec.py: a thin wrapper, inference mode, nothing else.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
 from tts_engine import hub
 
@@ -28,10 +30,48 @@ HOP = 512
 HUB_FILES = ("config.json", "preprocessor_config.json", "*.safetensors")
 
 
-class Codec:
-    """Encode 44.1 kHz mono audio to DAC codes and decode them back."""
+def snake(x_BxCxT: Tensor, alpha_1xCx1: Tensor) -> Tensor:
+    """transformers' Snake1d, x + sin(alpha x)^2 / alpha, written as it writes it."""
+    return x_BxCxT + (alpha_1xCx1 + 1e-9).reciprocal() * torch.sin(alpha_1xCx1 * x_BxCxT).pow(2)
 
-    def __init__(self, model: DacModel, *, device: torch.device) -> None:
+
+class FusedSnake(nn.Module):
+    """A Snake1d whose formula runs as one kernel: eager PyTorch makes five full passes over the activations
+    (multiply, sine, square, multiply, add), and the DAC's activations are its largest tensors."""
+
+    def __init__(self, alpha: nn.Parameter, fn: Callable[[Tensor, Tensor], Tensor]) -> None:
+        super().__init__()
+        self.alpha = alpha  # the same parameter, under the same name: state dicts are unchanged
+        self._fn = fn
+
+    def forward(self, x_BxCxT: Tensor) -> Tensor:
+        return self._fn(x_BxCxT, self.alpha)
+
+
+def fuse_activations(model: nn.Module) -> int:
+    """Swap every Snake1d of `model` for a FusedSnake through torch.compile (dynamic shapes: one compilation for
+    every width and length); returns how many were swapped."""
+    fused = torch.compile(snake, dynamic=True, fullgraph=True)
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            alpha = getattr(child, "alpha", None)
+            if type(child).__name__ == "Snake1d" and isinstance(alpha, nn.Parameter):
+                setattr(parent, name, FusedSnake(alpha, fused))
+                swapped += 1
+    return swapped
+
+
+class Codec:
+    """Encode 44.1 kHz mono audio to DAC codes and decode them back.
+
+    `fuse` (default: on CUDA) runs the Snake activations through torch.compile (`fuse_activations`); they
+    compile at the first decode, which `stream.warm_up` makes at load.
+    """
+
+    def __init__(self, model: DacModel, *, device: torch.device, fuse: bool | None = None) -> None:
+        if device.type == "cuda" if fuse is None else fuse:
+            log.info("DAC: %d Snake activations fused", fuse_activations(model))
         self.model = model
         self.device = device
         config = model.config
@@ -41,7 +81,9 @@ class Codec:
         self.upsampling_ratios = tuple(int(r) for r in config.upsampling_ratios)
 
     @classmethod
-    def load(cls, model: str | Path = DEFAULT_CODEC, device: str | torch.device | None = None) -> Codec:
+    def load(
+        cls, model: str | Path = DEFAULT_CODEC, device: str | torch.device | None = None, *, fuse: bool | None = None
+    ) -> Codec:
         """The codec from a local folder or hub id, in float32 on `device` (default: CUDA when present).
 
         Raises `hub.ModelLoadError` when it cannot be found or is not a 44.1 kHz, hop-512 DAC.
@@ -64,7 +106,7 @@ class Codec:
             )
         dac.requires_grad_(False)
         torch.nn.Module.to(dac, target)  # transformers wraps .to with a signature mypy misreads
-        return cls(dac.eval(), device=target)
+        return cls(dac.eval(), device=target, fuse=fuse)
 
     @staticmethod
     def resolve(model: str | Path) -> Path:
