@@ -244,8 +244,11 @@ def hf_config(size: str) -> HFDiaConfig:
     return HFDiaConfig(encoder_config=encoder, decoder_config=decoder)
 
 
-def build(config: HFDiaConfig, device: torch.device, dtype: torch.dtype) -> tuple[DiaForConditionalGeneration, Engine]:
-    """The reference with random weights initialised on the device, and our engine on the very same tensors."""
+def build(
+    config: HFDiaConfig, device: torch.device, dtype: torch.dtype, *, decode_kernels: bool | None = None
+) -> tuple[DiaForConditionalGeneration, Engine]:
+    """The reference with random weights initialised on the device, and our engine on the very same tensors
+    (`decode_kernels` as Engine takes it: None is the default, on for CUDA)."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     with torch.device(device):
@@ -256,7 +259,7 @@ def build(config: HFDiaConfig, device: torch.device, dtype: torch.dtype) -> tupl
     ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
     ours.fuse()
     ours.requires_grad_(False)
-    return reference, Engine(ours.eval())
+    return reference, Engine(ours.eval(), decode_kernels=decode_kernels)
 
 
 def print_single(results: list[Result]) -> None:
@@ -304,6 +307,9 @@ def main() -> int:
     parser.add_argument("--commit", default=None, help="commit to record (default: git rev-parse)")
     parser.add_argument("--concurrent", type=int, nargs="+", metavar="N", help="stream counts for the batching run")
     parser.add_argument("--size", choices=("full", "small"), default="full", help="architecture (small: CPU runs)")
+    parser.add_argument(
+        "--no-decode-kernels", action="store_true", help="our engine with SDPA attention and cuBLAS (for comparison)"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
@@ -311,7 +317,8 @@ def main() -> int:
     torch.manual_seed(0)
 
     begin = time.perf_counter()
-    reference, engine = build(hf_config(args.size), device, dtype)
+    kernels = False if args.no_decode_kernels else None
+    reference, engine = build(hf_config(args.size), device, dtype, decode_kernels=kernels)
     print(f"# built both engines in {time.perf_counter() - begin:.1f} s", file=sys.stderr)
     if args.concurrent:
         return main_concurrent(args, engine, device, dtype, max_tokens)
@@ -376,6 +383,7 @@ def _meta(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, ma
         "text_bytes": len(encode(TEXT)),
         "max_tokens": max_tokens,
         "repeats": args.repeats,
+        "decode_kernels": not args.no_decode_kernels and device.type == "cuda",
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "commit": args.commit or commit(),
     }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything that needs a CUDA device, in one go: the GPU correctness tests, then the benchmarks.
 #
-#     bench/gpu.sh OUT [PART...]      # parts: info tests engine audio concurrent profile (default: all, in that order)
+#     bench/gpu.sh OUT [PART...]      # parts: info tests engine audio concurrent profile baseline
+#                                     # (default: info tests engine audio concurrent)
 #
 # Each part writes its log (and JSON where the script has one) into OUT and has its own time limit, so one
 # that fails or hangs leaves the others' results. Meant for a lent GPU machine: if the Python packages that
@@ -46,6 +47,10 @@ for part in $parts; do
             ;;
         concurrent)
             run concurrent 300 "$python" bench/engine.py "${commit[@]}" --concurrent 1 4 8 16 32 --json "$out/concurrent.json"
+            ;;
+        baseline)  # our engine without the Triton decode kernels, for comparison with `engine`
+            run baseline 200 "$python" bench/engine.py "${commit[@]}" --skip-reference --no-decode-kernels \
+                --json "$out/engine-sdpa.json"
             ;;
         profile)
             run profile 240 "$python" bench/profile_step.py
