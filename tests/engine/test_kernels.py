@@ -12,8 +12,8 @@ import torch
 
 from tests.engine.conftest import Checkpoint
 from tts_engine.dia import fused
-from tts_engine.dia.cache import SelfCache
 from tts_engine.dia.attention import attend, fold_mask
+from tts_engine.dia.cache import SelfCache
 from tts_engine.engine import Engine, GenerationParams, VoicePrompt
 
 kernels = pytest.importorskip("tts_engine.dia.kernels", reason="triton is not installed")

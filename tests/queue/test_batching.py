@@ -15,15 +15,11 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from tests.queue.workers import WorkerProcess, collect, first_audio
+from tests.queue.workers import WorkerProcess, collect, database, first_audio, fresh_worker
 from tts_engine import jobs
 from tts_engine.jobs import AudioEvent, EndEvent, RenderJob, RenderParams, Segment, StartEvent
 
 _users = itertools.count(9000)
-
-
-def _db(redis_server: str, number: int) -> str:
-    return redis_server.rsplit("/", 1)[0] + f"/{number}"
 
 
 @pytest.fixture
@@ -31,12 +27,10 @@ def workers(redis_server: str, tiny_dia: Path, tiny_dac: Path, tmp_path: Path) -
     started: list[WorkerProcess] = []
 
     def start(db: int, **settings: str) -> WorkerProcess:
-        import redis as sync_redis
-
-        sync_redis.Redis.from_url(_db(redis_server, db)).flushdb()
-        worker = WorkerProcess(_db(redis_server, db), tiny_dia, tiny_dac, tmp_path / f"w{db}.log", **settings)
-        started.append(worker)
-        return worker.wait_ready()
+        started.append(
+            fresh_worker(database(redis_server, db), tiny_dia, tiny_dac, tmp_path / f"w{db}.log", **settings)
+        )
+        return started[-1]
 
     yield start
     for worker in started:
@@ -48,7 +42,7 @@ async def clients(redis_server: str) -> AsyncIterator[object]:
     made: list[Redis] = []
 
     def client(db: int) -> Redis:
-        made.append(Redis.from_url(_db(redis_server, db)))
+        made.append(Redis.from_url(database(redis_server, db)))
         return made[-1]
 
     yield client

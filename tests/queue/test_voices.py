@@ -16,7 +16,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.audio.test_clip import make_clip
-from tests.queue.workers import WorkerProcess, collect
+from tests.queue.workers import WorkerProcess, collect, database, fresh_worker
 from tts_engine import jobs
 from tts_engine.jobs import EndEvent, ErrorEvent, RenderJob, RenderParams, Segment
 from tts_engine.renderer import voice_prompt
@@ -27,17 +27,14 @@ _users = itertools.count(5000)
 
 @pytest.fixture(scope="module")
 def voice_url(redis_server: str) -> str:
-    return redis_server.rsplit("/", 1)[0] + "/4"  # a database of its own for this module's worker
+    return database(redis_server, 4)
 
 
 @pytest.fixture(scope="module")
 def voice_worker(
     voice_url: str, tiny_dia: Path, tiny_dac: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
-    import redis as sync_redis
-
-    sync_redis.Redis.from_url(voice_url).flushdb()
-    worker = WorkerProcess(voice_url, tiny_dia, tiny_dac, tmp_path_factory.mktemp("v") / "worker.log").wait_ready()
+    worker = fresh_worker(voice_url, tiny_dia, tiny_dac, tmp_path_factory.mktemp("v") / "worker.log")
     yield worker
     worker.close()
 

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from launcher.embedded_redis import find_redis_server, wait_until_ready
 from tests.helpers import free_port
 from tests.queue.test_jobs import pretend_worker
-from tests.queue.workers import WorkerProcess, collect, first_audio
+from tests.queue.workers import WorkerProcess, collect, database, first_audio, fresh_worker
 from tts_engine import jobs
 from tts_engine.audio.opus import FRAME_BYTES_PCM16, OpusDecoder
 from tts_engine.jobs import AudioEvent, EndEvent, ErrorEvent, JobAudio, RenderJob, RenderParams, Segment, StartEvent
@@ -46,17 +46,14 @@ def packets(events: list[jobs.Event]) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def shared_url(redis_server: str) -> str:
-    return redis_server.rsplit("/", 1)[0] + "/3"  # a database of its own, not flushed between tests
+    return database(redis_server, 3)  # not flushed between tests
 
 
 @pytest.fixture(scope="module")
 def shared_worker(
     shared_url: str, tiny_dia: Path, tiny_dac: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
-    import redis as sync_redis
-
-    sync_redis.Redis.from_url(shared_url).flushdb()
-    worker = WorkerProcess(shared_url, tiny_dia, tiny_dac, tmp_path_factory.mktemp("w") / "worker.log").wait_ready()
+    worker = fresh_worker(shared_url, tiny_dia, tiny_dac, tmp_path_factory.mktemp("w") / "worker.log")
     yield worker
     worker.signal()
     assert worker.wait() == 0, worker.log()
@@ -108,7 +105,7 @@ async def test_a_stored_voice_prompts_the_line(shared: Redis) -> None:
     codes = np.random.default_rng(0).integers(0, 1024, size=(40, 9)).astype("<i2")
     voice = jobs.VoiceRecord(transcript="[S1] I am Bram.", codes=codes.tobytes(), frames=40, channels=9)
     await shared.set(jobs.voice_key(3, "bram"), jobs.encode_voice(voice))
-    params = RenderParams(max_tokens=100)
+    params = RenderParams(max_tokens=100, temperature=0.0)  # greedy: a random seed could end it early
     job = RenderJob(guild_id=3, requester=3, segments=(Segment(text="[S1] Hi.", voices=("bram",)),), params=params)
     await jobs.submit(shared, job)
     events = await collect(shared, job.job_id)

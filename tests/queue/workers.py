@@ -15,6 +15,24 @@ from tests.helpers import env_without_settings
 from tts_engine import jobs
 
 
+def database(redis_url: str, number: int) -> str:
+    """The URL of database `number` on the server of `redis_url`: a module's workers get one of their own."""
+    return redis_url.rsplit("/", 1)[0] + f"/{number}"
+
+
+def fresh_worker(url: str, dia: Path, dac: Path, log: Path, **settings: str) -> WorkerProcess:
+    """A worker on an emptied database `url`, started and waiting for jobs."""
+    import redis as sync_redis
+
+    sync_redis.Redis.from_url(url).flushdb()
+    worker = WorkerProcess(url, dia, dac, log, **settings)
+    try:
+        return worker.wait_ready()
+    except BaseException:
+        worker.close()  # a worker that failed to start must not outlive the test
+        raise
+
+
 class WorkerProcess:
     def __init__(self, url: str, dia: Path, dac: Path, log: Path, **settings: str) -> None:
         settings = {"DIA_DEVICE": "cpu", "DIA_RECLAIM_AFTER": "2", **settings}  # tests: CPU, quick reclaims
