@@ -17,6 +17,7 @@ from discord.ext import commands
 from redis.asyncio import Redis
 
 from bot.errors import on_app_command_error
+from bot.saved import SavedQueues
 from bot.voice import GuildPlayer, Services
 from config.settings import BotSettings
 from tts_engine.jobs import QueueLimits
@@ -66,6 +67,8 @@ class DiaBot(commands.Bot):
             guild_cap=settings.guild_queue_cap, rate_burst=settings.rate_burst, rate_per_minute=settings.rate_per_minute
         )
         self.players: dict[int, GuildPlayer] = {}
+        self.saved = SavedQueues(redis)
+        self._resumed = False
         self.initial_extensions = tuple(extensions)
         self.sync_global = sync_global
         self.tree.on_error = on_app_command_error  # type: ignore[method-assign]
@@ -78,6 +81,8 @@ class DiaBot(commands.Bot):
                 self.redis,
                 lambda: self.get_guild(guild_id),
                 self.post,
+                guild_id=guild_id,
+                saved=self.saved,
                 prebuffer_packets=self.settings.prebuffer_ms // 20,
                 idle_timeout=self.settings.idle_timeout,
                 stall_timeout=120.0,
@@ -128,6 +133,25 @@ class DiaBot(commands.Bot):
     async def on_ready(self) -> None:
         assert self.user is not None
         log.info("logged in as %s (id %d) in %d guilds", self.user, self.user.id, len(self.guilds))
+        if not self._resumed:  # on_ready comes again after every gateway reconnect
+            self._resumed = True
+            await self._resume()
+
+    async def _resume(self) -> None:
+        """Play the lines that were waiting when the bot last stopped (bot/saved.py)."""
+        try:
+            saved = await self.saved.load()
+        except Exception as exc:
+            log.warning("could not read the saved queues: %s", exc)
+            return
+        for guild_id, lines in saved.items():
+            if self.get_guild(guild_id) is None:  # the bot left that guild meanwhile
+                await self.saved.forget_all(guild_id)
+                continue
+            log.info("resuming %d saved lines in guild %d", len(lines), guild_id)
+            self.player(guild_id).resume(lines)
+            count = f"{len(lines)} line{'s' if len(lines) > 1 else ''}"
+            await self.post(lines[0].text_channel, f"▶️ Back after a restart: playing the {count} that waited.", None)
 
     async def on_voice_state_update(
         self, member: discord.Member, before: discord.VoiceState, after: discord.VoiceState

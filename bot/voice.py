@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import discord
 from redis.asyncio import Redis
@@ -101,8 +102,17 @@ class Line:
     queued_at: float = field(default_factory=time.monotonic)
 
 
+class LineStore(Protocol):
+    """Where queued lines outlive the bot (bot/saved.py)."""
+
+    async def save(self, guild_id: int, line: Line) -> None: ...
+    async def forget(self, guild_id: int, line: Line) -> None: ...
+    async def forget_all(self, guild_id: int) -> None: ...
+
+
 class Services:
-    """What a player needs from the bot: Redis, its guild, and a way to post to a text channel."""
+    """What a player needs from the bot: Redis, its guild, a way to post to a text channel, and a place to keep
+    its queue across restarts."""
 
     def __init__(
         self,
@@ -110,11 +120,14 @@ class Services:
         guild: Callable[[], discord.Guild | None],
         post: Callable[[int, str, discord.File | None], Awaitable[None]],
         *,
+        guild_id: int,
+        saved: LineStore,
         prebuffer_packets: int,
         idle_timeout: float,
         stall_timeout: float,
     ) -> None:
         self.redis, self.guild, self.post = redis, guild, post
+        self.guild_id, self.saved = guild_id, saved
         self.prebuffer_packets, self.idle_timeout, self.stall_timeout = prebuffer_packets, idle_timeout, stall_timeout
 
 
@@ -142,13 +155,26 @@ class GuildPlayer:
         client = guild.voice_client if guild is not None else None
         return client if isinstance(client, discord.VoiceClient) else None
 
-    def enqueue(self, line: Line) -> int:
-        """Queue `line`; returns how many lines play before it."""
+    async def enqueue(self, line: Line) -> int:
+        """Queue `line` (saved first, so a restart cannot lose it); returns how many lines play before it."""
+        await self._keep("saving", self.services.saved.save(self.services.guild_id, line))
         ahead = len(self.lines) + (self.current is not None)
         self.lines.append(line)
         self.held = False
         self._kick()
         return ahead
+
+    def resume(self, lines: list[Line]) -> None:
+        """Play lines saved before a restart (they are saved already)."""
+        self.lines.extend(lines)
+        self._kick()
+
+    async def _keep(self, what: str, change: Awaitable[None]) -> None:
+        # Playing matters more than remembering: a Redis hiccup here costs only the resume after a restart.
+        try:
+            await change
+        except Exception as exc:
+            log.warning("%s the queue of guild %d failed: %s", what, self.services.guild_id, exc)
 
     def _kick(self) -> None:
         self._wake.set()
@@ -192,6 +218,7 @@ class GuildPlayer:
         """Skip the current line and cancel every queued one; returns how many were dropped."""
         dropped = list(self.lines)
         self.lines.clear()
+        await self._keep("clearing", self.services.saved.forget_all(self.services.guild_id))
         for line in dropped:
             await jobs.cancel(self.services.redis, line.job_id)
         skipped = await self.skip()
@@ -239,6 +266,8 @@ class GuildPlayer:
             finally:
                 self.current = None
                 self.last_activity = time.monotonic()
+            # Not reached when the bot shuts down mid-line: that line stays saved and plays again after a restart.
+            await self._keep("updating", self.services.saved.forget(self.services.guild_id, line))
 
     async def _play(self, line: Line) -> None:
         self.current = line

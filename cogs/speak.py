@@ -107,7 +107,7 @@ class Speak(commands.Cog):
         preview = preview if len(preview) <= PREVIEW else preview[: PREVIEW - 1] + "…"
         assert interaction.channel_id is not None
         line = Line(job.job_id, member.id, interaction.channel_id, channel.id, preview, export=export)
-        ahead = player.enqueue(line)
+        ahead = await player.enqueue(line)
         where = "Speaking now" if ahead == 0 else f"Queued after {ahead} line{'s' if ahead > 1 else ''}"
         await interaction.followup.send(f"🗣️ {where} in {channel.mention}: {preview}")
 

@@ -1,0 +1,75 @@
+"""A restarted bot plays the lines that were waiting when it stopped (bot/saved.py), against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from bot.saved import SavedQueues
+from bot.voice import Line
+from tests.bot.conftest import World, frame_frequencies
+from tests.bot.test_commands import near
+from tests.fakediscord.voice import VoiceSession
+from tts_engine import jobs
+
+
+async def _next_session(world: World, after: int, timeout: float = 60) -> VoiceSession:
+    """The first voice session the bot identifies on after the first `after` sessions."""
+
+    async def run() -> VoiceSession:
+        while True:
+            sessions = world.discord.sessions(world.guild)[after:]
+            if sessions and sessions[0].identify is not None:
+                return sessions[0]
+            await asyncio.sleep(0.02)
+
+    return await asyncio.wait_for(run(), timeout)
+
+
+async def test_lines_that_waited_play_after_a_restart(
+    world: World, start_bot: object, tone_worker: object, redis: Redis
+) -> None:
+    """Three lines queued; the bot stops during the first. The next bot posts that it is back and plays all
+    three, the interrupted one again from its start, in their order; then nothing stays saved."""
+    tone_worker("--seconds", "1.0")  # type: ignore[operator]
+    bot = await start_bot()  # type: ignore[operator]
+    for frequency in (500, 900, 1300):
+        await world.say(f"[S1] {frequency}")
+    first = await world.session()
+    await first.wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
+    assert await bot.stop() == 0  # type: ignore[attr-defined]
+    assert await redis.llen(f"dia:bot:lines:{world.guild.id}") == 3, "the playing line stays saved too"
+
+    await start_bot()  # type: ignore[operator]
+    second = await _next_session(world, after=1)
+    (posted,) = await world.discord.wait_posted(world.text)
+    assert "Back after a restart: playing the 3 lines that waited" in posted.content
+    await second.wait_for(lambda s: sum(near(f, 1300) for f in frame_frequencies(s)) >= 40, timeout=60)
+    heard = [f for f in frame_frequencies(second) if f]
+    order = [next(i for i, f in enumerate(heard) if near(f, tone)) for tone in (500, 900, 1300)]
+    assert order == sorted(order), f"played out of order: {order}"
+    assert sum(near(f, 500) for f in heard) >= 45, "the interrupted line plays again from its start"
+    for _ in range(100):
+        if not await redis.exists(f"dia:bot:lines:{world.guild.id}"):
+            break
+        await asyncio.sleep(0.05)
+    assert not await redis.exists(f"dia:bot:lines:{world.guild.id}"), "played lines are forgotten"
+
+
+async def test_a_saved_line_whose_job_is_gone_is_dropped(redis: Redis) -> None:
+    """At start-up only lines whose job still has audio or a place in the queue come back; unreadable entries
+    are dropped with a warning, and a save/forget pair leaves nothing behind."""
+    saved = SavedQueues(redis)
+    kept, gone = Line("job-kept", 1, 10, 20, "kept"), Line("job-gone", 1, 10, 20, "gone")
+    for line in (kept, gone):
+        await saved.save(7, line)
+    await redis.rpush("dia:bot:lines:7", b"not json")
+    await redis.xadd(jobs.out_key("job-kept"), {b"e": b"x"})
+    assert 0 < await redis.ttl("dia:bot:lines:7") <= 600
+    loaded = await saved.load()
+    assert [line.job_id for line in loaded[7]] == ["job-kept"]
+    assert loaded[7][0].preview == "kept" and loaded[7][0].voice_channel == 20
+    assert await redis.llen("dia:bot:lines:7") == 1
+    await saved.forget(7, loaded[7][0])  # equal fields, a new queued_at: still found
+    assert not await redis.exists("dia:bot:lines:7")
