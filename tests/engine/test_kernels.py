@@ -110,7 +110,7 @@ def test_rope_write_matches_the_eager_path(heads: int, kv_heads: int, head_dim: 
 def test_a_decode_step_through_the_kernels_matches_sdpa(checkpoint: Checkpoint) -> None:
     """One step of a scheduler's state (slots at different positions, texts of different lengths, a voice
     prompt, an idle slot, spans narrower than the buffers): the same logits and cache writes as SDPA."""
-    engine = Engine.load(checkpoint.folder, device=DEVICE, dtype="float32", use_cuda_graphs=False)
+    engine = Engine.load(checkpoint.folder, device=DEVICE, dtype="float32", use_cuda_graphs=False, decode_kernels=False)
     channels = len(checkpoint.shape.delays)
     prompt = VoicePrompt("[S2] Me.", np.random.default_rng(1).integers(0, 1024, size=(9, channels)))
     scheduler = engine.scheduler(slots=4, chunk_steps=3, use_cuda_graphs=False)
@@ -146,19 +146,22 @@ def test_a_decode_step_through_the_kernels_matches_sdpa(checkpoint: Checkpoint) 
             torch.testing.assert_close(fast_cache.v[layer], plain_cache.v[layer], rtol=1e-5, atol=1e-6)
 
 
-def test_lines_through_the_kernels_equal_sdpa_lines(small_engine: Engine) -> None:
+def test_lines_through_the_kernels_equal_sdpa_lines(ending_checkpoint: Checkpoint) -> None:
     """Whole lines, greedy with a voice prompt (its prefill stays on SDPA) and sampled, come out the same."""
-    fast = Engine(copy.deepcopy(small_engine.model), use_cuda_graphs=False, decode_kernels=True)
-    assert fast.model.ops.kernels is not None and small_engine.model.ops.kernels is None
-    channels = small_engine.config.decoder.num_channels
+    plain, fast = (
+        Engine.load(ending_checkpoint.folder, DEVICE, "float32", use_cuda_graphs=False, decode_kernels=kernels_on)
+        for kernels_on in (False, True)
+    )
+    assert fast.model.ops.kernels is not None and plain.model.ops.kernels is None
+    channels = plain.config.decoder.num_channels
     prompt = VoicePrompt("[S2] Me.", np.random.default_rng(2).integers(0, 1024, size=(6, channels)))
     for params, voice in (
         (GenerationParams(temperature=0, max_tokens=30), prompt),
         (GenerationParams(max_tokens=30, seed=3), None),
     ):
-        np.testing.assert_array_equal(
-            fast.generate_codes(TEXT, params, voice), small_engine.generate_codes(TEXT, params, voice)
-        )
+        codes = plain.generate_codes(TEXT, params, voice)
+        assert len(codes) > 0
+        np.testing.assert_array_equal(fast.generate_codes(TEXT, params, voice), codes)
 
 
 def test_kernels_that_fail_their_check_leave_steps_on_sdpa(

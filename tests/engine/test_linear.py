@@ -74,7 +74,7 @@ def _kernel_always_wins(fn: Callable[[], None], calls: list[int]) -> float:
 def test_a_decode_step_through_skinny_matmuls_matches_cublas(checkpoint: Checkpoint) -> None:
     """tune_decode covers every projection of a decode step (q/k/v, outputs, cross queries, MLP, logits),
     each candidate runs on the real weights, and a step through the chosen kernels gives the same logits."""
-    engine = Engine.load(checkpoint.folder, device=DEVICE, dtype="float32", use_cuda_graphs=False)
+    engine = Engine.load(checkpoint.folder, device=DEVICE, dtype="float32", use_cuda_graphs=False, decode_kernels=False)
     scheduler = engine.scheduler(slots=2, chunk_steps=2, use_cuda_graphs=False)
     scheduler.submit("a", "[S1] Hello there.", GenerationParams(max_tokens=30, seed=1))
     scheduler.submit("b", "[S2] And hello to you!", GenerationParams(max_tokens=30, temperature=0))

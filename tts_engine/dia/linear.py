@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
 def _skinny_matmul(
     x_ptr, w_ptr, y_ptr, rows, n, k, stride_xm, stride_wn, stride_ym,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):  # fmt: skip
-    """One band of BLOCK_N output columns for all `rows` (<= BLOCK_M) rows of x, float32 accumulation."""
+    """One band of BLOCK_N output columns for all `rows` (<= BLOCK_M) rows of x, float32 accumulation; float32
+    inputs multiply in full precision (PRECISION "ieee"), never TF32, as cuBLAS does by default in PyTorch."""
     band = tl.program_id(0)
     m = tl.arange(0, BLOCK_M)
     cols = band * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -50,7 +52,7 @@ def _skinny_matmul(
             x, w = x.to(tl.float32), w.to(tl.float32)
             acc += tl.dot(x, tl.trans(w), input_precision="ieee")
         else:
-            acc += tl.dot(x, tl.trans(w))
+            acc += tl.dot(x, tl.trans(w), input_precision=PRECISION)
     y = y_ptr + m[:, None] * stride_ym + cols[None, :]
     tl.store(y, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
@@ -125,7 +127,8 @@ class SkinnyLinear:
         self.kernel[(triton.cdiv(n, config.block_n),)](  # type: ignore[index]
             x_2d, weight, y, rows, n, k, x_2d.stride(0), weight.stride(0), y.stride(0),
             BLOCK_M=max(16, triton.next_power_of_2(rows)), BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-            DOT_F32=interpreting(), num_warps=config.warps, num_stages=config.stages,
+            DOT_F32=interpreting(), PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
+            num_warps=config.warps, num_stages=config.stages,
         )  # fmt: skip
         return y.view(*x.shape[:-1], n)
 
