@@ -119,3 +119,16 @@ def test_a_candidate_that_fails_is_skipped() -> None:
     skinny.tune([[torch.randn(32, 16, device=DEVICE)]], rows=[2])
     assert len(attempts) == 1 + len(linear.CANDIDATES)
     assert skinny.choices == {(2, 32, 16): linear.CANDIDATES[1]}
+
+
+def test_a_second_engine_on_the_model_keeps_the_tuned_matmuls(ending_checkpoint: Checkpoint) -> None:
+    """An Engine made on a model that already has its kernels (an eager engine beside a graphed one, say)
+    keeps them and what tune_decode chose, through compile_ops too: graphs captured with them stay exact."""
+    first = Engine.load(ending_checkpoint.folder, DEVICE, "float32", use_cuda_graphs=False, decode_kernels=True)
+    skinny = linear.SkinnyLinear()
+    skinny.choices[(2, 64, 32)] = linear.CANDIDATES[0]
+    first.model.ops = dataclasses.replace(first.model.ops, linear=skinny)
+    kernels_before = first.model.ops.kernels
+    second = Engine(first.model, use_cuda_graphs=False, compile_ops=True, decode_kernels=True)
+    assert second.model.ops.compiled
+    assert second.model.ops.linear is skinny and second.model.ops.kernels is kernels_before

@@ -181,13 +181,16 @@ class DiaModel(nn.Module):
     def use_compiled_ops(self) -> None:
         """Run the decode step's norms, RoPE, activation and sampling through torch.compile (see fused.py): on
         CUDA, a kernel or a few each instead of many. They compile at their first call (warm-up), in a few seconds."""
-        self.ops = dataclasses.replace(fused.compiled(), kernels=self.ops.kernels)
+        # Keeps the decode kernels and projections chosen so far (and what tune_decode measured for them).
+        self.ops = dataclasses.replace(fused.compiled(), kernels=self.ops.kernels, linear=self.ops.linear)
 
     def use_decode_kernels(self) -> bool:
         """Run decode steps' attention and cache writes through the Triton kernels of kernels.py (CUDA, or the
         CPU under TRITON_INTERPRET=1), and on CUDA their projections through linear.SkinnyLinear wherever
         `tune_decode` finds it faster than cuBLAS; prefill keeps SDPA. Needs the fused q/k/v projection.
         False (and a warning) where the kernels fail their check on this device: steps stay on SDPA."""
+        if self.ops.kernels is not None:
+            return True  # already on, with whatever tune_decode chose: a second Engine on this model keeps it
         from tts_engine.dia import kernels, linear  # they import triton, which a CPU-only install may lack
 
         param = next(self.parameters())
@@ -282,9 +285,8 @@ class DiaModel(nn.Module):
                 crossed = layer.cross_attention(h, k_cross, v_cross, masked.cross_mask)
             x, h = ops.add_rms_norm(x, crossed, layer.pre_mlp_norm.weight, eps)
             x, h = ops.add_rms_norm(x, layer.mlp(h, ops), norms_after[i].weight, eps)
-        logits = ops.linear(h, self.logits_dense.weight)[
-            ..., : dec.num_channels * dec.vocab_size
-        ]  # without fuse()'s padding
+        # Sliced back to C * V outputs: fuse() pads the projection.
+        logits = ops.linear(h, self.logits_dense.weight)[..., : dec.num_channels * dec.vocab_size]
         return logits.float().reshape(r, t, dec.num_channels, dec.vocab_size)
 
     def _masks(
