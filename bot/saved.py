@@ -33,7 +33,8 @@ def _key(guild_id: int) -> str:
 
 def _encode(line: Line) -> str:
     # Deterministic, so that LREM finds exactly the entry `save` wrote.
-    return json.dumps({name: asdict(line)[name] for name in _STORED}, sort_keys=True)
+    data = asdict(line)
+    return json.dumps({name: data[name] for name in _STORED}, sort_keys=True)
 
 
 def _decode(raw: bytes | str) -> Line:

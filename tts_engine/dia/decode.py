@@ -120,6 +120,7 @@ class Decoder:
         self.noise_step = torch.zeros(1, dtype=torch.long, device=dev)
         self.delays = torch.tensor(cfg.delay_pattern, dtype=torch.long, device=dev)
         self.slot_index = torch.arange(slots, device=dev)
+        self.rules = Rules(cfg.max_delay, dec.eos_id, dec.pad_id)
         self.text_len = [0] * slots
         self.host_pos = [0] * slots  # positions as last read, so choosing spans needs no sync
         # Captured graphs need few span buckets; eager steps take fine ones and read no more cache than needed.
@@ -220,7 +221,7 @@ class Decoder:
         new_pos = (pos_W + 1).clamp(max=self.positions - 1)
         cells_WxC, eos, writing = ops.advance(
             next_WxC, new_pos, pos_W, eos_W, self.last[:width], live_W, self.delays, self.forced[at, new_pos],
-            self.grid[at, new_pos], Rules(cfg.max_delay, dec.eos_id, dec.pad_id),
+            self.grid[at, new_pos], self.rules,
         )  # fmt: skip
         self.grid[at, new_pos] = cells_WxC
         eos_W.copy_(eos)

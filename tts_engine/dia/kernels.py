@@ -252,14 +252,14 @@ def check(
 
     Run once at load: a GPU that Triton cannot target for these shapes falls back to SDPA instead of failing.
     """
+    from tts_engine.dia.attention import attend, fold_mask  # the SDPA path these kernels replace
+    from tts_engine.dia.model import rope_table
+
     gen = torch.Generator(device=device).manual_seed(0)
     q = torch.randn(2, heads, head_dim, device=device, generator=gen).to(dtype)
     k, v = torch.randn(2, 2, kv_heads, 300, head_dim, device=device, generator=gen).to(dtype)
     lengths = torch.tensor([300, 37], device=device)
-    positions = torch.arange(8, device=device, dtype=torch.float32)[:, None] / (
-        1 + torch.arange(head_dim // 2, device=device)
-    )
-    rope = torch.stack((torch.cat((positions, positions), -1).cos(), torch.cat((positions, positions), -1).sin()))
+    rope = rope_table(10_000.0, head_dim, 8, device)
     qkv = torch.randn(2, (heads + 2 * kv_heads) * head_dim, device=device, generator=gen).to(dtype)
     caches = torch.zeros(2, 2, kv_heads, 8, head_dim, device=device, dtype=dtype)
     try:
@@ -270,13 +270,8 @@ def check(
     values = qkv[:, (heads + kv_heads) * head_dim :].view(2, kv_heads, head_dim)
     if not (torch.equal(caches[1, 0, :, 3], values[0]) and torch.equal(caches[1, 1, :, 5], values[1])):
         return "the cache write put values in the wrong place"
-    group = heads // kv_heads
-    expected = torch.empty_like(out)
-    for row, length in enumerate(lengths.tolist()):
-        keys = k[row, :, :length].float().repeat_interleave(group, dim=0)
-        values = v[row, :, :length].float().repeat_interleave(group, dim=0)
-        weights = (q[row].float()[:, None, :] @ keys.transpose(1, 2)).softmax(-1)
-        expected[row] = (weights @ values)[:, 0]
+    mask = (torch.arange(300, device=device)[None, :] < lengths[:, None])[:, None, None, :]
+    expected = attend(q.float()[:, :, None], k.float(), v.float(), fold_mask(mask, heads // kv_heads))[:, :, 0]
     error = (out - expected).abs().max().item()
     tolerance = 1e-3 if dtype == torch.float32 else 5e-2
     return None if error <= tolerance else f"attention differs from the reference by {error:.3g}"
