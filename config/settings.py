@@ -146,6 +146,9 @@ class WorkerSettings(CommonSettings):
     opus_bitrate: int = Field(96_000, ge=6_000, le=510_000)
     slots: int | None = Field(None, ge=1, le=64, description="lines one worker renders at once (unset: 16 on a GPU)")
     guild_share: float = Field(0.5, gt=0, le=1, description="share of the slots one server may hold while others wait")
+    batch_invariant: bool = Field(
+        False, description="a seeded line renders the same bits whatever shares its steps, at some speed"
+    )
 
     @field_validator("device")
     @classmethod

@@ -97,7 +97,13 @@ def _serve(settings: WorkerSettings) -> int:
     from tts_engine.worker import ColdShutdown, Worker, WorkerConfig, install_signals
 
     try:
-        engine = Engine.load(settings.model, settings.device, settings.dtype, codec=settings.codec)
+        engine = Engine.load(
+            settings.model,
+            settings.device,
+            settings.dtype,
+            codec=settings.codec,
+            batch_invariant=settings.batch_invariant,
+        )
     except ModelLoadError as exc:
         return fail(exc, EXIT_UNAVAILABLE)
     # One slot on a CPU: it is compute-bound there, and batching only slows every line down.

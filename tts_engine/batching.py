@@ -12,8 +12,9 @@ so a request starts as soon as a slot is free instead of waiting for the batch t
 tts_engine/dia/decode.py (gpt-fast's static caches and one captured step per batch-size bucket); each slot
 keeps its own caches, sampling settings and generator and draws one noise tensor per step, so a request
 decodes as it would alone (transformers' generation_dia.py semantics, as for a single stream). Its codes are
-then bit-equal to the single stream's wherever a matmul gives a row the same bits whatever the batch size:
-on CPU, as tests/engine/test_scheduler.py checks; cuBLAS may choose other kernels for other batch sizes.
+bit-equal to the single stream's when the engine is batch-invariant (Engine(batch_invariant=True): each row
+its own matmul, as tests/engine/test_scheduler.py checks); otherwise a BLAS may give a row other low bits
+at another batch width (cuBLAS, and MKL on many CPUs, pick kernels by shape), which can flip a sampled token.
 Admission policy and fairness belong to the caller: the scheduler takes what it is given while a slot is free.
 
 Not thread-safe: one thread (the worker's GPU thread) calls every method.

@@ -140,6 +140,7 @@ class Engine:
         compile_ops: bool | None = None,
         decode_kernels: bool | None = None,
         audio_threads: int | None = None,
+        batch_invariant: bool = False,
         revision: str = "unversioned",
     ) -> None:
         self.model = model
@@ -153,8 +154,13 @@ class Engine:
         # Fused elementwise kernels (tts_engine/dia/fused.py): on CUDA by default, where kernel count sets the pace.
         if self.device.type == "cuda" if compile_ops is None else compile_ops:
             model.use_compiled_ops()
+        if batch_invariant:
+            # A seeded line renders the same bits whatever shares its steps (DiaModel.use_batch_invariant).
+            if decode_kernels:
+                raise ValueError("batch_invariant runs decode steps on SDPA: leave decode_kernels unset or False")
+            model.use_batch_invariant()
         # Split-KV attention and fused cache writes for decode steps (tts_engine/dia/kernels.py): CUDA with Triton.
-        if _triton_ready(self.device) if decode_kernels is None else decode_kernels:
+        elif _triton_ready(self.device) if decode_kernels is None else decode_kernels:
             model.use_decode_kernels()
         # Audio after the codec (resampling, loudness, Opus) runs on this pool, beside the GPU thread: by
         # default on CUDA, where those stages would otherwise take most of a stream's time (bench/audio.py).
@@ -179,6 +185,7 @@ class Engine:
         compile_ops: bool | None = None,
         decode_kernels: bool | None = None,
         audio_threads: int | None = None,
+        batch_invariant: bool = False,
     ) -> Engine:
         """Load a checkpoint (local folder or hub id); defaults: CUDA + bfloat16 when present, else CPU + float32.
 
@@ -205,6 +212,7 @@ class Engine:
             compile_ops=compile_ops,
             decode_kernels=decode_kernels,
             audio_threads=audio_threads,
+            batch_invariant=batch_invariant,
             revision=revision,
         )
 
@@ -288,8 +296,8 @@ class Engine:
         """A continuous-batching scheduler with `slots` slots on this engine's weights (see tts_engine.batching).
 
         A request decodes exactly as `generate_codes` would for the same text, params (seed) and prompt; its
-        codes are equal wherever the matmul kernels give a row the same bits whatever the batch size (so on
-        CPU, as the tests check; cuBLAS may pick other kernels for other batch sizes). Its caches are its own,
+        codes are bit-equal when this engine is batch-invariant, and otherwise may differ once a matmul's
+        rounding at another batch width flips a token (cuBLAS and MKL pick kernels by shape). Its caches are its own,
         allocated now; graphs (by default when this engine uses them) are captured now, one per batch-size and
         span bucket. `chunk_steps` (default: the engine's) is how many steps run between looks at the results.
         """

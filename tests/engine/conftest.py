@@ -19,7 +19,7 @@ class Checkpoint:
     folder: Path
 
 
-def _make(factory: pytest.TempPathFactory, shape: tiny.Shape, **options: object) -> Checkpoint:
+def make_checkpoint(factory: pytest.TempPathFactory, shape: tiny.Shape, **options: object) -> Checkpoint:
     model = tiny.build(shape, **options)  # type: ignore[arg-type]
     folder = tiny.save(model, factory.mktemp(shape.name), sharded=shape.name.startswith("odd"))
     return Checkpoint(shape, model, folder)
@@ -28,13 +28,13 @@ def _make(factory: pytest.TempPathFactory, shape: tiny.Shape, **options: object)
 @pytest.fixture(scope="session", params=tiny.SHAPES, ids=lambda shape: shape.name)
 def checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Checkpoint:
     """One tiny checkpoint per shape (the odd-heads one saved in shards)."""
-    return _make(tmp_path_factory, request.param)
+    return make_checkpoint(tmp_path_factory, request.param)
 
 
 @pytest.fixture(scope="session")
 def ending_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Checkpoint:
     """A checkpoint whose channel 0 emits EOS by itself, well before the length cap."""
-    return _make(tmp_path_factory, tiny.SHAPES[0], seed=0, eos_scale=2.0)
+    return make_checkpoint(tmp_path_factory, tiny.SHAPES[0], seed=0, eos_scale=2.0)
 
 
 @pytest.fixture(scope="session")
@@ -45,4 +45,4 @@ def engine(checkpoint: Checkpoint) -> Engine:
 @pytest.fixture(scope="session")
 def small_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     """The first shape only, for tests about the API rather than the numbers."""
-    return Engine.load(_make(tmp_path_factory, tiny.SHAPES[0]).folder)
+    return Engine.load(make_checkpoint(tmp_path_factory, tiny.SHAPES[0]).folder)

@@ -1,4 +1,8 @@
-"""Continuous batching: every request's codes equal its single-stream codes, whoever shares the steps."""
+"""Continuous batching: every request's codes equal its single-stream codes, whoever shares the steps.
+
+The engines run batch-invariant (Engine(batch_invariant=True)): without it a row's logits may differ in the
+last bits between batch widths (MKL without AVX-512 picks other kernels), and one such bit can flip a token.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
-from tests.engine.conftest import Checkpoint
+from tests.engine import tiny
+from tests.engine.conftest import Checkpoint, make_checkpoint
 from tts_engine.batching import Decoded, Scheduler, SchedulerFull
+from tts_engine.dia import fused
 from tts_engine.dia.text import TextError, TextTooLong
 from tts_engine.engine import Engine, GenerationParams, VoicePrompt
 
@@ -25,6 +33,16 @@ class Job:
     params: GenerationParams
     prompt: VoicePrompt | None = None
     join_at: int = 0  # the chunk before which it is submitted (later if no slot is free then)
+
+
+@pytest.fixture(scope="module")
+def engine(checkpoint: Checkpoint) -> Engine:
+    return Engine.load(checkpoint.folder, batch_invariant=True)
+
+
+@pytest.fixture(scope="module")
+def small_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    return Engine.load(make_checkpoint(tmp_path_factory, tiny.SHAPES[0]).folder, batch_invariant=True)
 
 
 def _prompt(channels: int, frames: int, seed: int) -> VoicePrompt:
@@ -98,7 +116,7 @@ def test_same_seed_beside_itself(small_engine: Engine) -> None:
 
 def test_lines_that_end_by_themselves(ending_checkpoint: Checkpoint) -> None:
     """Channel 0's EOS ends each line at its own step, mid-chunk; the countdown and cut stay per slot."""
-    engine = Engine.load(ending_checkpoint.folder)
+    engine = Engine.load(ending_checkpoint.folder, batch_invariant=True)
     jobs = [
         Job("greedy", MEDIUM, GenerationParams(max_tokens=100, temperature=0)),
         Job("long-greedy", LONG, GenerationParams(max_tokens=100, temperature=0), join_at=1),
@@ -230,3 +248,39 @@ def test_cuda_graphs_equal_eager_steps(checkpoint: Checkpoint, dtype: str) -> No
     eager = engine.scheduler(slots=3, chunk_steps=5, use_cuda_graphs=False)
     assert graphs._decoder.graphs and not eager._decoder.graphs
     _assert_same(_run(graphs, jobs, channels), _run(eager, jobs, channels))
+
+
+def test_rowwise_projection_gives_a_row_the_same_bits_whatever_shares_it() -> None:
+    """The batch-invariant projection is F.linear's maths, and a row's bits do not move with the batch width
+    (F.linear's do on common CPUs at these shapes: MKL changes kernel between 2 and about 50 rows)."""
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(1024, 4096, generator=gen)
+    x_Rx1xD = torch.randn(64, 1, 4096, generator=gen)
+    first_two = fused.rowwise_linear(x_Rx1xD[:2], weight)
+    torch.testing.assert_close(first_two, F.linear(x_Rx1xD[:2], weight), rtol=1e-5, atol=1e-4)
+    for rows in (3, 4, 7, 16, 33, 64):
+        assert torch.equal(fused.rowwise_linear(x_Rx1xD[:rows], weight)[:2], first_two), f"{rows} rows"
+    prefill_2xTxD = torch.randn(2, 5, 4096, generator=gen)  # a request's prefill: rows of several positions
+    torch.testing.assert_close(fused.rowwise_linear(prefill_2xTxD, weight), F.linear(prefill_2xTxD, weight))
+
+
+def test_batch_invariance_keeps_the_steps_on_sdpa(small_engine: Engine) -> None:
+    assert small_engine.model.ops.linear is fused.rowwise_linear and small_engine.model.ops.kernels is None
+    with pytest.raises(ValueError, match="decode kernels are not batch-invariant"):
+        small_engine.model.use_decode_kernels()
+    with pytest.raises(ValueError, match="batch_invariant runs decode steps on SDPA"):
+        Engine(small_engine.model, batch_invariant=True, decode_kernels=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_batch_invariant_on_cuda(checkpoint: Checkpoint, dtype: str) -> None:
+    """On a GPU too (cuBLAS picks kernels by batch size), batch-invariant lines equal their alone codes."""
+    engine = Engine.load(checkpoint.folder, device="cuda", dtype=dtype, batch_invariant=True)
+    channels = len(checkpoint.shape.delays)
+    jobs = [
+        Job("sampled", MEDIUM, GenerationParams(max_tokens=60, seed=1)),
+        Job("greedy", LONG, GenerationParams(max_tokens=35, temperature=0), join_at=1),
+        Job("prompted", SHORT, GenerationParams(max_tokens=70, seed=5), _prompt(channels, 7, 0), join_at=2),
+    ]
+    _assert_same(_run(engine.scheduler(slots=3, chunk_steps=5), jobs, channels), _alone(engine, jobs))

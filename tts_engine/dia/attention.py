@@ -79,10 +79,10 @@ class DecoderSelfAttention(nn.Module):
         r, t, _ = x_RxTxD.shape
         if self.qkv_proj is not None:
             q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
-            q, k, v = self.qkv_proj(x_RxTxD).split((q_size, kv_size, kv_size), dim=-1)
+            q, k, v = ops.linear(x_RxTxD, self.qkv_proj.weight).split((q_size, kv_size, kv_size), dim=-1)
         else:
             assert self.q_proj is not None and self.k_proj is not None and self.v_proj is not None
-            q, k, v = self.q_proj(x_RxTxD), self.k_proj(x_RxTxD), self.v_proj(x_RxTxD)
+            q, k, v = (ops.linear(x_RxTxD, proj.weight) for proj in (self.q_proj, self.k_proj, self.v_proj))
         q = ops.rope(q.view(r, t, self.heads, self.head_dim).transpose(1, 2), cos, sin)
         k = ops.rope(k.view(r, t, self.kv_heads, self.head_dim).transpose(1, 2), cos, sin)
         v = v.view(r, t, self.kv_heads, self.head_dim).transpose(1, 2)
@@ -94,7 +94,7 @@ class DecoderSelfAttention(nn.Module):
         if rows_R is not None:
             keys, values = keys.index_select(0, rows_R), values.index_select(0, rows_R)
         out = attend(q, keys, values, mask_Rx1xGTxS)
-        return self.o_proj(out.transpose(1, 2).reshape(r, t, -1))
+        return ops.linear(out.transpose(1, 2).reshape(r, t, -1), self.o_proj.weight)
 
     def step(
         self, x_Rx1xD: Tensor, rope_2xPxE: Tensor, pos_R: Tensor, lengths_R: Tensor, k_cache: Tensor,
@@ -129,11 +129,13 @@ class CrossAttention(nn.Module):
         v = self.v_proj(enc_RxLxD).view(r, length, self.kv_heads, self.head_dim).transpose(1, 2)
         return k, v
 
-    def forward(self, x_RxTxD: Tensor, k_RxKxLxE: Tensor, v_RxKxLxE: Tensor, mask_Rx1xGTxL: Tensor) -> Tensor:
+    def forward(
+        self, x_RxTxD: Tensor, k_RxKxLxE: Tensor, v_RxKxLxE: Tensor, mask_Rx1xGTxL: Tensor, ops: fused.Ops
+    ) -> Tensor:
         r, t, _ = x_RxTxD.shape
-        q = self.q_proj(x_RxTxD).view(r, t, self.heads, self.head_dim).transpose(1, 2)
+        q = ops.linear(x_RxTxD, self.q_proj.weight).view(r, t, self.heads, self.head_dim).transpose(1, 2)
         out = attend(q, k_RxKxLxE, v_RxKxLxE, mask_Rx1xGTxL)
-        return self.o_proj(out.transpose(1, 2).reshape(r, t, -1))
+        return ops.linear(out.transpose(1, 2).reshape(r, t, -1), self.o_proj.weight)
 
     def step(self, x_Rx1xD: Tensor, k_RxKxLxE: Tensor, v_RxKxLxE: Tensor, lengths_R: Tensor, ops: fused.Ops) -> Tensor:
         """`forward` for one position per row, attending to each row's first lengths_R[r] text bytes."""

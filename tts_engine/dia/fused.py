@@ -53,6 +53,18 @@ def linear(x: Tensor, weight: Tensor) -> Tensor:
     return F.linear(x, weight)
 
 
+def rowwise_linear(x: Tensor, weight: Tensor) -> Tensor:
+    """`linear` one batch row (x's first dimension) at a time, so a row's result never depends on which rows
+    share the call.
+
+    A BLAS picks its kernel, and with it the order of each dot product's sums, by the matrix shape: MKL on a
+    CPU without AVX-512 (or with it, for other shapes) gives a row other low bits at 4 rows than at 2, and one
+    such bit can flip a sampled token. Slower (the weights are read once per row), so only for the engine's
+    batch-invariant mode, as vLLM's VLLM_BATCH_INVARIANT and SGLang's deterministic inference do it.
+    """
+    return torch.cat([F.linear(row, weight) for row in x.split(1)])
+
+
 def silu_mul(gate_up: Tensor) -> Tensor:
     """The gated-SiLU of a fused gate/up projection: up * silu(gate)."""
     gate, up = gate_up.chunk(2, dim=-1)

@@ -184,11 +184,19 @@ class DiaModel(nn.Module):
         # Keeps the decode kernels and projections chosen so far (and what tune_decode measured for them).
         self.ops = dataclasses.replace(fused.compiled(), kernels=self.ops.kernels, linear=self.ops.linear)
 
+    def use_batch_invariant(self) -> None:
+        """Make a row's logits the same bits whatever rows share its step: every projection a row at a time
+        (fused.rowwise_linear) and attention on SDPA, whose CPU and CUDA kernels already work row by row. So a
+        seeded line renders the same beside others as alone, on any hardware, at some speed: see Engine."""
+        self.ops = dataclasses.replace(self.ops, kernels=None, linear=fused.rowwise_linear)
+
     def use_decode_kernels(self) -> bool:
         """Run decode steps' attention and cache writes through the Triton kernels of kernels.py (CUDA, or the
         CPU under TRITON_INTERPRET=1), and on CUDA their projections through linear.SkinnyLinear wherever
         `tune_decode` finds it faster than cuBLAS; prefill keeps SDPA. Needs the fused q/k/v projection.
         False (and a warning) where the kernels fail their check on this device: steps stay on SDPA."""
+        if self.ops.linear is fused.rowwise_linear:
+            raise ValueError("the decode kernels are not batch-invariant; this model runs use_batch_invariant()")
         if self.ops.kernels is not None:
             return True  # already on, with whatever tune_decode chose: a second Engine on this model keeps it
         from tts_engine.dia import kernels, linear  # they import triton, which a CPU-only install may lack
@@ -282,7 +290,7 @@ class DiaModel(nn.Module):
                     ops,
                 )  # fmt: skip
                 x, h = ops.add_rms_norm(x, attended, layer.pre_ca_norm.weight, eps)
-                crossed = layer.cross_attention(h, k_cross, v_cross, masked.cross_mask)
+                crossed = layer.cross_attention(h, k_cross, v_cross, masked.cross_mask, ops)
             x, h = ops.add_rms_norm(x, crossed, layer.pre_mlp_norm.weight, eps)
             x, h = ops.add_rms_norm(x, layer.mlp(h, ops), norms_after[i].weight, eps)
         # Sliced back to C * V outputs: fuse() pads the projection.
