@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Prepare = Callable[[str, "GenerationParams | None", "VoicePrompt | None"], Request]
+Prepare = Callable[[str, "GenerationParams | None", "VoicePrompt | None", "np.ndarray | None"], Request]
 
 
 class SchedulerFull(RuntimeError):
@@ -152,8 +152,11 @@ class Scheduler:
         text: str,
         params: GenerationParams | None = None,
         prompt: VoicePrompt | None = None,
+        *,
+        resume_from: np.ndarray | None = None,
     ) -> Handle:
         """Start `text` in a free slot now: its encoder and prompt prefill run before this returns.
+        `resume_from` continues a line from frames it already has, as `Engine.stream_codes` does.
 
         Raises what `Engine.stream_codes` raises for bad input (`dia.text.TextError`, `ValueError`), with the
         same messages and before any device work; `SchedulerFull` when no slot is free; `ValueError` for an
@@ -161,7 +164,7 @@ class Scheduler:
         """
         if request_id in self._slot_of:
             raise ValueError(f"request {request_id!r} is already running")
-        request = self._prepare(text, params, prompt)
+        request = self._prepare(text, params, prompt, resume_from)
         if not self._free:
             raise SchedulerFull(f"all {self.capacity} slots are busy")
         slot = heapq.heappop(self._free)

@@ -93,6 +93,17 @@ class VoicePrompt:
         object.__setattr__(self, "codes", codes.astype(np.int64))
 
 
+def _resumed_frames(frames: np.ndarray, channels: int) -> np.ndarray:
+    codes = np.asarray(frames)
+    if codes.ndim != 2 or codes.shape[1] != channels or not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(
+            f"resume_from must be integer frames of shape (n, {channels}), got {codes.dtype} {codes.shape}"
+        )
+    if codes.min() < 0 or codes.max() > 1023:
+        raise ValueError("resume_from codes must lie in 0..1023 (DAC codebook entries)")
+    return codes.astype(np.int64)
+
+
 class EngineBusy(RuntimeError):
     """A second request started while a stream was still open on this engine."""
 
@@ -226,14 +237,23 @@ class Engine:
         return np.concatenate(chunks)
 
     def stream_codes(
-        self, text: str, params: GenerationParams | None = None, prompt: VoicePrompt | None = None
+        self,
+        text: str,
+        params: GenerationParams | None = None,
+        prompt: VoicePrompt | None = None,
+        *,
+        resume_from: np.ndarray | None = None,
     ) -> Generator[np.ndarray, None, None]:
         """Frames int64 (n, 9) as soon as each is final (15 steps after it starts); joined, `generate_codes`.
 
-        Input errors (`dia.text.TextError`, `ValueError`) are raised at the call, before any work; closing the
-        iterator early cancels the request.
+        `resume_from` (int (F, 9), undelayed) continues a line from frames an earlier rendering of the same
+        text, params and prompt already made: they are prefilled after the prompt, as more of it, and only
+        the frames after them come out. `max_tokens` counts them too. This is how a retried job carries on
+        from the codes a dead worker had streamed, whatever else shares the steps now. Input errors
+        (`dia.text.TextError`, `ValueError`) are raised at the call, before any work; closing the iterator
+        early cancels the request.
         """
-        request = self._request(text, params or GenerationParams(), prompt)
+        request = self._request(text, params or GenerationParams(), prompt, resume_from)
         if not self._busy.acquire(blocking=False):
             raise EngineBusy("this engine is already rendering; one request at a time")
         return self._stream(request)
@@ -304,7 +324,7 @@ class Engine:
         graphs = bool(self._decoder.graphs) if use_cuda_graphs is None else use_cuda_graphs
         return Scheduler(
             self.model,
-            lambda text, params, prompt: self._request(text, params or GenerationParams(), prompt),
+            lambda text, params, prompt, resume: self._request(text, params or GenerationParams(), prompt, resume),
             slots=slots,
             chunk_steps=self.chunk_steps if chunk_steps is None else chunk_steps,
             use_graphs=graphs,
@@ -317,22 +337,28 @@ class Engine:
         audio = decode_clip(data, limits or ClipLimits())
         return VoicePrompt(transcript, self.codec.encode(audio))
 
-    def _request(self, text: str, params: GenerationParams, prompt: VoicePrompt | None) -> Request:
+    def _request(
+        self, text: str, params: GenerationParams, prompt: VoicePrompt | None, resume_from: np.ndarray | None = None
+    ) -> Request:
         cfg = self.config
         channels = cfg.decoder.num_channels
         ids = dia_text.encode(
             text, prefix=None if prompt is None else prompt.transcript, max_bytes=cfg.encoder.max_positions
         )
-        prompt_frames = 0
+        known: list[np.ndarray] = []  # frames prefilled before generation: the prompt's, then the resumed ones
         if prompt is not None:
             if prompt.codes.shape[1] != channels:
                 raise ValueError(f"voice prompt codes have {prompt.codes.shape[1]} channels, the model {channels}")
-            prompt_frames = prompt.codes.shape[0]
+            known.append(prompt.codes)
+        if resume_from is not None and len(resume_from):
+            known.append(_resumed_frames(resume_from, channels))
+        prompt_frames = sum(len(frames) for frames in known)
         if params.max_tokens > cfg.decoder.max_positions:
             raise ValueError(f"max_tokens is {params.max_tokens}, the model reaches {cfg.decoder.max_positions}")
         if params.max_tokens < prompt_frames + 2:
+            what = "the voice prompt is" if resume_from is None else "the voice prompt and resumed frames are"
             raise ValueError(
-                f"the voice prompt is {prompt_frames} frames long and max_tokens ({params.max_tokens}) counts "
+                f"{what} {prompt_frames} frames long and max_tokens ({params.max_tokens}) counts "
                 "them too: raise max_tokens or shorten the prompt"
             )
         generator = None
@@ -341,7 +367,7 @@ class Engine:
             generator.manual_seed(secrets.randbelow(MAX_SEED) if params.seed is None else params.seed)
         return Request(
             text_ids=ids,
-            prompt_TxC=None if prompt is None else prompt.codes,
+            prompt_TxC=np.concatenate(known) if known else None,
             cfg_scale=params.cfg_scale,
             temperature=params.temperature,
             top_k=params.top_k,

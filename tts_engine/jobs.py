@@ -6,12 +6,16 @@ Layout (all keys under `dia:`; Redis Streams as in research/discord.md §5, the 
 - `dia:out:{job}`: one capped stream of events per job: start (a new attempt), audio (a batch of 20 ms Opus
   packets), end, error. Resumable from any entry id; it expires minutes after the end.
 - `dia:cancel:{job}`: set to stop a job; the worker checks it between batches.
+- `dia:codes:{job}`: the DAC codes a job's attempts have rendered so far (worker-side, tts_engine/worker_store.py),
+  so a retry carries on from them; deleted when the job ends.
 - `dia:workers` (live workers by heartbeat expiry) and `dia:worker:{id}` (what each one is doing).
 Payloads are msgpack maps carrying a schema version; anything else is refused with `ContractError`.
 
 Exactly-once audio across retries: every job carries the seed it renders with (the user's, or one drawn at
-submit), so a retried attempt reproduces the same audio; `JobAudio` passes each packet position on once,
-whichever attempt it came from, and ignores events of attempts older than the newest it has seen.
+submit), and a retried attempt first replays the codes the dead one had rendered (`dia:codes:{job}`) before it
+generates more, so its audio matches what already played even where the new worker would round differently;
+`JobAudio` passes each packet position on once, whichever attempt it came from, and ignores events of attempts
+older than the newest it has seen.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ def out_key(job_id: str) -> str:
 
 def cancel_key(job_id: str) -> str:
     return f"dia:cancel:{job_id}"
+
+
+def codes_key(job_id: str) -> str:
+    return f"dia:codes:{job_id}"
 
 
 def attempt_key(job_id: str) -> str:

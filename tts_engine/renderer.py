@@ -1,16 +1,19 @@
 """A job in, batches of Opus packets out: the engine side of the worker.
 
 Each segment renders with its voices as the prompt (their transcripts, tagged [S1]/[S2], and codes joined in
-order), segments
-and pauses flow into one audio pipeline, and packets leave in batches: the first as soon as there is one,
-then about 200 ms at a time. Segment i renders with seed `render_seed + i`, so a retried job reproduces the
-audio of a dead attempt. Mistakes in the job itself (text Dia cannot read, a voice that does not fit) raise
-`RenderInputError`, which the worker reports instead of retrying. Jobs can also make voices: from a user's clip
-(cut to 5-10 s at a sentence end, tts_engine/audio/prompt.py) or from the codes of a rendered line (voice design).
+order), segments and pauses flow into one audio pipeline, and packets leave in batches: the first as soon as
+there is one, then about 200 ms at a time. Segment i renders with seed `render_seed + i`. The codes of every
+segment are reported as they come (`RenderResult.codes`, which the worker logs), and a retry replays those of
+earlier attempts (`RenderResult.resume`) before the engine goes on from them, so its audio is what already
+played. Mistakes in the job itself (text Dia cannot read, a voice that does not fit) raise `RenderInputError`,
+which the worker reports instead of retrying. Jobs can also make voices: from a user's clip (cut to 5-10 s at
+a sentence end, tts_engine/audio/prompt.py) or from the codes of a rendered line (voice design).
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 from collections import deque
 from collections.abc import Generator, Iterator, Mapping
 
@@ -22,8 +25,10 @@ from tts_engine.audio.prompt import trim_for_prompt
 from tts_engine.batching import Scheduler
 from tts_engine.engine import Engine, GenerationParams, VoicePrompt
 from tts_engine.jobs import MAX_SEED, RenderJob, Segment, VoiceRecord
-from tts_engine.rendering import RenderInputError, RenderResult
+from tts_engine.rendering import CodesChunk, RenderInputError, RenderResult
 from tts_engine.scene import prompt_transcript, untagged
+
+log = logging.getLogger(__name__)
 
 BATCH_PACKETS = 10  # 200 ms of audio per audio event after the first
 
@@ -59,10 +64,18 @@ class EngineRenderer:
         pending: list[bytes] = []
         sent_any = False
         kept: list[np.ndarray] = []  # the first segment's codes, when the job keeps its voice
+        channels = self.engine.config.decoder.num_channels
         for index, segment in enumerate(job.segments):
-            codes = self._codes(job, index, segment, voices)
+            logged = result.resume.get(index, [])
+            replay = self._replay(logged, channels)  # the frames an earlier attempt rendered
+            before = np.concatenate(replay) if replay else None
+            codes = self._codes(job, index, segment, voices, before, ended=bool(replay) and logged[-1].last)
+            start = 0
             try:
-                for frames in codes:
+                for pushed, frames in enumerate(itertools.chain(replay, codes)):
+                    if pushed >= len(replay):  # new frames: logged for a retry
+                        result.codes.append(_chunk(index, start, frames))
+                    start += len(frames)
                     if job.keep_voice is not None and index == 0:
                         kept.append(frames)
                     pending += pipeline.push_codes(frames).packets
@@ -71,6 +84,7 @@ class EngineRenderer:
                         pending, sent_any = [], True
             finally:
                 codes.close()
+            result.codes.append(_chunk(index, start, np.zeros((0, channels), dtype=np.int64), last=True))
             if segment.pause_after:
                 pending += pipeline.pause(segment.pause_after).packets
         pending += pipeline.finish().packets
@@ -92,9 +106,26 @@ class EngineRenderer:
             raise RenderInputError(str(exc)) from exc
         return voice_record(words, codec.encode(audio))
 
+    @staticmethod
+    def _replay(chunks: list[CodesChunk], channels: int) -> list[np.ndarray]:
+        """The frames of an earlier attempt's chunks, as it pushed them; none for a log of another shape."""
+        if any(c.channels != channels or len(c.codes) != c.frames * channels * 2 for c in chunks):
+            log.warning("ignoring a codes log of another shape (%d channels here)", channels)
+            return []
+        frames = (np.frombuffer(c.codes, dtype="<i2").reshape(c.frames, channels) for c in chunks if c.frames)
+        return [f.astype(np.int64) for f in frames]
+
     def _codes(
-        self, job: RenderJob, index: int, segment: Segment, voices: Mapping[str, VoiceRecord]
+        self,
+        job: RenderJob,
+        index: int,
+        segment: Segment,
+        voices: Mapping[str, VoiceRecord],
+        before: np.ndarray | None = None,
+        *,
+        ended: bool = False,
     ) -> Generator[np.ndarray, None, None]:
+        """The segment's new frames: those after `before` (what an earlier attempt rendered), unless it `ended`."""
         p = job.params
         try:
             prompt = voice_prompt([voices[v] for v in segment.voices]) if segment.voices else None
@@ -102,6 +133,9 @@ class EngineRenderer:
             # not know the worker's model, so a line runs at most as long as this model reaches.
             prompt_frames = 0 if prompt is None else len(prompt.codes)
             max_tokens = min(p.max_tokens + prompt_frames, self.engine.config.decoder.max_positions)
+            done = 0 if before is None else len(before)
+            if ended or (done and prompt_frames + done + 2 > max_tokens):  # nothing left to render
+                return _nothing()
             params = GenerationParams(
                 cfg_scale=p.cfg_scale,
                 temperature=p.temperature,
@@ -111,9 +145,9 @@ class EngineRenderer:
                 seed=(job.render_seed + index) % MAX_SEED,
             )
             if self.shared is None:
-                return self.engine.stream_codes(segment.text, params, prompt)
+                return self.engine.stream_codes(segment.text, params, prompt, resume_from=before)
             request_id = f"{job.job_id}:{index}"
-            self.shared.submit(request_id, segment.text, params, prompt)
+            self.shared.submit(request_id, segment.text, params, prompt, resume_from=before)
             return self.shared.frames(request_id)
         except ValueError as exc:  # TextError included: the engine refused this input before any work
             raise RenderInputError(str(exc)) from exc
@@ -129,8 +163,17 @@ class SharedSteps:
         self._done: set[str] = set()
         self._failed: dict[str, BaseException] = {}
 
-    def submit(self, request_id: str, text: str, params: GenerationParams, prompt: VoicePrompt | None) -> None:
-        self.scheduler.submit(request_id, text, params, prompt)  # ValueError for input the engine refuses
+    def submit(
+        self,
+        request_id: str,
+        text: str,
+        params: GenerationParams,
+        prompt: VoicePrompt | None,
+        *,
+        resume_from: np.ndarray | None = None,
+    ) -> None:
+        # ValueError for input the engine refuses
+        self.scheduler.submit(request_id, text, params, prompt, resume_from=resume_from)
         self._frames[request_id] = deque()
 
     def frames(self, request_id: str) -> Generator[np.ndarray, None, None]:
@@ -180,3 +223,12 @@ def voice_prompt(records: list[VoiceRecord]) -> VoicePrompt:
 def voice_record(transcript: str, codes_TxC: np.ndarray) -> VoiceRecord:
     frames, channels = codes_TxC.shape
     return VoiceRecord(transcript, codes_TxC.astype("<i2").tobytes(), frames, channels)
+
+
+def _chunk(segment: int, start: int, frames_NxC: np.ndarray, *, last: bool = False) -> CodesChunk:
+    codes = frames_NxC.astype("<i2").tobytes()  # DAC codes are 0..1023
+    return CodesChunk(segment, start, len(frames_NxC), frames_NxC.shape[1], codes, last)
+
+
+def _nothing() -> Generator[np.ndarray, None, None]:
+    yield from ()

@@ -40,7 +40,7 @@ from tts_engine.jobs import (
     decode_job,
 )
 from tts_engine.rendering import Renderer, RenderInputError, RenderResult
-from tts_engine.worker_store import LostJob, VoiceMissing, WorkerStore, cache_key
+from tts_engine.worker_store import LostJob, VoiceMissing, WorkerStore, cache_key, encode_log
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +271,12 @@ class Worker:
         key = cache_key(job, voices, self.renderer.revision) if cacheable else None
         hit = self.store.cache_get(key) if key else None
         result = RenderResult()
+        if attempt > 1 and hit is None:
+            # Carry on from what the earlier attempts rendered, so the audio matches what already played.
+            result.resume = self.store.logged_codes(job.job_id, self.renderer.revision)
+            if result.resume:
+                frames = sum(chunk.frames for chunks in result.resume.values() for chunk in chunks)
+                log.info("job %s, attempt %d: going on from %d frames rendered before", job.job_id, attempt, frames)
         if hit is not None:
             result.samples, result.pre_skip = hit["samples"], hit["pre_skip"]
             packets = hit["packets"]
@@ -300,7 +306,9 @@ class Worker:
                 log.info("job %s: %.2f s of audio (cancelled)", job_id, end.seconds)
                 return
             event = AudioEvent(attempt=run.attempt, seq=run.batches_sent, packets=tuple(batch), sent_at=time.time())
-            self.store.emit(job_id, run.attempt, event)
+            codes = encode_log(run.result.codes, self.renderer.revision)
+            run.result.codes.clear()
+            self.store.emit(job_id, run.attempt, event, codes)
             run.first_audio = run.first_audio or time.time()
             run.packets += batch
             run.batches_sent += 1

@@ -11,6 +11,8 @@ Three rules keep a job's output consistent when workers die or stall:
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -31,6 +33,7 @@ from tts_engine.jobs import (
     VoiceRecord,
     attempt_key,
     cancel_key,
+    codes_key,
     decode_voice,
     encode_event,
     encode_voice,
@@ -39,13 +42,22 @@ from tts_engine.jobs import (
     voice_key,
     worker_key,
 )
+from tts_engine.rendering import CodesChunk
+
+log = logging.getLogger(__name__)
 
 CACHE_INDEX = "dia:cache:index"
 CACHE_SIZES = "dia:cache:sizes"
 RUNNING_TTL_MS = 3_600_000  # an output stream whose job never ends still goes away
 
+# The codes behind an event go in with it, so the log never lags what played, and a stale attempt (the attempt
+# counter moved on) can add nothing to either.
 _EMIT_LUA = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if #ARGV >= 5 then
+  for i = 5, #ARGV do redis.call('XADD', KEYS[3], '*', 'c', ARGV[i]) end
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+end
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
@@ -62,7 +74,7 @@ end
 redis.call('XACK', KEYS[3], ARGV[5], ARGV[6])
 redis.call('XDEL', KEYS[3], ARGV[6])
 if KEYS[4] ~= '' then redis.call('ZREM', KEYS[4], ARGV[7]) end
-redis.call('DEL', KEYS[5], KEYS[2])
+redis.call('DEL', KEYS[5], KEYS[2], KEYS[6])
 return 1
 """
 
@@ -164,11 +176,18 @@ class WorkerStore:
         attempt, _ = pipe.execute()
         return int(attempt)
 
-    def emit(self, job_id: str, attempt: int, event: Event) -> None:
-        """Append a start or audio event (final events go through `finish`)."""
-        keys = [out_key(job_id), attempt_key(job_id)]
-        if not self._emit(keys=keys, args=[attempt, encode_event(event), OUT_MAXLEN, RUNNING_TTL_MS]):
+    def emit(self, job_id: str, attempt: int, event: Event, codes: Sequence[bytes] = ()) -> None:
+        """Append a start or audio event (final events go through `finish`), and log the codes behind it
+        (`encode_codes`) for a retry to go on from."""
+        keys = [out_key(job_id), attempt_key(job_id), codes_key(job_id)]
+        args: list[bytes | int] = [attempt, encode_event(event), OUT_MAXLEN, RUNNING_TTL_MS, *codes]
+        if not self._emit(keys=keys, args=args):
             raise LostJob(f"job {job_id} belongs to a later attempt now")
+
+    def logged_codes(self, job_id: str, revision: str) -> dict[int, list[CodesChunk]]:
+        """What earlier attempts of the job rendered, per segment (see `resumable`)."""
+        entries: Any = self.redis.xrange(codes_key(job_id))
+        return resumable([fields[b"c"] for _, fields in entries if b"c" in fields], revision)
 
     def cancelled(self, job_id: str) -> bool:
         return bool(self.redis.exists(cancel_key(job_id)))
@@ -189,7 +208,7 @@ class WorkerStore:
         keys = [out_key(job_id), attempt_key(job_id), JOBS, "" if guild_id is None else guild_queue_key(guild_id)]
         args = ["" if attempt is None else attempt, "" if event is None else encode_event(event), OUT_MAXLEN]
         args += [self.out_ttl_ms, GROUP, entry_id, job_id]
-        if not self._complete(keys=[*keys, cancel_key(job_id)], args=args):
+        if not self._complete(keys=[*keys, cancel_key(job_id), codes_key(job_id)], args=args):
             raise LostJob(f"job {job_id} belongs to a later attempt now")
 
     def requeue(self, entry_id: str, raw: bytes) -> None:
@@ -262,3 +281,42 @@ def cache_key(job: RenderJob, voices: dict[str, VoiceRecord], revision: str) -> 
     }
     digest = hashlib.sha256(msgpack.packb(body, use_bin_type=True)).hexdigest()
     return f"dia:cache:{digest}"
+
+
+def encode_log(chunks: Sequence[CodesChunk], revision: str) -> list[bytes]:
+    """Chunks to log (as one entry; none for none), with the revision (weights, codec, settings) that rendered them."""
+    if not chunks:
+        return []
+    packed: bytes = msgpack.packb(
+        {"v": SCHEMA_VERSION, "revision": revision, "chunks": [asdict(chunk) for chunk in chunks]}
+    )
+    return [packed]
+
+
+def resumable(entries: Sequence[bytes], revision: str) -> dict[int, list[CodesChunk]]:
+    """Each segment's logged chunks in order from frame 0 (the last one `last` if the segment ended).
+
+    Attempts log in turn (a stale one cannot write, see `_EMIT_LUA`), each going on from where the log
+    stood, so the chunks of a segment follow on. What follows anything else is dropped, keeping the frames
+    before it: a chunk out of sequence or of another revision (other weights make other codes), and after an
+    unreadable entry, the rest of the log.
+    """
+    joined: dict[int, list[CodesChunk]] = {}
+    broken: set[int] = set()
+    for raw in entries:
+        try:
+            fields = msgpack.unpackb(raw)
+            if fields["v"] != SCHEMA_VERSION:
+                raise ValueError("another schema version")
+            entry_revision, chunks = fields["revision"], [CodesChunk(**chunk) for chunk in fields["chunks"]]
+        except Exception as exc:  # the log only saves work: a bad entry costs the replay of what follows it
+            log.warning("ignoring the codes log from an unreadable entry on (%s)", exc)
+            break
+        for chunk in chunks:
+            kept = joined.setdefault(chunk.segment, [])
+            follows = chunk.start == sum(c.frames for c in kept) and not (kept and kept[-1].last)
+            if chunk.segment in broken or entry_revision != revision or not follows:
+                broken.add(chunk.segment)
+                continue
+            kept.append(chunk)
+    return {segment: chunks for segment, chunks in joined.items() if chunks}

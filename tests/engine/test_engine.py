@@ -65,6 +65,29 @@ def test_prompt_must_fit_the_model(small_engine: Engine) -> None:
         small_engine.generate_codes(TEXT, GenerationParams())
 
 
+def test_a_greedy_line_resumed_from_its_frames_goes_on_as_it_did(checkpoint: Checkpoint, engine: Engine) -> None:
+    """Frames prefilled after the prompt stand where the line's own steps put them (the delay pattern's
+    staggered channels included), so greedy decoding carries on to the same codes."""
+    channels = len(checkpoint.shape.delays)
+    prompt = VoicePrompt("[S2] Me.", np.random.default_rng(4).integers(0, 1024, size=(6, channels)))
+    for voice in (None, prompt):
+        params = GenerationParams(max_tokens=70, temperature=0)
+        whole = engine.generate_codes(TEXT, params, voice)
+        for frames in (1, 17, len(whole) - 3):
+            rest = list(engine.stream_codes(TEXT, params, voice, resume_from=whole[:frames]))
+            np.testing.assert_array_equal(np.concatenate(rest), whole[frames:], err_msg=f"from frame {frames}")
+
+
+def test_resumed_frames_are_checked(small_engine: Engine) -> None:
+    with pytest.raises(ValueError, match="resume_from must be integer frames of shape \\(n, 3\\)"):
+        small_engine.stream_codes(TEXT, resume_from=np.zeros((4, 9), dtype=np.int64))
+    with pytest.raises(ValueError, match=r"resume_from codes must lie in 0\.\.1023"):
+        small_engine.stream_codes(TEXT, resume_from=np.full((4, 3), 1024))
+    with pytest.raises(ValueError, match="resumed frames are 40 frames long and max_tokens \\(30\\)"):
+        small_engine.stream_codes(TEXT, GenerationParams(max_tokens=30), resume_from=np.zeros((40, 3), dtype=np.int64))
+    assert len(small_engine.generate_codes(TEXT, GenerationParams(max_tokens=20, seed=1))) == 18, "still serving"
+
+
 def test_bad_text_fails_at_the_call(small_engine: Engine) -> None:
     with pytest.raises(TextError, match="empty"):
         small_engine.stream_codes("   ")  # raised before iterating: nothing was started

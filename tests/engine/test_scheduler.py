@@ -221,6 +221,21 @@ def test_engine_streams_beside_a_scheduler(small_engine: Engine) -> None:
     np.testing.assert_array_equal(np.concatenate(codes), before)
 
 
+def test_a_resumed_request_goes_on_beside_others(small_engine: Engine) -> None:
+    """A retried line (resume_from) joins a slot like any other and carries on as its greedy self did."""
+    greedy = GenerationParams(max_tokens=50, temperature=0)
+    whole = small_engine.generate_codes(MEDIUM, greedy)
+    scheduler = small_engine.scheduler(slots=3, chunk_steps=4)
+    scheduler.submit("other", LONG, GenerationParams(max_tokens=40, seed=2))
+    scheduler.submit("resumed", MEDIUM, greedy, resume_from=whole[:20])
+    codes: dict[str, list[np.ndarray]] = defaultdict(list)
+    while scheduler.active:
+        _collect(codes, scheduler.step_chunk())
+    np.testing.assert_array_equal(np.concatenate(codes["resumed"]), whole[20:])
+    other = small_engine.generate_codes(LONG, GenerationParams(max_tokens=40, seed=2))
+    np.testing.assert_array_equal(np.concatenate(codes["other"]), other)
+
+
 def test_settings_are_checked(small_engine: Engine) -> None:
     with pytest.raises(ValueError, match="slots must be at least 1"):
         small_engine.scheduler(slots=0)

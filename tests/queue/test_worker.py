@@ -223,6 +223,54 @@ async def test_a_killed_worker_s_job_completes_once_elsewhere(redis: Redis, star
     assert rescuer.process.poll() is None
 
 
+async def _packets_of(redis: Redis, job_id: str, attempt: int) -> list[bytes]:
+    return [p for _, e in await _events_so_far(redis, job_id) if isinstance(e, AudioEvent) and e.attempt == attempt
+            for p in e.packets]  # fmt: skip
+
+
+async def _events_so_far(redis: Redis, job_id: str) -> list[tuple[bytes, jobs.Event]]:
+    return [
+        (entry_id, jobs.decode_event(fields[b"e"])) for entry_id, fields in await redis.xrange(jobs.out_key(job_id))
+    ]
+
+
+async def test_a_retry_goes_on_from_the_dead_attempt_s_codes(redis: Redis, start_worker: type[WorkerProcess]) -> None:
+    """The rescuer renders in bfloat16, so rendering the line afresh it would make other audio; it replays the
+    codes the dead worker logged instead (the first segment whole, the second up to where it was), and what
+    already played runs on without a seam."""
+    doomed = start_worker().wait_ready()
+    segments = (Segment(text="[S1] Hello there."), Segment(text="[S2] And you."))
+    job = RenderJob(guild_id=1, requester=next(_requesters), segments=segments, params=LONG, render_seed=77)
+    await jobs.submit(redis, job)
+    reader = JobAudio(redis, job.job_id)
+    played: list[bytes] = []
+
+    async def play() -> None:
+        async for batch in reader:
+            played.extend(batch)
+
+    playing = asyncio.create_task(play())
+    first_segment = 998 * 512 / 44100 / 0.02  # packets of the first segment (greedy runs to the cap)
+    while len(await _packets_of(redis, job.job_id, 1)) < first_segment + 50:
+        await asyncio.sleep(0.02)
+    doomed.process.kill()  # kill -9, in the second segment
+    doomed.wait()
+    before = await _packets_of(redis, job.job_id, 1)
+    assert await redis.xlen(jobs.codes_key(job.job_id)) > 0, "the dead attempt logged its codes"
+    rescuer = start_worker(DIA_DTYPE="bfloat16").wait_ready()
+    await asyncio.wait_for(playing, 90)
+    assert isinstance(reader.result, EndEvent) and reader.result.attempt == 2, "the line ended in the second segment"
+    after = await _packets_of(redis, job.job_id, 2)
+    assert after[: len(before)] == before, "the retry's audio is what already played, packet for packet"
+    assert played == after
+    assert "going on from" in rescuer.log()
+    assert not await redis.exists(jobs.codes_key(job.job_id)), "the log goes with the job"
+    # The premise: rendered afresh by the rescuer, the same line sounds different from the start.
+    fresh = RenderJob(guild_id=1, requester=next(_requesters), segments=segments, params=LONG, render_seed=77)
+    await jobs.submit(redis, fresh)
+    assert packets(await collect(redis, fresh.job_id))[: len(before)] != before
+
+
 async def test_a_job_survives_a_redis_restart(tmp_path: Path, start_worker: type[WorkerProcess]) -> None:
     port = free_port()
     argv = [str(find_redis_server()), "--port", str(port), "--dir", str(tmp_path), "--appendonly", "yes"]

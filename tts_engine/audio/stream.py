@@ -7,6 +7,11 @@ units of dilation 1, 3, 9). Each window decodes the new frames plus that many fr
 and keeps only the new frames' samples; every stride is even, so frame f maps exactly to samples
 [512 f, 512 f + 512). With full context the result equals a full decode up to float rounding. Only the last
 `context` frames are kept between windows, so the cost per second of audio does not grow with the line.
+
+The windows lie on a fixed grid of frame indices (4, 8, 16, 32, then 48 frames each), whatever sizes the
+frames arrive in: a convolution rounds differently over a window of another extent, so windows that followed
+the pushes would make a line's audio bits depend on how its frames were batched (the chunks a scheduler
+shared with other lines, or where a retried job took over). On the grid, the same codes give the same audio.
 This is Orpheus-TTS's sliding-window idea with the window sized from the network, not guessed; parler-tts's
 streamer re-decodes the whole prefix instead.
 """
@@ -45,8 +50,8 @@ def warm_up(codec: Codec) -> None:
     (74 frames for the 44.1 kHz model), once, on a GPU.
 
     cuDNN plans each new convolution shape on first use; measured on an H100, that added ~70 ms to a line's
-    first packet whenever its first window had a length not seen before. A push of several frames at once
-    can make a later window a few frames longer than this; such a shape is planned at its first use.
+    first packet whenever its first window had a length not seen before. The grid's windows are all among
+    these; only a line's last window (at `flush`) may be longer, and is planned at its first use.
     """
     if codec.device.type != "cuda":
         return  # CPU convolutions need no per-shape planning
@@ -58,8 +63,9 @@ def warm_up(codec: Codec) -> None:
 class StreamingDecoder:
     """Feed undelayed frames with `push`, get PCM back as soon as its right context has arrived; `flush` at the end.
 
-    `first` frames go out in the first window (the latency that matters); later windows grow to `largest` so
-    the context overhead shrinks once playback is under way.
+    `first` frames go out in the first window (the latency that matters); later windows double up to `largest`
+    so the context overhead shrinks once playback is under way. The same frames give the same samples however
+    they are split into pushes.
     """
 
     def __init__(
@@ -74,14 +80,14 @@ class StreamingDecoder:
         self._emitted = 0  # frames whose audio has gone out
 
     def push(self, frames_nxC: np.ndarray) -> np.ndarray:
-        """Audio float32 at 44.1 kHz for every frame now final (maybe none)."""
+        """Audio float32 at 44.1 kHz for every window of the grid now final (maybe none)."""
         self._frames = np.concatenate((self._frames, np.asarray(frames_nxC, dtype=np.int64)))
         total = self._offset + len(self._frames)
-        ready = total - self.context  # frames whose right context is complete
-        if ready - self._emitted < self.want:
-            return np.zeros(0, dtype=np.float32)
-        self.want = min(self.want * 2, self.largest)
-        return self._decode(ready, total_known=False)
+        pieces = []
+        while self._emitted + self.want + self.context <= total:  # the next window's right context is here
+            pieces.append(self._decode(self._emitted + self.want, total_known=False))
+            self.want = min(self.want * 2, self.largest)
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
     def flush(self) -> np.ndarray:
         """Audio of every frame not yet emitted; the line is over."""
