@@ -245,10 +245,15 @@ def hf_config(size: str) -> HFDiaConfig:
 
 
 def build(
-    config: HFDiaConfig, device: torch.device, dtype: torch.dtype, *, decode_kernels: bool | None = None
+    config: HFDiaConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    decode_kernels: bool | None = None,
+    batch_invariant: bool = False,
 ) -> tuple[DiaForConditionalGeneration, Engine]:
     """The reference with random weights initialised on the device, and our engine on the very same tensors
-    (`decode_kernels` as Engine takes it: None is the default, on for CUDA)."""
+    (`decode_kernels` and `batch_invariant` as Engine takes them: None is the default, on for CUDA)."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     with torch.device(device):
@@ -259,7 +264,7 @@ def build(
     ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
     ours.fuse()
     ours.requires_grad_(False)
-    return reference, Engine(ours.eval(), decode_kernels=decode_kernels)
+    return reference, Engine(ours.eval(), decode_kernels=decode_kernels, batch_invariant=batch_invariant)
 
 
 def print_single(results: list[Result]) -> None:
@@ -310,6 +315,9 @@ def main() -> int:
     parser.add_argument(
         "--no-decode-kernels", action="store_true", help="our engine with SDPA attention and cuBLAS (for comparison)"
     )
+    parser.add_argument(
+        "--batch-invariant", action="store_true", help="our engine with batch-invariant projections (its cost)"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
@@ -317,8 +325,10 @@ def main() -> int:
     torch.manual_seed(0)
 
     begin = time.perf_counter()
-    kernels = False if args.no_decode_kernels else None
-    reference, engine = build(hf_config(args.size), device, dtype, decode_kernels=kernels)
+    kernels = False if args.no_decode_kernels or args.batch_invariant else None
+    reference, engine = build(
+        hf_config(args.size), device, dtype, decode_kernels=kernels, batch_invariant=args.batch_invariant
+    )
     print(f"# built both engines in {time.perf_counter() - begin:.1f} s", file=sys.stderr)
     if args.concurrent:
         return main_concurrent(args, engine, device, dtype, max_tokens)
@@ -374,6 +384,10 @@ def main_concurrent(
     return 0
 
 
+def engine_kernels(args: argparse.Namespace, device: torch.device) -> bool:
+    return not (args.no_decode_kernels or args.batch_invariant) and device.type == "cuda"
+
+
 def _meta(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, max_tokens: int) -> dict[str, object]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     return {
@@ -383,7 +397,8 @@ def _meta(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, ma
         "text_bytes": len(encode(TEXT)),
         "max_tokens": max_tokens,
         "repeats": args.repeats,
-        "decode_kernels": not args.no_decode_kernels and device.type == "cuda",
+        "decode_kernels": engine_kernels(args, device),
+        "batch_invariant": args.batch_invariant,
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "commit": args.commit or commit(),
     }

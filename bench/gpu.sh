@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything that needs a CUDA device, in one go: the GPU correctness tests, then the benchmarks.
 #
-#     bench/gpu.sh OUT [PART...]      # parts: info tests engine audio concurrent profile baseline
+#     bench/gpu.sh OUT [PART...]      # parts: info tests engine audio concurrent profile baseline invariant
 #                                     # (default: info tests engine audio concurrent)
 #
 # Each part writes its log (and JSON where the script has one) into OUT and has its own time limit, so one
@@ -51,6 +51,10 @@ for part in $parts; do
         baseline)  # our engine without the Triton decode kernels, for comparison with `engine`
             run baseline 200 "$python" bench/engine.py "${commit[@]}" --skip-reference --no-decode-kernels \
                 --json "$out/engine-sdpa.json"
+            ;;
+        invariant)  # the cost of DIA_BATCH_INVARIANT: the batching run with row-at-a-time projections
+            run invariant 300 "$python" bench/engine.py "${commit[@]}" --batch-invariant --concurrent 1 4 16 \
+                --repeats 2 --json "$out/concurrent-invariant.json"
             ;;
         profile)
             run profile 240 "$python" bench/profile_step.py

@@ -79,7 +79,8 @@ async def _store_voice(client: Redis, guild: int) -> None:
 
 @pytest.mark.timeout(300)
 async def test_side_by_side_equals_alone(workers: object, clients: object) -> None:
-    # Batch-invariant, so no CPU's choice of matmul kernel per batch width can flip a token (fused.rowwise_linear).
+    # Batch-invariant workers here, so no CPU's choice of matmul kernel per batch width can flip a token (a
+    # greedy line that runs to the length cap alone could then end elsewhere beside others).
     workers(5, DIA_BATCH_INVARIANT="true")  # type: ignore[operator]
     workers(6, DIA_SLOTS="4", DIA_BATCH_INVARIANT="true")  # type: ignore[operator]
     alone, together = clients(5), clients(6)  # type: ignore[operator]
@@ -105,7 +106,7 @@ async def test_side_by_side_equals_alone(workers: object, clients: object) -> No
 
 @pytest.mark.timeout(300)
 async def test_a_cancelled_line_frees_its_slot(workers: object, clients: object) -> None:
-    workers(7, DIA_SLOTS="2")  # type: ignore[operator]
+    workers(7, DIA_SLOTS="2", DIA_BATCH_INVARIANT="true")  # type: ignore[operator]
     client = clients(7)  # type: ignore[operator]
     long = RenderParams(max_tokens=1000, temperature=0.0)
     # Greedy "Hello there." runs to the length cap on the tiny model (tests/queue/test_worker.py's LONG line).
@@ -129,7 +130,7 @@ async def test_a_cancelled_line_frees_its_slot(workers: object, clients: object)
 
 @pytest.mark.timeout(300)
 async def test_a_flooding_guild_leaves_room_for_others(workers: object, clients: object) -> None:
-    workers(8, DIA_SLOTS="2", DIA_GUILD_SHARE="0.5")  # type: ignore[operator]
+    workers(8, DIA_SLOTS="2", DIA_GUILD_SHARE="0.5", DIA_BATCH_INVARIANT="true")  # type: ignore[operator]
     client = clients(8)  # type: ignore[operator]
     long = RenderParams(max_tokens=600, temperature=0.0)
     flood = [RenderJob(guild_id=1, requester=next(_users), segments=(Segment(text=f"[S1] Flood {i}."),), params=long)

@@ -195,18 +195,23 @@ def start_worker(redis_server: str, tiny_dia: Path, tiny_dac: Path, tmp_path: Pa
         worker.close()
 
 
-async def test_a_killed_worker_s_job_completes_once_elsewhere(redis: Redis, start_worker: type[WorkerProcess]) -> None:
-    doomed = start_worker().wait_ready()
-    job = line(params=LONG, render_seed=1234)
-    await jobs.submit(redis, job)
-    reader = JobAudio(redis, job.job_id)
+def _listen(redis: Redis, job_id: str) -> tuple[JobAudio, list[bytes], asyncio.Task[None]]:
+    """What the bot does: play the job's audio, each packet position once, whichever attempt it comes from."""
+    reader = JobAudio(redis, job_id)
     played: list[bytes] = []
 
     async def play() -> None:
         async for batch in reader:
             played.extend(batch)
 
-    playing = asyncio.create_task(play())
+    return reader, played, asyncio.create_task(play())
+
+
+async def test_a_killed_worker_s_job_completes_once_elsewhere(redis: Redis, start_worker: type[WorkerProcess]) -> None:
+    doomed = start_worker().wait_ready()
+    job = line(params=LONG, render_seed=1234)
+    await jobs.submit(redis, job)
+    reader, played, playing = _listen(redis, job.job_id)
     await first_audio(redis, job.job_id)
     doomed.process.kill()  # kill -9, mid-job
     doomed.wait()
@@ -242,14 +247,7 @@ async def test_a_retry_goes_on_from_the_dead_attempt_s_codes(redis: Redis, start
     segments = (Segment(text="[S1] Hello there."), Segment(text="[S2] And you."))
     job = RenderJob(guild_id=1, requester=next(_requesters), segments=segments, params=LONG, render_seed=77)
     await jobs.submit(redis, job)
-    reader = JobAudio(redis, job.job_id)
-    played: list[bytes] = []
-
-    async def play() -> None:
-        async for batch in reader:
-            played.extend(batch)
-
-    playing = asyncio.create_task(play())
+    reader, played, playing = _listen(redis, job.job_id)
     first_segment = 998 * 512 / 44100 / 0.02  # packets of the first segment (greedy runs to the cap)
     while len(await _packets_of(redis, job.job_id, 1)) < first_segment + 50:
         await asyncio.sleep(0.02)
