@@ -239,10 +239,13 @@ async def _events_so_far(redis: Redis, job_id: str) -> list[tuple[bytes, jobs.Ev
     ]
 
 
-async def test_a_retry_goes_on_from_the_dead_attempt_s_codes(redis: Redis, start_worker: type[WorkerProcess]) -> None:
+@pytest.mark.parametrize("slots", ["1", "2"], ids=["one-slot", "batching"])
+async def test_a_retry_goes_on_from_the_dead_attempt_s_codes(
+    redis: Redis, start_worker: type[WorkerProcess], slots: str
+) -> None:
     """The rescuer renders in bfloat16, so rendering the line afresh it would make other audio; it replays the
     codes the dead worker logged instead (the first segment whole, the second up to where it was), and what
-    already played runs on without a seam."""
+    already played runs on without a seam. With two slots the rescuer's scheduler takes the resumed line."""
     doomed = start_worker().wait_ready()
     segments = (Segment(text="[S1] Hello there."), Segment(text="[S2] And you."))
     job = RenderJob(guild_id=1, requester=next(_requesters), segments=segments, params=LONG, render_seed=77)
@@ -255,7 +258,7 @@ async def test_a_retry_goes_on_from_the_dead_attempt_s_codes(redis: Redis, start
     doomed.wait()
     before = await _packets_of(redis, job.job_id, 1)
     assert await redis.xlen(jobs.codes_key(job.job_id)) > 0, "the dead attempt logged its codes"
-    rescuer = start_worker(DIA_DTYPE="bfloat16").wait_ready()
+    rescuer = start_worker(DIA_DTYPE="bfloat16", DIA_SLOTS=slots).wait_ready()
     await asyncio.wait_for(playing, 90)
     assert isinstance(reader.result, EndEvent) and reader.result.attempt == 2, "the line ended in the second segment"
     after = await _packets_of(redis, job.job_id, 2)
