@@ -52,7 +52,7 @@ for part in $parts; do
             run baseline 200 "$python" bench/engine.py "${commit[@]}" --skip-reference --no-decode-kernels \
                 --json "$out/engine-sdpa.json"
             ;;
-        invariant)  # the cost of DIA_BATCH_INVARIANT: the batching run with row-at-a-time projections
+        invariant)  # the cost of DIA_BATCH_INVARIANT: the batching run with the kernels in their invariant form
             run invariant 300 "$python" bench/engine.py "${commit[@]}" --batch-invariant --concurrent 1 4 16 \
                 --repeats 2 --json "$out/concurrent-invariant.json"
             ;;

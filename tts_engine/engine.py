@@ -166,10 +166,9 @@ class Engine:
         if self.device.type == "cuda" if compile_ops is None else compile_ops:
             model.use_compiled_ops()
         if batch_invariant:
-            # A seeded line renders the same bits whatever shares its steps (DiaModel.use_batch_invariant).
-            if decode_kernels:
-                raise ValueError("batch_invariant runs decode steps on SDPA: leave decode_kernels unset or False")
-            model.use_batch_invariant()
+            # A seeded line renders the same bits whatever shares its steps (DiaModel.use_batch_invariant), with
+            # the decode kernels in their invariant form where they would run (CUDA with Triton) or are asked for.
+            model.use_batch_invariant(kernels=_triton_ready(self.device) if decode_kernels is None else decode_kernels)
         # Split-KV attention and fused cache writes for decode steps (tts_engine/dia/kernels.py): CUDA with Triton.
         elif _triton_ready(self.device) if decode_kernels is None else decode_kernels:
             model.use_decode_kernels()

@@ -186,3 +186,19 @@ def test_kernels_that_fail_their_check_leave_steps_on_sdpa(
     model = copy.deepcopy(small_engine.model)
     assert model.use_decode_kernels() is False
     assert model.ops.kernels is None and "decode kernels unavailable, using SDPA" in caplog.text
+
+
+def test_invariant_attention_gives_a_row_the_same_bits_whatever_shares_it() -> None:
+    """Fixed splits and one merge shape: a row's output does not move with the span or the other rows."""
+    fixed = kernels.DecodeKernels(*dataclasses.astuple(kernels.for_device(DEVICE))[:4], invariant_span=512)
+    gen = torch.Generator(device=DEVICE).manual_seed(3)
+    q = torch.randn(5, 4, 16, device=DEVICE, generator=gen)
+    k, v = torch.randn(2, 5, 2, 400, 16, device=DEVICE, generator=gen)
+    lengths = torch.tensor([30, 64, 65, 200, 400], device=DEVICE)
+    wide = fixed.attend(q, k, v, lengths)
+    torch.testing.assert_close(wide, _reference(q, k, v, lengths), rtol=1e-5, atol=1e-5)
+    for rows, span in ((slice(0, 1), 64), (slice(0, 3), 96), (slice(1, 4), 200), (slice(3, 5), 400)):
+        alone = fixed.attend(q[rows], k[rows, :, :span], v[rows, :, :span], lengths[rows])
+        assert torch.equal(alone, wide[rows]), (rows, span)
+    with pytest.raises(ValueError, match="past the 512 these kernels merge"):
+        fixed.attend(q, torch.zeros(5, 2, 600, 16), torch.zeros(5, 2, 600, 16), lengths)

@@ -132,3 +132,30 @@ def test_a_second_engine_on_the_model_keeps_the_tuned_matmuls(ending_checkpoint:
     second = Engine(first.model, use_cuda_graphs=False, compile_ops=True, decode_kernels=True)
     assert second.model.ops.compiled
     assert second.model.ops.linear is skinny and second.model.ops.kernels is kernels_before
+
+
+def test_invariant_matmuls_give_a_row_the_same_bits_whatever_shares_it() -> None:
+    """One block shape and 64-row blocks whatever the rows (past 64 too); positions > 1 keep F.linear."""
+    skinny = linear.SkinnyLinear(invariant=True)
+    gen = torch.Generator(device=DEVICE).manual_seed(4)
+    weight = torch.randn(40, 48, device=DEVICE, generator=gen)
+    x_Rx1xK = torch.randn(70, 1, 48, device=DEVICE, generator=gen)
+    every = skinny(x_Rx1xK, weight)
+    torch.testing.assert_close(every, F.linear(x_Rx1xK, weight), rtol=1e-5, atol=1e-4)
+    for rows in (1, 2, 5, 64):
+        assert torch.equal(skinny(x_Rx1xK[:rows], weight), every[:rows]), f"{rows} rows"
+    assert torch.equal(skinny(x_Rx1xK[66:], weight), every[66:])
+    prefill = torch.randn(2, 3, 48, device=DEVICE, generator=gen)
+    assert torch.equal(skinny(prefill, weight), F.linear(prefill, weight))
+    timed: list[int] = []
+
+    def timer(fn: Callable[[], object]) -> float:  # the second candidate is the fastest
+        fn()
+        timed.append(len(timed))
+        return 1.0 if len(timed) != 2 else 0.5
+
+    tuned = linear.SkinnyLinear(invariant=True, timer=timer)
+    tuned.tune([[weight]], rows=[2, 8])  # one block shape per weight shape, cuBLAS never a candidate
+    assert tuned.shapes == {(40, 48): linear.CANDIDATES[1]} and not tuned.choices
+    assert len(timed) == len(linear.CANDIDATES), "timed once per candidate, not per row count"
+    torch.testing.assert_close(tuned(x_Rx1xK[:3], weight), every[:3], rtol=1e-5, atol=1e-4)

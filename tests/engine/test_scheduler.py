@@ -279,12 +279,27 @@ def test_rowwise_projection_gives_a_row_the_same_bits_whatever_shares_it() -> No
     torch.testing.assert_close(fused.rowwise_linear(prefill_2xTxD, weight), F.linear(prefill_2xTxD, weight))
 
 
-def test_batch_invariance_keeps_the_steps_on_sdpa(small_engine: Engine) -> None:
+def test_plain_batch_invariance_projects_row_by_row(small_engine: Engine) -> None:
+    """Without the decode kernels (the CPU default): row-by-row projections and SDPA, and no kernels later."""
     assert small_engine.model.ops.linear is fused.rowwise_linear and small_engine.model.ops.kernels is None
     with pytest.raises(ValueError, match="decode kernels are not batch-invariant"):
         small_engine.model.use_decode_kernels()
-    with pytest.raises(ValueError, match="batch_invariant runs decode steps on SDPA"):
-        Engine(small_engine.model, batch_invariant=True, decode_kernels=True)
+
+
+def test_batch_invariant_kernels_equal_alone(ending_checkpoint: Checkpoint) -> None:
+    """The CUDA default of batch-invariant mode, here in Triton's interpreter: decode kernels with fixed splits
+    and skinny matmuls with fixed blocks give batched lines exactly their alone codes."""
+    pytest.importorskip("tts_engine.dia.kernels", reason="triton is not installed")
+    engine = Engine.load(ending_checkpoint.folder, batch_invariant=True, decode_kernels=True)
+    ops = engine.model.ops
+    assert ops.kernels is not None and ops.kernels.invariant_span is not None
+    assert getattr(ops.linear, "invariant", False)
+    jobs = [
+        Job("sampled", MEDIUM, GenerationParams(max_tokens=24, seed=1)),
+        Job("greedy", SHORT, GenerationParams(max_tokens=20, temperature=0), join_at=1),
+        Job("prompted", SHORT, GenerationParams(max_tokens=26, seed=5), _prompt(3, 4, 0), join_at=2),
+    ]
+    _assert_same(_run(engine.scheduler(slots=3, chunk_steps=4), jobs, 3), _alone(engine, jobs))
 
 
 @pytest.mark.gpu

@@ -31,6 +31,7 @@ import triton.language as tl
 from torch import Tensor
 
 KEYS_PER_TILE = 64  # one tile of keys per loop iteration: 64 x 128 bf16 is 16 KiB
+INVARIANT_TILES = 4  # tiles per split when batch-invariant: a row's splits then depend only on its own keys
 
 
 def _split_attention(
@@ -192,6 +193,10 @@ class DecodeKernels:
     merge_splits: Any
     rope_write_kernel: Any
     programs: int  # thread blocks a split-KV launch aims for: about two per SM
+    # Batch-invariant when set: every split holds INVARIANT_TILES tiles of keys and every launch merges with one
+    # shape (for spans up to this), so a row's sums run in the same order whatever rows, and span, share the
+    # step. Keys past a row's length add exact zeros. Otherwise splits are sized to fill the GPU.
+    invariant_span: int | None = None
 
     def attend(self, q_RxHxE: Tensor, k_RxKxSxE: Tensor, v_RxKxSxE: Tensor, lengths_R: Tensor) -> Tensor:
         """Scale-1.0 attention of one query per row over its first lengths_R[r] keys (at least 1, at most S).
@@ -203,9 +208,16 @@ class DecodeKernels:
         group = h // kv_heads
         assert q_RxHxE.stride(2) == 1 and k_RxKxSxE.stride(3) == 1 and v_RxKxSxE.stride(3) == 1
         block_n = KEYS_PER_TILE if e >= 64 else 16
-        splits, chunk = plan_splits(r * kv_heads, span, block_n, self.programs)
+        if self.invariant_span is None:
+            splits, chunk = plan_splits(r * kv_heads, span, block_n, self.programs)
+            final, block_s = splits == 1, _pow2(splits, 2)
+        else:
+            if span > self.invariant_span:
+                raise ValueError(f"a span of {span} keys is past the {self.invariant_span} these kernels merge")
+            chunk = INVARIANT_TILES * block_n
+            splits, final = triton.cdiv(span, chunk), False
+            block_s = _pow2(triton.cdiv(self.invariant_span, chunk), 2)
         out_RxHxE = torch.empty((r, h, e), dtype=q_RxHxE.dtype, device=q_RxHxE.device)
-        final = splits == 1
         if final:
             part, lse = out_RxHxE, out_RxHxE  # not touched: the kernel writes `out` directly
         else:
@@ -221,7 +233,7 @@ class DecodeKernels:
             DOT_F32=dot_f32,
         )  # fmt: skip
         if not final:
-            self.merge_splits[(r * h,)](part, lse, out_RxHxE, splits, e, BLOCK_S=_pow2(splits, 2), BLOCK_E=_pow2(e))
+            self.merge_splits[(r * h,)](part, lse, out_RxHxE, splits, e, BLOCK_S=block_s, BLOCK_E=_pow2(e))
         return out_RxHxE
 
     def rope_write(
@@ -256,9 +268,10 @@ def check(
     from tts_engine.dia.model import rope_table
 
     gen = torch.Generator(device=device).manual_seed(0)
+    keys = min(300, kernels.invariant_span or 300)  # several splits, within what invariant kernels merge
     q = torch.randn(2, heads, head_dim, device=device, generator=gen).to(dtype)
-    k, v = torch.randn(2, 2, kv_heads, 300, head_dim, device=device, generator=gen).to(dtype)
-    lengths = torch.tensor([300, 37], device=device)
+    k, v = torch.randn(2, 2, kv_heads, keys, head_dim, device=device, generator=gen).to(dtype)
+    lengths = torch.tensor([keys, 37], device=device)
     rope = rope_table(10_000.0, head_dim, 8, device)
     qkv = torch.randn(2, (heads + 2 * kv_heads) * head_dim, device=device, generator=gen).to(dtype)
     caches = torch.zeros(2, 2, kv_heads, 8, head_dim, device=device, dtype=dtype)
@@ -270,7 +283,7 @@ def check(
     values = qkv[:, (heads + kv_heads) * head_dim :].view(2, kv_heads, head_dim)
     if not (torch.equal(caches[1, 0, :, 3], values[0]) and torch.equal(caches[1, 1, :, 5], values[1])):
         return "the cache write put values in the wrong place"
-    mask = (torch.arange(300, device=device)[None, :] < lengths[:, None])[:, None, None, :]
+    mask = (torch.arange(keys, device=device)[None, :] < lengths[:, None])[:, None, None, :]
     expected = attend(q.float()[:, :, None], k.float(), v.float(), fold_mask(mask, heads // kv_heads))[:, :, 0]
     error = (out - expected).abs().max().item()
     tolerance = 1e-3 if dtype == torch.float32 else 5e-2
@@ -283,12 +296,15 @@ def interpreting() -> bool:
 
 
 @functools.cache
-def for_device(device: torch.device) -> DecodeKernels:
-    """The kernels for `device`: compiled by Triton for CUDA; on the CPU only under Triton's interpreter."""
+def for_device(device: torch.device, invariant_span: int | None = None) -> DecodeKernels:
+    """The kernels for `device`: compiled by Triton for CUDA; on the CPU only under Triton's interpreter.
+    With `invariant_span`, batch-invariant for spans up to it (see DecodeKernels)."""
     if device.type == "cuda" and not interpreting():
         programs = 2 * torch.cuda.get_device_properties(device).multi_processor_count
     elif interpreting():
         programs = 8  # small, so the CPU tests see several splits
     else:
         raise RuntimeError("the decode kernels run on CUDA, or on the CPU with TRITON_INTERPRET=1 (for tests)")
-    return DecodeKernels(triton.jit(_split_attention), triton.jit(_merge_splits), triton.jit(_rope_write), programs)
+    return DecodeKernels(
+        triton.jit(_split_attention), triton.jit(_merge_splits), triton.jit(_rope_write), programs, invariant_span
+    )

@@ -108,17 +108,34 @@ class SkinnyLinear:
     choices: dict[tuple[int, int, int], Config] = field(default_factory=dict)
     tuned: set[tuple[int, int, int]] = field(default_factory=set)
     timer: Timer = cuda_timer  # seconds one call takes
+    # Batch-invariant: every one-position call (a decode step) runs the kernel with one block shape per weight
+    # shape and MAX_ROWS-row blocks, whatever the rows, so a row's sums never depend on the others; never
+    # cuBLAS, which picks kernels by shape. Calls of several positions (a request's prefill) keep F.linear.
+    invariant: bool = False
+    shapes: dict[tuple[int, int], Config] = field(default_factory=dict)  # invariant: the block shape per (N, K)
 
     def __call__(self, x: Tensor, weight: Tensor) -> Tensor:
         n, k = weight.shape
+        if self.invariant:
+            return self._invariant_call(x, weight)
         rows = x.numel() // k
         config = self.choices.get((rows, n, k))
         if config is None:
             return F.linear(x, weight)
         return self.run(x, weight, config=config)
 
-    def run(self, x: Tensor, weight: Tensor, *, config: Config) -> Tensor:
-        """The kernel with `config`, whatever was chosen; x (..., K) with at most MAX_ROWS rows."""
+    def _invariant_call(self, x: Tensor, weight: Tensor) -> Tensor:
+        n, k = weight.shape
+        if x.dim() > 2 and x.shape[-2] != 1:
+            return F.linear(x, weight)
+        config = self.shapes.get((n, k), CANDIDATES[2])
+        blocks = x.reshape(-1, k).split(MAX_ROWS)
+        y = torch.cat([self.run(block, weight, config=config, block_m=MAX_ROWS) for block in blocks])
+        return y.view(*x.shape[:-1], n)
+
+    def run(self, x: Tensor, weight: Tensor, *, config: Config, block_m: int | None = None) -> Tensor:
+        """The kernel with `config`, whatever was chosen; x (..., K) with at most MAX_ROWS rows, in blocks of
+        `block_m` rows (default: the next power of two)."""
         n, k = weight.shape
         x_2d = x.reshape(-1, k)
         rows = x_2d.shape[0]
@@ -126,7 +143,7 @@ class SkinnyLinear:
         y = torch.empty((rows, n), dtype=x.dtype, device=x.device)
         self.kernel[(triton.cdiv(n, config.block_n),)](  # type: ignore[index]
             x_2d, weight, y, rows, n, k, x_2d.stride(0), weight.stride(0), y.stride(0),
-            BLOCK_M=max(16, triton.next_power_of_2(rows)), BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+            BLOCK_M=block_m or max(16, triton.next_power_of_2(rows)), BLOCK_N=config.block_n, BLOCK_K=config.block_k,
             DOT_F32=interpreting(), PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
             num_warps=config.warps, num_stages=config.stages,
         )  # fmt: skip
@@ -137,6 +154,9 @@ class SkinnyLinear:
         count, and keep the fastest. Each timing runs through the whole group, as a step does, so the weights
         come from memory rather than from L2."""
         row_counts = sorted({r for r in rows if r <= MAX_ROWS})
+        if self.invariant:
+            self._tune_shapes(groups)
+            return
         for group in groups:
             n, k = group[0].shape
             for r in row_counts:
@@ -160,3 +180,22 @@ class SkinnyLinear:
                     "matmul %dx%d at %d rows: cuBLAS %.1f us, ours %s", n, k, r, cublas / len(group) * 1e6,
                     "slower" if best is None else f"{best_time / len(group) * 1e6:.1f} us with {best}",
                 )  # fmt: skip
+
+    def _tune_shapes(self, groups: Iterable[list[Tensor]]) -> None:
+        """Invariant mode: the fastest block shape for each weight shape, timed at MAX_ROWS-row blocks (as
+        every call runs), kept for every row count."""
+        for group in groups:
+            n, k = group[0].shape
+            if (n, k) in self.shapes or (self.timer is cuda_timer and group[0].device.type != "cuda"):
+                continue  # chosen already, or no GPU to time on (the interpreter's tests): the default serves
+            x = torch.randn(2, k, device=group[0].device, dtype=group[0].dtype)
+            timings = {}
+            for config in CANDIDATES:
+                try:
+                    run = functools.partial(self.run, x, config=config, block_m=MAX_ROWS)
+                    timings[config] = self.timer(_through(run, group))
+                except Exception as exc:  # a block shape this GPU cannot compile is simply no candidate
+                    log.warning("matmul kernel %s failed for %dx%d: %s", config, n, k, exc)
+            if timings:
+                self.shapes[(n, k)] = min(timings, key=timings.__getitem__)
+                log.info("batch-invariant matmul %dx%d: %s", n, k, self.shapes[(n, k)])

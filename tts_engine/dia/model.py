@@ -184,10 +184,27 @@ class DiaModel(nn.Module):
         # Keeps the decode kernels and projections chosen so far (and what tune_decode measured for them).
         self.ops = dataclasses.replace(fused.compiled(), kernels=self.ops.kernels, linear=self.ops.linear)
 
-    def use_batch_invariant(self) -> None:
-        """Make a row's logits the same bits whatever rows share its step: every projection a row at a time
-        (fused.rowwise_linear) and attention on SDPA, whose CPU and CUDA kernels already work row by row. So a
-        seeded line renders the same beside others as alone, on any hardware, at some speed: see Engine."""
+    def use_batch_invariant(self, *, kernels: bool = False) -> None:
+        """Make a row's logits the same bits whatever rows share its step, so a seeded line renders the same
+        beside others as alone (see Engine). Plainly: every projection a row at a time (fused.rowwise_linear)
+        and attention on SDPA, whose CPU kernels work row by row. With `kernels` (CUDA, or the CPU under
+        TRITON_INTERPRET=1): the decode kernels with fixed splits and the skinny matmuls with one block shape
+        per weight shape, which read the weights once for all rows; if they fail their check, the plain way."""
+        if kernels:
+            from tts_engine.dia import kernels as decode_kernels
+            from tts_engine.dia import linear
+
+            param = next(self.parameters())
+            dec = self.cfg.decoder
+            span = max(dec.max_positions, self.cfg.encoder.max_positions)
+            chosen = decode_kernels.for_device(param.device, invariant_span=span)
+            problem = decode_kernels.check(
+                chosen, dec.num_heads, dec.num_kv_heads, dec.head_dim, param.dtype, param.device
+            )
+            if problem is None:
+                self.ops = dataclasses.replace(self.ops, kernels=chosen, linear=linear.SkinnyLinear(invariant=True))
+                return
+            log.warning("batch-invariant decode kernels unavailable, projecting row by row: %s", problem)
         self.ops = dataclasses.replace(self.ops, kernels=None, linear=fused.rowwise_linear)
 
     def use_decode_kernels(self) -> bool:
@@ -195,7 +212,7 @@ class DiaModel(nn.Module):
         CPU under TRITON_INTERPRET=1), and on CUDA their projections through linear.SkinnyLinear wherever
         `tune_decode` finds it faster than cuBLAS; prefill keeps SDPA. Needs the fused q/k/v projection.
         False (and a warning) where the kernels fail their check on this device: steps stay on SDPA."""
-        if self.ops.linear is fused.rowwise_linear:
+        if self.ops.linear is fused.rowwise_linear or getattr(self.ops.linear, "invariant", False):
             raise ValueError("the decode kernels are not batch-invariant; this model runs use_batch_invariant()")
         if self.ops.kernels is not None:
             return True  # already on, with whatever tune_decode chose: a second Engine on this model keeps it
