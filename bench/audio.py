@@ -12,7 +12,8 @@ full-size weights on the device (no download). Measured:
   once with the stages after the DAC on a thread pool (AudioPipeline's executor, the engine's CUDA default);
 - first packet: frames pushed one at a time as if the engine had just made each; the wall time of the push
   that returns the first packet is the latency this path adds, and its frame index says how many frames the
-  codec's right context holds back.
+  codec's right context holds back;
+- the Opus encoder alone, per 20 ms packet (a voiced, noisy test signal), the largest of the CPU stages.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from transformers import DacConfig, DacModel
 
 from bench.common import commit
 from tts_engine.audio.codec import Codec, fuse_activations
+from tts_engine.audio.opus import FRAME_SAMPLES, RATE, OpusFramer
 from tts_engine.audio.pipeline import AudioPipeline
 from tts_engine.audio.stream import warm_up
 from tts_engine.engine import AUDIO_THREADS
@@ -42,6 +44,21 @@ FRAME_RATE = 44100 / 512
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def opus_ms_per_packet(seconds: float) -> float:
+    """Median over three rounds of encoding `seconds` of a 150 Hz voice-like tone with noise, per packet."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    voiced = sum(np.sin(2 * np.pi * 150 * h * t) / h for h in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+    noise = np.random.default_rng(0).standard_normal(len(t)) * 0.02
+    pcm = (0.2 * voiced + noise).astype(np.float32)
+    rounds = []
+    for _ in range(3):
+        framer = OpusFramer()
+        begin = time.perf_counter()
+        framer.process(pcm)
+        rounds.append((time.perf_counter() - begin) / (len(pcm) // FRAME_SAMPLES))
+    return sorted(rounds)[1] * 1000
 
 
 def main() -> int:
@@ -135,6 +152,7 @@ def main() -> int:
         "pooled_streaming_path_dac_share": round(pooled_decode / pooled, 2),
         "pooled_first_packet_added_ms": round((pooled_first_latency or 0.0) * 1000, 1),
         "first_packet_after_frames": first_frame,
+        "opus_ms_per_packet": round(opus_ms_per_packet(seconds), 3),
     }
     print(f"# {result['meta']}")
     print("| measurement | value |")
@@ -149,6 +167,7 @@ def main() -> int:
     print(f"| the same, {pool_note} | {result['pooled_streaming_path_x_realtime']}x real time |")
     print(f"| of which the DAC decode, with the pool | {result['pooled_streaming_path_dac_share']:.0%} |")
     print(f"| added before the first packet, with the pool | {result['pooled_first_packet_added_ms']} ms |")
+    print(f"| Opus encoder alone, per 20 ms packet | {result['opus_ms_per_packet']} ms |")
     held_ms = (first_frame or 0) / FRAME_RATE * 1000
     print(f"| frames needed before the first packet | {first_frame} ({held_ms:.0f} ms of audio) |")
     if args.json:

@@ -34,7 +34,8 @@ def test_packets_decode_back_to_the_sine() -> None:
     assert len(packets) == 51 and framer.samples == len(x)
     pcm = _decode(packets)
     left, right = pcm[:, 0], pcm[:, 1]
-    np.testing.assert_allclose(left, right, atol=0.01)  # mono sent as identical channels
+    assert all(packet[0] & 0x04 == 0 for packet in packets), "mono packets (the TOC byte's stereo bit clear)"
+    assert np.array_equal(left, right), "a stereo decoder plays a mono packet on both channels alike"
     body = left[framer.encoder.lookahead + 2000 : framer.encoder.lookahead + len(x) - 2000]
     assert abs(dominant_frequency(body, 48000) - 1000) < 2
     assert abs(20 * np.log10(np.sqrt(np.mean(body**2)) / (0.5 / np.sqrt(2)))) < 0.5

@@ -1,8 +1,11 @@
 """20 ms Opus packets for Discord, through libopus with ctypes (Debian's libopus0; no Python binding needed).
 
-Discord plays 48 kHz stereo Opus in 20 ms frames. Mono speech is sent as identical channels, which Opus
-codes at little extra cost. Encoder settings follow discord.py's own encoder (application AUDIO, in-band
-FEC, 15 % expected loss), with the bitrate ours to choose (96 kbit/s by default). A decoder is included for
+Discord plays 48 kHz stereo Opus in 20 ms frames. Our speech is mono, so the stereo encoder is told to code
+one channel (OPUS_SET_FORCE_CHANNELS): every packet is a mono packet, which any stereo decoder plays on both
+channels (RFC 6716 lets each packet choose), the whole bitrate goes to that one channel, and encoding takes
+5-15% less CPU than coding two identical channels (two test signals on the development machine, 2026-11-22).
+Other encoder settings follow discord.py's own encoder (application AUDIO, in-band FEC, 15 % expected loss),
+with the bitrate ours to choose (96 kbit/s by default). A decoder is included for
 tests and checks. ctypes calls follow libopus's opus.h.
 """
 
@@ -26,6 +29,7 @@ _SET_BITRATE = 4002
 _SET_COMPLEXITY = 4010
 _SET_INBAND_FEC = 4012
 _SET_PACKET_LOSS_PERC = 4014
+_SET_FORCE_CHANNELS = 4022
 _GET_LOOKAHEAD = 4027
 
 
@@ -81,6 +85,7 @@ class OpusEncoder:
             (_SET_COMPLEXITY, 10),
             (_SET_INBAND_FEC, 1),
             (_SET_PACKET_LOSS_PERC, 15),
+            (_SET_FORCE_CHANNELS, 1),
         ):
             _check(lib.opus_encoder_ctl(ctypes.c_void_p(self._state), request, ctypes.c_int32(value)), "encoder_ctl")
         lookahead = ctypes.c_int32()
