@@ -86,8 +86,7 @@ class VoicePrompt:
             raise ValueError(f"voice prompt codes must have shape (frames, channels), got {codes.shape}")
         if not np.issubdtype(codes.dtype, np.integer):
             raise ValueError(f"voice prompt codes must be integers, got {codes.dtype}")
-        if codes.min() < 0 or codes.max() > 1023:
-            raise ValueError("voice prompt codes must lie in 0..1023 (DAC codebook entries)")
+        _check_codebook(codes, "voice prompt codes")
         if not self.transcript.strip():
             raise ValueError("a voice prompt needs the transcript of what its clip says")
         object.__setattr__(self, "codes", codes.astype(np.int64))
@@ -99,9 +98,13 @@ def _resumed_frames(frames: np.ndarray, channels: int) -> np.ndarray:
         raise ValueError(
             f"resume_from must be integer frames of shape (n, {channels}), got {codes.dtype} {codes.shape}"
         )
-    if codes.min() < 0 or codes.max() > 1023:
-        raise ValueError("resume_from codes must lie in 0..1023 (DAC codebook entries)")
+    _check_codebook(codes, "resume_from codes")
     return codes.astype(np.int64)
+
+
+def _check_codebook(codes: np.ndarray, what: str) -> None:
+    if codes.min() < 0 or codes.max() > 1023:
+        raise ValueError(f"{what} must lie in 0..1023 (DAC codebook entries)")
 
 
 class EngineBusy(RuntimeError):
@@ -165,12 +168,13 @@ class Engine:
         # Fused elementwise kernels (tts_engine/dia/fused.py): on CUDA by default, where kernel count sets the pace.
         if self.device.type == "cuda" if compile_ops is None else compile_ops:
             model.use_compiled_ops()
+        # Split-KV attention and fused cache writes for decode steps (tts_engine/dia/kernels.py): CUDA with Triton.
+        kernels = _triton_ready(self.device) if decode_kernels is None else decode_kernels
         if batch_invariant:
             # A seeded line renders the same bits whatever shares its steps (DiaModel.use_batch_invariant), with
-            # the decode kernels in their invariant form where they would run (CUDA with Triton) or are asked for.
-            model.use_batch_invariant(kernels=_triton_ready(self.device) if decode_kernels is None else decode_kernels)
-        # Split-KV attention and fused cache writes for decode steps (tts_engine/dia/kernels.py): CUDA with Triton.
-        elif _triton_ready(self.device) if decode_kernels is None else decode_kernels:
+            # the decode kernels in their invariant form where they would run.
+            model.use_batch_invariant(kernels=kernels)
+        elif kernels:
             model.use_decode_kernels()
         # Audio after the codec (resampling, loudness, Opus) runs on this pool, beside the GPU thread: by
         # default on CUDA, where those stages would otherwise take most of a stream's time (bench/audio.py).

@@ -84,7 +84,7 @@ class EngineRenderer:
                         pending, sent_any = [], True
             finally:
                 codes.close()
-            result.codes.append(_chunk(index, start, np.zeros((0, channels), dtype=np.int64), last=True))
+            result.codes.append(CodesChunk(index, start, 0, channels, b"", last=True))  # the segment ended
             if segment.pause_after:
                 pending += pipeline.pause(segment.pause_after).packets
         pending += pipeline.finish().packets
@@ -225,9 +225,9 @@ def voice_record(transcript: str, codes_TxC: np.ndarray) -> VoiceRecord:
     return VoiceRecord(transcript, codes_TxC.astype("<i2").tobytes(), frames, channels)
 
 
-def _chunk(segment: int, start: int, frames_NxC: np.ndarray, *, last: bool = False) -> CodesChunk:
+def _chunk(segment: int, start: int, frames_NxC: np.ndarray) -> CodesChunk:
     codes = frames_NxC.astype("<i2").tobytes()  # DAC codes are 0..1023
-    return CodesChunk(segment, start, len(frames_NxC), frames_NxC.shape[1], codes, last)
+    return CodesChunk(segment, start, len(frames_NxC), frames_NxC.shape[1], codes)
 
 
 def _nothing() -> Generator[np.ndarray, None, None]:

@@ -178,7 +178,7 @@ class WorkerStore:
 
     def emit(self, job_id: str, attempt: int, event: Event, codes: Sequence[bytes] = ()) -> None:
         """Append a start or audio event (final events go through `finish`), and log the codes behind it
-        (`encode_codes`) for a retry to go on from."""
+        (`encode_log`) for a retry to go on from."""
         keys = [out_key(job_id), attempt_key(job_id), codes_key(job_id)]
         args: list[bytes | int] = [attempt, encode_event(event), OUT_MAXLEN, RUNNING_TTL_MS, *codes]
         if not self._emit(keys=keys, args=args):

@@ -182,7 +182,7 @@ def test_kernels_that_fail_their_check_leave_steps_on_sdpa(
     broken_kernels = dataclasses.replace(working, split_attention=Raising())
     problem = kernels.check(broken_kernels, dec.num_heads, dec.num_kv_heads, dec.head_dim, torch.float32, DEVICE)
     assert problem == "RuntimeError: no bf16 dot on this GPU"
-    monkeypatch.setattr(kernels, "for_device", lambda device: broken_kernels)
+    monkeypatch.setattr(kernels, "for_device", lambda device, invariant_span=None: broken_kernels)
     model = copy.deepcopy(small_engine.model)
     assert model.use_decode_kernels() is False
     assert model.ops.kernels is None and "decode kernels unavailable, using SDPA" in caplog.text

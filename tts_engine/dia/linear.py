@@ -153,10 +153,10 @@ class SkinnyLinear:
         """Time cuBLAS and every candidate for each group of same-shape weights (one per layer) at each row
         count, and keep the fastest. Each timing runs through the whole group, as a step does, so the weights
         come from memory rather than from L2."""
-        row_counts = sorted({r for r in rows if r <= MAX_ROWS})
         if self.invariant:
             self._tune_shapes(groups)
             return
+        row_counts = sorted({r for r in rows if r <= MAX_ROWS})
         for group in groups:
             n, k = group[0].shape
             for r in row_counts:
@@ -164,21 +164,16 @@ class SkinnyLinear:
                     continue
                 x = torch.randn(r, k, device=group[0].device, dtype=group[0].dtype)
                 cublas = self.timer(_through(functools.partial(F.linear, x), group))
-                best, best_time = None, cublas
-                for config in CANDIDATES:
-                    try:
-                        took = self.timer(_through(functools.partial(self.run, x, config=config), group))
-                    except Exception as exc:  # a block shape this GPU cannot compile is simply no candidate
-                        log.warning("matmul kernel %s failed for %dx%d: %s", config, n, k, exc)
-                        continue
-                    if took < best_time:
-                        best, best_time = config, took
+                timings = self._time_candidates(x, group)
+                best = min(timings, key=timings.__getitem__, default=None)
+                if best is not None and timings[best] >= cublas:
+                    best = None  # only where strictly faster than cuBLAS
                 self.tuned.add((r, n, k))
                 if best is not None:
                     self.choices[(r, n, k)] = best
                 log.info(
                     "matmul %dx%d at %d rows: cuBLAS %.1f us, ours %s", n, k, r, cublas / len(group) * 1e6,
-                    "slower" if best is None else f"{best_time / len(group) * 1e6:.1f} us with {best}",
+                    "slower" if best is None else f"{timings[best] / len(group) * 1e6:.1f} us with {best}",
                 )  # fmt: skip
 
     def _tune_shapes(self, groups: Iterable[list[Tensor]]) -> None:
@@ -189,13 +184,18 @@ class SkinnyLinear:
             if (n, k) in self.shapes or (self.timer is cuda_timer and group[0].device.type != "cuda"):
                 continue  # chosen already, or no GPU to time on (the interpreter's tests): the default serves
             x = torch.randn(2, k, device=group[0].device, dtype=group[0].dtype)
-            timings = {}
-            for config in CANDIDATES:
-                try:
-                    run = functools.partial(self.run, x, config=config, block_m=MAX_ROWS)
-                    timings[config] = self.timer(_through(run, group))
-                except Exception as exc:  # a block shape this GPU cannot compile is simply no candidate
-                    log.warning("matmul kernel %s failed for %dx%d: %s", config, n, k, exc)
+            timings = self._time_candidates(x, group, block_m=MAX_ROWS)
             if timings:
                 self.shapes[(n, k)] = min(timings, key=timings.__getitem__)
                 log.info("batch-invariant matmul %dx%d: %s", n, k, self.shapes[(n, k)])
+
+    def _time_candidates(self, x: Tensor, group: list[Tensor], *, block_m: int | None = None) -> dict[Config, float]:
+        """Seconds of each candidate block shape through the whole group; one that fails to compile is left out."""
+        timings = {}
+        for config in CANDIDATES:
+            try:
+                run = functools.partial(self.run, x, config=config, block_m=block_m)
+                timings[config] = self.timer(_through(run, group))
+            except Exception as exc:  # a block shape this GPU cannot compile is simply no candidate
+                log.warning("matmul kernel %s failed for %dx%d: %s", config, *group[0].shape, exc)
+        return timings

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +26,9 @@ from tts_engine.dia import fused
 from tts_engine.dia.attention import CrossAttention, DecoderSelfAttention, EncoderAttention, fold_mask
 from tts_engine.dia.cache import CrossCache, SelfCache
 from tts_engine.dia.config import DecoderConfig, DiaConfig, EncoderConfig
+
+if TYPE_CHECKING:
+    from tts_engine.dia.kernels import DecodeKernels
 
 log = logging.getLogger(__name__)
 
@@ -191,20 +195,13 @@ class DiaModel(nn.Module):
         TRITON_INTERPRET=1): the decode kernels with fixed splits and the skinny matmuls with one block shape
         per weight shape, which read the weights once for all rows; if they fail their check, the plain way."""
         if kernels:
-            from tts_engine.dia import kernels as decode_kernels
             from tts_engine.dia import linear
 
-            param = next(self.parameters())
-            dec = self.cfg.decoder
-            span = max(dec.max_positions, self.cfg.encoder.max_positions)
-            chosen = decode_kernels.for_device(param.device, invariant_span=span)
-            problem = decode_kernels.check(
-                chosen, dec.num_heads, dec.num_kv_heads, dec.head_dim, param.dtype, param.device
-            )
-            if problem is None:
+            span = max(self.cfg.decoder.max_positions, self.cfg.encoder.max_positions)
+            chosen = self._checked_kernels(span, fallback="projecting row by row")
+            if chosen is not None:
                 self.ops = dataclasses.replace(self.ops, kernels=chosen, linear=linear.SkinnyLinear(invariant=True))
                 return
-            log.warning("batch-invariant decode kernels unavailable, projecting row by row: %s", problem)
         self.ops = dataclasses.replace(self.ops, kernels=None, linear=fused.rowwise_linear)
 
     def use_decode_kernels(self) -> bool:
@@ -216,18 +213,29 @@ class DiaModel(nn.Module):
             raise ValueError("the decode kernels are not batch-invariant; this model runs use_batch_invariant()")
         if self.ops.kernels is not None:
             return True  # already on, with whatever tune_decode chose: a second Engine on this model keeps it
-        from tts_engine.dia import kernels, linear  # they import triton, which a CPU-only install may lack
+        from tts_engine.dia import linear  # it imports triton, which a CPU-only install may lack
+
+        chosen = self._checked_kernels(None, fallback="using SDPA")
+        if chosen is None:
+            return False
+        skinny = linear.SkinnyLinear() if next(self.parameters()).device.type == "cuda" else self.ops.linear
+        self.ops = dataclasses.replace(self.ops, kernels=chosen, linear=skinny)
+        return True
+
+    def _checked_kernels(self, invariant_span: int | None, *, fallback: str) -> DecodeKernels | None:
+        """The decode kernels for this model's device (see kernels.for_device), or None and a warning naming
+        the `fallback` where they fail their check here."""
+        from tts_engine.dia import kernels
 
         param = next(self.parameters())
-        chosen = kernels.for_device(param.device)
+        chosen = kernels.for_device(param.device, invariant_span=invariant_span)
         dec = self.cfg.decoder
         problem = kernels.check(chosen, dec.num_heads, dec.num_kv_heads, dec.head_dim, param.dtype, param.device)
         if problem is not None:
-            log.warning("decode kernels unavailable, using SDPA: %s", problem)
-            return False
-        skinny = linear.SkinnyLinear() if param.device.type == "cuda" else self.ops.linear
-        self.ops = dataclasses.replace(self.ops, kernels=chosen, linear=skinny)
-        return True
+            kind = "decode kernels" if invariant_span is None else "batch-invariant decode kernels"
+            log.warning("%s unavailable, %s: %s", kind, fallback, problem)
+            return None
+        return chosen
 
     def tune_decode(self, rows: Iterable[int]) -> None:
         """Let the decode step's projections pick their kernels for steps of these row counts (a no-op unless
