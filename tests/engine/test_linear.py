@@ -121,6 +121,19 @@ def test_a_candidate_that_fails_is_skipped() -> None:
     assert skinny.choices == {(2, 32, 16): linear.CANDIDATES[1]}
 
 
+def test_candidates_past_the_gpus_shared_memory_are_not_tried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 64-row blocks in bf16, the 512-deep candidate needs 240 KiB of shared memory, past an H100's 227:
+    with that limit it is never timed (the Hopper build test checks shared_bytes against compiled kernels)."""
+    monkeypatch.setattr(linear, "shared_limit", lambda device: 227 * 1024)
+    weights = [torch.randn(64, 32, device=DEVICE).bfloat16()]
+    x = torch.randn(2, 32, device=DEVICE).bfloat16()
+    skinny = linear.SkinnyLinear(timer=lambda fn: 1.0)
+    too_big = {c for c in linear.CANDIDATES if c.shared_bytes(64, 2) > 227 * 1024}
+    assert too_big == {linear.Config(16, 512, 8, 3)}
+    assert set(skinny._time_candidates(x, weights, block_m=64)) == set(linear.CANDIDATES) - too_big
+    assert set(skinny._time_candidates(x, weights)) == set(linear.CANDIDATES), "16-row blocks: all fit"
+
+
 def test_a_second_engine_on_the_model_keeps_the_tuned_matmuls(ending_checkpoint: Checkpoint) -> None:
     """An Engine made on a model that already has its kernels (an eager engine beside a graphed one, say)
     keeps them and what tune_decode chose, through compile_ops too: graphs captured with them stay exact."""

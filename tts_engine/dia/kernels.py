@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-KEYS_PER_TILE = 64  # one tile of keys per loop iteration: 64 x 128 bf16 is 16 KiB
+KEYS_PER_TILE = 64  # one tile of keys per loop iteration (16-bit dtypes; see attention_tile)
 INVARIANT_TILES = 4  # tiles per split when batch-invariant: a row's splits then depend only on its own keys
 
 
@@ -172,6 +172,15 @@ def _rope_write(
     tl.store(v_ptr + row * stride_vr + kv[:, None] * stride_vh + pos * stride_vs + e[None, :], value, mask=v_ok)
 
 
+def attention_tile(head_dim: int, itemsize: int) -> tuple[int, int]:
+    """(keys per loop step, warps) of the split-attention kernel: 64 keys of 128 bf16 values (16 KiB of keys,
+    16 of values) on 4 warps; for float32, whose full-precision dot keeps more in registers, 32 keys on 8
+    warps (64 keys spilled on sm_90, and 32 on 4 warps: tests/engine/test_hopper_build.py)."""
+    if head_dim < 64:
+        return 16, 4
+    return (KEYS_PER_TILE, 4) if itemsize <= 2 else (KEYS_PER_TILE // 2, 8)
+
+
 def _pow2(n: int, floor: int = 16) -> int:
     return max(floor, triton.next_power_of_2(n))
 
@@ -207,7 +216,7 @@ class DecodeKernels:
         kv_heads, span = k_RxKxSxE.shape[1], k_RxKxSxE.shape[2]
         group = h // kv_heads
         assert q_RxHxE.stride(2) == 1 and k_RxKxSxE.stride(3) == 1 and v_RxKxSxE.stride(3) == 1
-        block_n = KEYS_PER_TILE if e >= 64 else 16
+        block_n, warps = attention_tile(e, q_RxHxE.element_size())
         if self.invariant_span is None:
             splits, chunk = plan_splits(r * kv_heads, span, block_n, self.programs)
             final, block_s = splits == 1, _pow2(splits, 2)
@@ -230,7 +239,7 @@ class DecodeKernels:
             q_RxHxE.stride(0), q_RxHxE.stride(1), *k_RxKxSxE.stride()[:3], *v_RxKxSxE.stride()[:3],
             kv_heads, group, e, span, chunk, splits, 1.0,
             BLOCK_G=_pow2(group), BLOCK_N=block_n, BLOCK_E=_pow2(e), FINAL=final, PRECISION=precision,
-            DOT_F32=dot_f32,
+            DOT_F32=dot_f32, num_warps=warps,
         )  # fmt: skip
         if not final:
             self.merge_splits[(r * h,)](part, lse, out_RxHxE, splits, e, BLOCK_S=block_s, BLOCK_E=_pow2(e))

@@ -66,13 +66,30 @@ class Config:
     warps: int = 4
     stages: int = 4
 
+    def shared_bytes(self, block_m: int, itemsize: int) -> int:
+        """Shared memory the pipelined loads need at most: `stages` buffers of an x tile and a W tile (Triton
+        uses one buffer fewer where it pipelines with mma.sync; tests/engine/test_hopper_build.py checks the
+        bound against compiled kernels)."""
+        return self.stages * (block_m + self.block_n) * self.block_k * itemsize
+
 
 # Narrow bands for the 2048-wide projections (128 blocks), wider ones for gate/up's 16384 and the logits.
 CANDIDATES = (Config(16, 256), Config(16, 512, 8, 3), Config(32, 128), Config(32, 256, 4, 3), Config(64, 128, 4, 3))
+# Row counts vary by bucket; not specialising on them keeps one compilation per block shape.
+DO_NOT_SPECIALIZE = ("rows",)
 MAX_ROWS = 64  # x's rows share one block; past this the weights would be re-read, and cuBLAS is efficient
 
 
 Timer = Callable[[Callable[[], object]], float]
+
+
+def shared_limit(device: torch.device) -> int | None:
+    """The most shared memory one thread block may use on `device` (227 KiB on an H100); None off CUDA, or
+    where PyTorch does not say (then a launch that asks too much fails, and the tuner leaves it out)."""
+    if device.type != "cuda":
+        return None
+    limit = getattr(torch.cuda.get_device_properties(device), "shared_memory_per_block_optin", None)
+    return None if limit is None else int(limit)
 
 
 def cuda_timer(fn: Callable[[], object], repeats: int = 30) -> float:
@@ -103,8 +120,7 @@ def _through(matmul: Callable[[Tensor], Tensor], group: list[Tensor]) -> Callabl
 class SkinnyLinear:
     """`F.linear` without bias, through the Triton kernel for the (rows, N, K) shapes `tune` found it faster on."""
 
-    # Row counts vary by bucket; not specialising on them keeps one compilation per block shape.
-    kernel: object = field(default_factory=lambda: triton.jit(_skinny_matmul, do_not_specialize=["rows"]))
+    kernel: object = field(default_factory=lambda: triton.jit(_skinny_matmul, do_not_specialize=DO_NOT_SPECIALIZE))
     choices: dict[tuple[int, int, int], Config] = field(default_factory=dict)
     tuned: set[tuple[int, int, int]] = field(default_factory=set)
     timer: Timer = cuda_timer  # seconds one call takes
@@ -190,9 +206,14 @@ class SkinnyLinear:
                 log.info("batch-invariant matmul %dx%d: %s", n, k, self.shapes[(n, k)])
 
     def _time_candidates(self, x: Tensor, group: list[Tensor], *, block_m: int | None = None) -> dict[Config, float]:
-        """Seconds of each candidate block shape through the whole group; one that fails to compile is left out."""
+        """Seconds of each candidate block shape through the whole group; one that needs more shared memory than
+        a block may have on this GPU, or fails to compile, is left out."""
         timings = {}
+        limit = shared_limit(x.device)
+        rows = block_m or max(16, triton.next_power_of_2(x.numel() // x.shape[-1]))
         for config in CANDIDATES:
+            if limit is not None and config.shared_bytes(rows, x.element_size()) > limit:
+                continue
             try:
                 run = functools.partial(self.run, x, config=config, block_m=block_m)
                 timings[config] = self.timer(_through(run, group))

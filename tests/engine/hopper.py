@@ -1,0 +1,303 @@
+"""Our Triton kernels compiled for an H100 (sm_90) on a machine without a GPU, and what their machine code says.
+
+Triton compiles for a named target without a driver: `triton.compile` on an `ASTSource` gives the cubin that a
+launch on an H100 would build, and the `cuobjdump` that Triton's wheel carries reads its registers, spills
+and instructions. The launches are the real ones: a decode step of the full-size model, built on the meta
+device (shapes and strides, no weights), calls the decode kernels and the skinny matmuls through stand-ins
+that record each launch's arguments instead of running it. Each launch is then specialised as Triton's JIT
+would specialise it at run time (`native_specialize_impl`: integers divisible by 16 and 16-byte-aligned
+pointers get a divisibility hint, integers equal to 1 become constants); those hints decide whether loads
+are vectorised, so compiling without them would judge other code than the GPU runs.
+
+It runs in a process of its own, without TRITON_INTERPRET=1: with it set when triton is imported, Triton's
+library functions are jitted for the interpreter and nothing compiles. `python -m tests.engine.hopper` prints
+the table (`--json` for tests/engine/test_hopper_build.py); with another Triton first on PYTHONPATH (the lent
+GPU machine has 3.6) it checks that version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import re
+import subprocess
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import triton
+from triton._C.libtriton import native_specialize_impl
+from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia.compiler import CUDABackend
+from triton.compiler import ASTSource
+from triton.runtime.jit import JITFunction
+
+from tts_engine.dia import kernels, linear
+from tts_engine.dia.cache import CrossCache, SelfCache
+from tts_engine.dia.config import DiaConfig
+from tts_engine.dia.model import DiaModel
+
+TARGET = GPUTarget("cuda", 90, 32)
+OPTIONS = ("num_warps", "num_stages")
+CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch as a decode step made it: the kernel body, its arguments and its compile options."""
+
+    fn: Callable[..., None]
+    args: tuple[Any, ...]
+    constants: dict[str, Any]  # the constexpr keyword arguments
+    options: dict[str, int]  # num_warps, num_stages
+    do_not_specialize: tuple[str, ...] = ()
+
+    def specialisation(self) -> tuple[dict[str, str], dict[tuple[int, ...], Any], dict[tuple[int, ...], Any]]:
+        """Signature, constants and attributes as Triton's JIT derives them from these arguments."""
+        jit = JITFunction(self.fn)
+        signature: dict[str, str] = {}
+        constants: dict[tuple[int, ...], Any] = {}
+        attrs: dict[tuple[int, ...], Any] = {}
+        positional = iter(self.args)
+        for i, name in enumerate(jit.arg_names):
+            if name in self.constants:
+                signature[name], constants[(i,)] = "constexpr", self.constants[name]
+                continue
+            specialise = name not in self.do_not_specialize
+            kind, spec = native_specialize_impl(CUDABackend, next(positional), False, specialise, True)
+            if kind == "constexpr":
+                signature[name], constants[(i,)] = kind, spec
+                continue
+            signature[name] = kind
+            if spec:
+                attrs[(i,)] = CUDABackend.parse_attr(spec)
+        return signature, constants, attrs
+
+    def key(self) -> str:
+        signature, constants, attrs = self.specialisation()
+        return repr((self.fn.__name__, signature, sorted(constants.items()), sorted(attrs.items()), self.options))
+
+    def with_config(self, config: linear.Config) -> Launch:
+        """This skinny-matmul launch with another candidate block shape."""
+        constants = {**self.constants, "BLOCK_N": config.block_n, "BLOCK_K": config.block_k}
+        return dataclasses.replace(
+            self, constants=constants, options={"num_warps": config.warps, "num_stages": config.stages}
+        )
+
+    def compile(self, *, hints: bool = True) -> Any:
+        """The cubin for TARGET; without `hints`, as if no argument were known divisible or aligned."""
+        signature, constants, attrs = self.specialisation()
+        source = ASTSource(JITFunction(self.fn), signature, constants, attrs if hints else {key: [] for key in attrs})
+        # FMA fusion on, the JIT's default (named, because Triton 3.9 warns when it is left to the default).
+        return triton.compile(source, target=TARGET, options={**self.options, "enable_fp_fusion": True})
+
+
+class _Recorder:
+    """Stands in for a jitted kernel: `kernel[grid](...)` records the launch and runs nothing."""
+
+    def __init__(self, fn: Callable[..., None], into: list[Launch], do_not_specialize: tuple[str, ...] = ()) -> None:
+        self.fn, self.into, self.do_not_specialize = fn, into, do_not_specialize
+
+    def __getitem__(self, grid: object) -> Callable[..., None]:
+        def launch(*args: Any, **kwargs: Any) -> None:
+            options = {name: kwargs.pop(name) for name in OPTIONS if name in kwargs}
+            self.into.append(Launch(self.fn, args, kwargs, options, self.do_not_specialize))
+
+        return launch
+
+
+@dataclass(frozen=True)
+class Step:
+    """A decode step to record: its rows (two per request), spans, dtype and whether batch-invariant."""
+
+    rows: int
+    self_span: int
+    cross_span: int
+    dtype: torch.dtype = torch.bfloat16
+    invariant: bool = False
+
+
+# Width 1 early in a line, width 16 at full spans, float32 weights, and the batch-invariant form.
+STEPS = (
+    Step(rows=2, self_span=256, cross_span=203),
+    Step(rows=32, self_span=1024, cross_span=1024),
+    Step(rows=2, self_span=512, cross_span=77, dtype=torch.float32),
+    Step(rows=6, self_span=768, cross_span=203, invariant=True),
+)
+
+
+@functools.cache
+def _meta_model(dtype: torch.dtype) -> DiaModel:
+    with torch.device("meta"):
+        model = DiaModel(DiaConfig()).to(dtype)
+    model.fuse()
+    model.setup_rope(DiaConfig().decoder.max_positions, torch.device("meta"))
+    return model
+
+
+def record(step: Step) -> list[Launch]:
+    """The kernel launches of one decode step of the full-size model (every projection on the skinny kernel)."""
+    launches: list[Launch] = []
+    model = _meta_model(step.dtype)
+    span = max(model.cfg.decoder.max_positions, model.cfg.encoder.max_positions) if step.invariant else None
+    decode_kernels = kernels.DecodeKernels(
+        _Recorder(kernels._split_attention, launches),
+        _Recorder(kernels._merge_splits, launches),
+        _Recorder(kernels._rope_write, launches),
+        programs=2 * 132,  # an H100's 132 SMs, as kernels.for_device counts them
+        invariant_span=span,
+    )
+    kernel = _Recorder(linear._skinny_matmul, launches, linear.DO_NOT_SPECIALIZE)
+    skinny = linear.SkinnyLinear(kernel=kernel, invariant=step.invariant)
+    for weight in model.parameters():
+        if weight.dim() == 2:
+            skinny.choices[(step.rows, *weight.shape)] = linear.CANDIDATES[0]
+    meta, cfg = torch.device("meta"), model.cfg
+    cache = SelfCache.allocate(cfg, rows=step.rows, length=cfg.decoder.max_positions, device=meta, dtype=step.dtype)
+    cross = CrossCache.allocate(cfg, rows=step.rows, max_text=cfg.encoder.max_positions, device=meta, dtype=step.dtype)
+    tokens = torch.zeros(step.rows, 1, cfg.decoder.num_channels, dtype=torch.long, device=meta)
+    pos = torch.zeros(step.rows, 1, dtype=torch.long, device=meta)
+    saved = model.ops
+    model.ops = dataclasses.replace(model.ops, kernels=decode_kernels, linear=skinny)
+    try:
+        with _compiled_form():
+            model.decode(tokens, pos, cache, cross, self_span=step.self_span, cross_span=step.cross_span)
+    finally:
+        model.ops = saved
+    return launches
+
+
+@contextlib.contextmanager
+def _compiled_form() -> Iterator[None]:
+    """Makes the launch code choose what it chooses on a GPU, not the interpreter's float32 dot inputs."""
+    saved = kernels.interpreting
+    kernels.interpreting = linear.interpreting = lambda: False  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        kernels.interpreting = linear.interpreting = saved  # type: ignore[attr-defined]
+
+
+def distinct(launches: list[Launch]) -> Iterator[Launch]:
+    """One launch per distinct compilation; skinny matmuls once with every candidate block shape."""
+    seen: set[str] = set()
+    for launch in launches:
+        variants = [launch]
+        if launch.fn is linear._skinny_matmul:
+            variants = [launch.with_config(config) for config in linear.CANDIDATES]
+        for variant in variants:
+            key = variant.key()
+            if key not in seen:
+                seen.add(key)
+                yield variant
+
+
+@dataclass(frozen=True)
+class Built:
+    """What the machine code of one compiled launch says."""
+
+    kernel: str
+    constants: dict[str, Any]  # the block shape and other constexprs
+    options: dict[str, int]
+    itemsize: int  # bytes per element of the launch's first tensor (bf16 2, float32 4)
+    registers: int
+    spilled: int  # bytes of stack and local memory per thread (register spills)
+    shared: int  # bytes of shared memory per block
+    loads: dict[str, int]  # global load instructions by opcode (LDG, and cp.async's LDGSTS)
+
+    def describe(self) -> str:
+        constants = {k: v for k, v in self.constants.items() if k not in ("DOT_F32", "PRECISION")}
+        return f"{self.kernel} {constants} {self.options}"
+
+
+def build(launch: Launch, *, hints: bool = True) -> Built:
+    compiled = launch.compile(hints=hints)
+    with tempfile.TemporaryDirectory() as folder:
+        cubin = Path(folder) / "kernel.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        usage = _cuobjdump("--dump-resource-usage", cubin)
+        sass = _cuobjdump("--dump-sass", cubin)
+    resources = dict(re.findall(r"(REG|STACK|LOCAL):(\d+)", usage))
+    first_tensor = next(arg for arg in launch.args if isinstance(arg, torch.Tensor))
+    return Built(
+        kernel=launch.fn.__name__.lstrip("_"),
+        constants={k: v for k, v in launch.constants.items()},
+        options={"num_warps": compiled.metadata.num_warps, "num_stages": compiled.metadata.num_stages},
+        itemsize=first_tensor.element_size(),
+        registers=int(resources["REG"]),
+        spilled=int(resources["STACK"]) + int(resources["LOCAL"]),
+        shared=int(compiled.metadata.shared),
+        loads=dict(Counter(re.findall(r"\b(LDGSTS[.\w]*|LDG[.\w]*)", sass))),
+    )
+
+
+def _cuobjdump(flag: str, cubin: Path) -> str:
+    return subprocess.run([str(CUOBJDUMP), flag, str(cubin)], check=True, capture_output=True, text=True).stdout
+
+
+def controls() -> dict[str, Built]:
+    """The same kernels in forms we avoid, to show what the checks see in them: the float32 split attention
+    with 64-key tiles on 4 warps, and a skinny matmul compiled without the JIT's divisibility hints."""
+    fp32 = record(Step(rows=2, self_span=512, cross_span=77, dtype=torch.float32))
+    attention = next(launch for launch in fp32 if launch.fn is kernels._split_attention)
+    wide = dataclasses.replace(attention, constants={**attention.constants, "BLOCK_N": 64}, options={"num_warps": 4})
+    matmul = next(launch for launch in record(STEPS[0]) if launch.fn is linear._skinny_matmul)
+    return {"float32 attention, 64-key tiles, 4 warps": build(wide), "matmul without hints": build(matmul, hints=False)}
+
+
+def report() -> dict[str, Any]:
+    """Every distinct build of every step in STEPS, with launch counts, and the controls."""
+    steps = []
+    for step in STEPS:
+        launches = record(step)
+        counts = Counter(launch.fn.__name__.lstrip("_") for launch in launches)
+        builds = [dataclasses.asdict(build(launch)) for launch in distinct(launches)]
+        described = dataclasses.asdict(step) | {"dtype": str(step.dtype)}
+        steps.append({"step": described, "launches": counts, "builds": builds})
+    return {
+        "triton": triton.__version__,
+        "steps": steps,
+        "controls": {name: dataclasses.asdict(built) for name, built in controls().items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        # Triton's own library functions are jitted at import for the interpreter then, and cannot compile.
+        parser.error("run without TRITON_INTERPRET=1")
+    if not CUOBJDUMP.exists():
+        parser.exit(3, f"no cuobjdump in this Triton wheel (looked for {CUOBJDUMP})\n")
+    result = report()
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"triton {result['triton']}, target {TARGET}")
+    for step in result["steps"]:
+        print(f"\n{step['step']}: launches {step['launches']}")
+        for built in [Built(**b) for b in step["builds"]]:
+            _print(built)
+    print("\ncontrols (forms we avoid):")
+    for name, built in result["controls"].items():
+        print(f"  {name}:")
+        _print(Built(**built))
+
+
+def _print(built: Built) -> None:
+    loads = ", ".join(f"{op} x{n}" for op, n in sorted(built.loads.items()))
+    print(f"  {built.describe()}\n    regs {built.registers}, spilled {built.spilled} B, "
+          f"shared {built.shared} B; loads: {loads}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The decode kernels compiled for an H100 (sm_90) here, without a GPU, from the launches of real decode steps
+(tests/engine/hopper.py): each compiles with the installed Triton, fits a block's shared memory, keeps its
+values in registers, and reads memory in 16-byte vectors. The machine code is what a GPU would run, so these
+checks fail on a kernel that would crash at launch or crawl (unvectorised two-byte loads, spills in the loop);
+how fast it runs is for bench/engine.py on a GPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("triton.backends.nvidia.compiler", reason="Triton's CUDA backend is not installed")
+from tts_engine.dia import linear  # after the skip: it imports triton
+from tts_engine.dia.config import DiaConfig
+
+H100_SHARED = 227 * 1024  # the most shared memory one block may opt into on sm_90
+# ptxas may park one register's value on the stack outside the main loop (seen at 32-row skinny blocks with
+# Triton 3.6 and 3.9: one store, one load); more than that is a working set that does not fit.
+SPILL_ALLOWANCE = 8
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    """tests/engine/hopper.py's report, from a process without TRITON_INTERPRET (see its docstring)."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.engine.hopper", "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if "no cuobjdump" in done.stderr:
+        pytest.skip("this Triton wheel carries no cuobjdump")
+    assert done.returncode == 0, done.stderr[-4000:]
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def _vectorised(loads: dict[str, int]) -> bool:
+    """Tiles arrive by 16-byte cp.async or plain loads; only scalars (a length, a position, an lse) may be
+    narrower, and never as two-byte loads of bf16 data."""
+    if any(op.startswith("LDGSTS") and not op.endswith(".128") for op in loads):
+        return False
+    return not any(op.endswith((".U16", ".S16", ".U8", ".S8")) for op in loads)
+
+
+def _skinny_config(built: dict[str, Any]) -> linear.Config:
+    constants, options = built["constants"], built["options"]
+    return linear.Config(constants["BLOCK_N"], constants["BLOCK_K"], options["num_warps"], options["num_stages"])
+
+
+@pytest.mark.parametrize("index", range(4), ids=["width-1", "width-16", "float32", "batch-invariant"])
+def test_every_decode_launch_builds_for_hopper(report: dict[str, Any], index: int) -> None:
+    step = report["steps"][index]
+    layers = DiaConfig().decoder.num_layers
+    # Per layer: the RoPE cache write, self- and cross-attention, and the projections on the skinny kernel.
+    assert step["launches"]["rope_write"] == layers
+    assert step["launches"]["split_attention"] == 2 * layers
+    assert step["launches"]["skinny_matmul"] >= 6 * layers
+    kernels_built = {built["kernel"] for built in step["builds"]}
+    assert {"skinny_matmul", "split_attention", "rope_write"} <= kernels_built
+
+    for built in step["builds"]:
+        what = f"{built['kernel']} {built['constants']} {built['options']}"
+        if built["kernel"] == "skinny_matmul":
+            estimate = _skinny_config(built).shared_bytes(built["constants"]["BLOCK_M"], built["itemsize"])
+            assert built["shared"] <= estimate, f"{what}: shared_bytes {estimate} under the real {built['shared']}"
+            if estimate > H100_SHARED:
+                continue  # the tuner never launches it on an H100 (linear.shared_limit)
+        assert built["shared"] <= H100_SHARED, f"{what}: {built['shared']} B of shared memory"
+        assert built["spilled"] <= SPILL_ALLOWANCE, f"{what}: {built['spilled']} B spilled ({built['registers']} regs)"
+        assert _vectorised(built["loads"]), f"{what}: {built['loads']}"
+
+
+def test_the_checks_catch_what_they_are_for(report: dict[str, Any]) -> None:
+    """The controls fail these checks: float32 attention tiles of 64 keys on 4 warps spill, and without the
+    JIT's divisibility hints the matmul loads its bf16 operands two bytes at a time."""
+    controls = report["controls"]
+    assert controls["float32 attention, 64-key tiles, 4 warps"]["spilled"] > SPILL_ALLOWANCE
+    assert not _vectorised(controls["matmul without hints"]["loads"])
