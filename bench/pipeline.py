@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 
 from bench.common import commit, redis_server
 from launcher.embedded_redis import find_redis_server
-from tts_engine import jobs
+from tts_engine import job_events, jobs
 from tts_engine.jobs import AudioEvent, RenderJob, RenderParams, Segment, StartEvent, VoiceRecord
 from tts_engine.rendering import RenderResult
 from tts_engine.worker import Worker, WorkerConfig
@@ -57,7 +57,7 @@ async def _one_by_one(client: Redis, count: int, limits: jobs.QueueLimits) -> tu
     for i in range(count):
         job = RenderJob(guild_id=i, requester=i, segments=(Segment(text="[S1] Hi."),), params=RenderParams())
         await jobs.submit(client, job, limits)
-        async for _, event in jobs.events(client, job.job_id, block_ms=100):
+        async for _, event in job_events.events(client, job.job_id, block_ms=100):
             received = time.time()
             if isinstance(event, StartEvent):
                 pickups.append(event.picked_at - job.created_at)
@@ -79,7 +79,7 @@ async def _all_at_once(client: Redis, count: int, limits: jobs.QueueLimits) -> f
 
     async def finish(job_id: str) -> None:
         async with readers:
-            async for _, event in jobs.events(client, job_id, block_ms=100):
+            async for _, event in job_events.events(client, job_id, block_ms=100):
                 assert not isinstance(event, jobs.ErrorEvent), event
 
     await asyncio.gather(*(finish(job.job_id) for job in batch))

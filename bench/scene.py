@@ -32,7 +32,7 @@ from bench.common import commit, redis_server
 from tests.bot.conftest import BotProcess, make_world
 from tests.fakediscord import FakeDiscord
 from tests.queue.workers import WorkerProcess
-from tts_engine import jobs
+from tts_engine import job_events, jobs
 from tts_engine.characters import Cast
 from tts_engine.scene import FRAMES_PER_SECOND
 
@@ -82,7 +82,7 @@ async def _run(args: argparse.Namespace, url: str, folder: Path, model: str, cod
                 session = await world.session()
                 await session.wait_for(lambda s: bool(s.audio()), timeout=600)
                 (job_id,) = [k.decode().rsplit(":", 1)[1] for k in await client.keys("dia:out:*")]
-                end = await jobs.outcome(client, job_id, stall_timeout=600)
+                end = await job_events.outcome(client, job_id, stall_timeout=600)
                 assert isinstance(end, jobs.EndEvent), end
                 await session.wait_for(lambda s: bool(s.speaking) and s.speaking[-1][1] == 0, timeout=600)
             finally:

@@ -20,7 +20,7 @@ import discord
 from redis.asyncio import Redis
 
 from bot.errors import UserFacingError, reply_privately, submit
-from tts_engine import jobs
+from tts_engine import job_events, jobs
 from tts_engine.characters import Cast, CastError, Character
 from tts_engine.jobs import CLIP_MAX_BYTES, RenderJob, RenderParams, Segment, VoiceRecord
 from tts_engine.scene import FRAMES_PER_SECOND
@@ -47,7 +47,7 @@ def seconds(frames: int) -> float:
 
 async def _run(req: Requester, job: RenderJob) -> jobs.EndEvent:
     await submit(req.redis, job, req.limits, timeout=5.0)
-    result = await jobs.outcome(req.redis, job.job_id, stall_timeout=180)
+    result = await job_events.outcome(req.redis, job.job_id, stall_timeout=180)
     if isinstance(result, jobs.ErrorEvent):
         raise UserFacingError(result.message)
     return result

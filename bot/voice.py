@@ -23,7 +23,7 @@ from typing import Protocol
 import discord
 from redis.asyncio import Redis
 
-from tts_engine import jobs
+from tts_engine import job_events, jobs
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ class GuildPlayer:
     async def _play(self, line: Line) -> None:
         self.current = line
         buffer = self._buffer = JitterBuffer()
-        reader = jobs.JobAudio(self.services.redis, line.job_id, stall_timeout=self.services.stall_timeout)
+        reader = job_events.JobAudio(self.services.redis, line.job_id, stall_timeout=self.services.stall_timeout)
         ready = asyncio.Event()
         feeder = asyncio.create_task(self._feed(reader, buffer, ready), name=f"feed-{line.job_id}")
         try:
@@ -312,7 +312,7 @@ class GuildPlayer:
             self._buffer = None
         await self._report(line, reader.result)
 
-    async def _feed(self, reader: jobs.JobAudio, buffer: JitterBuffer, ready: asyncio.Event) -> None:
+    async def _feed(self, reader: job_events.JobAudio, buffer: JitterBuffer, ready: asyncio.Event) -> None:
         try:
             async for batch in reader:
                 buffer.put(batch)

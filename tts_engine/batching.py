@@ -36,7 +36,7 @@ from tts_engine.dia.ending import NOT_ENDED
 
 if TYPE_CHECKING:
     from tts_engine.dia.model import DiaModel
-    from tts_engine.engine import GenerationParams, VoicePrompt
+    from tts_engine.params import GenerationParams, VoicePrompt
 
 log = logging.getLogger(__name__)
 

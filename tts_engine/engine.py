@@ -19,7 +19,6 @@ import secrets
 import threading
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -40,71 +39,13 @@ from tts_engine.dia.decode import Decoder, Request
 from tts_engine.dia.delay import undelay
 from tts_engine.dia.ending import NOT_ENDED
 from tts_engine.dia.model import DiaModel
+from tts_engine.params import MAX_SEED, GenerationParams, VoicePrompt, resumed_frames
+
+__all__ = ["AUDIO_THREADS", "Engine", "EngineBusy", "GenerationParams", "VoicePrompt"]  # the engine's public API
 
 log = logging.getLogger(__name__)
 
-MAX_SEED = 2**63 - 1
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    """How to sample. Defaults are nari-labs/dia's for the 0626 checkpoint; temperature 0 means greedy."""
-
-    cfg_scale: float = 3.0  # classifier-free guidance; 1 turns it off
-    temperature: float = 1.2
-    top_p: float = 0.95
-    top_k: int = 45  # candidates kept, chosen on the guided logits
-    max_tokens: int = 3072  # decoder steps including a voice prompt; 86 steps make one second of audio
-    seed: int | None = None  # the same seed, text, prompt and device give the same codes
-
-    def __post_init__(self) -> None:
-        if not 1.0 <= self.cfg_scale <= 10.0:
-            raise ValueError(f"cfg_scale must be between 1 (off) and 10, got {self.cfg_scale}")
-        if not 0.0 <= self.temperature <= 5.0:
-            raise ValueError(f"temperature must be between 0 (greedy) and 5, got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be above 0 and at most 1, got {self.top_p}")
-        if not 1 <= self.top_k <= 1024:
-            raise ValueError(f"top_k must be between 1 and 1024, got {self.top_k}")
-        if not 2 <= self.max_tokens <= 100_000:
-            raise ValueError(f"max_tokens must be at least 2, got {self.max_tokens}")
-        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
-            raise ValueError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
-
-
-@dataclass(frozen=True, eq=False)
-class VoicePrompt:
-    """A voice to continue: what was said (with speaker tags) and its DAC codes, int (T, 9), undelayed."""
-
-    transcript: str
-    codes: np.ndarray = field(repr=False)
-
-    def __post_init__(self) -> None:
-        codes = np.asarray(self.codes)
-        if codes.ndim != 2 or codes.shape[0] < 1:
-            raise ValueError(f"voice prompt codes must have shape (frames, channels), got {codes.shape}")
-        if not np.issubdtype(codes.dtype, np.integer):
-            raise ValueError(f"voice prompt codes must be integers, got {codes.dtype}")
-        _check_codebook(codes, "voice prompt codes")
-        if not self.transcript.strip():
-            raise ValueError("a voice prompt needs the transcript of what its clip says")
-        object.__setattr__(self, "codes", codes.astype(np.int64))
-
-
-def _resumed_frames(frames: np.ndarray, channels: int) -> np.ndarray:
-    codes = np.asarray(frames)
-    if codes.ndim != 2 or codes.shape[1] != channels or not np.issubdtype(codes.dtype, np.integer):
-        raise ValueError(
-            f"resume_from must be integer frames of shape (n, {channels}), got {codes.dtype} {codes.shape}"
-        )
-    _check_codebook(codes, "resume_from codes")
-    return codes.astype(np.int64)
-
-
-def _check_codebook(codes: np.ndarray, what: str) -> None:
-    if codes.min() < 0 or codes.max() > 1023:
-        raise ValueError(f"{what} must lie in 0..1023 (DAC codebook entries)")
 
 
 class EngineBusy(RuntimeError):
@@ -354,7 +295,7 @@ class Engine:
                 raise ValueError(f"voice prompt codes have {prompt.codes.shape[1]} channels, the model {channels}")
             known.append(prompt.codes)
         if resume_from is not None and len(resume_from):
-            known.append(_resumed_frames(resume_from, channels))
+            known.append(resumed_frames(resume_from, channels))
         prompt_frames = sum(len(frames) for frames in known)
         if params.max_tokens > cfg.decoder.max_positions:
             raise ValueError(f"max_tokens is {params.max_tokens}, the model reaches {cfg.decoder.max_positions}")

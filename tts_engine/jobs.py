@@ -14,8 +14,8 @@ Payloads are msgpack maps carrying a schema version; anything else is refused wi
 Exactly-once audio across retries: every job carries the seed it renders with (the user's, or one drawn at
 submit), and a retried attempt first replays the codes the dead one had rendered (`dia:codes:{job}`) before it
 generates more, so its audio matches what already played even where the new worker would round differently;
-`JobAudio` passes each packet position on once, whichever attempt it came from, and ignores events of attempts
-older than the newest it has seen.
+`JobAudio` (tts_engine/job_events.py, which reads the events) passes each packet position on once, whichever
+attempt it came from, and ignores events of attempts older than the newest it has seen.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import asyncio
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import asdict, field
 from typing import Annotated, Any, Literal, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
@@ -375,94 +374,3 @@ async def live_workers(redis: Redis) -> list[dict[str, Any]]:
         return []
     reports: Any = await redis.mget([worker_key(i.decode()) for i in ids])
     return [msgpack.unpackb(r, raw=False) for r in reports if r is not None]
-
-
-class JobStalled(Exception):
-    """No event arrived for the job within the stall timeout."""
-
-
-async def events(
-    redis: Redis, job_id: str, *, last_id: str = "0", block_ms: int = 1000, stall_timeout: float | None = None
-) -> AsyncIterator[tuple[str, Event]]:
-    """(entry id, event) for each event of the job from after `last_id`, until an end or error event.
-
-    Resume after a restart by passing the last id seen. A payload this build cannot read ends the stream
-    with an error event rather than an exception. `JobStalled` when nothing arrives for `stall_timeout` s.
-    """
-    key = out_key(job_id)
-    quiet_since = time.monotonic()
-    while True:
-        response: Any = await redis.xread({key: last_id}, count=256, block=block_ms)
-        if not response:
-            if stall_timeout is not None and time.monotonic() - quiet_since > stall_timeout:
-                raise JobStalled(f"no news of job {job_id} for {stall_timeout:g} s")
-            continue
-        quiet_since = time.monotonic()
-        for entry_id, fields in response[0][1]:
-            last_id = entry_id.decode()
-            try:
-                event: Event = decode_event(fields[b"e"])
-            except (ContractError, KeyError) as exc:
-                event = ErrorEvent(attempt=0, code="malformed", message=f"the worker sent something unreadable ({exc})")
-            yield last_id, event
-            if isinstance(event, EndEvent | ErrorEvent):
-                return
-
-
-async def outcome(redis: Redis, job_id: str, *, stall_timeout: float = 120.0) -> EndEvent | ErrorEvent:
-    """Wait for the job's end: its end event, or an error event (a stall becomes a timeout error)."""
-    attempt = 0
-    try:
-        async for _, event in events(redis, job_id, stall_timeout=stall_timeout):
-            attempt = max(attempt, event.attempt)
-            if isinstance(event, EndEvent | ErrorEvent):
-                return event
-    except JobStalled:
-        pass
-    return ErrorEvent(attempt=attempt, code="timeout", message="the voice worker stopped answering; try again")
-
-
-class JobAudio:
-    """The audio of one job, each 20 ms packet exactly once, whatever attempts a crash caused.
-
-    Iterate for batches of packets; afterwards `result` is the end or error event. Events of attempts older
-    than the newest seen are ignored; a new attempt reproduces the same audio (same seed), so its packets
-    are passed on only from where the previous attempt stopped. `last_id` resumes after a bot restart.
-    """
-
-    def __init__(self, redis: Redis, job_id: str, *, last_id: str = "0", stall_timeout: float = 120.0) -> None:
-        self.redis, self.job_id = redis, job_id
-        self.last_id = last_id
-        self.stall_timeout = stall_timeout
-        self.result: EndEvent | ErrorEvent | None = None
-        self.delivered = 0  # packet positions passed on
-        self.attempt = 0
-        self._position = 0  # packets seen in the current attempt
-
-    async def __aiter__(self) -> AsyncIterator[list[bytes]]:
-        stream = events(self.redis, self.job_id, last_id=self.last_id, stall_timeout=self.stall_timeout)
-        try:
-            async for entry_id, event in stream:
-                self.last_id = entry_id
-                fresh = self._take(event)
-                if fresh:
-                    yield fresh
-        except JobStalled:
-            self.result = ErrorEvent(
-                attempt=self.attempt, code="timeout", message="the voice worker stopped answering; try again"
-            )
-
-    def _take(self, event: Event) -> list[bytes]:
-        if event.attempt < self.attempt:
-            return []  # a dead attempt, superseded
-        if event.attempt > self.attempt:
-            self.attempt, self._position = event.attempt, 0
-        if isinstance(event, AudioEvent):
-            skip = max(0, self.delivered - self._position)
-            fresh = list(event.packets[skip:])
-            self._position += len(event.packets)
-            self.delivered += len(fresh)
-            return fresh
-        if isinstance(event, EndEvent | ErrorEvent):
-            self.result = event
-        return []

@@ -24,7 +24,7 @@ from tests.fakediscord import FakeDiscord, Guild, Member, VoiceSession
 from tests.fakediscord.model import Channel
 from tests.helpers import TOKEN, env_without_settings
 from tests.queue.workers import WorkerProcess
-from tts_engine import jobs
+from tts_engine import job_events, jobs
 
 
 class BotProcess:
@@ -185,8 +185,8 @@ async def rendered_packets(redis: Redis) -> dict[str, list[bytes]]:
     for key in await redis.keys("dia:out:*"):
         job_id = key.decode().rsplit(":", 1)[1]
         attempts: dict[int, list[bytes]] = {}
-        with contextlib.suppress(jobs.JobStalled):  # a cancelled job may end without more events
-            async for _, event in jobs.events(redis, job_id, block_ms=10, stall_timeout=0.5):
+        with contextlib.suppress(job_events.JobStalled):  # a cancelled job may end without more events
+            async for _, event in job_events.events(redis, job_id, block_ms=10, stall_timeout=0.5):
                 if isinstance(event, jobs.AudioEvent):
                     attempts.setdefault(event.attempt, []).extend(event.packets)
         found[job_id] = attempts[max(attempts)] if attempts else []

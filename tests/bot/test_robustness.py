@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from tests.bot.conftest import World, frame_frequencies
 from tests.bot.test_commands import _refused, near
-from tts_engine import jobs
+from tts_engine import job_events, jobs
 
 BAD_INPUT = [
     ("   \n  ", "There is nothing to say"),
@@ -56,7 +56,7 @@ async def test_a_worker_killed_mid_line(world: World, start_bot: object, dia_wor
     dia_worker()  # type: ignore[operator]
     await session.wait_for(lambda s: s.speaking and s.speaking[-1][1] == 0 and len(s.audio()) > 5, timeout=120)
     (job_id,) = [k.decode().rsplit(":", 1)[1] for k in await redis.keys("dia:out:*")]
-    result = [e async for _, e in jobs.events(redis, job_id)][-1]
+    result = [e async for _, e in job_events.events(redis, job_id)][-1]
     if isinstance(result, jobs.EndEvent):  # re-rendered by the second worker: played once, in full
         assert result.attempt == 2
         assert len(session.audio()) == -(-(round(result.seconds * 48000) + 312) // 960)

@@ -6,13 +6,12 @@ import msgpack
 import pytest
 from redis.asyncio import Redis
 
-from tts_engine import jobs
+from tts_engine import job_events, jobs
 from tts_engine.jobs import (
     AudioEvent,
     ContractError,
     EndEvent,
     ErrorEvent,
-    JobAudio,
     QueueLimits,
     RenderJob,
     RenderParams,
@@ -134,15 +133,15 @@ async def test_events_resume_from_the_last_id(redis: Redis) -> None:
         AudioEvent(attempt=1, seq=1, packets=(b"b",), sent_at=0.0),
         EndEvent(attempt=1, seconds=0.04),
     )  # fmt: skip
-    seen = [(entry_id, event) async for entry_id, event in jobs.events(redis, "j1")]
+    seen = [(entry_id, event) async for entry_id, event in job_events.events(redis, "j1")]
     assert [entry_id for entry_id, _ in seen] == ids
-    resumed = [event async for _, event in jobs.events(redis, "j1", last_id=ids[1])]
+    resumed = [event async for _, event in job_events.events(redis, "j1", last_id=ids[1])]
     assert [type(e).__name__ for e in resumed] == ["AudioEvent", "EndEvent"]
 
 
 async def test_unreadable_event_ends_the_stream_with_an_error(redis: Redis) -> None:
     await redis.xadd(jobs.out_key("j2"), {"e": msgpack.packb({"v": 9, "event": {}})})
-    events = [event async for _, event in jobs.events(redis, "j2")]
+    events = [event async for _, event in job_events.events(redis, "j2")]
     assert isinstance(events[0], ErrorEvent) and events[0].code == "malformed"
 
 
@@ -164,7 +163,7 @@ async def test_job_audio_passes_each_packet_once_across_attempts(redis: Redis) -
         _audio(2, 2, b"p4"),
         EndEvent(attempt=2, seconds=0.1),
     )  # fmt: skip
-    reader = JobAudio(redis, "j3")
+    reader = job_events.JobAudio(redis, "j3")
     batches = [batch async for batch in reader]
     assert [p for batch in batches for p in batch] == [b"p0", b"p1", b"p2", b"p3", b"p4"]
     assert isinstance(reader.result, EndEvent) and reader.result.attempt == 2
@@ -172,11 +171,11 @@ async def test_job_audio_passes_each_packet_once_across_attempts(redis: Redis) -
 
 async def test_job_audio_resumes_after_a_restart(redis: Redis) -> None:
     ids = await write(redis, "j4", _audio(1, 0, b"a"), _audio(1, 1, b"b"), EndEvent(attempt=1, seconds=0.04))
-    reader = JobAudio(redis, "j4", last_id=ids[0])
+    reader = job_events.JobAudio(redis, "j4", last_id=ids[0])
     assert [batch async for batch in reader] == [[b"b"]]
 
 
 async def test_job_audio_gives_up_on_a_silent_job(redis: Redis) -> None:
-    reader = JobAudio(redis, "never-started", stall_timeout=0.5)
+    reader = job_events.JobAudio(redis, "never-started", stall_timeout=0.5)
     assert [batch async for batch in reader] == []
     assert isinstance(reader.result, ErrorEvent) and reader.result.code == "timeout"

@@ -22,9 +22,9 @@ from launcher.embedded_redis import find_redis_server, wait_until_ready
 from tests.helpers import free_port
 from tests.queue.test_jobs import pretend_worker
 from tests.queue.workers import WorkerProcess, collect, database, first_audio, fresh_worker
-from tts_engine import jobs
+from tts_engine import job_events, jobs
 from tts_engine.audio.opus import FRAME_BYTES_PCM16, OpusDecoder
-from tts_engine.jobs import AudioEvent, EndEvent, ErrorEvent, JobAudio, RenderJob, RenderParams, Segment, StartEvent
+from tts_engine.jobs import AudioEvent, EndEvent, ErrorEvent, RenderJob, RenderParams, Segment, StartEvent
 
 # About 11.6 s of audio, about 2 s to render on the tiny model. Greedy, because sampling on random weights can
 # end a line early, and these tests need a line that is still playing when they act.
@@ -195,9 +195,9 @@ def start_worker(redis_server: str, tiny_dia: Path, tiny_dac: Path, tmp_path: Pa
         worker.close()
 
 
-def _listen(redis: Redis, job_id: str) -> tuple[JobAudio, list[bytes], asyncio.Task[None]]:
+def _listen(redis: Redis, job_id: str) -> tuple[job_events.JobAudio, list[bytes], asyncio.Task[None]]:
     """What the bot does: play the job's audio, each packet position once, whichever attempt it comes from."""
-    reader = JobAudio(redis, job_id)
+    reader = job_events.JobAudio(redis, job_id)
     played: list[bytes] = []
 
     async def play() -> None:
@@ -323,7 +323,7 @@ async def test_cold_shutdown_leaves_the_job_to_another_worker(redis: Redis, star
     assert worker.wait() == 0
     assert (await redis.xpending(jobs.JOBS, jobs.GROUP))["pending"] == 1
     start_worker().wait_ready()
-    reader = JobAudio(redis, job.job_id)
+    reader = job_events.JobAudio(redis, job.job_id)
     async for _ in reader:
         pass
     assert isinstance(reader.result, EndEvent) and reader.result.attempt == 2

@@ -12,7 +12,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from tests.helpers import env_without_settings
-from tts_engine import jobs
+from tts_engine import job_events, jobs
 
 
 def database(redis_url: str, number: int) -> str:
@@ -72,7 +72,7 @@ async def collect(redis: Redis, job_id: str, timeout: float = 90) -> list[jobs.E
     """Every event of the job up to its end or error."""
 
     async def run() -> list[jobs.Event]:
-        return [event async for _, event in jobs.events(redis, job_id)]
+        return [event async for _, event in job_events.events(redis, job_id)]
 
     return await asyncio.wait_for(run(), timeout)
 
@@ -81,7 +81,7 @@ async def first_audio(redis: Redis, job_id: str, timeout: float = 60) -> None:
     """Return once the job has streamed its first audio batch."""
 
     async def run() -> None:
-        async for _, event in jobs.events(redis, job_id):
+        async for _, event in job_events.events(redis, job_id):
             if isinstance(event, jobs.AudioEvent):
                 return
         raise AssertionError("the job ended before any audio")
