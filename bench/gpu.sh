@@ -34,13 +34,14 @@ for part in $parts; do
     case $part in
         info)
             nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,clocks.sm,clocks.max.sm --format=csv
-            "$python" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
+            "$python" -c 'import torch, transformers, triton; print("torch", torch.__version__, "transformers", transformers.__version__, "triton", triton.__version__)'
             ;;
         tests)
             run tests 150 "$python" -m pytest -q -m gpu -p no:cacheprovider tests/engine/test_gpu.py \
                 tests/engine/test_scheduler.py tests/audio/test_codec.py
-            # The decode kernels' tests run on the CPU in Triton's interpreter; here they run compiled.
-            run kernels 150 "$python" -m pytest -q -p no:cacheprovider tests/engine/test_kernels.py
+            # The decode kernels' and skinny matmuls' tests run on the CPU in Triton's interpreter; here compiled.
+            run kernels 200 "$python" -m pytest -q -p no:cacheprovider tests/engine/test_kernels.py \
+                tests/engine/test_linear.py
             ;;
         engine)
             run engine 240 "$python" bench/engine.py "${commit[@]}" --json "$out/engine.json"
