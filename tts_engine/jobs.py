@@ -211,6 +211,17 @@ def decode_job(data: bytes) -> RenderJob:
         raise ContractError(f"malformed job: {_first_problem(exc)}") from None
 
 
+def job_id_of(data: bytes) -> str | None:
+    """The job id of a job payload that `decode_job` refused, where one can be made out: so that whoever waits
+    on that job hears why, rather than waiting for ever."""
+    try:
+        body = msgpack.unpackb(data, raw=False)
+        job_id = body["job"]["job_id"]
+    except (ValueError, TypeError, KeyError, msgpack.UnpackException):
+        return None
+    return job_id if isinstance(job_id, str) and 0 < len(job_id) <= 64 else None
+
+
 def encode_event(event: Event) -> bytes:
     return _pack("event", asdict(event))
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-import msgpack
 import redis
 
 from tts_engine.audio.ogg import ogg_opus
@@ -38,6 +37,7 @@ from tts_engine.jobs import (
     RenderJob,
     StartEvent,
     decode_job,
+    job_id_of,
 )
 from tts_engine.rendering import Renderer, RenderInputError, RenderResult
 from tts_engine.worker_store import LostJob, VoiceMissing, WorkerStore, cache_key, encode_log
@@ -385,21 +385,12 @@ class Worker:
         """A payload no worker can read: dead-letter it; tell its reader if its id can be made out."""
         log.warning("dead-lettering unreadable job %s: %s", entry_id, reason)
         self.store.dead_letter(raw, reason, 0)
-        job_id = _job_id_of(raw)
+        job_id = job_id_of(raw)
         event = None
         if job_id is not None:
             event = ErrorEvent(attempt=1, code="malformed", message="the bot and the worker disagree: " + reason)
         self.store.finish(entry_id, job_id or "-", None, event=event)
         self.jobs_failed += 1
-
-
-def _job_id_of(raw: bytes) -> str | None:
-    try:
-        body = msgpack.unpackb(raw, raw=False)
-        job_id = body["job"]["job_id"]
-    except (ValueError, TypeError, KeyError, msgpack.UnpackException):
-        return None
-    return job_id if isinstance(job_id, str) and 0 < len(job_id) <= 64 else None
 
 
 def install_signals(worker: Worker) -> None:

@@ -60,6 +60,18 @@ def test_bad_job_payloads_are_refused(payload: bytes, message: str) -> None:
         jobs.decode_job(payload)
 
 
+def test_a_refused_job_still_names_its_id_where_it_can() -> None:
+    """So the worker can tell whoever waits on it why it was refused (the `malformed` error event)."""
+    refused = msgpack.packb({"v": 2, "job": {"job_id": "abc123", "guild_id": "x"}})
+    with pytest.raises(ContractError):
+        jobs.decode_job(refused)
+    assert jobs.job_id_of(refused) == "abc123"
+    assert jobs.job_id_of(jobs.encode_job(job())) is not None
+    for unreadable in (b"\xc1garbage", msgpack.packb([1, 2]), msgpack.packb({"job": {"job_id": 7}})):
+        assert jobs.job_id_of(unreadable) is None
+    assert jobs.job_id_of(msgpack.packb({"job": {"job_id": "x" * 65}})) is None, "ids are at most 64 characters"
+
+
 def test_out_of_range_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="speed"):
         RenderParams(speed=3.0)
