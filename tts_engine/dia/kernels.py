@@ -175,7 +175,7 @@ def _rope_write(
 def attention_tile(head_dim: int, itemsize: int) -> tuple[int, int]:
     """(keys per loop step, warps) of the split-attention kernel: 64 keys of 128 bf16 values (16 KiB of keys,
     16 of values) on 4 warps; for float32, whose full-precision dot keeps more in registers, 32 keys on 8
-    warps (64 keys spilled on sm_90, and 32 on 4 warps: tests/engine/test_hopper_build.py)."""
+    warps (64 keys spilled on sm_90, and 32 on 4 warps: tests/engine/test_kernel_build.py)."""
     if head_dim < 64:
         return 16, 4
     return (KEYS_PER_TILE, 4) if itemsize <= 2 else (KEYS_PER_TILE // 2, 8)

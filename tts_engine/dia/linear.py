@@ -68,7 +68,7 @@ class Config:
 
     def shared_bytes(self, block_m: int, itemsize: int) -> int:
         """Shared memory the pipelined loads need at most: `stages` buffers of an x tile and a W tile (Triton
-        uses one buffer fewer where it pipelines with mma.sync; tests/engine/test_hopper_build.py checks the
+        uses one buffer fewer where it pipelines with mma.sync; tests/engine/test_kernel_build.py checks the
         bound against compiled kernels)."""
         return self.stages * (block_m + self.block_n) * self.block_k * itemsize
 

@@ -1,8 +1,8 @@
-"""The decode kernels compiled for an H100 (sm_90) here, without a GPU, from the launches of real decode steps
-(tests/engine/hopper.py): each compiles with the installed Triton, fits a block's shared memory, keeps its
-values in registers, and reads memory in 16-byte vectors. The machine code is what a GPU would run, so these
-checks fail on a kernel that would crash at launch or crawl (unvectorised two-byte loads, spills in the loop);
-how fast it runs is for bench/engine.py on a GPU."""
+"""The decode kernels compiled here, without a GPU, for an H100 (sm_90) and an RTX 4090 (sm_89), from the
+launches of real decode steps (tests/engine/kernel_build.py): each compiles with the installed Triton, fits a
+block's shared memory on that GPU, keeps its values in registers, and reads memory in 16-byte vectors. The
+machine code is what a GPU would run, so these checks fail on a kernel that would crash at launch or crawl
+(unvectorised two-byte loads, spills in the loop); how fast it runs is for bench/engine.py on a GPU."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 pytest.importorskip("triton.backends.nvidia.compiler", reason="Triton's CUDA backend is not installed")
-from tts_engine.dia import linear  # after the skip: it imports triton
+from tests.engine import kernel_build  # after the skip: these import triton
+from tts_engine.dia import linear
 from tts_engine.dia.config import DiaConfig
 
-H100_SHARED = 227 * 1024  # the most shared memory one block may opt into on sm_90
 # ptxas may park one register's value on the stack outside the main loop (seen at 32-row skinny blocks with
 # Triton 3.6 and 3.9: one store, one load); more than that is a working set that does not fit.
 SPILL_ALLOWANCE = 8
@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    """tests/engine/hopper.py's report, from a process without TRITON_INTERPRET (see its docstring)."""
+    """tests/engine/kernel_build.py's report, from a process without TRITON_INTERPRET (see its docstring)."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     done = subprocess.run(
-        [sys.executable, "-m", "tests.engine.hopper", "--json"],
+        [sys.executable, "-m", "tests.engine.kernel_build", "--json"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     if "no cuobjdump" in done.stderr:
@@ -54,9 +54,14 @@ def _skinny_config(built: dict[str, Any]) -> linear.Config:
     return linear.Config(constants["BLOCK_N"], constants["BLOCK_K"], options["num_warps"], options["num_stages"])
 
 
-@pytest.mark.parametrize("index", range(4), ids=["width-1", "width-16", "float32", "batch-invariant"])
-def test_every_decode_launch_builds_for_hopper(report: dict[str, Any], index: int) -> None:
-    step = report["steps"][index]
+CASES = [(g, i) for g, steps in enumerate(kernel_build.STEPS.values()) for i in range(len(steps))]
+IDS = [f"{gpu.name}-{step}" for gpu, steps in kernel_build.STEPS.items() for step in steps]
+
+
+@pytest.mark.parametrize(("gpu_index", "step_index"), CASES, ids=IDS)
+def test_every_decode_launch_builds(report: dict[str, Any], gpu_index: int, step_index: int) -> None:
+    gpu = report["gpus"][gpu_index]
+    step = gpu["steps"][step_index]
     layers = DiaConfig().decoder.num_layers
     # Per layer: the RoPE cache write, self- and cross-attention, and the projections on the skinny kernel.
     assert step["launches"]["rope_write"] == layers
@@ -66,15 +71,28 @@ def test_every_decode_launch_builds_for_hopper(report: dict[str, Any], index: in
     assert {"skinny_matmul", "split_attention", "rope_write"} <= kernels_built
 
     for built in step["builds"]:
-        what = f"{built['kernel']} {built['constants']} {built['options']}"
+        what = f"{gpu['gpu']}: {built['kernel']} {built['constants']} {built['options']}"
         if built["kernel"] == "skinny_matmul":
             estimate = _skinny_config(built).shared_bytes(built["constants"]["BLOCK_M"], built["itemsize"])
             assert built["shared"] <= estimate, f"{what}: shared_bytes {estimate} under the real {built['shared']}"
-            if estimate > H100_SHARED:
-                continue  # the tuner never launches it on an H100 (linear.shared_limit)
-        assert built["shared"] <= H100_SHARED, f"{what}: {built['shared']} B of shared memory"
+            if estimate > gpu["shared"]:
+                continue  # the tuner never launches it on this GPU (linear.shared_limit)
+        assert built["shared"] <= gpu["shared"], f"{what}: {built['shared']} B of shared memory"
         assert built["spilled"] <= SPILL_ALLOWANCE, f"{what}: {built['spilled']} B spilled ({built['registers']} regs)"
         assert _vectorised(built["loads"]), f"{what}: {built['loads']}"
+
+
+def test_every_gpu_keeps_a_matmul_candidate_for_every_block_height(report: dict[str, Any]) -> None:
+    """The tuner leaves out candidates past a GPU's shared memory; at least one must be left at every height."""
+    for gpu in report["gpus"]:
+        heights: dict[int, int] = {}
+        for step in gpu["steps"]:
+            for built in step["builds"]:
+                if built["kernel"] == "skinny_matmul":
+                    fits = built["shared"] <= gpu["shared"]
+                    block_m = built["constants"]["BLOCK_M"]
+                    heights[block_m] = heights.get(block_m, 0) + fits
+        assert heights and all(heights.values()), (gpu["gpu"], heights)
 
 
 def test_the_checks_catch_what_they_are_for(report: dict[str, Any]) -> None:

@@ -1,7 +1,8 @@
-"""Our Triton kernels compiled for an H100 (sm_90) on a machine without a GPU, and what their machine code says.
+"""Our Triton kernels compiled for GPUs this machine does not have (an H100, sm_90; an RTX 4090, sm_89, where
+many self-hosters run the bot), and what their machine code says.
 
 Triton compiles for a named target without a driver: `triton.compile` on an `ASTSource` gives the cubin that a
-launch on an H100 would build, and the `cuobjdump` that Triton's wheel carries reads its registers, spills
+launch on that GPU would build, and the `cuobjdump` that Triton's wheel carries reads its registers, spills
 and instructions. The launches are the real ones: a decode step of the full-size model, built on the meta
 device (shapes and strides, no weights), calls the decode kernels and the skinny matmuls through stand-ins
 that record each launch's arguments instead of running it. Each launch is then specialised as Triton's JIT
@@ -10,9 +11,9 @@ pointers get a divisibility hint, integers equal to 1 become constants); those h
 are vectorised, so compiling without them would judge other code than the GPU runs.
 
 It runs in a process of its own, without TRITON_INTERPRET=1: with it set when triton is imported, Triton's
-library functions are jitted for the interpreter and nothing compiles. `python -m tests.engine.hopper` prints
-the table (`--json` for tests/engine/test_hopper_build.py); with another Triton first on PYTHONPATH (the lent
-GPU machine has 3.6) it checks that version.
+library functions are jitted for the interpreter and nothing compiles. `python -m tests.engine.kernel_build`
+prints the table (`--json` for tests/engine/test_kernel_build.py); with another Triton first on PYTHONPATH
+(the lent GPU machine has 3.6) it checks that version.
 """
 
 from __future__ import annotations
@@ -45,7 +46,19 @@ from tts_engine.dia.cache import CrossCache, SelfCache
 from tts_engine.dia.config import DiaConfig
 from tts_engine.dia.model import DiaModel
 
-TARGET = GPUTarget("cuda", 90, 32)
+
+@dataclass(frozen=True)
+class Gpu:
+    """A GPU to build for: its target, multiprocessors, and the shared memory one block may opt into."""
+
+    name: str
+    target: GPUTarget
+    sms: int
+    shared: int
+
+
+H100 = Gpu("H100", GPUTarget("cuda", 90, 32), sms=132, shared=227 * 1024)
+RTX_4090 = Gpu("RTX 4090", GPUTarget("cuda", 89, 32), sms=128, shared=99 * 1024)
 OPTIONS = ("num_warps", "num_stages")
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 
@@ -92,12 +105,12 @@ class Launch:
             self, constants=constants, options={"num_warps": config.warps, "num_stages": config.stages}
         )
 
-    def compile(self, *, hints: bool = True) -> Any:
-        """The cubin for TARGET; without `hints`, as if no argument were known divisible or aligned."""
+    def compile(self, target: GPUTarget, *, hints: bool = True) -> Any:
+        """The cubin for `target`; without `hints`, as if no argument were known divisible or aligned."""
         signature, constants, attrs = self.specialisation()
         source = ASTSource(JITFunction(self.fn), signature, constants, attrs if hints else {key: [] for key in attrs})
         # FMA fusion on, the JIT's default (named, because Triton 3.9 warns when it is left to the default).
-        return triton.compile(source, target=TARGET, options={**self.options, "enable_fp_fusion": True})
+        return triton.compile(source, target=target, options={**self.options, "enable_fp_fusion": True})
 
 
 class _Recorder:
@@ -125,13 +138,21 @@ class Step:
     invariant: bool = False
 
 
-# Width 1 early in a line, width 16 at full spans, float32 weights, and the batch-invariant form.
-STEPS = (
-    Step(rows=2, self_span=256, cross_span=203),
-    Step(rows=32, self_span=1024, cross_span=1024),
-    Step(rows=2, self_span=512, cross_span=77, dtype=torch.float32),
-    Step(rows=6, self_span=768, cross_span=203, invariant=True),
-)
+# Width 1 early in a line, width 16 at full spans, float32 weights, and the batch-invariant form; the RTX 4090
+# (which serves bfloat16) without float32.
+STEPS = {
+    H100: (
+        Step(rows=2, self_span=256, cross_span=203),
+        Step(rows=32, self_span=1024, cross_span=1024),
+        Step(rows=2, self_span=512, cross_span=77, dtype=torch.float32),
+        Step(rows=6, self_span=768, cross_span=203, invariant=True),
+    ),
+    RTX_4090: (
+        Step(rows=2, self_span=256, cross_span=203),
+        Step(rows=32, self_span=1024, cross_span=1024),
+        Step(rows=6, self_span=768, cross_span=203, invariant=True),
+    ),
+}
 
 
 @functools.cache
@@ -143,8 +164,9 @@ def _meta_model(dtype: torch.dtype) -> DiaModel:
     return model
 
 
-def record(step: Step) -> list[Launch]:
-    """The kernel launches of one decode step of the full-size model (every projection on the skinny kernel)."""
+def record(step: Step, gpu: Gpu = H100) -> list[Launch]:
+    """The kernel launches of one decode step of the full-size model on `gpu` (every projection on the skinny
+    kernel)."""
     launches: list[Launch] = []
     model = _meta_model(step.dtype)
     span = max(model.cfg.decoder.max_positions, model.cfg.encoder.max_positions) if step.invariant else None
@@ -152,7 +174,7 @@ def record(step: Step) -> list[Launch]:
         _Recorder(kernels._split_attention, launches),
         _Recorder(kernels._merge_splits, launches),
         _Recorder(kernels._rope_write, launches),
-        programs=2 * 132,  # an H100's 132 SMs, as kernels.for_device counts them
+        programs=2 * gpu.sms,  # as kernels.for_device counts them
         invariant_span=span,
     )
     kernel = _Recorder(linear._skinny_matmul, launches, linear.DO_NOT_SPECIALIZE)
@@ -218,8 +240,8 @@ class Built:
         return f"{self.kernel} {constants} {self.options}"
 
 
-def build(launch: Launch, *, hints: bool = True) -> Built:
-    compiled = launch.compile(hints=hints)
+def build(launch: Launch, gpu: Gpu = H100, *, hints: bool = True) -> Built:
+    compiled = launch.compile(gpu.target, hints=hints)
     with tempfile.TemporaryDirectory() as folder:
         cubin = Path(folder) / "kernel.cubin"
         cubin.write_bytes(compiled.asm["cubin"])
@@ -244,27 +266,30 @@ def _cuobjdump(flag: str, cubin: Path) -> str:
 
 
 def controls() -> dict[str, Built]:
-    """The same kernels in forms we avoid, to show what the checks see in them: the float32 split attention
-    with 64-key tiles on 4 warps, and a skinny matmul compiled without the JIT's divisibility hints."""
+    """The same kernels in forms we avoid, to show what the checks see in them (H100): the float32 split
+    attention with 64-key tiles on 4 warps, and a skinny matmul compiled without the JIT's divisibility hints."""
     fp32 = record(Step(rows=2, self_span=512, cross_span=77, dtype=torch.float32))
     attention = next(launch for launch in fp32 if launch.fn is kernels._split_attention)
     wide = dataclasses.replace(attention, constants={**attention.constants, "BLOCK_N": 64}, options={"num_warps": 4})
-    matmul = next(launch for launch in record(STEPS[0]) if launch.fn is linear._skinny_matmul)
+    matmul = next(launch for launch in record(STEPS[H100][0]) if launch.fn is linear._skinny_matmul)
     return {"float32 attention, 64-key tiles, 4 warps": build(wide), "matmul without hints": build(matmul, hints=False)}
 
 
 def report() -> dict[str, Any]:
-    """Every distinct build of every step in STEPS, with launch counts, and the controls."""
-    steps = []
-    for step in STEPS:
-        launches = record(step)
-        counts = Counter(launch.fn.__name__.lstrip("_") for launch in launches)
-        builds = [dataclasses.asdict(build(launch)) for launch in distinct(launches)]
-        described = dataclasses.asdict(step) | {"dtype": str(step.dtype)}
-        steps.append({"step": described, "launches": counts, "builds": builds})
+    """Every distinct build of every step in STEPS on each GPU, with launch counts, and the controls."""
+    gpus = []
+    for gpu, steps in STEPS.items():
+        built_steps = []
+        for step in steps:
+            launches = record(step, gpu)
+            counts = Counter(launch.fn.__name__.lstrip("_") for launch in launches)
+            builds = [dataclasses.asdict(build(launch, gpu)) for launch in distinct(launches)]
+            described = dataclasses.asdict(step) | {"dtype": str(step.dtype)}
+            built_steps.append({"step": described, "launches": counts, "builds": builds})
+        gpus.append({"gpu": gpu.name, "target": gpu.target.arch, "shared": gpu.shared, "steps": built_steps})
     return {
         "triton": triton.__version__,
-        "steps": steps,
+        "gpus": gpus,
         "controls": {name: dataclasses.asdict(built) for name, built in controls().items()},
     }
 
@@ -282,12 +307,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"triton {result['triton']}, target {TARGET}")
-    for step in result["steps"]:
-        print(f"\n{step['step']}: launches {step['launches']}")
-        for built in [Built(**b) for b in step["builds"]]:
-            _print(built)
-    print("\ncontrols (forms we avoid):")
+    print(f"triton {result['triton']}")
+    for gpu in result["gpus"]:
+        for step in gpu["steps"]:
+            print(f"\n{gpu['gpu']} (sm_{gpu['target']}), {step['step']}: launches {step['launches']}")
+            for built in step["builds"]:
+                _print(Built(**built))
+    print("\ncontrols (forms we avoid, H100):")
     for name, built in result["controls"].items():
         print(f"  {name}:")
         _print(Built(**built))
