@@ -108,7 +108,7 @@ class Launch:
     def compile(self, target: GPUTarget, *, hints: bool = True) -> Any:
         """The cubin for `target`; without `hints`, as if no argument were known divisible or aligned."""
         signature, constants, attrs = self.specialisation()
-        source = ASTSource(JITFunction(self.fn), signature, constants, attrs if hints else {key: [] for key in attrs})
+        source = ASTSource(JITFunction(self.fn), signature, constants, attrs if hints else {})
         # FMA fusion on, the JIT's default (named, because Triton 3.9 warns when it is left to the default).
         return triton.compile(source, target=target, options={**self.options, "enable_fp_fusion": True})
 
@@ -138,21 +138,12 @@ class Step:
     invariant: bool = False
 
 
-# Width 1 early in a line, width 16 at full spans, float32 weights, and the batch-invariant form; the RTX 4090
-# (which serves bfloat16) without float32.
-STEPS = {
-    H100: (
-        Step(rows=2, self_span=256, cross_span=203),
-        Step(rows=32, self_span=1024, cross_span=1024),
-        Step(rows=2, self_span=512, cross_span=77, dtype=torch.float32),
-        Step(rows=6, self_span=768, cross_span=203, invariant=True),
-    ),
-    RTX_4090: (
-        Step(rows=2, self_span=256, cross_span=203),
-        Step(rows=32, self_span=1024, cross_span=1024),
-        Step(rows=6, self_span=768, cross_span=203, invariant=True),
-    ),
-}
+WIDTH_1 = Step(rows=2, self_span=256, cross_span=203)  # one line, early on
+WIDTH_16 = Step(rows=32, self_span=1024, cross_span=1024)  # sixteen lines at full spans
+FLOAT32 = Step(rows=2, self_span=512, cross_span=77, dtype=torch.float32)
+INVARIANT = Step(rows=6, self_span=768, cross_span=203, invariant=True)  # DIA_BATCH_INVARIANT
+# The RTX 4090 serves bfloat16: no float32 step there.
+STEPS = {H100: (WIDTH_1, WIDTH_16, FLOAT32, INVARIANT), RTX_4090: (WIDTH_1, WIDTH_16, INVARIANT)}
 
 
 @functools.cache
@@ -160,7 +151,7 @@ def _meta_model(dtype: torch.dtype) -> DiaModel:
     with torch.device("meta"):
         model = DiaModel(DiaConfig()).to(dtype)
     model.fuse()
-    model.setup_rope(DiaConfig().decoder.max_positions, torch.device("meta"))
+    model.setup_rope(model.cfg.decoder.max_positions, torch.device("meta"))
     return model
 
 
@@ -169,7 +160,7 @@ def record(step: Step, gpu: Gpu = H100) -> list[Launch]:
     kernel)."""
     launches: list[Launch] = []
     model = _meta_model(step.dtype)
-    span = max(model.cfg.decoder.max_positions, model.cfg.encoder.max_positions) if step.invariant else None
+    span = model.cfg.longest_span if step.invariant else None  # as DiaModel.use_batch_invariant sets it
     decode_kernels = kernels.DecodeKernels(
         _Recorder(kernels._split_attention, launches),
         _Recorder(kernels._merge_splits, launches),
@@ -251,7 +242,7 @@ def build(launch: Launch, gpu: Gpu = H100, *, hints: bool = True) -> Built:
     first_tensor = next(arg for arg in launch.args if isinstance(arg, torch.Tensor))
     return Built(
         kernel=launch.fn.__name__.lstrip("_"),
-        constants={k: v for k, v in launch.constants.items()},
+        constants=dict(launch.constants),
         options={"num_warps": compiled.metadata.num_warps, "num_stages": compiled.metadata.num_stages},
         itemsize=first_tensor.element_size(),
         registers=int(resources["REG"]),
@@ -268,10 +259,9 @@ def _cuobjdump(flag: str, cubin: Path) -> str:
 def controls() -> dict[str, Built]:
     """The same kernels in forms we avoid, to show what the checks see in them (H100): the float32 split
     attention with 64-key tiles on 4 warps, and a skinny matmul compiled without the JIT's divisibility hints."""
-    fp32 = record(Step(rows=2, self_span=512, cross_span=77, dtype=torch.float32))
-    attention = next(launch for launch in fp32 if launch.fn is kernels._split_attention)
+    attention = next(launch for launch in record(FLOAT32) if launch.fn is kernels._split_attention)
     wide = dataclasses.replace(attention, constants={**attention.constants, "BLOCK_N": 64}, options={"num_warps": 4})
-    matmul = next(launch for launch in record(STEPS[H100][0]) if launch.fn is linear._skinny_matmul)
+    matmul = next(launch for launch in record(WIDTH_1) if launch.fn is linear._skinny_matmul)
     return {"float32 attention, 64-key tiles, 4 warps": build(wide), "matmul without hints": build(matmul, hints=False)}
 
 
@@ -279,11 +269,17 @@ def report() -> dict[str, Any]:
     """Every distinct build of every step in STEPS on each GPU, with launch counts, and the controls."""
     gpus = []
     for gpu, steps in STEPS.items():
+        built: dict[str, dict[str, Any]] = {}  # by Launch.key: steps share most of their compilations
         built_steps = []
         for step in steps:
             launches = record(step, gpu)
             counts = Counter(launch.fn.__name__.lstrip("_") for launch in launches)
-            builds = [dataclasses.asdict(build(launch, gpu)) for launch in distinct(launches)]
+            builds = []
+            for launch in distinct(launches):
+                key = launch.key()
+                if key not in built:
+                    built[key] = dataclasses.asdict(build(launch, gpu))
+                builds.append(built[key])
             described = dataclasses.asdict(step) | {"dtype": str(step.dtype)}
             built_steps.append({"step": described, "launches": counts, "builds": builds})
         gpus.append({"gpu": gpu.name, "target": gpu.target.arch, "shared": gpu.shared, "steps": built_steps})

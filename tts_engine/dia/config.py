@@ -64,6 +64,11 @@ class DiaConfig:
     def max_delay(self) -> int:
         return max(self.delay_pattern)
 
+    @property
+    def longest_span(self) -> int:
+        """The most keys a decode step's attention reads: decoder positions (self) or text bytes (cross)."""
+        return max(self.decoder.max_positions, self.encoder.max_positions)
+
     @classmethod
     def from_file(cls, path: Path) -> DiaConfig:
         try:

@@ -197,8 +197,7 @@ class DiaModel(nn.Module):
         if kernels:
             from tts_engine.dia import linear
 
-            span = max(self.cfg.decoder.max_positions, self.cfg.encoder.max_positions)
-            chosen = self._checked_kernels(span, fallback="projecting row by row")
+            chosen = self._checked_kernels(self.cfg.longest_span, fallback="projecting row by row")
             if chosen is not None:
                 self.ops = dataclasses.replace(self.ops, kernels=chosen, linear=linear.SkinnyLinear(invariant=True))
                 return
