@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import sys
 import time
@@ -317,6 +318,9 @@ def main() -> int:
     )
     parser.add_argument("--batch-invariant", action="store_true", help="our engine batch-invariant (the mode's cost)")
     args = parser.parse_args()
+    # What the matmul tuner chose at start-up (each projection: cuBLAS or ours, fused or not) goes to stderr.
+    logging.basicConfig(level=logging.WARNING, format="# %(name)s: %(message)s")
+    logging.getLogger("tts_engine.dia.linear").setLevel(logging.INFO)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     max_tokens = args.steps or (1100 if device.type == "cuda" else 24)
@@ -342,7 +346,7 @@ def main() -> int:
             rounds["transformers"].append(run_reference(reference, max_tokens, device))
     results = [sorted(runs, key=lambda r: r.seconds)[len(runs) // 2] for runs in rounds.values() if runs]
 
-    meta = _meta(args, device, dtype, max_tokens)
+    meta = {**_meta(args, device, dtype, max_tokens), "matmuls": matmul_choices(engine)}
     print(f"# {meta}")
     print_single(results)
     if len(results) == 2:
@@ -373,6 +377,7 @@ def main_concurrent(
     single = sorted(singles, key=lambda r: r.seconds)[len(singles) // 2]
     results = [sorted(runs, key=lambda r: r.seconds)[len(runs) // 2] for runs in rounds.values()]
     meta = {**_meta(args, device, dtype, max_tokens), "size": args.size, "slots": scheduler.capacity}
+    meta["matmuls"] = matmul_choices(engine)
     meta["chunk_steps"] = scheduler.chunk_steps
     print(f"# {meta}")
     print_concurrent(single, results)
@@ -380,6 +385,23 @@ def main_concurrent(
         payload = {"meta": meta, "single": asdict(single), "concurrent": [asdict(r) for r in results]}
         args.json.write_text(json.dumps(payload, indent=2))
     return 0
+
+
+def matmul_choices(engine: Engine) -> dict[str, list[str]]:
+    """Which decode-step projections the tuner put on our kernel, by (rows, N, K), and which of those run fused
+    with the norm or activation before them; every other projection runs on cuBLAS."""
+    projections = engine.model.ops.linear
+    choices = getattr(projections, "choices", {})
+    fusions = getattr(projections, "fusions", {})
+    if fusions:
+        from tts_engine.dia import linear  # imports triton, which a CPU-only install may lack
+    return {
+        "ours": [f"{rows}x{n}x{k}: {config}" for (rows, n, k), config in sorted(choices.items())],
+        "fused": [
+            f"{linear.PROLOGUES[prologue]} {rows}x{n}x{k}: {config}"
+            for (prologue, rows, n, k), config in sorted(fusions.items())
+        ],
+    }
 
 
 def _meta(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, max_tokens: int) -> dict[str, object]:

@@ -157,7 +157,7 @@ def _meta_model(dtype: torch.dtype) -> DiaModel:
 
 def record(step: Step, gpu: Gpu = H100) -> list[Launch]:
     """The kernel launches of one decode step of the full-size model on `gpu` (every projection on the skinny
-    kernel)."""
+    kernel, with the norm or activation before it in its prologue)."""
     launches: list[Launch] = []
     model = _meta_model(step.dtype)
     span = model.cfg.longest_span if step.invariant else None  # as DiaModel.use_batch_invariant sets it
@@ -171,8 +171,10 @@ def record(step: Step, gpu: Gpu = H100) -> list[Launch]:
     kernel = _Recorder(linear._skinny_matmul, launches, linear.DO_NOT_SPECIALIZE)
     skinny = linear.SkinnyLinear(kernel=kernel, invariant=step.invariant)
     for weight in model.parameters():
-        if weight.dim() == 2:
+        if weight.dim() == 2:  # every projection on the kernel, fused with what precedes it wherever it can be
             skinny.choices[(step.rows, *weight.shape)] = linear.CANDIDATES[0]
+            for prologue in (linear.NORM, linear.GATED):
+                skinny.fusions[(prologue, step.rows, *weight.shape)] = linear.CANDIDATES[0]
     meta, cfg = torch.device("meta"), model.cfg
     cache = SelfCache.allocate(cfg, rows=step.rows, length=cfg.decoder.max_positions, device=meta, dtype=step.dtype)
     cross = CrossCache.allocate(cfg, rows=step.rows, max_text=cfg.encoder.max_positions, device=meta, dtype=step.dtype)
@@ -223,6 +225,7 @@ class Built:
     itemsize: int  # bytes per element of the launch's first tensor (bf16 2, float32 4)
     registers: int
     spilled: int  # bytes of stack and local memory per thread (register spills)
+    spills_in_loops: int  # local-memory loads and stores inside a loop of the machine code: a spill paid per step
     shared: int  # bytes of shared memory per block
     loads: dict[str, int]  # global load instructions by opcode (LDG, and cp.async's LDGSTS)
 
@@ -247,9 +250,22 @@ def build(launch: Launch, gpu: Gpu = H100, *, hints: bool = True) -> Built:
         itemsize=first_tensor.element_size(),
         registers=int(resources["REG"]),
         spilled=int(resources["STACK"]) + int(resources["LOCAL"]),
+        spills_in_loops=_spills_in_loops(sass),
         shared=int(compiled.metadata.shared),
         loads=dict(Counter(re.findall(r"\b(LDGSTS[.\w]*|LDG[.\w]*)", sass))),
     )
+
+
+def _spills_in_loops(sass: str) -> int:
+    """Local-memory accesses (STL, LDL) between a backward branch and its target: inside a loop."""
+    instructions = [(int(address, 16), op) for address, op in re.findall(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;", sass)]
+    loops = []
+    for address, op in instructions:
+        branch = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", op)
+        if branch and int(branch.group(1), 16) < address:
+            loops.append((int(branch.group(1), 16), address))
+    local = [address for address, op in instructions if re.match(r"(@!?U?P\w+\s+)?(STL|LDL)\b", op)]
+    return sum(any(start <= address <= end for start, end in loops) for address in local)
 
 
 def _cuobjdump(flag: str, cubin: Path) -> str:
@@ -261,7 +277,11 @@ def controls() -> dict[str, Built]:
     attention with 64-key tiles on 4 warps, and a skinny matmul compiled without the JIT's divisibility hints."""
     attention = next(launch for launch in record(FLOAT32) if launch.fn is kernels._split_attention)
     wide = dataclasses.replace(attention, constants={**attention.constants, "BLOCK_N": 64}, options={"num_warps": 4})
-    matmul = next(launch for launch in record(WIDTH_1) if launch.fn is linear._skinny_matmul)
+    matmul = next(
+        launch
+        for launch in record(WIDTH_1)
+        if launch.fn is linear._skinny_matmul and launch.constants["PROLOGUE"] == linear.PLAIN
+    )
     return {"float32 attention, 64-key tiles, 4 warps": build(wide), "matmul without hints": build(matmul, hints=False)}
 
 
@@ -317,7 +337,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def _print(built: Built) -> None:
     loads = ", ".join(f"{op} x{n}" for op, n in sorted(built.loads.items()))
-    print(f"  {built.describe()}\n    regs {built.registers}, spilled {built.spilled} B, "
+    print(f"  {built.describe()}\n    regs {built.registers}, spilled {built.spilled} B "
+          f"({built.spills_in_loops} accesses in loops), "
           f"shared {built.shared} B; loads: {loads}")  # fmt: skip
 
 

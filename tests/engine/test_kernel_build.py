@@ -20,9 +20,10 @@ from tests.engine import kernel_build  # after the skip: these import triton
 from tts_engine.dia import linear
 from tts_engine.dia.config import DiaConfig
 
-# ptxas may park one register's value on the stack outside the main loop (seen at 32-row skinny blocks with
-# Triton 3.6 and 3.9: one store, one load); more than that is a working set that does not fit.
-SPILL_ALLOWANCE = 8
+# ptxas may park a few values on the stack across the main loop (seen at 32-row skinny blocks with Triton 3.6
+# and 3.9, and in a gated 64-column block: stores before the loop, loads after it); more than that is a working
+# set that does not fit. Inside a loop, no spill at all: that is paid on every step.
+SPILL_ALLOWANCE = 16
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -69,35 +70,48 @@ def test_every_decode_launch_builds(report: dict[str, Any], gpu_index: int, step
     assert step["launches"]["skinny_matmul"] >= 6 * layers
     kernels_built = {built["kernel"] for built in step["builds"]}
     assert {"skinny_matmul", "split_attention", "rope_write"} <= kernels_built
+    prologues = {
+        (b["constants"]["PROLOGUE"], b["constants"]["DELTA"]) for b in step["builds"] if "PROLOGUE" in b["constants"]
+    }
+    if step["step"]["invariant"]:
+        assert prologues == {(linear.PLAIN, False)}, "batch-invariant steps keep the norms unfused"
+    else:  # the first layer's norm has no residual sum before it; the others and the logits' do
+        assert prologues == {(linear.PLAIN, False), (linear.NORM, False), (linear.NORM, True), (linear.GATED, False)}
 
     for built in step["builds"]:
         what = f"{gpu['gpu']}: {built['kernel']} {built['constants']} {built['options']}"
         if built["kernel"] == "skinny_matmul":
-            estimate = _skinny_config(built).shared_bytes(built["constants"]["BLOCK_M"], built["itemsize"])
+            constants = built["constants"]
+            estimate = _skinny_config(built).shared_bytes(
+                constants["BLOCK_M"], built["itemsize"], constants["PROLOGUE"]
+            )
             assert built["shared"] <= estimate, f"{what}: shared_bytes {estimate} under the real {built['shared']}"
             if estimate > gpu["shared"]:
                 continue  # the tuner never launches it on this GPU (linear.shared_limit)
         assert built["shared"] <= gpu["shared"], f"{what}: {built['shared']} B of shared memory"
         assert built["spilled"] <= SPILL_ALLOWANCE, f"{what}: {built['spilled']} B spilled ({built['registers']} regs)"
+        assert built["spills_in_loops"] == 0, f"{what}: {built['spills_in_loops']} spill accesses inside a loop"
         assert _vectorised(built["loads"]), f"{what}: {built['loads']}"
 
 
 def test_every_gpu_keeps_a_matmul_candidate_for_every_block_height(report: dict[str, Any]) -> None:
-    """The tuner leaves out candidates past a GPU's shared memory; at least one must be left at every height."""
+    """The tuner leaves out candidates past a GPU's shared memory; at least one must be left at every height,
+    for every prologue."""
     for gpu in report["gpus"]:
-        heights: dict[int, int] = {}
+        heights: dict[tuple[int, int], int] = {}
         for step in gpu["steps"]:
             for built in step["builds"]:
                 if built["kernel"] == "skinny_matmul":
                     fits = built["shared"] <= gpu["shared"]
-                    block_m = built["constants"]["BLOCK_M"]
-                    heights[block_m] = heights.get(block_m, 0) + fits
+                    height = (built["constants"]["PROLOGUE"], built["constants"]["BLOCK_M"])
+                    heights[height] = heights.get(height, 0) + fits
         assert heights and all(heights.values()), (gpu["gpu"], heights)
 
 
 def test_the_checks_catch_what_they_are_for(report: dict[str, Any]) -> None:
-    """The controls fail these checks: float32 attention tiles of 64 keys on 4 warps spill, and without the
-    JIT's divisibility hints the matmul loads its bf16 operands two bytes at a time."""
+    """The controls fail these checks: float32 attention tiles of 64 keys on 4 warps spill (in the loop too),
+    and without the JIT's divisibility hints the matmul loads its bf16 operands two bytes at a time."""
     controls = report["controls"]
-    assert controls["float32 attention, 64-key tiles, 4 warps"]["spilled"] > SPILL_ALLOWANCE
+    spilling = controls["float32 attention, 64-key tiles, 4 warps"]
+    assert spilling["spilled"] > SPILL_ALLOWANCE and spilling["spills_in_loops"] > 0
     assert not _vectorised(controls["matmul without hints"]["loads"])

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.engine.conftest import Checkpoint
+from tts_engine.dia import fused
 from tts_engine.dia.cache import SelfCache
 from tts_engine.engine import Engine, GenerationParams
 
@@ -39,6 +40,99 @@ def test_bfloat16_accumulates_in_float32() -> None:
     torch.testing.assert_close(y.float(), (x.float() @ weight.float().T), rtol=1e-2, atol=5e-2)
 
 
+@pytest.mark.parametrize("config", linear.CANDIDATES, ids=str)
+@pytest.mark.parametrize(("rows", "n", "k"), [(2, 72, 300), (33, 20, 24)])
+@pytest.mark.parametrize("with_delta", [True, False], ids=["x+delta", "x"])
+def test_a_normed_projection_is_the_norm_then_the_projection(
+    config: linear.Config, rows: int, n: int, k: int, with_delta: bool
+) -> None:
+    """rms_norm(x + delta) @ W^T in one kernel, and x + delta (the residual stream's next value) beside it."""
+    gen = torch.Generator(device=DEVICE).manual_seed(rows * n + k)
+    x = torch.randn(rows, 2 * k, device=DEVICE, generator=gen)[:, :k]
+    delta = torch.randn(rows, k, device=DEVICE, generator=gen) if with_delta else None
+    gamma, weight = torch.randn(k, device=DEVICE, generator=gen), torch.randn(n, k, device=DEVICE, generator=gen)
+    y, total = linear.SkinnyLinear().run_normed(x, delta, gamma, 1e-5, weight, config=config)
+    expected_total = x if delta is None else x + delta
+    assert torch.equal(total, expected_total)
+    expected = F.linear(fused.rms_norm(expected_total, gamma, 1e-5), weight)
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("config", linear.CANDIDATES, ids=str)
+def test_a_gated_projection_is_the_activation_then_the_projection(config: linear.Config) -> None:
+    gen = torch.Generator(device=DEVICE).manual_seed(1)
+    gate_up = torch.randn(5, 2 * 72, device=DEVICE, generator=gen)
+    weight = torch.randn(40, 72, device=DEVICE, generator=gen)
+    y = linear.SkinnyLinear().run_gated(gate_up, weight, config=config)
+    torch.testing.assert_close(y, F.linear(fused.silu_mul(gate_up), weight), rtol=1e-5, atol=1e-4)
+
+
+def _within_one_step(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """bfloat16 results that agree bit for bit but for rare ties, and there by one rounding step."""
+    assert (actual == expected).float().mean() > 0.99
+    torch.testing.assert_close(actual.float(), expected.float(), rtol=2**-7, atol=0)
+
+
+@pytest.mark.skipif(
+    kernels.interpreting(), reason="Triton's interpreter truncates float32 to bfloat16; compiled kernels round"
+)
+def test_bfloat16_prologues_round_where_the_separate_kernels_round() -> None:
+    """Through an identity weight a projection returns its input as the prologue rounded it: the fused norm
+    and activation make the bfloat16 values fused.rms_norm and silu_mul make (x + delta rounded, then the
+    normalised row rounded, then times the norm's weight rounded). A row's 1 / rms is summed in another order
+    and may differ in its last float32 bit, which moves a value by one bfloat16 step at most."""
+    gen = torch.Generator(device=DEVICE).manual_seed(2)
+    k = 96
+    x, delta = (torch.randn(3, k, device=DEVICE, generator=gen).bfloat16() for _ in range(2))
+    gamma = torch.randn(k, device=DEVICE, generator=gen).bfloat16()
+    eye = torch.eye(k, device=DEVICE).bfloat16()
+    skinny = linear.SkinnyLinear()
+    y, total = skinny.run_normed(x, delta, gamma, 1e-5, eye, config=linear.CANDIDATES[0])
+    assert total.dtype == torch.bfloat16 and torch.equal(total, x + delta)
+    _within_one_step(y, fused.rms_norm(x + delta, gamma, 1e-5))
+    gate_up = torch.randn(3, 2 * k, device=DEVICE, generator=gen).bfloat16()
+    _within_one_step(skinny.run_gated(gate_up, eye, config=linear.CANDIDATES[0]), fused.silu_mul(gate_up))
+
+
+def test_fused_prologues_are_kept_only_where_faster_than_the_kernels_they_replace() -> None:
+    """Each fused form races the norm (or activation) kernel followed by the projection as tuned: kept where a
+    candidate wins (the norm here), declined where none does (the activation); each timing really runs."""
+    gen = torch.Generator(device=DEVICE).manual_seed(3)
+    weights = [torch.randn(24, 32, device=DEVICE, generator=gen) for _ in range(2)]
+    norms = [torch.randn(32, device=DEVICE, generator=gen) for _ in range(2)]
+    down = [torch.randn(32, 16, device=DEVICE, generator=gen)]
+    per_round = 1 + len(linear.CANDIDATES)  # the baseline, then each candidate
+    timings = iter(
+        [5.0] + [6.0] * 5  # the norm group's plain matmul: cuBLAS wins
+        + [5.0, 9.0, 4.0, 9.0, 9.0, 9.0]  # norm + matmul apart 5; the second candidate fused 4
+        + [5.0] + [6.0] * 5  # the down projection's plain matmul: cuBLAS
+        + [3.0] + [4.0] * 5  # activation + matmul apart 3: no candidate beats it
+    )  # fmt: skip
+    ran: list[int] = []
+
+    def timer(fn: Callable[[], object]) -> float:
+        fn()
+        ran.append(1)
+        return next(timings)
+
+    skinny = linear.SkinnyLinear(timer=timer)
+    groups = [linear.Group(weights, linear.NORM, norms, 1e-5), linear.Group(down, linear.GATED)]
+    skinny.tune(groups, rows=[2], ops=fused.EAGER)
+    assert len(ran) == 4 * per_round and not skinny.choices
+    assert skinny.fusions == {(linear.NORM, 2, 24, 32): linear.CANDIDATES[1]}
+    assert skinny.tuned == {(p, 2, *w[0].shape) for p, w in [(0, weights), (1, weights), (0, down), (2, down)]}
+
+    x, delta = torch.randn(2, 32, device=DEVICE, generator=gen), torch.randn(2, 32, device=DEVICE, generator=gen)
+    out = skinny.normed(x, delta, norms[1], 1e-5, weights[1])
+    assert out is not None
+    torch.testing.assert_close(out[0], F.linear(fused.rms_norm(x + delta, norms[1], 1e-5), weights[1]))
+    assert skinny.normed(x[:1], delta[:1], norms[1], 1e-5, weights[1]) is None, "1 row was not tuned"
+    assert skinny.gated(torch.randn(2, 32, device=DEVICE), down[0]) is None
+    assert (
+        linear.SkinnyLinear(invariant=True, fusions=skinny.fusions).normed(x, delta, norms[1], 1e-5, weights[1]) is None
+    )
+
+
 def test_tune_keeps_whatever_measured_fastest(monkeypatch: pytest.MonkeyPatch) -> None:
     """From the timer's numbers alone: a candidate where it beats cuBLAS, cuBLAS where nothing does; calls
     follow the choice, other shapes stay on F.linear, and a tuned shape is not timed again."""
@@ -48,10 +142,10 @@ def test_tune_keeps_whatever_measured_fastest(monkeypatch: pytest.MonkeyPatch) -
     timings = iter([5.0, 6.0, 7.0, 1.0, 8.0, 9.0, 2.0, 3.0, 3.0, 3.0, 3.0, 3.0])  # wide: cuBLAS 5, #2 wins
     skinny = linear.SkinnyLinear(timer=lambda fn: next(timings))
 
-    skinny.tune([wide, narrow], rows=[2, 500])
+    skinny.tune([linear.Group(wide), linear.Group(narrow)], rows=[2, 500])
     assert skinny.choices == {(2, 64, 32): fast_for_wide}, "rows over MAX_ROWS are never tuned"
-    assert skinny.tuned == {(2, 64, 32), (2, 16, 32)}
-    skinny.tune([wide], rows=[2])  # already tuned: no timing (the iterator would run dry)
+    assert skinny.tuned == {(linear.PLAIN, 2, 64, 32), (linear.PLAIN, 2, 16, 32)} and not skinny.fusions
+    skinny.tune([linear.Group(wide)], rows=[2])  # already tuned: no timing (the iterator would run dry)
 
     used: list[linear.Config] = []
     original = skinny.run
@@ -72,8 +166,9 @@ def _kernel_always_wins(fn: Callable[[], None], calls: list[int]) -> float:
 
 
 def test_a_decode_step_through_skinny_matmuls_matches_cublas(checkpoint: Checkpoint) -> None:
-    """tune_decode covers every projection of a decode step (q/k/v, outputs, cross queries, MLP, logits),
-    each candidate runs on the real weights, and a step through the chosen kernels gives the same logits."""
+    """tune_decode covers every projection of a decode step (q/k/v, outputs, cross queries, MLP, logits) and
+    the fused forms of the five that follow a norm or the activation, each candidate runs on the real weights,
+    and a step through the chosen kernels (the fused ones wherever they can be) gives the same logits."""
     engine = Engine.load(checkpoint.folder, device=DEVICE, dtype="float32", use_cuda_graphs=False, decode_kernels=False)
     scheduler = engine.scheduler(slots=2, chunk_steps=2, use_cuda_graphs=False)
     scheduler.submit("a", "[S1] Hello there.", GenerationParams(max_tokens=30, seed=1))
@@ -91,7 +186,12 @@ def test_a_decode_step_through_skinny_matmuls_matches_cublas(checkpoint: Checkpo
                    decoder_layer.mlp.gate_up_proj, decoder_layer.mlp.down_proj, model.logits_dense]  # fmt: skip
     expected = {(4, *p.weight.shape) for p in projections if p is not None}
     assert set(skinny.choices) == expected and set(skinny.choices.values()) == {linear.CANDIDATES[0]}
-    assert len(calls) == len(expected) * (1 + len(linear.CANDIDATES))
+    after_norm = [decoder_layer.self_attention.qkv_proj, decoder_layer.cross_attention.q_proj,
+                  decoder_layer.mlp.gate_up_proj, model.logits_dense]  # fmt: skip
+    fusions = {(linear.NORM, 4, *p.weight.shape) for p in after_norm if p is not None}
+    fusions.add((linear.GATED, 4, *decoder_layer.mlp.down_proj.weight.shape))
+    assert set(skinny.fusions) == fusions and set(skinny.fusions.values()) == {linear.CANDIDATES[0]}
+    assert len(calls) == (len(expected) + len(fusions)) * (1 + len(linear.CANDIDATES))
 
     pos_R = decoder.pos.repeat_interleave(2)
     tokens_Rx1xC = decoder.grid[decoder.slot_index, decoder.pos].repeat_interleave(2, dim=0)[:, None]
@@ -116,7 +216,7 @@ def test_a_candidate_that_fails_is_skipped() -> None:
         return 5.0 if len(attempts) == 1 else 1.0
 
     skinny = linear.SkinnyLinear(timer=timer)
-    skinny.tune([[torch.randn(32, 16, device=DEVICE)]], rows=[2])
+    skinny.tune([linear.Group([torch.randn(32, 16, device=DEVICE)])], rows=[2])
     assert len(attempts) == 1 + len(linear.CANDIDATES)
     assert skinny.choices == {(2, 32, 16): linear.CANDIDATES[1]}
 
@@ -168,7 +268,7 @@ def test_invariant_matmuls_give_a_row_the_same_bits_whatever_shares_it() -> None
         return 1.0 if len(timed) != 2 else 0.5
 
     tuned = linear.SkinnyLinear(invariant=True, timer=timer)
-    tuned.tune([[weight]], rows=[2, 8])  # one block shape per weight shape, cuBLAS never a candidate
+    tuned.tune([linear.Group([weight])], rows=[2, 8])  # one block shape per weight shape, cuBLAS never a candidate
     assert tuned.shapes == {(40, 48): linear.CANDIDATES[1]} and not tuned.choices
     assert len(timed) == len(linear.CANDIDATES), "timed once per candidate, not per row count"
     torch.testing.assert_close(tuned(x_Rx1xK[:3], weight), every[:3], rtol=1e-5, atol=1e-4)

@@ -97,18 +97,16 @@ class DecoderSelfAttention(nn.Module):
         return ops.linear(out.transpose(1, 2).reshape(r, t, -1), self.o_proj.weight)
 
     def step(
-        self, x_Rx1xD: Tensor, rope_2xPxE: Tensor, pos_R: Tensor, lengths_R: Tensor, k_cache: Tensor,
+        self, qkv_Rx1xF: Tensor, rope_2xPxE: Tensor, pos_R: Tensor, lengths_R: Tensor, k_cache: Tensor,
         v_cache: Tensor, span: int, ops: fused.Ops,
     ) -> Tensor:  # fmt: skip
-        """`forward` for one position per row and every cache row in order, through the decode kernels; a row
-        attends to its first lengths_R[r] cache positions (its position + 1)."""
-        assert self.qkv_proj is not None, "the decode kernels take the fused q/k/v projection (fuse())"
+        """`forward` after the q/k/v projection (the step's caller fuses it with the norm before) for one position
+        per row and every cache row in order, through the decode kernels; a row attends to its first
+        lengths_R[r] cache positions (its position + 1)."""
         kernels = ops.kernels
         assert kernels is not None
-        r = x_Rx1xD.shape[0]
-        q_RxHxE = kernels.rope_write(
-            ops.linear(x_Rx1xD, self.qkv_proj.weight).view(r, -1), rope_2xPxE, pos_R, k_cache, v_cache, self.heads
-        )
+        r = qkv_Rx1xF.shape[0]
+        q_RxHxE = kernels.rope_write(qkv_Rx1xF.view(r, -1), rope_2xPxE, pos_R, k_cache, v_cache, self.heads)
         out_RxHxE = kernels.attend(q_RxHxE, k_cache[:, :, :span], v_cache[:, :, :span], lengths_R)
         return ops.linear(out_RxHxE.view(r, 1, -1), self.o_proj.weight)
 
@@ -137,10 +135,10 @@ class CrossAttention(nn.Module):
         out = attend(q, k_RxKxLxE, v_RxKxLxE, mask_Rx1xGTxL)
         return ops.linear(out.transpose(1, 2).reshape(r, t, -1), self.o_proj.weight)
 
-    def step(self, x_Rx1xD: Tensor, k_RxKxLxE: Tensor, v_RxKxLxE: Tensor, lengths_R: Tensor, ops: fused.Ops) -> Tensor:
-        """`forward` for one position per row, attending to each row's first lengths_R[r] text bytes."""
-        r = x_Rx1xD.shape[0]
+    def step(self, q_Rx1xF: Tensor, k_RxKxLxE: Tensor, v_RxKxLxE: Tensor, lengths_R: Tensor, ops: fused.Ops) -> Tensor:
+        """`forward` after the query projection, for one position per row, attending to each row's first
+        lengths_R[r] text bytes."""
+        r = q_Rx1xF.shape[0]
         assert ops.kernels is not None
-        q_RxHxE = ops.linear(x_Rx1xD, self.q_proj.weight).view(r, self.heads, self.head_dim)
-        out_RxHxE = ops.kernels.attend(q_RxHxE, k_RxKxLxE, v_RxKxLxE, lengths_R)
+        out_RxHxE = ops.kernels.attend(q_Rx1xF.view(r, self.heads, self.head_dim), k_RxKxLxE, v_RxKxLxE, lengths_R)
         return ops.linear(out_RxHxE.view(r, 1, -1), self.o_proj.weight)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import functools
 import logging
 import statistics
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -25,28 +26,72 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from tts_engine.dia import fused
 from tts_engine.dia.kernels import interpreting
 
 log = logging.getLogger(__name__)
 
 
+PLAIN, NORM, GATED = 0, 1, 2  # the kernel's prologues: x as given, rms_norm(x + delta), silu_mul(x)
+
+
 def _skinny_matmul(
-    x_ptr, w_ptr, y_ptr, rows, n, k, stride_xm, stride_wn, stride_ym,
+    x_ptr, w_ptr, y_ptr, delta_ptr, gamma_ptr, sum_ptr, rows, n, k, stride_xm, stride_wn, stride_ym, stride_dm,
+    stride_sm, eps,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, PROLOGUE: tl.constexpr = 0, DELTA: tl.constexpr = False,
 ):  # fmt: skip
     """One band of BLOCK_N output columns for all `rows` (<= BLOCK_M) rows of x, float32 accumulation; float32
-    inputs multiply in full precision (PRECISION "ieee"), never TF32, as cuBLAS does by default in PyTorch."""
+    inputs multiply in full precision (PRECISION "ieee"), never TF32, as cuBLAS does by default in PyTorch.
+
+    The prologue makes the kernel's left-hand side from x on the fly, rounded where fused.py's functions round,
+    so the kernel replaces their elementwise kernel as well as the matmul:
+    - NORM: rms_norm(t) with weights gamma, where t = x + delta with DELTA (else x); a first pass over each row
+      finds its scale, and band 0 writes t to sum_ptr (the residual stream's next value).
+    - GATED: silu_mul(x), x holding the gate's K columns and then the up projection's K columns.
+    """
     band = tl.program_id(0)
     m = tl.arange(0, BLOCK_M)
     cols = band * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = m < rows
     n_ok = cols < n
+    dtype = x_ptr.dtype.element_ty
+    scale = tl.zeros((BLOCK_M,), tl.float32)
+    if PROLOGUE == 1:  # NORM's first pass: each row's 1 / rms
+        for start in range(0, k, BLOCK_K):
+            ks = start + tl.arange(0, BLOCK_K)
+            tile_ok = m_ok[:, None] & (ks < k)[None, :]
+            t = tl.load(x_ptr + m[:, None] * stride_xm + ks[None, :], mask=tile_ok, other=0.0)
+            if DELTA:
+                d = tl.load(delta_ptr + m[:, None] * stride_dm + ks[None, :], mask=tile_ok, other=0.0)
+                t = (t.to(tl.float32) + d.to(tl.float32)).to(dtype)
+                if band == 0:
+                    tl.store(sum_ptr + m[:, None] * stride_sm + ks[None, :], t, mask=tile_ok)
+            t = t.to(tl.float32)
+            scale += tl.sum(t * t, 1)
+        scale = tl.rsqrt(scale / k + eps)
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for start in range(0, k, BLOCK_K):
         ks = start + tl.arange(0, BLOCK_K)
         k_ok = ks < k
-        x = tl.load(x_ptr + m[:, None] * stride_xm + ks[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+        tile_ok = m_ok[:, None] & k_ok[None, :]
+        x = tl.load(x_ptr + m[:, None] * stride_xm + ks[None, :], mask=tile_ok, other=0.0)
+        if PROLOGUE == 1:
+            if DELTA:
+                d = tl.load(delta_ptr + m[:, None] * stride_dm + ks[None, :], mask=tile_ok, other=0.0)
+                x = (x.to(tl.float32) + d.to(tl.float32)).to(dtype)
+            # The norm's weights as a tile like x's (each row the same): loaded per row they pipeline as 16-byte
+            # copies with the tiles, where BLOCK_K values alone are one or two a thread, loaded synchronously.
+            gamma = tl.load(gamma_ptr + (ks[None, :] + 0 * m[:, None]), mask=tile_ok, other=0.0)
+            x = (x.to(tl.float32) * scale[:, None]).to(dtype)
+            x = (x.to(tl.float32) * gamma.to(tl.float32)).to(dtype)
+        elif PROLOGUE == 2:
+            up = tl.load(x_ptr + m[:, None] * stride_xm + (ks + k)[None, :], mask=tile_ok, other=0.0)
+            gate = x.to(tl.float32)
+            # div.full (2 ulp in float32, far below a bf16 step): the IEEE-rounded division calls a slow-path
+            # subroutine whose frame lives on the stack (tests/engine/test_kernel_build.py saw it spill).
+            x = tl.fdiv(gate, 1.0 + tl.exp(-gate), ieee_rounding=False).to(dtype)
+            x = (up.to(tl.float32) * x.to(tl.float32)).to(dtype)
         w = tl.load(w_ptr + cols[:, None] * stride_wn + ks[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
         if DOT_F32:  # the interpreter's bf16 dot is wrong; bf16 products are exact in float32
             x, w = x.to(tl.float32), w.to(tl.float32)
@@ -66,11 +111,13 @@ class Config:
     warps: int = 4
     stages: int = 4
 
-    def shared_bytes(self, block_m: int, itemsize: int) -> int:
-        """Shared memory the pipelined loads need at most: `stages` buffers of an x tile and a W tile (Triton
-        uses one buffer fewer where it pipelines with mma.sync; tests/engine/test_kernel_build.py checks the
-        bound against compiled kernels)."""
-        return self.stages * (block_m + self.block_n) * self.block_k * itemsize
+    def shared_bytes(self, block_m: int, itemsize: int, prologue: int = PLAIN) -> int:
+        """Shared memory the pipelined loads need at most: `stages` buffers of the x-sized tiles (x; with a NORM
+        prologue also delta and the norm's weights, with a GATED one the up columns) and a W tile (Triton uses one
+        buffer fewer where it pipelines with mma.sync; tests/engine/test_kernel_build.py checks the bound against
+        compiled kernels)."""
+        x_tiles = {PLAIN: 1, NORM: 3, GATED: 2}[prologue]
+        return self.stages * (x_tiles * block_m + self.block_n) * self.block_k * itemsize
 
 
 # Narrow bands for the 2048-wide projections (128 blocks), wider ones for gate/up's 16384 and the logits.
@@ -78,9 +125,23 @@ CANDIDATES = (Config(16, 256), Config(16, 512, 8, 3), Config(32, 128), Config(32
 # Row counts vary by bucket; not specialising on them keeps one compilation per block shape.
 DO_NOT_SPECIALIZE = ("rows",)
 MAX_ROWS = 64  # x's rows share one block; past this the weights would be re-read, and cuBLAS is efficient
+PROLOGUES = {PLAIN: "plain", NORM: "norm", GATED: "gated"}
 
 
 Timer = Callable[[Callable[[], object]], float]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Group:
+    """The weights of one role in a decode step (one per layer, all one shape) and how the step makes their
+    input: PLAIN (as given), NORM (rms_norm(x + delta) with `norms[i]` for `weights[i]`, and `eps`) or GATED
+    (silu_mul of 2K columns)."""
+
+    weights: Sequence[Tensor]
+    prologue: int = PLAIN
+    norms: Sequence[Tensor] = ()
+    eps: float = 1e-5
 
 
 def shared_limit(device: torch.device) -> int | None:
@@ -106,27 +167,53 @@ def cuda_timer(fn: Callable[[], object], repeats: int = 30) -> float:
     return statistics.median(times)
 
 
-def _through(matmul: Callable[[Tensor], Tensor], group: list[Tensor]) -> Callable[[], None]:
-    """One call that multiplies by every weight of the group in turn."""
+def graph_timer(fn: Callable[[], object], repeats: int = 20) -> float:
+    """Median seconds of one replay of `fn` captured as a CUDA graph, which is how a decode step runs it.
+
+    Timed as launched from Python, a projection of a few microseconds measures the launch instead: Triton's
+    launcher and PyTorch's dispatch each take several microseconds of CPU a call, so the GPU waits between
+    kernels and the faster kernel can lose. A replayed graph pays neither, and keeps what a step does pay:
+    the gaps between kernels inside a graph.
+    """
+    warmup = torch.cuda.Stream()
+    warmup.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(warmup):  # compiles the kernels and lets cuBLAS set up, outside the capture
+        fn()
+    torch.cuda.current_stream().wait_stream(warmup)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    try:
+        return cuda_timer(graph.replay, repeats)
+    finally:
+        graph.reset()  # frees the graph's private memory pool
+
+
+def _through(matmul: Callable[[T], object], group: Sequence[T]) -> Callable[[], None]:
+    """One call that multiplies by every weight of the group (or weight and norm) in turn."""
 
     def run() -> None:
-        for weight in group:
-            matmul(weight)
+        for item in group:
+            matmul(item)
 
     return run
 
 
 @dataclass
 class SkinnyLinear:
-    """`F.linear` without bias, through the Triton kernel for the (rows, N, K) shapes `tune` found it faster on."""
+    """`F.linear` without bias, through the Triton kernel for the (rows, N, K) shapes `tune` found it faster on;
+    and `normed` and `gated`, which fold the elementwise kernel before a projection into its prologue where
+    `tune` found that faster than the two kernels."""
 
     kernel: object = field(default_factory=lambda: triton.jit(_skinny_matmul, do_not_specialize=DO_NOT_SPECIALIZE))
-    choices: dict[tuple[int, int, int], Config] = field(default_factory=dict)
-    tuned: set[tuple[int, int, int]] = field(default_factory=set)
-    timer: Timer = cuda_timer  # seconds one call takes
+    choices: dict[tuple[int, int, int], Config] = field(default_factory=dict)  # (rows, N, K): plain projections
+    fusions: dict[tuple[int, int, int, int], Config] = field(default_factory=dict)  # (prologue, rows, N, K)
+    tuned: set[tuple[int, int, int, int]] = field(default_factory=set)  # (prologue, rows, N, K)
+    timer: Timer = graph_timer  # seconds one call takes
     # Batch-invariant: every one-position call (a decode step) runs the kernel with one block shape per weight
     # shape and MAX_ROWS-row blocks, whatever the rows, so a row's sums never depend on the others; never
     # cuBLAS, which picks kernels by shape. Calls of several positions (a request's prefill) keep F.linear.
+    # The prologues stay unfused then (`normed` and `gated` decline).
     invariant: bool = False
     shapes: dict[tuple[int, int], Config] = field(default_factory=dict)  # invariant: the block shape per (N, K)
 
@@ -140,6 +227,25 @@ class SkinnyLinear:
             return F.linear(x, weight)
         return self.run(x, weight, config=config)
 
+    def normed(
+        self, x: Tensor, delta: Tensor | None, gamma: Tensor, eps: float, weight: Tensor
+    ) -> tuple[Tensor, Tensor] | None:
+        """(rms_norm(t, gamma, eps) @ weight^T, t) with t = x + delta (x where delta is None), as one kernel
+        where `tune` chose it for this shape; None where the caller should run the two kernels."""
+        n, k = weight.shape
+        config = self.fusions.get((NORM, x.numel() // k, n, k))
+        if config is None or self.invariant:
+            return None
+        return self.run_normed(x, delta, gamma, eps, weight, config=config)
+
+    def gated(self, gate_up: Tensor, weight: Tensor) -> Tensor | None:
+        """silu_mul(gate_up) @ weight^T as one kernel where `tune` chose it for this shape; else None."""
+        n, k = weight.shape
+        config = self.fusions.get((GATED, gate_up.numel() // (2 * k), n, k))
+        if config is None or self.invariant:
+            return None
+        return self.run_gated(gate_up, weight, config=config)
+
     def _invariant_call(self, x: Tensor, weight: Tensor) -> Tensor:
         n, k = weight.shape
         if x.dim() > 2 and x.shape[-2] != 1:
@@ -152,71 +258,154 @@ class SkinnyLinear:
     def run(self, x: Tensor, weight: Tensor, *, config: Config, block_m: int | None = None) -> Tensor:
         """The kernel with `config`, whatever was chosen; x (..., K) with at most MAX_ROWS rows, in blocks of
         `block_m` rows (default: the next power of two)."""
-        n, k = weight.shape
-        x_2d = x.reshape(-1, k)
-        rows = x_2d.shape[0]
-        assert rows <= MAX_ROWS and x_2d.stride(1) == 1 and weight.stride(1) == 1
-        y = torch.empty((rows, n), dtype=x.dtype, device=x.device)
-        self.kernel[(triton.cdiv(n, config.block_n),)](  # type: ignore[index]
-            x_2d, weight, y, rows, n, k, x_2d.stride(0), weight.stride(0), y.stride(0),
-            BLOCK_M=block_m or max(16, triton.next_power_of_2(rows)), BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-            DOT_F32=interpreting(), PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
-            num_warps=config.warps, num_stages=config.stages,
-        )  # fmt: skip
-        return y.view(*x.shape[:-1], n)
+        x_2d = x.reshape(-1, weight.shape[1])
+        return self._launch(x_2d, weight, config, block_m=block_m).view(*x.shape[:-1], weight.shape[0])
 
-    def tune(self, groups: Iterable[list[Tensor]], rows: Iterable[int]) -> None:
+    def run_normed(
+        self, x: Tensor, delta: Tensor | None, gamma: Tensor, eps: float, weight: Tensor, *, config: Config
+    ) -> tuple[Tensor, Tensor]:
+        """`normed` with `config`, whatever was chosen."""
+        n, k = weight.shape
+        assert gamma.dtype == x.dtype and gamma.shape == (k,) and gamma.stride(0) == 1
+        x_2d = x.reshape(-1, k)
+        if delta is None:
+            y = self._launch(x_2d, weight, config, prologue=NORM, gamma=gamma, eps=eps)
+            return y.view(*x.shape[:-1], n), x
+        delta_2d = delta.reshape(-1, k)
+        assert delta_2d.shape == x_2d.shape and delta_2d.stride(1) == 1
+        total = torch.empty_like(x_2d)
+        y = self._launch(x_2d, weight, config, prologue=NORM, delta=delta_2d, gamma=gamma, eps=eps, total=total)
+        return y.view(*x.shape[:-1], n), total.view(x.shape)
+
+    def run_gated(self, gate_up: Tensor, weight: Tensor, *, config: Config) -> Tensor:
+        """`gated` with `config`, whatever was chosen."""
+        n, k = weight.shape
+        x_2d = gate_up.reshape(-1, 2 * k)
+        return self._launch(x_2d, weight, config, prologue=GATED).view(*gate_up.shape[:-1], n)
+
+    def _launch(
+        self, x_RxK: Tensor, weight: Tensor, config: Config, *, block_m: int | None = None, prologue: int = PLAIN,
+        delta: Tensor | None = None, gamma: Tensor | None = None, eps: float = 0.0, total: Tensor | None = None,
+    ) -> Tensor:  # fmt: skip
+        n, k = weight.shape
+        rows = x_RxK.shape[0]
+        assert rows <= MAX_ROWS and x_RxK.stride(1) == 1 and weight.stride(1) == 1
+        y = torch.empty((rows, n), dtype=x_RxK.dtype, device=x_RxK.device)
+        # Unused pointers point at y: the kernel never touches them (its constexprs leave them out).
+        delta_, gamma_, total_ = (y if t is None else t for t in (delta, gamma, total))
+        self.kernel[(triton.cdiv(n, config.block_n),)](  # type: ignore[index]
+            x_RxK, weight, y, delta_, gamma_, total_, rows, n, k, x_RxK.stride(0), weight.stride(0), y.stride(0),
+            delta_.stride(0), total_.stride(0), eps,
+            BLOCK_M=block_m or max(16, triton.next_power_of_2(rows)), BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+            DOT_F32=interpreting(), PRECISION="ieee" if x_RxK.dtype == torch.float32 else "tf32",
+            PROLOGUE=prologue, DELTA=delta is not None, num_warps=config.warps, num_stages=config.stages,
+        )  # fmt: skip
+        return y
+
+    def tune(self, groups: Iterable[Group], rows: Iterable[int], ops: fused.Ops = fused.EAGER) -> None:
         """Time cuBLAS and every candidate for each group of same-shape weights (one per layer) at each row
         count, and keep the fastest. Each timing runs through the whole group, as a step does, so the weights
-        come from memory rather than from L2."""
+        come from memory rather than from L2. For a NORM or GATED group, then the fused kernel against what it
+        replaces: `ops`' elementwise kernel (add_rms_norm, silu_mul) followed by the projection just chosen."""
         if self.invariant:
             self._tune_shapes(groups)
             return
         row_counts = sorted({r for r in rows if r <= MAX_ROWS})
         for group in groups:
-            n, k = group[0].shape
+            n, k = group.weights[0].shape
             for r in row_counts:
-                if (r, n, k) in self.tuned:
-                    continue
-                x = torch.randn(r, k, device=group[0].device, dtype=group[0].dtype)
-                cublas = self.timer(_through(functools.partial(F.linear, x), group))
-                timings = self._time_candidates(x, group)
-                best = min(timings, key=timings.__getitem__, default=None)
-                if best is not None and timings[best] >= cublas:
-                    best = None  # only where strictly faster than cuBLAS
-                self.tuned.add((r, n, k))
-                if best is not None:
-                    self.choices[(r, n, k)] = best
-                log.info(
-                    "matmul %dx%d at %d rows: cuBLAS %.1f us, ours %s", n, k, r, cublas / len(group) * 1e6,
-                    "slower" if best is None else f"{timings[best] / len(group) * 1e6:.1f} us with {best}",
-                )  # fmt: skip
+                if (PLAIN, r, n, k) not in self.tuned:
+                    self._tune_plain(group.weights, r)
+                if group.prologue != PLAIN and (group.prologue, r, n, k) not in self.tuned:
+                    self._tune_fused(group, r, ops)
 
-    def _tune_shapes(self, groups: Iterable[list[Tensor]]) -> None:
+    def _tune_plain(self, weights: Sequence[Tensor], r: int) -> None:
+        n, k = weights[0].shape
+        x = torch.randn(r, k, device=weights[0].device, dtype=weights[0].dtype)
+        cublas = self.timer(_through(functools.partial(F.linear, x), weights))
+        best = self._fastest(cublas, self._time_candidates(x, weights), "matmul", weights, r)
+        self.tuned.add((PLAIN, r, n, k))
+        if best is not None:
+            self.choices[(r, n, k)] = best
+
+    def _tune_fused(self, group: Group, r: int, ops: fused.Ops) -> None:
+        n, k = group.weights[0].shape
+        device, dtype = group.weights[0].device, group.weights[0].dtype
+        pairs = list(zip(group.weights, group.norms, strict=True)) if group.prologue == NORM else []
+        if group.prologue == NORM:
+            x, delta = (torch.randn(r, k, device=device, dtype=dtype) for _ in range(2))
+            apart = _through(lambda wg: self(ops.add_rms_norm(x, delta, wg[1], group.eps)[1], wg[0]), pairs)
+
+            def together(config: Config) -> Callable[[], None]:
+                return _through(lambda wg: self.run_normed(x, delta, wg[1], group.eps, wg[0], config=config), pairs)
+        else:
+            x = torch.randn(r, 2 * k, device=device, dtype=dtype)
+            apart = _through(lambda w: self(ops.silu_mul(x), w), group.weights)
+
+            def together(config: Config) -> Callable[[], None]:
+                return _through(lambda w: self.run_gated(x, w, config=config), group.weights)
+
+        separate = self.timer(apart)
+        timings = self._time_each(together, x.device, x.element_size(), r, group.prologue, (n, k))
+        best = self._fastest(separate, timings, f"{PROLOGUES[group.prologue]} + matmul", group.weights, r)
+        self.tuned.add((group.prologue, r, n, k))
+        if best is not None:
+            self.fusions[(group.prologue, r, n, k)] = best
+
+    @staticmethod
+    def _fastest(
+        baseline: float, timings: dict[Config, float], what: str, weights: Sequence[Tensor], r: int
+    ) -> Config | None:
+        """The fastest candidate where it is strictly faster than the baseline (cuBLAS, or the unfused kernels)."""
+        best = min(timings, key=timings.__getitem__, default=None)
+        if best is not None and timings[best] >= baseline:
+            best = None
+        n, k = weights[0].shape
+        log.info(
+            "%s %dx%d at %d rows: as before %.1f us, ours %s", what, n, k, r, baseline / len(weights) * 1e6,
+            "slower" if best is None else f"{timings[best] / len(weights) * 1e6:.1f} us with {best}",
+        )  # fmt: skip
+        return best
+
+    def _tune_shapes(self, groups: Iterable[Group]) -> None:
         """Invariant mode: the fastest block shape for each weight shape, timed at MAX_ROWS-row blocks (as
         every call runs), kept for every row count."""
         for group in groups:
-            n, k = group[0].shape
-            if (n, k) in self.shapes or (self.timer is cuda_timer and group[0].device.type != "cuda"):
+            weights = group.weights
+            n, k = weights[0].shape
+            if (n, k) in self.shapes or (self.timer is graph_timer and weights[0].device.type != "cuda"):
                 continue  # chosen already, or no GPU to time on (the interpreter's tests): the default serves
-            x = torch.randn(2, k, device=group[0].device, dtype=group[0].dtype)
-            timings = self._time_candidates(x, group, block_m=MAX_ROWS)
+            x = torch.randn(2, k, device=weights[0].device, dtype=weights[0].dtype)
+            timings = self._time_candidates(x, weights, block_m=MAX_ROWS)
             if timings:
                 self.shapes[(n, k)] = min(timings, key=timings.__getitem__)
                 log.info("batch-invariant matmul %dx%d: %s", n, k, self.shapes[(n, k)])
 
-    def _time_candidates(self, x: Tensor, group: list[Tensor], *, block_m: int | None = None) -> dict[Config, float]:
-        """Seconds of each candidate block shape through the whole group; one that needs more shared memory than
-        a block may have on this GPU, or fails to compile, is left out."""
+    def _time_candidates(
+        self, x: Tensor, group: Sequence[Tensor], *, block_m: int | None = None
+    ) -> dict[Config, float]:
+        """Seconds of each candidate block shape through the whole group (see _time_each)."""
+
+        def calls(config: Config) -> Callable[[], None]:
+            return _through(functools.partial(self.run, x, config=config, block_m=block_m), group)
+
+        rows = block_m or x.numel() // x.shape[-1]
+        return self._time_each(calls, x.device, x.element_size(), rows, PLAIN, tuple(group[0].shape))
+
+    def _time_each(
+        self, calls: Callable[[Config], Callable[[], None]], device: torch.device, itemsize: int, rows: int,
+        prologue: int, shape: tuple[int, ...],
+    ) -> dict[Config, float]:  # fmt: skip
+        """Seconds of `calls(config)` for each candidate; one that needs more shared memory than a block may have
+        on this GPU, or fails to compile, is left out."""
         timings = {}
-        limit = shared_limit(x.device)
-        rows = block_m or max(16, triton.next_power_of_2(x.numel() // x.shape[-1]))
+        limit = shared_limit(device)
+        block_m = max(16, triton.next_power_of_2(rows))
         for config in CANDIDATES:
-            if limit is not None and config.shared_bytes(rows, x.element_size()) > limit:
+            if limit is not None and config.shared_bytes(block_m, itemsize, prologue) > limit:
                 continue
             try:
-                run = functools.partial(self.run, x, config=config, block_m=block_m)
-                timings[config] = self.timer(_through(run, group))
+                timings[config] = self.timer(calls(config))
             except Exception as exc:  # a block shape this GPU cannot compile is simply no candidate
-                log.warning("matmul kernel %s failed for %dx%d: %s", config, *group[0].shape, exc)
+                log.warning("%s matmul %s failed for %s: %s", PROLOGUES[prologue], config, shape, exc)
         return timings

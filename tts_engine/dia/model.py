@@ -61,12 +61,24 @@ class _Masked:
     cross_mask: Tensor  # (R, 1, G' * T, L)
 
 
-@dataclass(frozen=True)
-class _Fast:
-    """What the decode-kernel path shares across layers in one decode step."""
+def _normed(ops: fused.Ops, x: Tensor, delta: Tensor | None, norm: RMSNorm, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """(rms_norm(t) @ weight^T, t) with t = x + delta (x where delta is None): one kernel where the projections
+    fuse them (linear.SkinnyLinear.normed), else the norm's kernel and then the projection."""
+    together = getattr(ops.linear, "normed", None)
+    out = None if together is None else together(x, delta, norm.weight, norm.eps, weight)
+    if out is not None:
+        return out
+    if delta is None:
+        return ops.linear(ops.rms_norm(x, norm.weight, norm.eps), weight), x
+    x, h = ops.add_rms_norm(x, delta, norm.weight, norm.eps)
+    return ops.linear(h, weight), x
 
-    pos_R: Tensor
-    lengths_R: Tensor  # self-attention keys per row: pos_R + 1
+
+def _gated(ops: fused.Ops, gate_up: Tensor, weight: Tensor) -> Tensor:
+    """silu_mul(gate_up) @ weight^T: one kernel where the projections fuse them, else two."""
+    together = getattr(ops.linear, "gated", None)
+    out = None if together is None else together(gate_up, weight)
+    return ops.linear(ops.silu_mul(gate_up), weight) if out is None else out
 
 
 class MLP(nn.Module):
@@ -238,21 +250,30 @@ class DiaModel(nn.Module):
 
     def tune_decode(self, rows: Iterable[int]) -> None:
         """Let the decode step's projections pick their kernels for steps of these row counts (a no-op unless
-        they can: linear.SkinnyLinear times itself against cuBLAS). Done before graphs are captured."""
+        they can: linear.SkinnyLinear times itself against cuBLAS, and its fused prologues against the norm
+        or activation kernels they replace). Done before graphs are captured."""
         tune = getattr(self.ops.linear, "tune", None)
         if tune is None:
             return
-        layers = self._decoder().typed_layers()
-        by_role = [
-            [layer.self_attention.qkv_proj.weight for layer in layers if layer.self_attention.qkv_proj is not None],
-            [layer.self_attention.o_proj.weight for layer in layers],
-            [layer.cross_attention.q_proj.weight for layer in layers],
-            [layer.cross_attention.o_proj.weight for layer in layers],
-            [layer.mlp.gate_up_proj.weight for layer in layers],
-            [layer.mlp.down_proj.weight for layer in layers],
-            [self.logits_dense.weight],
-        ]
-        tune([group for group in by_role if group], list(rows))
+        from tts_engine.dia.linear import GATED, NORM, Group
+
+        decoder = self._decoder()
+        layers, eps = decoder.typed_layers(), self.cfg.decoder.norm_eps
+        qkv = [layer.self_attention.qkv_proj for layer in layers]
+        groups = [
+            Group([layer.self_attention.o_proj.weight for layer in layers]),
+            Group([layer.cross_attention.q_proj.weight for layer in layers], NORM,
+                  [layer.pre_ca_norm.weight for layer in layers], eps),
+            Group([layer.cross_attention.o_proj.weight for layer in layers]),
+            Group([layer.mlp.gate_up_proj.weight for layer in layers], NORM,
+                  [layer.pre_mlp_norm.weight for layer in layers], eps),
+            Group([layer.mlp.down_proj.weight for layer in layers], GATED),
+            Group([self.logits_dense.weight], NORM, [decoder.norm.weight], eps),
+        ]  # fmt: skip
+        if all(proj is not None for proj in qkv):
+            norms = [layer.pre_sa_norm.weight for layer in layers]
+            groups.insert(0, Group([proj.weight for proj in qkv if proj is not None], NORM, norms, eps))
+        tune(groups, list(rows), self.ops)
 
     def encode(self, ids_RxL: Tensor) -> Tensor:
         """Encoder output (R, L, D_enc) for unpadded byte ids."""
@@ -289,24 +310,16 @@ class DiaModel(nn.Module):
         x = decoder.embeddings(tokens_RxTxC)
         r, t, _ = x.shape
         dec, ops, eps = self.cfg.decoder, self.ops, self.cfg.decoder.norm_eps
-        fast = None
-        if ops.kernels is not None and t == 1 and rows_R is None:
-            fast = _Fast(pos_RxT[:, 0], pos_RxT[:, 0] + 1)  # a row attends to positions 0..pos
-        masked = None if fast is not None else self._masks(pos_RxT, cross, rows_R, self_span, cross_span, x.dtype)
         layers = decoder.typed_layers()
-        # Each residual sum is fused with the norm that follows it (the next layer's first, the final one last).
-        norms_after = [layer.pre_sa_norm for layer in layers[1:]] + [decoder.norm]
-        h = ops.rms_norm(x, layers[0].pre_sa_norm.weight, eps)
-        for i, layer in enumerate(layers):
-            k_cross, v_cross = cross.k[i][:, :, :cross_span], cross.v[i][:, :, :cross_span]
-            if fast is not None:
-                attended = layer.self_attention.step(
-                    h, self.rope, fast.pos_R, fast.lengths_R, cache.k[i], cache.v[i], self_span, ops
-                )
-                x, h = ops.add_rms_norm(x, attended, layer.pre_ca_norm.weight, eps)
-                crossed = layer.cross_attention.step(h, k_cross, v_cross, cross.lengths, ops)
-            else:
-                assert masked is not None
+        if ops.kernels is not None and t == 1 and rows_R is None:
+            h = self._step(x, pos_RxT[:, 0], cache, cross, self_span, cross_span)
+        else:
+            masked = self._masks(pos_RxT, cross, rows_R, self_span, cross_span, x.dtype)
+            # Each residual sum is fused with the norm that follows it (the next layer's first, the final one last).
+            norms_after = [layer.pre_sa_norm for layer in layers[1:]] + [decoder.norm]
+            h = ops.rms_norm(x, layers[0].pre_sa_norm.weight, eps)
+            for i, layer in enumerate(layers):
+                k_cross, v_cross = cross.k[i][:, :, :cross_span], cross.v[i][:, :, :cross_span]
                 if rows_R is not None:
                     k_cross, v_cross = k_cross.index_select(0, rows_R), v_cross.index_select(0, rows_R)
                 attended = layer.self_attention(
@@ -315,11 +328,37 @@ class DiaModel(nn.Module):
                 )  # fmt: skip
                 x, h = ops.add_rms_norm(x, attended, layer.pre_ca_norm.weight, eps)
                 crossed = layer.cross_attention(h, k_cross, v_cross, masked.cross_mask, ops)
-            x, h = ops.add_rms_norm(x, crossed, layer.pre_mlp_norm.weight, eps)
-            x, h = ops.add_rms_norm(x, layer.mlp(h, ops), norms_after[i].weight, eps)
+                x, h = ops.add_rms_norm(x, crossed, layer.pre_mlp_norm.weight, eps)
+                x, h = ops.add_rms_norm(x, layer.mlp(h, ops), norms_after[i].weight, eps)
+            h = ops.linear(h, self.logits_dense.weight)
         # Sliced back to C * V outputs: fuse() pads the projection.
-        logits = ops.linear(h, self.logits_dense.weight)[..., : dec.num_channels * dec.vocab_size]
+        logits = h[..., : dec.num_channels * dec.vocab_size]
         return logits.float().reshape(r, t, dec.num_channels, dec.vocab_size)
+
+    def _step(
+        self, x_Rx1xD: Tensor, pos_R: Tensor, cache: SelfCache, cross: CrossCache, self_span: int, cross_span: int
+    ) -> Tensor:
+        """A decode step's padded logits (R, 1, C * V') through the decode kernels, every row at its position.
+
+        Each norm goes with the projection after it, and the residual sum before it with the norm: `normed`
+        runs the three as one kernel where the projections fuse them, and so the down projection with the
+        activation before it (`gated`).
+        """
+        assert self.rope is not None
+        ops, decoder = self.ops, self._decoder()
+        lengths_R = pos_R + 1  # a row attends to positions 0..pos
+        delta: Tensor | None = None  # the residual stream is x + delta, summed by the next norm
+        for i, layer in enumerate(decoder.typed_layers()):
+            attention, crossing = layer.self_attention, layer.cross_attention
+            assert attention.qkv_proj is not None, "the decode kernels take the fused q/k/v projection (fuse())"
+            qkv, x_Rx1xD = _normed(ops, x_Rx1xD, delta, layer.pre_sa_norm, attention.qkv_proj.weight)
+            delta = attention.step(qkv, self.rope, pos_R, lengths_R, cache.k[i], cache.v[i], self_span, ops)
+            q, x_Rx1xD = _normed(ops, x_Rx1xD, delta, layer.pre_ca_norm, crossing.q_proj.weight)
+            k_cross, v_cross = cross.k[i][:, :, :cross_span], cross.v[i][:, :, :cross_span]
+            delta = crossing.step(q, k_cross, v_cross, cross.lengths, ops)
+            gate_up, x_Rx1xD = _normed(ops, x_Rx1xD, delta, layer.pre_mlp_norm, layer.mlp.gate_up_proj.weight)
+            delta = _gated(ops, gate_up, layer.mlp.down_proj.weight)
+        return _normed(ops, x_Rx1xD, delta, decoder.norm, self.logits_dense.weight)[0]
 
     def _masks(
         self, pos_RxT: Tensor, cross: CrossCache, rows_R: Tensor | None, self_span: int, cross_span: int,
