@@ -20,7 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 from bench.engine import TEXT, build, hf_config
 from tts_engine.dia import kernels
 from tts_engine.dia.decode import Decoder
-from tts_engine.dia.linear import cuda_timer
+from tts_engine.dia.timing import cuda_timer
 from tts_engine.engine import Engine, GenerationParams
 
 

@@ -163,9 +163,9 @@ def record(step: Step, gpu: Gpu = H100) -> list[Launch]:
     span = model.cfg.longest_span if step.invariant else None  # as DiaModel.use_batch_invariant sets it
     decode_kernels = kernels.DecodeKernels(
         _Recorder(kernels._split_attention, launches),
-        _Recorder(kernels._merge_splits, launches),
         _Recorder(kernels._rope_write, launches),
         programs=2 * gpu.sms,  # as kernels.for_device counts them
+        counters=torch.zeros(kernels.MAX_ROW_KV, dtype=torch.int32, device="meta"),
         invariant_span=span,
     )
     kernel = _Recorder(linear._skinny_matmul, launches, linear.DO_NOT_SPECIALIZE)

@@ -23,7 +23,7 @@ TEXT = "[S1] Welcome, traveler! (laughs) [S2] Beware the woods."
 
 def _with_programs(programs: int) -> kernels.DecodeKernels:
     base = kernels.for_device(DEVICE)
-    return kernels.DecodeKernels(base.split_attention, base.merge_splits, base.rope_write_kernel, programs)
+    return dataclasses.replace(base, programs=programs)
 
 
 def _reference(q_RxHxE: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths_R: torch.Tensor) -> torch.Tensor:
@@ -49,9 +49,18 @@ def test_split_attention_matches_sdpa(
     k, v = caches[0, :rows, :, :span], caches[1, :rows, :, :span]
     lengths = torch.randint(1, span + 1, (rows,), device=DEVICE, generator=gen)
     lengths[0], lengths[-1] = span, 1
-    out = _with_programs(programs).attend(q, k, v, lengths)
+    attention = _with_programs(programs)
+    out = attention.attend(q, k, v, lengths)
     assert out.shape == (rows, heads, head_dim) and out.dtype == q.dtype
     torch.testing.assert_close(out, _reference(q, k, v, lengths), rtol=1e-5, atol=1e-5)
+    assert not attention.counters.any(), "the last split of each (row, kv head) zeroes its counter again"
+
+
+def test_split_attention_refuses_more_rows_than_it_has_counters() -> None:
+    attention = dataclasses.replace(_with_programs(8), counters=torch.zeros(7, dtype=torch.int32, device=DEVICE))
+    q, k = torch.randn(4, 4, 16, device=DEVICE), torch.randn(4, 2, 32, 16, device=DEVICE)
+    with pytest.raises(ValueError, match="4 rows of 2 key/value heads are past the 7 counters"):
+        attention.attend(q, k, k, torch.full((4,), 32, device=DEVICE))
 
 
 def test_split_attention_ignores_keys_past_the_length_and_the_span() -> None:
@@ -190,7 +199,7 @@ def test_kernels_that_fail_their_check_leave_steps_on_sdpa(
 
 def test_invariant_attention_gives_a_row_the_same_bits_whatever_shares_it() -> None:
     """Fixed splits and one merge shape: a row's output does not move with the span or the other rows."""
-    fixed = kernels.DecodeKernels(*dataclasses.astuple(kernels.for_device(DEVICE))[:4], invariant_span=512)
+    fixed = dataclasses.replace(kernels.for_device(DEVICE), invariant_span=512)
     gen = torch.Generator(device=DEVICE).manual_seed(3)
     q = torch.randn(5, 4, 16, device=DEVICE, generator=gen)
     k, v = torch.randn(2, 5, 2, 400, 16, device=DEVICE, generator=gen)

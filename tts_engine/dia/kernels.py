@@ -5,7 +5,9 @@ Why (bench/profile_step.py on an H100, 2026-11-22): cuDNN SDPA ran one thread bl
 width-1 step kept 8 of 132 SMs busy while it streamed a layer's cache: 30 us a layer where the bytes need
 1.4 us. Splitting the keys across blocks and merging the partial softmaxes afterwards ("flash decoding",
 Dao et al. 2023; the online softmax of Triton's fused-attention tutorial and FlashAttention-2) fills the GPU
-at every batch width. Per-row lengths replace the boolean masks: a self-attention row reads keys 0..pos, a
+at every batch width. The merge runs in the last block to finish, found by an atomic count (the release /
+acquire pattern of Inductor's grid barrier in torch/_inductor/runtime/triton_helpers.py), not a kernel of
+its own. Per-row lengths replace the boolean masks: a self-attention row reads keys 0..pos, a
 cross-attention row its text bytes, and whole splits past a row's length read nothing. The second kernel
 writes a step's rotated key and its value straight into the static cache and the rotated queries into a
 fresh buffer: one kernel for what the eager path does in about ten (split, transposes, two RoPEs, two
@@ -32,21 +34,23 @@ from torch import Tensor
 
 KEYS_PER_TILE = 64  # one tile of keys per loop iteration (16-bit dtypes; see attention_tile)
 INVARIANT_TILES = 4  # tiles per split when batch-invariant: a row's splits then depend only on its own keys
+MAX_ROW_KV = 1 << 14  # (row, kv head) pairs one attention launch may have: 512 request slots of 16 heads
 
 
 def _split_attention(
-    q_ptr, k_ptr, v_ptr, len_ptr, part_ptr, lse_ptr, out_ptr,
+    q_ptr, k_ptr, v_ptr, len_ptr, part_ptr, lse_ptr, out_ptr, count_ptr,
     stride_qr, stride_qh, stride_kr, stride_kh, stride_ks, stride_vr, stride_vh, stride_vs,
     kv_heads, group, head_dim, span, chunk, splits, scale,
     BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr, FINAL: tl.constexpr,
-    PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
+    PRECISION: tl.constexpr, DOT_F32: tl.constexpr, MERGE_G: tl.constexpr, BLOCK_S: tl.constexpr,
 ):  # fmt: skip
     """One (row, kv head, split): the online softmax over keys [split * chunk, (split + 1) * chunk) of the row.
 
-    With FINAL (one split) it writes the normalised output (R, H, E) in the output's dtype; otherwise the
-    float32 part of each split (R, H, splits, E), normalised by its own sum, and the split's log-sum-exp.
-    DOT_F32 upcasts dot inputs to float32 first: the same products (bf16 x bf16 is exact in float32) for
-    Triton's interpreter, whose bf16 dot is wrong.
+    With FINAL (one split) it writes the normalised output (R, H, E) in the output's dtype. Otherwise it writes
+    the float32 part of its split (R, H, splits, E), normalised by its own sum, and the split's log-sum-exp,
+    and the last of the (row, kv head)'s splits to finish merges them all. DOT_F32 upcasts dot
+    inputs to float32 first: the same products (bf16 x bf16 is exact in float32) for Triton's interpreter,
+    whose bf16 dot is wrong.
     """
     row_kv = tl.program_id(0)
     split = tl.program_id(1)
@@ -107,24 +111,36 @@ def _split_attention(
         tl.store(part_ptr + part[:, None] * head_dim + e[None, :], result, mask=out_mask)
         lse = tl.where(seen, top + tl.log(tl.where(seen, total, 1.0)), float("-inf"))
         tl.store(lse_ptr + part, lse, mask=g_ok)
-
-
-def _merge_splits(part_ptr, lse_ptr, out_ptr, splits, head_dim, BLOCK_S: tl.constexpr, BLOCK_E: tl.constexpr):
-    """One (row, head): the parts weighted by exp(lse - max lse), i.e. the softmax over all the row's keys."""
-    row_head = tl.program_id(0)
-    s = tl.arange(0, BLOCK_S)
-    e = tl.arange(0, BLOCK_E)
-    s_ok = s < splits
-    e_ok = e < head_dim
-    lse = tl.load(lse_ptr + row_head * splits + s, mask=s_ok, other=float("-inf"))
-    weight = tl.exp(lse - tl.max(lse, 0))
-    parts = tl.load(
-        part_ptr + (row_head * splits + s)[:, None] * head_dim + e[None, :],
-        mask=s_ok[:, None] & e_ok[None, :],
-        other=0.0,
-    )
-    out = tl.sum(parts * weight[:, None], 0) / tl.sum(weight, 0)
-    tl.store(out_ptr + row_head * head_dim + e, out.to(out_ptr.dtype.element_ty), mask=e_ok)
+        # Inductor's grid barrier does the same: every thread's stores above come before one thread's release
+        # (the block barrier orders them), and the acquire that counts the last arrival sees every split's.
+        tl.debug_barrier()
+        arrived = tl.atomic_add(count_ptr + row_kv, 1, sem="acq_rel", scope="gpu")
+        if arrived == splits - 1:
+            # The last split to finish merges the G heads: each split's part weighted by exp(lse - max lse), the
+            # softmax over all the row's keys. In a block of this kernel rather than a kernel of its own: a
+            # merge launch per attention call (36 a step) cost a kernel's gap and ramp for a few kilobytes.
+            # Every split's part at once, so the merge waits on memory once; read past L1 (.cg): other blocks
+            # wrote them.
+            mg = tl.arange(0, MERGE_G)
+            s = tl.arange(0, BLOCK_S)
+            m_heads = kv * group + mg
+            ok = (mg < group)[:, None] & (s < splits)[None, :]
+            parts_at = (row * heads_total + m_heads)[:, None] * splits + s[None, :]
+            lse_all = tl.load(lse_ptr + parts_at, mask=ok, other=float("-inf"), cache_modifier=".cg")
+            best = tl.max(lse_all, 1)
+            weight = tl.exp(lse_all - tl.where(best == float("-inf"), 0.0, best)[:, None])  # padding heads: 0
+            parts = tl.load(
+                part_ptr + parts_at[:, :, None] * head_dim + e[None, None, :],
+                mask=ok[:, :, None] & e_ok[None, None, :],
+                other=0.0,
+                cache_modifier=".cg",
+            )
+            weights = tl.sum(weight, 1)
+            merged = tl.sum(parts * weight[:, :, None], 1) / tl.where(weights > 0, weights, 1.0)[:, None]
+            offsets = (row * heads_total + m_heads)[:, None] * head_dim + e[None, :]
+            merged_ok = (mg < group)[:, None] & e_ok[None, :]
+            tl.store(out_ptr + offsets, merged.to(out_ptr.dtype.element_ty), mask=merged_ok)
+            tl.store(count_ptr + row_kv, 0)  # zero again for the next launch (the next layer, the next replay)
 
 
 def _rope_write(
@@ -199,9 +215,11 @@ class DecodeKernels:
     """The compiled (CUDA) or interpreted (CPU) kernels and how widely to split the keys."""
 
     split_attention: Any
-    merge_splits: Any
     rope_write_kernel: Any
     programs: int  # thread blocks a split-KV launch aims for: about two per SM
+    # int32 zeros, one per (row, kv head) a launch may have: the splits that have finished, so the last one
+    # merges; each launch leaves them zero. Launches run one at a time, on the one thread that owns the GPU.
+    counters: Tensor
     # Batch-invariant when set: every split holds INVARIANT_TILES tiles of keys and every launch merges with one
     # shape (for spans up to this), so a row's sums run in the same order whatever rows, and span, share the
     # step. Keys past a row's length add exact zeros. Otherwise splits are sized to fill the GPU.
@@ -226,6 +244,8 @@ class DecodeKernels:
             chunk = INVARIANT_TILES * block_n
             splits, final = triton.cdiv(span, chunk), False
             block_s = _pow2(triton.cdiv(self.invariant_span, chunk), 2)
+        if r * kv_heads > self.counters.numel():
+            raise ValueError(f"{r} rows of {kv_heads} key/value heads are past the {self.counters.numel()} counters")
         out_RxHxE = torch.empty((r, h, e), dtype=q_RxHxE.dtype, device=q_RxHxE.device)
         if final:
             part, lse = out_RxHxE, out_RxHxE  # not touched: the kernel writes `out` directly
@@ -235,14 +255,12 @@ class DecodeKernels:
         dot_f32 = interpreting()
         precision = "ieee" if dot_f32 or q_RxHxE.dtype == torch.float32 else "tf32"
         self.split_attention[(r * kv_heads, splits)](
-            q_RxHxE, k_RxKxSxE, v_RxKxSxE, lengths_R, part, lse, out_RxHxE,
+            q_RxHxE, k_RxKxSxE, v_RxKxSxE, lengths_R, part, lse, out_RxHxE, self.counters,
             q_RxHxE.stride(0), q_RxHxE.stride(1), *k_RxKxSxE.stride()[:3], *v_RxKxSxE.stride()[:3],
             kv_heads, group, e, span, chunk, splits, 1.0,
             BLOCK_G=_pow2(group), BLOCK_N=block_n, BLOCK_E=_pow2(e), FINAL=final, PRECISION=precision,
-            DOT_F32=dot_f32, num_warps=warps,
+            DOT_F32=dot_f32, MERGE_G=_pow2(group, 1), BLOCK_S=block_s, num_warps=warps,
         )  # fmt: skip
-        if not final:
-            self.merge_splits[(r * h,)](part, lse, out_RxHxE, splits, e, BLOCK_S=block_s, BLOCK_E=_pow2(e))
         return out_RxHxE
 
     def rope_write(
@@ -314,6 +332,5 @@ def for_device(device: torch.device, invariant_span: int | None = None) -> Decod
         programs = 8  # small, so the CPU tests see several splits
     else:
         raise RuntimeError("the decode kernels run on CUDA, or on the CPU with TRITON_INTERPRET=1 (for tests)")
-    return DecodeKernels(
-        triton.jit(_split_attention), triton.jit(_merge_splits), triton.jit(_rope_write), programs, invariant_span
-    )
+    counters = torch.zeros(MAX_ROW_KV, dtype=torch.int32, device=device)
+    return DecodeKernels(triton.jit(_split_attention), triton.jit(_rope_write), programs, counters, invariant_span)
