@@ -44,10 +44,10 @@ for part in $parts; do
                 tests/engine/test_linear.py
             ;;
         engine)
-            run engine 240 "$python" bench/engine.py "${commit[@]}" --json "$out/engine.json"
+            run engine 300 "$python" bench/engine.py "${commit[@]}" --json "$out/engine.json"
             ;;
         concurrent)
-            run concurrent 300 "$python" bench/engine.py "${commit[@]}" --concurrent 1 4 8 16 32 --json "$out/concurrent.json"
+            run concurrent 420 "$python" bench/engine.py "${commit[@]}" --concurrent 1 4 8 16 32 --json "$out/concurrent.json"
             ;;
         baseline)  # our engine without the Triton decode kernels, for comparison with `engine`
             run baseline 200 "$python" bench/engine.py "${commit[@]}" --skip-reference --no-decode-kernels \

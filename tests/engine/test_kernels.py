@@ -176,7 +176,8 @@ def test_lines_through_the_kernels_equal_sdpa_lines(ending_checkpoint: Checkpoin
 def test_kernels_that_fail_their_check_leave_steps_on_sdpa(
     small_engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A GPU Triton cannot serve (here: a kernel that raises) gets a warning and SDPA, not a failed start."""
+    """A GPU Triton cannot serve (here: a kernel that raises, or split counts that go wrong) gets a warning and
+    SDPA, not a failed start."""
     dec = small_engine.config.decoder
     working = kernels.for_device(DEVICE)
     assert kernels.check(working, dec.num_heads, dec.num_kv_heads, dec.head_dim, torch.float32, DEVICE) is None
@@ -187,6 +188,11 @@ def test_kernels_that_fail_their_check_leave_steps_on_sdpa(
     class Raising:
         def __getitem__(self, grid: object) -> object:
             return broken
+
+    # Counts that never reach the last split (here: stale ones) would leave outputs unmerged: the check sees it.
+    stale = dataclasses.replace(working, counters=torch.full_like(working.counters, 100))
+    problem = kernels.check(stale, dec.num_heads, dec.num_kv_heads, dec.head_dim, torch.float32, DEVICE)
+    assert problem == "split attention left its split counters non-zero"
 
     broken_kernels = dataclasses.replace(working, split_attention=Raising())
     problem = kernels.check(broken_kernels, dec.num_heads, dec.num_kv_heads, dec.head_dim, torch.float32, DEVICE)

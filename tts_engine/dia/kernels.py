@@ -307,6 +307,8 @@ def check(
         kernels.rope_write(qkv, rope, torch.tensor([3, 5], device=device), caches[0], caches[1], heads)
     except Exception as exc:  # Triton's compile errors have no common type
         return f"{type(exc).__name__}: {exc}"
+    if kernels.counters.any():  # each launch's last split must zero its count, or the next launch never merges
+        return "split attention left its split counters non-zero"
     values = qkv[:, (heads + kv_heads) * head_dim :].view(2, kv_heads, head_dim)
     if not (torch.equal(caches[1, 0, :, 3], values[0]) and torch.equal(caches[1, 1, :, 5], values[1])):
         return "the cache write put values in the wrong place"
