@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import multiprocessing
 import os
 import re
 import subprocess
@@ -41,7 +42,7 @@ from triton.backends.nvidia.compiler import CUDABackend
 from triton.compiler import ASTSource
 from triton.runtime.jit import JITFunction
 
-from tts_engine.dia import kernels, linear
+from tts_engine.dia import kernels, linear, skinny_kernel
 from tts_engine.dia.cache import CrossCache, SelfCache
 from tts_engine.dia.config import DiaConfig
 from tts_engine.dia.model import DiaModel
@@ -168,7 +169,7 @@ def record(step: Step, gpu: Gpu = H100) -> list[Launch]:
         counters=torch.zeros(kernels.MAX_ROW_KV, dtype=torch.int32, device="meta"),
         invariant_span=span,
     )
-    kernel = _Recorder(linear._skinny_matmul, launches, linear.DO_NOT_SPECIALIZE)
+    kernel = _Recorder(skinny_kernel.skinny_matmul, launches, linear.DO_NOT_SPECIALIZE)
     skinny = linear.SkinnyLinear(kernel=kernel, invariant=step.invariant)
     for weight in model.parameters():
         if weight.dim() == 2:  # every projection on the kernel, fused with what precedes it wherever it can be
@@ -206,7 +207,7 @@ def distinct(launches: list[Launch]) -> Iterator[Launch]:
     seen: set[str] = set()
     for launch in launches:
         variants = [launch]
-        if launch.fn is linear._skinny_matmul:
+        if launch.fn is skinny_kernel.skinny_matmul:
             variants = [launch.with_config(config) for config in linear.CANDIDATES]
         for variant in variants:
             key = variant.key()
@@ -280,26 +281,26 @@ def controls() -> dict[str, Built]:
     matmul = next(
         launch
         for launch in record(WIDTH_1)
-        if launch.fn is linear._skinny_matmul and launch.constants["PROLOGUE"] == linear.PLAIN
+        if launch.fn is skinny_kernel.skinny_matmul and launch.constants["PROLOGUE"] == linear.PLAIN
     )
     return {"float32 attention, 64-key tiles, 4 warps": build(wide), "matmul without hints": build(matmul, hints=False)}
 
 
 def report() -> dict[str, Any]:
     """Every distinct build of every step in STEPS on each GPU, with launch counts, and the controls."""
+    recorded = {(gpu, step): record(step, gpu) for gpu, steps in STEPS.items() for step in steps}
+    jobs: dict[tuple[str, str], tuple[Launch, Gpu]] = {}  # by GPU and Launch.key: steps share most builds
+    for (gpu, _), launches in recorded.items():
+        for launch in distinct(launches):
+            jobs.setdefault((gpu.name, launch.key()), (launch, gpu))
+    built = dict(zip(jobs, _build_all(list(jobs.values())), strict=True))
     gpus = []
     for gpu, steps in STEPS.items():
-        built: dict[str, dict[str, Any]] = {}  # by Launch.key: steps share most of their compilations
         built_steps = []
         for step in steps:
-            launches = record(step, gpu)
+            launches = recorded[(gpu, step)]
             counts = Counter(launch.fn.__name__.lstrip("_") for launch in launches)
-            builds = []
-            for launch in distinct(launches):
-                key = launch.key()
-                if key not in built:
-                    built[key] = dataclasses.asdict(build(launch, gpu))
-                builds.append(built[key])
+            builds = [dataclasses.asdict(built[(gpu.name, launch.key())]) for launch in distinct(launches)]
             described = dataclasses.asdict(step) | {"dtype": str(step.dtype)}
             built_steps.append({"step": described, "launches": counts, "builds": builds})
         gpus.append({"gpu": gpu.name, "target": gpu.target.arch, "shared": gpu.shared, "steps": built_steps})
@@ -308,6 +309,29 @@ def report() -> dict[str, Any]:
         "gpus": gpus,
         "controls": {name: dataclasses.asdict(built) for name, built in controls().items()},
     }
+
+
+_JOBS: list[tuple[Launch, Gpu]] = []  # what forked builders compile, by index
+
+
+def _build_job(index: int) -> Built:
+    launch, gpu = _JOBS[index]
+    return build(launch, gpu)
+
+
+def _build_all(jobs: list[tuple[Launch, Gpu]]) -> list[Built]:
+    """`build` for every job, on every core: forked processes (each build is mostly LLVM and ptxas, CPU-bound
+    and holding the GIL in places), which inherit the jobs rather than pickling meta tensors."""
+    global _JOBS
+    _JOBS = jobs
+    workers = min(len(jobs), os.cpu_count() or 1)
+    try:
+        if workers <= 1:
+            return [build(launch, gpu) for launch, gpu in jobs]
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            return pool.map(_build_job, range(len(jobs)))
+    finally:
+        _JOBS = []
 
 
 def main(argv: list[str] | None = None) -> None:

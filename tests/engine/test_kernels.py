@@ -12,7 +12,7 @@ import torch
 
 from tests.engine.conftest import Checkpoint
 from tts_engine.dia import fused
-from tts_engine.dia.attention import attend, fold_mask
+from tts_engine.dia.attention import attend, fold_mask, pair_heads
 from tts_engine.dia.cache import SelfCache
 from tts_engine.engine import Engine, GenerationParams, VoicePrompt
 
@@ -103,7 +103,8 @@ def test_rope_write_matches_the_eager_path(heads: int, kv_heads: int, head_dim: 
     pos = torch.tensor([0, 7, 39, 7], device=DEVICE)
     k_cache, v_cache = torch.randn(2, rows + 1, kv_heads, positions, head_dim, device=DEVICE, generator=gen)
     k_before, v_before = k_cache.clone(), v_cache.clone()
-    q = _with_programs(8).rope_write(qkv, rope, pos, k_cache[:rows], v_cache[:rows], heads)
+    paired = pair_heads(qkv, head_dim)  # as the fused projection's weight makes it (attention.pair_heads)
+    q = _with_programs(8).rope_write(paired, rope, pos, k_cache[:rows], v_cache[:rows], heads)
 
     q_ref, k_ref, v_ref = qkv.split((heads * head_dim, kv_heads * head_dim, kv_heads * head_dim), dim=-1)
     cos, sin = rope[0, pos][:, None], rope[1, pos][:, None]

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 
 from tests.engine.conftest import Checkpoint
 from tts_engine.dia import fused
+from tts_engine.dia.attention import pair_heads
 from tts_engine.dia.cache import SelfCache
+from tts_engine.dia.model import rope_table
 from tts_engine.engine import Engine, GenerationParams
 
 linear = pytest.importorskip("tts_engine.dia.linear", reason="triton is not installed")
@@ -65,6 +67,34 @@ def test_a_gated_projection_is_the_activation_then_the_projection(config: linear
     weight = torch.randn(40, 72, device=DEVICE, generator=gen)
     y = linear.SkinnyLinear().run_gated(gate_up, weight, config=config)
     torch.testing.assert_close(y, F.linear(fused.silu_mul(gate_up), weight), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("config", linear.CANDIDATES, ids=str)
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(4, 2, 16), (3, 1, 8)])
+def test_a_roped_projection_is_the_normed_one_then_the_rope_write(
+    config: linear.Config, heads: int, kv_heads: int, head_dim: int
+) -> None:
+    """The q/k/v projection with RoPE and the cache write in its epilogue gives what the NORM kernel and
+    kernels.rope_write give: the same queries, the same cache rows written (and no others), bands that span
+    heads (8-wide heads) and a ragged last band (40 outputs)."""
+    rows, k, positions = 3, 40, 20
+    gen = torch.Generator(device=DEVICE).manual_seed(heads * head_dim)
+    x, delta = (torch.randn(rows, k, device=DEVICE, generator=gen) for _ in range(2))
+    gamma = torch.randn(k, device=DEVICE, generator=gen)
+    outputs = (heads + 2 * kv_heads) * head_dim
+    weight = pair_heads(torch.randn(outputs, k, device=DEVICE, generator=gen), head_dim, dim=0).contiguous()
+    table, pos = rope_table(10_000.0, head_dim, positions, DEVICE), torch.tensor([0, 7, 19], device=DEVICE)
+    caches = torch.randn(2, rows + 1, kv_heads, positions, head_dim, device=DEVICE, generator=gen)
+    expected_caches = caches.clone()
+    skinny = linear.SkinnyLinear()
+    rope = linear.RopeWrite(table, pos, caches[0, :rows], caches[1, :rows], heads)
+    q, total = skinny.run_normed(x, delta, gamma, 1e-5, weight, config=config, rope=rope)
+    qkv, expected_total = skinny.run_normed(x, delta, gamma, 1e-5, weight, config=config)
+    attention = kernels.for_device(DEVICE)
+    expected_q = attention.rope_write(qkv, table, pos, expected_caches[0, :rows], expected_caches[1, :rows], heads)
+    assert q.shape == (rows, heads, head_dim) and torch.equal(total, expected_total)
+    torch.testing.assert_close(q, expected_q, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(caches, expected_caches, rtol=1e-6, atol=1e-6)
 
 
 def _within_one_step(actual: torch.Tensor, expected: torch.Tensor) -> None:

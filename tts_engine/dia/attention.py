@@ -16,6 +16,22 @@ from tts_engine.dia import fused
 from tts_engine.dia.config import DecoderConfig, EncoderConfig
 
 
+def pair_heads(x: Tensor, head_dim: int, dim: int = -1) -> Tensor:
+    """Reorder each head of `dim` so that RoPE's pairs sit side by side: (h, 2i) <- (h, i), (h, 2i + 1) <-
+    (h, i + E/2). Applied to the fused q/k/v weight's rows, it puts a pair's two outputs in adjacent columns, so
+    the decode step's projection can rotate them and write the cache in its epilogue (linear.py)."""
+    moved = x.movedim(dim, -1)
+    heads = moved.shape[-1] // head_dim
+    paired = moved.unflatten(-1, (heads, 2, head_dim // 2)).transpose(-1, -2).flatten(-3)
+    return paired.movedim(-1, dim)
+
+
+def unpair_heads(x: Tensor, head_dim: int) -> Tensor:
+    """`pair_heads`' inverse along the last dimension (a copy)."""
+    heads = x.shape[-1] // head_dim
+    return x.unflatten(-1, (heads, head_dim // 2, 2)).transpose(-1, -2).flatten(-3)
+
+
 def fold_mask(mask_Rx1xTxS: Tensor, group: int) -> Tensor:
     """The mask for `attend`'s folded queries, (R, 1, G * T, S): made once per step, shared by every layer."""
     r, _, t, s = mask_Rx1xTxS.shape
@@ -65,9 +81,11 @@ class DecoderSelfAttention(nn.Module):
         self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, bias=False)
 
     def fuse(self) -> None:
-        """Replace q/k/v with one projection: one matmul per step instead of three (gpt-fast's wqkv)."""
+        """Replace q/k/v with one projection: one matmul per step instead of three (gpt-fast's wqkv), its heads'
+        rows in `pair_heads` order (the paths that read its output take that order)."""
         assert self.q_proj is not None and self.k_proj is not None and self.v_proj is not None
         weight = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))
+        weight = pair_heads(weight, self.head_dim, dim=0).contiguous()
         self.qkv_proj = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
         self.qkv_proj.weight = nn.Parameter(weight, requires_grad=False)
         self.q_proj = self.k_proj = self.v_proj = None
@@ -79,7 +97,8 @@ class DecoderSelfAttention(nn.Module):
         r, t, _ = x_RxTxD.shape
         if self.qkv_proj is not None:
             q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
-            q, k, v = ops.linear(x_RxTxD, self.qkv_proj.weight).split((q_size, kv_size, kv_size), dim=-1)
+            qkv = unpair_heads(ops.linear(x_RxTxD, self.qkv_proj.weight), self.head_dim)
+            q, k, v = qkv.split((q_size, kv_size, kv_size), dim=-1)
         else:
             assert self.q_proj is not None and self.k_proj is not None and self.v_proj is not None
             q, k, v = (ops.linear(x_RxTxD, proj.weight) for proj in (self.q_proj, self.k_proj, self.v_proj))
@@ -97,17 +116,14 @@ class DecoderSelfAttention(nn.Module):
         return ops.linear(out.transpose(1, 2).reshape(r, t, -1), self.o_proj.weight)
 
     def step(
-        self, qkv_Rx1xF: Tensor, rope_2xPxE: Tensor, pos_R: Tensor, lengths_R: Tensor, k_cache: Tensor,
-        v_cache: Tensor, span: int, ops: fused.Ops,
-    ) -> Tensor:  # fmt: skip
-        """`forward` after the q/k/v projection (the step's caller fuses it with the norm before) for one position
-        per row and every cache row in order, through the decode kernels; a row attends to its first
-        lengths_R[r] cache positions (its position + 1)."""
-        kernels = ops.kernels
-        assert kernels is not None
-        r = qkv_Rx1xF.shape[0]
-        q_RxHxE = kernels.rope_write(qkv_Rx1xF.view(r, -1), rope_2xPxE, pos_R, k_cache, v_cache, self.heads)
-        out_RxHxE = kernels.attend(q_RxHxE, k_cache[:, :, :span], v_cache[:, :, :span], lengths_R)
+        self, q_RxHxE: Tensor, k_cache: Tensor, v_cache: Tensor, lengths_R: Tensor, span: int, ops: fused.Ops
+    ) -> Tensor:
+        """`forward` after the rotated queries and the cache write (the model runs those with the projection
+        and the norm before it), for one position per row and every cache row in order, through the decode
+        kernels; a row attends to its first lengths_R[r] cache positions (its position + 1)."""
+        assert ops.kernels is not None
+        r = q_RxHxE.shape[0]
+        out_RxHxE = ops.kernels.attend(q_RxHxE, k_cache[:, :, :span], v_cache[:, :, :span], lengths_R)
         return ops.linear(out_RxHxE.view(r, 1, -1), self.o_proj.weight)
 
 

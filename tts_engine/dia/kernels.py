@@ -147,13 +147,15 @@ def _rope_write(
     qkv_ptr, rope_ptr, pos_ptr, q_ptr, k_ptr, v_ptr,
     stride_xr, stride_rp, stride_rs, stride_kr, stride_kh, stride_ks, stride_vr, stride_vh, stride_vs,
     heads, kv_heads, head_dim, half,
-    BLOCK_J: tl.constexpr, BLOCK_KV: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_E: tl.constexpr,
+    BLOCK_J: tl.constexpr, BLOCK_KV: tl.constexpr, BLOCK_HALF: tl.constexpr,
 ):  # fmt: skip
     """One row: rotates its H query heads into q (R, H, E) and its K key heads into the key cache, and copies
     its K value heads into the value cache, keys and values at the row's position.
 
-    qkv (R, (H + 2K) * E) holds a row's query heads, then key heads, then value heads. RoPE is half-split
-    (transformers' rotate_half) with the table rounded to the activations' dtype, computed in float32.
+    qkv (R, (H + 2K) * E) holds a row's query heads, then key heads, then value heads, each in
+    attention.pair_heads order: RoPE's pair (i, i + E/2) at columns 2i and 2i + 1, read here as one [.., 2]
+    tile and split. RoPE is half-split (transformers' rotate_half) with the table rounded to the
+    activations' dtype, computed in float32.
     """
     row = tl.program_id(0)
     pos = tl.load(pos_ptr + row)
@@ -167,10 +169,10 @@ def _rope_write(
     sin_hi = tl.load(table + stride_rp + half, mask=i_ok, other=0.0).to(dtype).to(tl.float32)[None, :]
 
     j = tl.arange(0, BLOCK_J)  # the rotated heads: queries, then keys
+    two = tl.arange(0, 2)
     ok = (j < heads + kv_heads)[:, None] & i_ok[None, :]
-    src = qkv_ptr + row * stride_xr + j[:, None] * head_dim + i[None, :]
-    x_lo = tl.load(src, mask=ok, other=0.0).to(tl.float32)
-    x_hi = tl.load(src + half, mask=ok, other=0.0).to(tl.float32)
+    src = qkv_ptr + row * stride_xr + (j[:, None, None] * head_dim + 2 * i[None, :, None] + two[None, None, :])
+    x_lo, x_hi = tl.split(tl.load(src, mask=ok[:, :, None], other=0.0).to(tl.float32))
     y_lo = x_lo * cos_lo - x_hi * sin_lo
     y_hi = x_hi * cos_hi + x_lo * sin_hi
     is_q = (j < heads)[:, None]
@@ -182,10 +184,12 @@ def _rope_write(
     tl.store(k_dst + half, y_hi.to(k_ptr.dtype.element_ty), mask=ok & ~is_q)
 
     kv = tl.arange(0, BLOCK_KV)
-    e = tl.arange(0, BLOCK_E)
-    v_ok = (kv < kv_heads)[:, None] & (e < head_dim)[None, :]
-    value = tl.load(qkv_ptr + row * stride_xr + (heads + kv_heads + kv)[:, None] * head_dim + e[None, :], mask=v_ok)
-    tl.store(v_ptr + row * stride_vr + kv[:, None] * stride_vh + pos * stride_vs + e[None, :], value, mask=v_ok)
+    v_ok = (kv < kv_heads)[:, None] & i_ok[None, :]
+    v_src = (heads + kv_heads + kv)[:, None, None] * head_dim + 2 * i[None, :, None] + two[None, None, :]
+    v_lo, v_hi = tl.split(tl.load(qkv_ptr + row * stride_xr + v_src, mask=v_ok[:, :, None]))
+    v_dst = v_ptr + row * stride_vr + kv[:, None] * stride_vh + pos * stride_vs + i[None, :]
+    tl.store(v_dst, v_lo, mask=v_ok)
+    tl.store(v_dst + half, v_hi, mask=v_ok)
 
 
 def attention_tile(head_dim: int, itemsize: int) -> tuple[int, int]:
@@ -266,8 +270,9 @@ class DecodeKernels:
     def rope_write(
         self, qkv_RxF: Tensor, rope_2xPxE: Tensor, pos_R: Tensor, k_cache: Tensor, v_cache: Tensor, heads: int
     ) -> Tensor:
-        """Rotated queries (R, H, E) of a fused q/k/v projection (R, (H + 2K) * E) at positions pos_R; the
-        rotated keys and the values go into rows 0..R-1 of the caches (rows, K, S, E) at those positions."""
+        """Rotated queries (R, H, E) of a fused q/k/v projection (R, (H + 2K) * E, its heads in
+        attention.pair_heads order) at positions pos_R; the rotated keys and the values go into rows 0..R-1 of
+        the caches (rows, K, S, E) at those positions."""
         r = qkv_RxF.shape[0]
         kv_heads, e = k_cache.shape[1], k_cache.shape[3]
         assert qkv_RxF.stride(1) == 1 and rope_2xPxE.stride(2) == 1 and e % 2 == 0
@@ -279,7 +284,6 @@ class DecodeKernels:
             *k_cache.stride()[:3], *v_cache.stride()[:3],
             heads, kv_heads, e, e // 2,
             BLOCK_J=_pow2(heads + kv_heads, 1), BLOCK_KV=_pow2(kv_heads, 1), BLOCK_HALF=_pow2(e // 2, 1),
-            BLOCK_E=_pow2(e, 1),
         )  # fmt: skip
         return q_RxHxE
 
@@ -291,7 +295,7 @@ def check(
 
     Run once at load: a GPU that Triton cannot target for these shapes falls back to SDPA instead of failing.
     """
-    from tts_engine.dia.attention import attend, fold_mask  # the SDPA path these kernels replace
+    from tts_engine.dia.attention import attend, fold_mask, unpair_heads  # the SDPA path these kernels replace
     from tts_engine.dia.model import rope_table
 
     gen = torch.Generator(device=device).manual_seed(0)
@@ -309,7 +313,7 @@ def check(
         return f"{type(exc).__name__}: {exc}"
     if kernels.counters.any():  # each launch's last split must zero its count, or the next launch never merges
         return "split attention left its split counters non-zero"
-    values = qkv[:, (heads + kv_heads) * head_dim :].view(2, kv_heads, head_dim)
+    values = unpair_heads(qkv[:, (heads + kv_heads) * head_dim :], head_dim).view(2, kv_heads, head_dim)
     if not (torch.equal(caches[1, 0, :, 3], values[0]) and torch.equal(caches[1, 1, :, 5], values[1])):
         return "the cache write put values in the wrong place"
     mask = (torch.arange(keys, device=device)[None, :] < lengths[:, None])[:, None, None, :]

@@ -29,84 +29,17 @@ from typing import TypeVar
 import torch
 import torch.nn.functional as F
 import triton
-import triton.language as tl
 from torch import Tensor
 
 from tts_engine.dia import fused
 from tts_engine.dia.kernels import interpreting
+from tts_engine.dia.skinny_kernel import GATED as GATED  # re-exported: callers name prologues through linear
+from tts_engine.dia.skinny_kernel import NORM as NORM
+from tts_engine.dia.skinny_kernel import PLAIN as PLAIN
+from tts_engine.dia.skinny_kernel import skinny_matmul
 from tts_engine.dia.timing import graph_timer
 
 log = logging.getLogger(__name__)
-
-
-PLAIN, NORM, GATED = 0, 1, 2  # the kernel's prologues: x as given, rms_norm(x + delta), silu_mul(x)
-
-
-def _skinny_matmul(
-    x_ptr, w_ptr, y_ptr, delta_ptr, gamma_ptr, sum_ptr, rows, n, k, stride_xm, stride_wn, stride_ym, stride_dm,
-    stride_sm, eps,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr,
-    PRECISION: tl.constexpr, PROLOGUE: tl.constexpr = 0, DELTA: tl.constexpr = False,
-):  # fmt: skip
-    """One band of BLOCK_N output columns for all `rows` (<= BLOCK_M) rows of x, float32 accumulation; float32
-    inputs multiply in full precision (PRECISION "ieee"), never TF32, as cuBLAS does by default in PyTorch.
-
-    The prologue makes the kernel's left-hand side from x on the fly, rounded where fused.py's functions round,
-    so the kernel replaces their elementwise kernel as well as the matmul:
-    - NORM: rms_norm(t) with weights gamma, where t = x + delta with DELTA (else x); a first pass over each row
-      finds its scale, and band 0 writes t to sum_ptr (the residual stream's next value).
-    - GATED: silu_mul(x), x holding the gate's K columns and then the up projection's K columns.
-    """
-    band = tl.program_id(0)
-    m = tl.arange(0, BLOCK_M)
-    cols = band * BLOCK_N + tl.arange(0, BLOCK_N)
-    m_ok = m < rows
-    n_ok = cols < n
-    dtype = x_ptr.dtype.element_ty
-    scale = tl.zeros((BLOCK_M,), tl.float32)
-    if PROLOGUE == 1:  # NORM's first pass: each row's 1 / rms
-        for start in range(0, k, BLOCK_K):
-            ks = start + tl.arange(0, BLOCK_K)
-            tile_ok = m_ok[:, None] & (ks < k)[None, :]
-            t = tl.load(x_ptr + m[:, None] * stride_xm + ks[None, :], mask=tile_ok, other=0.0)
-            if DELTA:
-                d = tl.load(delta_ptr + m[:, None] * stride_dm + ks[None, :], mask=tile_ok, other=0.0)
-                t = (t.to(tl.float32) + d.to(tl.float32)).to(dtype)
-                if band == 0:
-                    tl.store(sum_ptr + m[:, None] * stride_sm + ks[None, :], t, mask=tile_ok)
-            t = t.to(tl.float32)
-            scale += tl.sum(t * t, 1)
-        scale = tl.rsqrt(scale / k + eps)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    for start in range(0, k, BLOCK_K):
-        ks = start + tl.arange(0, BLOCK_K)
-        k_ok = ks < k
-        tile_ok = m_ok[:, None] & k_ok[None, :]
-        x = tl.load(x_ptr + m[:, None] * stride_xm + ks[None, :], mask=tile_ok, other=0.0)
-        if PROLOGUE == 1:
-            if DELTA:
-                d = tl.load(delta_ptr + m[:, None] * stride_dm + ks[None, :], mask=tile_ok, other=0.0)
-                x = (x.to(tl.float32) + d.to(tl.float32)).to(dtype)
-            # The norm's weights as a tile like x's (each row the same): loaded per row they pipeline as 16-byte
-            # copies with the tiles, where BLOCK_K values alone are one or two a thread, loaded synchronously.
-            gamma = tl.load(gamma_ptr + (ks[None, :] + 0 * m[:, None]), mask=tile_ok, other=0.0)
-            x = (x.to(tl.float32) * scale[:, None]).to(dtype)
-            x = (x.to(tl.float32) * gamma.to(tl.float32)).to(dtype)
-        elif PROLOGUE == 2:
-            up = tl.load(x_ptr + m[:, None] * stride_xm + (ks + k)[None, :], mask=tile_ok, other=0.0)
-            gate = x.to(tl.float32)
-            # div.full (2 ulp in float32, far below a bf16 step): the IEEE-rounded division calls a slow-path
-            # subroutine whose frame lives on the stack (tests/engine/test_kernel_build.py saw it spill).
-            x = tl.fdiv(gate, 1.0 + tl.exp(-gate), ieee_rounding=False).to(dtype)
-            x = (up.to(tl.float32) * x.to(tl.float32)).to(dtype)
-        w = tl.load(w_ptr + cols[:, None] * stride_wn + ks[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
-        if DOT_F32:  # the interpreter's bf16 dot is wrong; bf16 products are exact in float32
-            x, w = x.to(tl.float32), w.to(tl.float32)
-            acc += tl.dot(x, tl.trans(w), input_precision="ieee")
-        else:
-            acc += tl.dot(x, tl.trans(w), input_precision=PRECISION)
-    y = y_ptr + m[:, None] * stride_ym + cols[None, :]
-    tl.store(y, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
 
 @dataclass(frozen=True)
@@ -151,6 +84,18 @@ class Group:
     eps: float = 1e-5
 
 
+@dataclass(frozen=True)
+class RopeWrite:
+    """Where a ROPE epilogue puts the q/k/v projection, as kernels.DecodeKernels.rope_write takes it: the cos
+    and sin table (2, positions, E), each row's position, the caches (rows, K, S, E) and the query heads."""
+
+    table: Tensor
+    pos_R: Tensor
+    k_cache: Tensor
+    v_cache: Tensor
+    heads: int
+
+
 def shared_limit(device: torch.device) -> int | None:
     """The most shared memory one thread block may use on `device` (227 KiB on an H100); None off CUDA, or
     where PyTorch does not say (then a launch that asks too much fails, and the tuner leaves it out)."""
@@ -176,7 +121,7 @@ class SkinnyLinear:
     and `normed` and `gated`, which fold the elementwise kernel before a projection into its prologue where
     `tune` found that faster than the two kernels."""
 
-    kernel: object = field(default_factory=lambda: triton.jit(_skinny_matmul, do_not_specialize=DO_NOT_SPECIALIZE))
+    kernel: object = field(default_factory=lambda: triton.jit(skinny_matmul, do_not_specialize=DO_NOT_SPECIALIZE))
     choices: dict[tuple[int, int, int], Config] = field(default_factory=dict)  # (rows, N, K): plain projections
     fusions: dict[tuple[int, int, int, int], Config] = field(default_factory=dict)  # (prologue, rows, N, K)
     tuned: set[tuple[int, int, int, int]] = field(default_factory=set)  # (prologue, rows, N, K)
@@ -209,6 +154,21 @@ class SkinnyLinear:
             return None
         return self.run_normed(x, delta, gamma, eps, weight, config=config)
 
+    def roped(
+        self, x: Tensor, delta: Tensor | None, gamma: Tensor, eps: float, weight: Tensor, rope_2xPxE: Tensor,
+        pos_R: Tensor, k_cache: Tensor, v_cache: Tensor, heads: int,
+    ) -> tuple[Tensor, Tensor] | None:  # fmt: skip
+        """`normed` for the fused q/k/v projection (attention.pair_heads order) with kernels.rope_write in its
+        epilogue: (rotated queries (R, H, E), t), the keys and values written into the caches at pos_R. Where
+        the NORM form was chosen for this shape (what the epilogue adds is a few pairs' arithmetic in registers
+        against a kernel of its own); else None."""
+        n, k = weight.shape
+        config = self.fusions.get((NORM, x.numel() // k, n, k))
+        if config is None or self.invariant:
+            return None
+        rope = RopeWrite(rope_2xPxE, pos_R, k_cache, v_cache, heads)
+        return self.run_normed(x, delta, gamma, eps, weight, config=config, rope=rope)
+
     def gated(self, gate_up: Tensor, weight: Tensor) -> Tensor | None:
         """silu_mul(gate_up) @ weight^T as one kernel where `tune` chose it for this shape; else None."""
         n, k = weight.shape
@@ -233,20 +193,25 @@ class SkinnyLinear:
         return self._launch(x_2d, weight, config, block_m=block_m).view(*x.shape[:-1], weight.shape[0])
 
     def run_normed(
-        self, x: Tensor, delta: Tensor | None, gamma: Tensor, eps: float, weight: Tensor, *, config: Config
-    ) -> tuple[Tensor, Tensor]:
-        """`normed` with `config`, whatever was chosen."""
+        self, x: Tensor, delta: Tensor | None, gamma: Tensor, eps: float, weight: Tensor, *, config: Config,
+        rope: RopeWrite | None = None,
+    ) -> tuple[Tensor, Tensor]:  # fmt: skip
+        """`normed` with `config`, whatever was chosen; with `rope`, `roped` (the first result is the queries)."""
         n, k = weight.shape
         assert gamma.dtype == x.dtype and gamma.shape == (k,) and gamma.stride(0) == 1
         x_2d = x.reshape(-1, k)
-        if delta is None:
-            y = self._launch(x_2d, weight, config, prologue=NORM, gamma=gamma, eps=eps)
-            return y.view(*x.shape[:-1], n), x
-        delta_2d = delta.reshape(-1, k)
-        assert delta_2d.shape == x_2d.shape and delta_2d.stride(1) == 1
-        total = torch.empty_like(x_2d)
-        y = self._launch(x_2d, weight, config, prologue=NORM, delta=delta_2d, gamma=gamma, eps=eps, total=total)
-        return y.view(*x.shape[:-1], n), total.view(x.shape)
+        delta_2d, total = None, x
+        if delta is not None:
+            delta_2d = delta.reshape(-1, k)
+            assert delta_2d.shape == x_2d.shape and delta_2d.stride(1) == 1
+            total = torch.empty_like(x_2d)
+        out = None
+        if rope is not None:
+            out = torch.empty((x_2d.shape[0], rope.heads, rope.k_cache.shape[3]), dtype=x.dtype, device=x.device)
+        y = self._launch(
+            x_2d, weight, config, prologue=NORM, delta=delta_2d, gamma=gamma, eps=eps, total=total, rope=rope, out=out
+        )
+        return (y if rope is not None else y.view(*x.shape[:-1], n)), total.view(x.shape)
 
     def run_gated(self, gate_up: Tensor, weight: Tensor, *, config: Config) -> Tensor:
         """`gated` with `config`, whatever was chosen."""
@@ -257,19 +222,31 @@ class SkinnyLinear:
     def _launch(
         self, x_RxK: Tensor, weight: Tensor, config: Config, *, block_m: int | None = None, prologue: int = PLAIN,
         delta: Tensor | None = None, gamma: Tensor | None = None, eps: float = 0.0, total: Tensor | None = None,
+        rope: RopeWrite | None = None, out: Tensor | None = None,
     ) -> Tensor:  # fmt: skip
         n, k = weight.shape
         rows = x_RxK.shape[0]
         assert rows <= MAX_ROWS and x_RxK.stride(1) == 1 and weight.stride(1) == 1
-        y = torch.empty((rows, n), dtype=x_RxK.dtype, device=x_RxK.device)
+        y = torch.empty((rows, n), dtype=x_RxK.dtype, device=x_RxK.device) if out is None else out
         # Unused pointers point at y: the kernel never touches them (its constexprs leave them out).
         delta_, gamma_, total_ = (y if t is None else t for t in (delta, gamma, total))
+        if rope is None:
+            targets: tuple[object, ...] = (y, y, y, y, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        else:
+            k_cache, v_cache = rope.k_cache, rope.v_cache
+            assert rope.table.stride(2) == 1 and k_cache.stride(3) == 1 and v_cache.stride(3) == 1
+            assert config.block_n % 2 == 0 and n == (rope.heads + 2 * k_cache.shape[1]) * k_cache.shape[3]
+            targets = (
+                rope.table, rope.pos_R, k_cache, v_cache, *rope.table.stride()[:2], *k_cache.stride()[:3],
+                *v_cache.stride()[:3], rope.heads, k_cache.shape[1], k_cache.shape[3],
+            )  # fmt: skip
         self.kernel[(triton.cdiv(n, config.block_n),)](  # type: ignore[index]
             x_RxK, weight, y, delta_, gamma_, total_, rows, n, k, x_RxK.stride(0), weight.stride(0), y.stride(0),
-            delta_.stride(0), total_.stride(0), eps,
+            delta_.stride(0), total_.stride(0), eps, *targets,
             BLOCK_M=block_m or max(16, triton.next_power_of_2(rows)), BLOCK_N=config.block_n, BLOCK_K=config.block_k,
             DOT_F32=interpreting(), PRECISION="ieee" if x_RxK.dtype == torch.float32 else "tf32",
-            PROLOGUE=prologue, DELTA=delta is not None, num_warps=config.warps, num_stages=config.stages,
+            PROLOGUE=prologue, DELTA=delta is not None, ROPE=rope is not None, num_warps=config.warps,
+            num_stages=config.stages,
         )  # fmt: skip
         return y
 

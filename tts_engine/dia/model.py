@@ -74,6 +74,26 @@ def _normed(ops: fused.Ops, x: Tensor, delta: Tensor | None, norm: RMSNorm, weig
     return ops.linear(h, weight), x
 
 
+def _queries(
+    ops: fused.Ops, x: Tensor, delta: Tensor | None, layer: DecoderLayer, rope_2xPxE: Tensor, pos_R: Tensor,
+    k_cache: Tensor, v_cache: Tensor,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """A decode step's rotated queries (R, H, E) from the residual stream x + delta, its keys and values written
+    into the caches at pos_R, and x + delta: norm, q/k/v projection, RoPE and the cache write in one kernel
+    where the projections fuse them (linear.SkinnyLinear.roped), else in three (or four)."""
+    attention = layer.self_attention
+    assert attention.qkv_proj is not None and ops.kernels is not None, "decode kernels, fused q/k/v (fuse())"
+    weight, norm = attention.qkv_proj.weight, layer.pre_sa_norm
+    together = getattr(ops.linear, "roped", None)
+    if together is not None:
+        out = together(x, delta, norm.weight, norm.eps, weight, rope_2xPxE, pos_R, k_cache, v_cache, attention.heads)
+        if out is not None:
+            return out
+    qkv, x = _normed(ops, x, delta, norm, weight)
+    r = qkv.shape[0]
+    return ops.kernels.rope_write(qkv.view(r, -1), rope_2xPxE, pos_R, k_cache, v_cache, attention.heads), x
+
+
 def _gated(ops: fused.Ops, gate_up: Tensor, weight: Tensor) -> Tensor:
     """silu_mul(gate_up) @ weight^T: one kernel where the projections fuse them, else two."""
     together = getattr(ops.linear, "gated", None)
@@ -350,9 +370,8 @@ class DiaModel(nn.Module):
         delta: Tensor | None = None  # the residual stream is x + delta, summed by the next norm
         for i, layer in enumerate(decoder.typed_layers()):
             attention, crossing = layer.self_attention, layer.cross_attention
-            assert attention.qkv_proj is not None, "the decode kernels take the fused q/k/v projection (fuse())"
-            qkv, x_Rx1xD = _normed(ops, x_Rx1xD, delta, layer.pre_sa_norm, attention.qkv_proj.weight)
-            delta = attention.step(qkv, self.rope, pos_R, lengths_R, cache.k[i], cache.v[i], self_span, ops)
+            q, x_Rx1xD = _queries(ops, x_Rx1xD, delta, layer, self.rope, pos_R, cache.k[i], cache.v[i])
+            delta = attention.step(q, cache.k[i], cache.v[i], lengths_R, self_span, ops)
             q, x_Rx1xD = _normed(ops, x_Rx1xD, delta, layer.pre_ca_norm, crossing.q_proj.weight)
             k_cross, v_cross = cross.k[i][:, :, :cross_span], cross.v[i][:, :, :cross_span]
             delta = crossing.step(q, k_cross, v_cross, cross.lengths, ops)

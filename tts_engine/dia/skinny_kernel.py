@@ -1,0 +1,113 @@
+"""The skinny-matmul kernel of decode steps (linear.py chooses and launches it): y = x @ W^T for a few rows of x,
+one band of W's rows per thread block, with optional prologues that make x from the elementwise work before a
+projection and an epilogue that applies RoPE and writes the attention cache after the q/k/v projection.
+
+A plain function, jitted by linear.py: Triton compiles it for CUDA, and its interpreter runs the same code on
+the CPU for the tests. The prologues round where fused.py's functions round; the epilogue computes what
+kernels._rope_write computes.
+"""
+
+from __future__ import annotations
+
+import triton.language as tl
+
+PLAIN, NORM, GATED = 0, 1, 2  # the kernel's prologues: x as given, rms_norm(x + delta), silu_mul(x)
+
+
+def skinny_matmul(
+    x_ptr, w_ptr, y_ptr, delta_ptr, gamma_ptr, sum_ptr, rows, n, k, stride_xm, stride_wn, stride_ym, stride_dm,
+    stride_sm, eps,
+    rope_ptr, pos_ptr, k_ptr, v_ptr, stride_rp, stride_rs, stride_kr, stride_kh, stride_ks, stride_vr, stride_vh,
+    stride_vs, heads, kv_heads, head_dim,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr,
+    PRECISION: tl.constexpr, PROLOGUE: tl.constexpr = 0, DELTA: tl.constexpr = False, ROPE: tl.constexpr = False,
+):  # fmt: skip
+    """One band of BLOCK_N output columns for all `rows` (<= BLOCK_M) rows of x, float32 accumulation; float32
+    inputs multiply in full precision (PRECISION "ieee"), never TF32, as cuBLAS does by default in PyTorch.
+
+    The prologue makes the kernel's left-hand side from x on the fly, rounded where fused.py's functions round,
+    so the kernel replaces their elementwise kernel as well as the matmul:
+    - NORM: rms_norm(t) with weights gamma, where t = x + delta with DELTA (else x); a first pass over each row
+      finds its scale, and band 0 writes t to sum_ptr (the residual stream's next value).
+    - GATED: silu_mul(x), x holding the gate's K columns and then the up projection's K columns.
+    With ROPE, the epilogue of the fused q/k/v projection (its heads in attention.pair_heads order, so a band
+    holds whole RoPE pairs): instead of y it writes what kernels.rope_write makes of y, the rotated queries to
+    y_ptr as (rows, heads, head_dim) and the rotated keys and the values into the caches at pos.
+    """
+    band = tl.program_id(0)
+    m = tl.arange(0, BLOCK_M)
+    cols = band * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = m < rows
+    n_ok = cols < n
+    dtype = x_ptr.dtype.element_ty
+    scale = tl.zeros((BLOCK_M,), tl.float32)
+    if PROLOGUE == 1:  # NORM's first pass: each row's 1 / rms
+        for start in range(0, k, BLOCK_K):
+            ks = start + tl.arange(0, BLOCK_K)
+            tile_ok = m_ok[:, None] & (ks < k)[None, :]
+            t = tl.load(x_ptr + m[:, None] * stride_xm + ks[None, :], mask=tile_ok, other=0.0)
+            if DELTA:
+                d = tl.load(delta_ptr + m[:, None] * stride_dm + ks[None, :], mask=tile_ok, other=0.0)
+                t = (t.to(tl.float32) + d.to(tl.float32)).to(dtype)
+                if band == 0:
+                    tl.store(sum_ptr + m[:, None] * stride_sm + ks[None, :], t, mask=tile_ok)
+            t = t.to(tl.float32)
+            scale += tl.sum(t * t, 1)
+        scale = tl.rsqrt(scale / k + eps)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    for start in range(0, k, BLOCK_K):
+        ks = start + tl.arange(0, BLOCK_K)
+        k_ok = ks < k
+        tile_ok = m_ok[:, None] & k_ok[None, :]
+        x = tl.load(x_ptr + m[:, None] * stride_xm + ks[None, :], mask=tile_ok, other=0.0)
+        if PROLOGUE == 1:
+            if DELTA:
+                d = tl.load(delta_ptr + m[:, None] * stride_dm + ks[None, :], mask=tile_ok, other=0.0)
+                x = (x.to(tl.float32) + d.to(tl.float32)).to(dtype)
+            # The norm's weights as a tile like x's (each row the same): loaded per row they pipeline as 16-byte
+            # copies with the tiles, where BLOCK_K values alone are one or two a thread, loaded synchronously.
+            gamma = tl.load(gamma_ptr + (ks[None, :] + 0 * m[:, None]), mask=tile_ok, other=0.0)
+            x = (x.to(tl.float32) * scale[:, None]).to(dtype)
+            x = (x.to(tl.float32) * gamma.to(tl.float32)).to(dtype)
+        elif PROLOGUE == 2:
+            up = tl.load(x_ptr + m[:, None] * stride_xm + (ks + k)[None, :], mask=tile_ok, other=0.0)
+            gate = x.to(tl.float32)
+            # div.full (2 ulp in float32, far below a bf16 step): the IEEE-rounded division calls a slow-path
+            # subroutine whose frame lives on the stack (tests/engine/test_kernel_build.py saw it spill).
+            x = tl.fdiv(gate, 1.0 + tl.exp(-gate), ieee_rounding=False).to(dtype)
+            x = (up.to(tl.float32) * x.to(tl.float32)).to(dtype)
+        w = tl.load(w_ptr + cols[:, None] * stride_wn + ks[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+        if DOT_F32:  # the interpreter's bf16 dot is wrong; bf16 products are exact in float32
+            x, w = x.to(tl.float32), w.to(tl.float32)
+            acc += tl.dot(x, tl.trans(w), input_precision="ieee")
+        else:
+            acc += tl.dot(x, tl.trans(w), input_precision=PRECISION)
+    if ROPE:  # kernels._rope_write's arithmetic on the rounded projection, pair by pair
+        lo, hi = tl.split(tl.reshape(acc.to(dtype), (BLOCK_M, BLOCK_N // 2, 2)))
+        half = head_dim // 2
+        col = band * BLOCK_N + 2 * tl.arange(0, BLOCK_N // 2)  # each pair's first column
+        head = (col // head_dim)[None, :]
+        i = ((col % head_dim) // 2)[None, :]
+        ok = m_ok[:, None] & (col < n)[None, :]
+        pos = tl.load(pos_ptr + m, mask=m_ok, other=0)[:, None]
+        table = rope_ptr + pos * stride_rs + i
+        cos_lo = tl.load(table, mask=ok, other=0.0).to(dtype).to(tl.float32)
+        cos_hi = tl.load(table + half, mask=ok, other=0.0).to(dtype).to(tl.float32)
+        sin_lo = tl.load(table + stride_rp, mask=ok, other=0.0).to(dtype).to(tl.float32)
+        sin_hi = tl.load(table + stride_rp + half, mask=ok, other=0.0).to(dtype).to(tl.float32)
+        x_lo, x_hi = lo.to(tl.float32), hi.to(tl.float32)
+        y_lo = (x_lo * cos_lo - x_hi * sin_lo).to(dtype)
+        y_hi = (x_hi * cos_hi + x_lo * sin_hi).to(dtype)
+        is_q, is_v = head < heads, head >= heads + kv_heads
+        q_at = y_ptr + (m[:, None] * heads + head) * head_dim + i
+        tl.store(q_at, y_lo, mask=ok & is_q)
+        tl.store(q_at + half, y_hi, mask=ok & is_q)
+        k_at = k_ptr + m[:, None] * stride_kr + (head - heads) * stride_kh + pos * stride_ks + i
+        tl.store(k_at, y_lo, mask=ok & ~is_q & ~is_v)
+        tl.store(k_at + half, y_hi, mask=ok & ~is_q & ~is_v)
+        v_at = v_ptr + m[:, None] * stride_vr + (head - heads - kv_heads) * stride_vh + pos * stride_vs + i
+        tl.store(v_at, lo, mask=ok & is_v)
+        tl.store(v_at + half, hi, mask=ok & is_v)
+    else:
+        y = y_ptr + m[:, None] * stride_ym + cols[None, :]
+        tl.store(y, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
