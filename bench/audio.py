@@ -13,7 +13,8 @@ full-size weights on the device (no download). Measured:
 - first packet: frames pushed one at a time as if the engine had just made each; the wall time of the push
   that returns the first packet is the latency this path adds, and its frame index says how many frames the
   codec's right context holds back;
-- the Opus encoder alone, per 20 ms packet (a voiced, noisy test signal), the largest of the CPU stages.
+- the Opus encoder alone, per 20 ms packet (a voiced, noisy test signal), the largest of the CPU stages, at
+  the path's complexity (--opus-complexity, default 10) and at a few lower ones (DIA_OPUS_COMPLEXITY).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from transformers import DacConfig, DacModel
 
 from bench.common import commit
 from tts_engine.audio.codec import Codec, fuse_activations
-from tts_engine.audio.opus import FRAME_SAMPLES, RATE, OpusFramer
+from tts_engine.audio.opus import DEFAULT_COMPLEXITY, FRAME_SAMPLES, RATE, OpusFramer
 from tts_engine.audio.pipeline import AudioPipeline
 from tts_engine.audio.stream import warm_up
 from tts_engine.engine import AUDIO_THREADS
@@ -41,12 +42,15 @@ from tts_engine.engine import AUDIO_THREADS
 FRAME_RATE = 44100 / 512
 
 
+COMPLEXITIES = (10, 7, 5, 3)  # the encoder alone is also timed at these
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def opus_ms_per_packet(seconds: float) -> float:
+def opus_ms_per_packet(seconds: float, complexity: int = DEFAULT_COMPLEXITY) -> float:
     """Median over three rounds of encoding `seconds` of a 150 Hz voice-like tone with noise, per packet."""
     t = np.arange(int(seconds * RATE)) / RATE
     voiced = sum(np.sin(2 * np.pi * 150 * h * t) / h for h in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
@@ -54,7 +58,7 @@ def opus_ms_per_packet(seconds: float) -> float:
     pcm = (0.2 * voiced + noise).astype(np.float32)
     rounds = []
     for _ in range(3):
-        framer = OpusFramer()
+        framer = OpusFramer(complexity=complexity)
         begin = time.perf_counter()
         framer.process(pcm)
         rounds.append((time.perf_counter() - begin) / (len(pcm) // FRAME_SAMPLES))
@@ -68,6 +72,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--commit")
     parser.add_argument("--audio-threads", type=int, default=AUDIO_THREADS, help="the pool for the second run")
+    parser.add_argument(
+        "--opus-complexity", type=int, default=DEFAULT_COMPLEXITY, help="the streaming path's encoder (0-10)"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     seconds = args.seconds or (10.0 if device.type == "cuda" else 4.0)
@@ -112,7 +119,7 @@ def main() -> int:
 
     def stream(step: int, executor: Executor | None = None) -> tuple[float, float | None, int | None]:
         decode_seconds[0] = 0.0
-        pipeline = AudioPipeline(codec, executor=executor)
+        pipeline = AudioPipeline(codec, complexity=args.opus_complexity, executor=executor)
         first_latency, first_frame = None, None
         begin = time.perf_counter()
         for i in range(0, frames, step):
@@ -152,7 +159,9 @@ def main() -> int:
         "pooled_streaming_path_dac_share": round(pooled_decode / pooled, 2),
         "pooled_first_packet_added_ms": round((pooled_first_latency or 0.0) * 1000, 1),
         "first_packet_after_frames": first_frame,
-        "opus_ms_per_packet": round(opus_ms_per_packet(seconds), 3),
+        "opus_complexity": args.opus_complexity,
+        "opus_ms_per_packet": round(opus_ms_per_packet(seconds, args.opus_complexity), 3),
+        "opus_ms_per_packet_by_complexity": {c: round(opus_ms_per_packet(seconds, c), 3) for c in COMPLEXITIES},
     }
     print(f"# {result['meta']}")
     print("| measurement | value |")
@@ -167,7 +176,10 @@ def main() -> int:
     print(f"| the same, {pool_note} | {result['pooled_streaming_path_x_realtime']}x real time |")
     print(f"| of which the DAC decode, with the pool | {result['pooled_streaming_path_dac_share']:.0%} |")
     print(f"| added before the first packet, with the pool | {result['pooled_first_packet_added_ms']} ms |")
-    print(f"| Opus encoder alone, per 20 ms packet | {result['opus_ms_per_packet']} ms |")
+    alone = f"Opus encoder alone, per 20 ms packet (complexity {args.opus_complexity})"
+    print(f"| {alone} | {result['opus_ms_per_packet']} ms |")
+    by_complexity = ", ".join(f"{c}: {ms} ms" for c, ms in result["opus_ms_per_packet_by_complexity"].items())
+    print(f"| the encoder alone at other complexities | {by_complexity} |")
     held_ms = (first_frame or 0) / FRAME_RATE * 1000
     print(f"| frames needed before the first packet | {first_frame} ({held_ms:.0f} ms of audio) |")
     if args.json:

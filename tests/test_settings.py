@@ -104,6 +104,7 @@ def test_several_problems_make_one_line(clean_env: Path, monkeypatch: pytest.Mon
         ("DIA_REDIS_URL", "localhost:6379", "DIA_REDIS_URL must start with redis://"),
         ("DIA_DEVICE", "gpu", "DIA_DEVICE must be auto, cpu, cuda, cuda:N or mps (got 'gpu')"),
         ("DIA_DTYPE", "fp8", "DIA_DTYPE: Input should be 'auto', 'float32', 'bfloat16' or 'float16'"),
+        ("DIA_OPUS_COMPLEXITY", "11", "DIA_OPUS_COMPLEXITY: Input should be less than or equal to 10"),
         ("DIA_MODEL", "", None),  # empty means unset: the default model
     ],
 )

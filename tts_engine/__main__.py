@@ -122,7 +122,7 @@ def _serve(settings: WorkerSettings) -> int:
         "dtype": str(engine.dtype).removeprefix("torch."),
         "revision": engine.revision,
     }
-    renderer = EngineRenderer(engine, bitrate=settings.opus_bitrate, slots=slots)
+    renderer = EngineRenderer(engine, bitrate=settings.opus_bitrate, complexity=settings.opus_complexity, slots=slots)
     worker = Worker(main, beat, renderer, config, report)
     install_signals(worker)
     with contextlib.suppress(ColdShutdown):  # the abandoned job is reclaimed by another worker

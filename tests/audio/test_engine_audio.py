@@ -17,6 +17,9 @@ from tts_engine.audio.loudness import LoudnessNormalizer
 from tts_engine.audio.opus import FRAME_BYTES_PCM16, FRAME_SAMPLES, OpusDecoder
 from tts_engine.audio.resample import Resampler
 from tts_engine.engine import Engine, GenerationParams
+from tts_engine.jobs import RenderJob, RenderParams, Segment
+from tts_engine.renderer import EngineRenderer
+from tts_engine.rendering import RenderResult
 
 TEXT = "[S1] Hello there. (laughs) [S2] Hi!"
 PARAMS = GenerationParams(max_tokens=70, seed=3)
@@ -53,6 +56,22 @@ def test_opus_batches_are_playable(engine: Engine) -> None:
     assert len(packets) == -(-(samples + 312) // FRAME_SAMPLES)  # the audio plus the encoder's lookahead
     decoder = OpusDecoder()
     assert all(len(decoder.decode(p)) == FRAME_BYTES_PCM16 for p in packets)
+
+
+def test_the_opus_complexity_reaches_the_worker_s_packets(engine: Engine) -> None:
+    """DIA_OPUS_COMPLEXITY's path: the renderer's pipelines encode at it (other bits, as many packets, all
+    playable), and its revision names it, so no cached or resumed line mixes packets of two encoders."""
+    job = RenderJob(guild_id=1, requester=1, segments=(Segment(text=TEXT),), params=RenderParams(max_tokens=70, seed=3))
+    coded = {}
+    for complexity in (0, 10):
+        renderer = EngineRenderer(engine, complexity=complexity)
+        assert renderer.revision == f"{engine.revision}:opus96000c{complexity}"
+        coded[complexity] = [p for batch in renderer.render(job, {}, RenderResult()) for p in batch]
+    assert len(coded[0]) == len(coded[10]) > 10 and coded[0] != coded[10]
+    decoder = OpusDecoder()
+    assert all(len(decoder.decode(p)) == FRAME_BYTES_PCM16 for p in coded[0])
+    with pytest.raises(ValueError, match=re.escape("Opus complexity must be 0..10, got 11")):
+        list(engine.stream_audio(TEXT, PARAMS, complexity=11))
 
 
 def test_speed_changes_the_duration(engine: Engine) -> None:

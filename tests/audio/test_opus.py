@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -49,6 +50,23 @@ def test_bitrate_is_honoured_and_checked() -> None:
     assert small * 8 < 24_000 * 1.3  # about 24 kbit over one second
     with pytest.raises(ValueError, match="bitrate"):
         OpusEncoder(1000)
+
+
+def test_complexity_reaches_the_encoder_and_is_checked() -> None:
+    """At complexity 0 and 10 the sine decodes to the same tone and level; the encoder's choices differ (the
+    setting reaches libopus); out of 0..10 is refused by name."""
+    x = sine(1000, 0.5, 48000, amplitude=0.5)
+    coded = {}
+    for complexity in (0, 10):
+        framer = OpusFramer(complexity=complexity)
+        coded[complexity] = framer.process(x) + framer.flush()
+        body = _decode(coded[complexity])[framer.encoder.lookahead + 2000 : framer.encoder.lookahead + len(x) - 2000, 0]
+        assert abs(dominant_frequency(body, 48000) - 1000) < 2
+        assert abs(20 * np.log10(np.sqrt(np.mean(body**2)) / (0.5 / np.sqrt(2)))) < 0.5
+    assert coded[0] != coded[10]
+    for bad in (-1, 11):
+        with pytest.raises(ValueError, match=re.escape(f"Opus complexity must be 0..10, got {bad}")):
+            OpusEncoder(complexity=bad)
 
 
 def _probe(path: Path) -> dict[str, str]:

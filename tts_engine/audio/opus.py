@@ -5,7 +5,7 @@ one channel (OPUS_SET_FORCE_CHANNELS): every packet is a mono packet, which any 
 channels (RFC 6716 lets each packet choose), the whole bitrate goes to that one channel, and encoding takes
 5-15% less CPU than coding two identical channels (two test signals on the development machine, 2026-11-22).
 Other encoder settings follow discord.py's own encoder (application AUDIO, in-band FEC, 15 % expected loss),
-with the bitrate ours to choose (96 kbit/s by default). A decoder is included for
+with the bitrate (96 kbit/s by default) and the complexity (10 by default) ours to choose. A decoder is included for
 tests and checks. ctypes calls follow libopus's opus.h.
 """
 
@@ -23,6 +23,9 @@ FRAME_SAMPLES = 960  # 20 ms per channel
 FRAME_BYTES_PCM16 = FRAME_SAMPLES * CHANNELS * 2  # 3840: what discord.py reads per frame
 MAX_PACKET = 1500
 DEFAULT_BITRATE = 96_000
+# libopus's most thorough analysis (its default too). Lower trades a little quality for encoder CPU: on the
+# development machine's CPU, per 20 ms packet, 0.32 ms at 10, 0.23 at 7, 0.17 at 5 (docs/benchmarks.md).
+DEFAULT_COMPLEXITY = 10
 
 _APPLICATION_AUDIO = 2049
 _SET_BITRATE = 4002
@@ -73,16 +76,18 @@ def _check(code: int, what: str) -> int:
 class OpusEncoder:
     """Encodes 20 ms of 48 kHz stereo float PCM per call."""
 
-    def __init__(self, bitrate: int = DEFAULT_BITRATE) -> None:
+    def __init__(self, bitrate: int = DEFAULT_BITRATE, complexity: int = DEFAULT_COMPLEXITY) -> None:
         if not 6_000 <= bitrate <= 510_000:
             raise ValueError(f"bitrate must be 6000..510000 bit/s, got {bitrate}")
+        if not 0 <= complexity <= 10:
+            raise ValueError(f"Opus complexity must be 0..10, got {complexity}")
         lib = _lib()
         error = ctypes.c_int()
         self._state = lib.opus_encoder_create(RATE, CHANNELS, _APPLICATION_AUDIO, ctypes.byref(error))
         _check(error.value, "encoder_create")
         for request, value in (
             (_SET_BITRATE, bitrate),
-            (_SET_COMPLEXITY, 10),
+            (_SET_COMPLEXITY, complexity),
             (_SET_INBAND_FEC, 1),
             (_SET_PACKET_LOSS_PERC, 15),
             (_SET_FORCE_CHANNELS, 1),
@@ -131,8 +136,8 @@ class OpusDecoder:
 class OpusFramer:
     """Cuts mono 48 kHz float audio into 20 ms stereo packets; `flush` pads the last partial frame with silence."""
 
-    def __init__(self, bitrate: int = DEFAULT_BITRATE) -> None:
-        self.encoder = OpusEncoder(bitrate)
+    def __init__(self, bitrate: int = DEFAULT_BITRATE, complexity: int = DEFAULT_COMPLEXITY) -> None:
+        self.encoder = OpusEncoder(bitrate, complexity)
         self._pending = np.zeros(0, dtype=np.float32)
         self.samples = 0  # real (unpadded) samples per channel so far
 
