@@ -24,7 +24,7 @@ FRAME_BYTES_PCM16 = FRAME_SAMPLES * CHANNELS * 2  # 3840: what discord.py reads 
 MAX_PACKET = 1500
 DEFAULT_BITRATE = 96_000
 # libopus's most thorough analysis (its default too). Lower trades a little quality for encoder CPU: on the
-# development machine's CPU, per 20 ms packet, 0.32 ms at 10, 0.23 at 7, 0.17 at 5 (docs/benchmarks.md).
+# development machine's CPU, per 20 ms packet, 0.34 ms at 10, 0.27 at 7, 0.19 at 5 (docs/benchmarks.md).
 DEFAULT_COMPLEXITY = 10
 
 _APPLICATION_AUDIO = 2049
