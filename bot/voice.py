@@ -306,7 +306,12 @@ class GuildPlayer:
             try:
                 await feeder
             except asyncio.CancelledError:
-                pass
+                # The feeder's own end, which we asked for; but if the bot is closing and cancelled this task
+                # while it waited here, that cancellation must go on, or the player would carry on to wait for
+                # lines and the bot's close would wait for it for good.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
             except Exception as exc:  # the line is over either way
                 log.warning("reading job %s ended with %s", line.job_id, exc)
             self._buffer = None

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
 
 import pytest
+from redis.asyncio import Redis
 
 from bot.text import TextRejected, TextRules, mentioned, speakable
-from bot.voice import OPUS_SILENCE, JitterBuffer, StreamedOpusSource
+from bot.voice import OPUS_SILENCE, GuildPlayer, JitterBuffer, Line, Services, StreamedOpusSource
 
 
 def test_silence_on_underrun_and_the_end_only_after_the_end() -> None:
@@ -100,3 +102,50 @@ def test_unspeakable_text_is_refused(text: str, message: str) -> None:
 
 def test_accents_are_not_zalgo() -> None:
     assert speakable("Café, naïve, Zoë, São Paulo, Ångström", names).startswith("Café")
+
+
+class _Lines:
+    """An in-memory LineStore."""
+
+    async def save(self, guild_id: int, line: Line) -> None: ...
+    async def forget(self, guild_id: int, line: Line) -> None: ...
+    async def forget_all(self, guild_id: int) -> None: ...
+
+
+async def test_closing_while_a_line_winds_down_stops_the_player(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bot closing cancels each player (GuildPlayer.shutdown). A cancel that lands while the player waits for
+    its line's reader to wind down must end the player: it was taken for the reader's own end once, and the
+    player went on to wait for more lines, so the bot's close waited for it for good (CI saw a bot outlive
+    SIGTERM by 30 s)."""
+    winding_down = asyncio.Event()
+
+    async def slow_feed(self: GuildPlayer, reader: object, buffer: JitterBuffer, ready: asyncio.Event) -> None:
+        buffer.end()  # no audio: the player's line is over at once, and it cancels this reader
+        ready.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            winding_down.set()
+            await asyncio.sleep(5)  # a reader that takes its time to end
+
+    monkeypatch.setattr(GuildPlayer, "_feed", slow_feed)
+
+    async def post(channel: int, text: str, file: object) -> None: ...
+
+    services = Services(
+        redis, lambda: None, post, guild_id=1, saved=_Lines(), prebuffer_packets=1, idle_timeout=600,
+        stall_timeout=5,
+    )  # fmt: skip
+    player = GuildPlayer(services)
+    player.resume([Line("job-1", requester=1, text_channel=2, voice_channel=3, preview="Hello")])
+    await asyncio.wait_for(winding_down.wait(), 5)
+    task = player._task
+    assert task is not None
+    closing = asyncio.ensure_future(player.shutdown())
+    done, _ = await asyncio.wait({closing}, timeout=2)  # (wait_for would cancel it on time-out, hiding the hang)
+    try:
+        assert closing in done, "the player went on after the bot closed"
+        assert task.cancelled()
+    finally:
+        task.cancel()
+        closing.cancel()
