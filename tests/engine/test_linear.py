@@ -251,6 +251,28 @@ def test_a_candidate_that_fails_is_skipped() -> None:
     assert skinny.choices == {(2, 32, 16): linear.CANDIDATES[1]}
 
 
+def test_a_candidate_that_computes_something_else_is_never_chosen(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each candidate is checked against the path it would replace before it is timed: one that would time
+    fastest but gives other numbers (as a miscompiled kernel would) is left out, plain and fused alike."""
+    weight = torch.randn(24, 32, device=DEVICE)
+    skinny = linear.SkinnyLinear(timer=lambda fn: next(timings))
+    broken, launch = linear.CANDIDATES[-1], skinny._launch
+
+    def miscompiled(x: torch.Tensor, w: torch.Tensor, config: linear.Config, **options: object) -> torch.Tensor:
+        y = launch(x, w, config, **options)  # type: ignore[arg-type]
+        return y + 1.0 if config == broken else y
+
+    monkeypatch.setattr(skinny, "_launch", miscompiled)
+    # Per form: the path it replaces, then the four candidates left, each faster than the one before.
+    timings = iter([10.0, 5.0, 4.0, 3.0, 2.0] * 2)
+    skinny.tune([linear.Group([weight], linear.GATED)], rows=[2])
+    assert skinny.choices == {(2, 24, 32): linear.CANDIDATES[-2]}
+    assert skinny.fusions == {(linear.GATED, 2, 24, 32): linear.CANDIDATES[-2]}
+    assert caplog.text.count("gives wrong results") == 2
+
+
 def test_candidates_past_the_gpus_shared_memory_are_not_tried(monkeypatch: pytest.MonkeyPatch) -> None:
     """At 64-row blocks in bf16, the 512-deep candidate needs 240 KiB of shared memory, past an H100's 227:
     with that limit it is never timed (the Hopper build test checks shared_bytes against compiled kernels)."""

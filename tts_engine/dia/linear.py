@@ -7,9 +7,10 @@ about 2.8; those matmuls cost 0.45 ms of a 2.57 ms step. Here every block stream
 (BLOCK_N of them) for all of x's rows at once, so the weights are read exactly once and N / BLOCK_N blocks
 share the bandwidth. Which block shape wins depends on the GPU, so `SkinnyLinear.tune` times each candidate
 against cuBLAS for every (rows, N, K) a decoder will run and keeps the fastest, cuBLAS included: a wrong
-guess here can never make a step slower. Candidates are timed as replays of a captured CUDA graph, as a
-step runs them (timing.graph_timer). The kernel body is a plain function so the CPU tests can run it in
-Triton's interpreter (see kernels.py).
+guess here can never make a step slower. Each candidate is first checked against the path it would replace,
+so a kernel this GPU miscompiles can never make a step wrong either. Candidates are timed as replays of a
+captured CUDA graph, as a step runs them (timing.graph_timer). The kernel body is a plain function so the CPU
+tests can run it in Triton's interpreter (see kernels.py).
 
 Prologues: the projections after a norm (q/k/v, cross queries, gate/up, logits) can take the residual sum and
 RMSNorm before them into the kernel, and the down projection the gated SiLU: a step then runs 73 fewer small
@@ -295,8 +296,21 @@ class SkinnyLinear:
             def together(config: Config) -> Callable[[], None]:
                 return _through(lambda w: self.run_gated(x, w, config=config), group.weights)
 
+        weight = group.weights[0]
+        if group.prologue == NORM:
+            gamma = group.norms[0]
+            expected = F.linear(ops.add_rms_norm(x, delta, gamma, group.eps)[1], weight)
+
+            def result(config: Config) -> Tensor:
+                return self.run_normed(x, delta, gamma, group.eps, weight, config=config)[0]
+        else:
+            expected = F.linear(ops.silu_mul(x), weight)
+
+            def result(config: Config) -> Tensor:
+                return self.run_gated(x, weight, config=config)
+
         separate = self.timer(apart)
-        timings = self._time_each(together, x.device, x.element_size(), r, group.prologue, (n, k))
+        timings = self._time_each(together, result, expected, r, group.prologue)
         best = self._fastest(separate, timings, f"{PROLOGUES[group.prologue]} + matmul", group.weights, r)
         self.tuned.add((group.prologue, r, n, k))
         if best is not None:
@@ -339,23 +353,41 @@ class SkinnyLinear:
         def calls(config: Config) -> Callable[[], None]:
             return _through(functools.partial(self.run, x, config=config, block_m=block_m), group)
 
+        def result(config: Config) -> Tensor:
+            return self.run(x, group[0], config=config, block_m=block_m)
+
         rows = block_m or x.numel() // x.shape[-1]
-        return self._time_each(calls, x.device, x.element_size(), rows, PLAIN, tuple(group[0].shape))
+        return self._time_each(calls, result, F.linear(x, group[0]), rows, PLAIN)
 
     def _time_each(
-        self, calls: Callable[[Config], Callable[[], None]], device: torch.device, itemsize: int, rows: int,
-        prologue: int, shape: tuple[int, ...],
+        self, calls: Callable[[Config], Callable[[], None]], result: Callable[[Config], Tensor], expected: Tensor,
+        rows: int, prologue: int,
     ) -> dict[Config, float]:  # fmt: skip
-        """Seconds of `calls(config)` for each candidate; one that needs more shared memory than a block may have
-        on this GPU, or fails to compile, is left out."""
+        """Seconds of `calls(config)` for each candidate whose `result` agrees with `expected` (the path it would
+        replace, on the group's first weight); one that needs more shared memory than a block may have on this
+        GPU, fails to compile, or computes something else (a miscompilation: fast is no use then) is left out."""
         timings = {}
-        limit = shared_limit(device)
+        limit = shared_limit(expected.device)
         block_m = max(16, triton.next_power_of_2(rows))
+        what = f"{PROLOGUES[prologue]} matmul"
         for config in CANDIDATES:
-            if limit is not None and config.shared_bytes(block_m, itemsize, prologue) > limit:
+            if limit is not None and config.shared_bytes(block_m, expected.element_size(), prologue) > limit:
                 continue
             try:
+                if not _agrees(result(config), expected):
+                    log.warning(
+                        "%s %s gives wrong results for %s rows x %s: left out", what, config, rows, expected.shape
+                    )
+                    continue
                 timings[config] = self.timer(calls(config))
             except Exception as exc:  # a block shape this GPU cannot compile is simply no candidate
-                log.warning("%s matmul %s failed for %s: %s", PROLOGUES[prologue], config, shape, exc)
+                log.warning("%s %s failed for %s: %s", what, config, tuple(expected.shape), exc)
         return timings
+
+
+def _agrees(actual: Tensor, expected: Tensor) -> bool:
+    """Equal within a few roundings of the activations' dtype, relative to the largest value: what the same
+    product summed in another order gives (a miscompiled kernel is off by far more)."""
+    tolerance = 1e-3 if expected.dtype == torch.float32 else 3e-2
+    error = (actual.float() - expected.float()).abs().max().item()
+    return bool(actual.shape == expected.shape and error <= tolerance * (expected.float().abs().max().item() + 1))
