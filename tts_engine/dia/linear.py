@@ -109,7 +109,7 @@ def shared_limit(device: torch.device) -> int | None:
 
 
 def _through(matmul: Callable[[T], object], group: Sequence[T]) -> Callable[[], None]:
-    """One call that multiplies by every weight of the group (or weight and norm) in turn."""
+    """One call that multiplies by every weight of the group (or the weight of each layer index) in turn."""
 
     def run() -> None:
         for item in group:
@@ -151,11 +151,8 @@ class SkinnyLinear:
     ) -> tuple[Tensor, Tensor] | None:
         """(rms_norm(t, gamma, eps) @ weight^T, t) with t = x + delta (x where delta is None), as one kernel
         where `tune` chose it for this shape; None where the caller should run the two kernels."""
-        n, k = weight.shape
-        config = self.fusions.get((NORM, x.numel() // k, n, k))
-        if config is None or self.invariant:
-            return None
-        return self.run_normed(x, delta, gamma, eps, weight, config=config)
+        config = self._fusion(NORM, x, weight)
+        return None if config is None else self.run_normed(x, delta, gamma, eps, weight, config=config)
 
     def roped(
         self, x: Tensor, delta: Tensor | None, gamma: Tensor, eps: float, weight: Tensor, rope_2xPxE: Tensor,
@@ -165,20 +162,22 @@ class SkinnyLinear:
         epilogue: (rotated queries (R, H, E), t), the keys and values written into the caches at pos_R. Where
         the NORM form was chosen for this shape (what the epilogue adds is a few pairs' arithmetic in registers
         against a kernel of its own); else None."""
-        n, k = weight.shape
-        config = self.fusions.get((NORM, x.numel() // k, n, k))
-        if config is None or self.invariant:
+        config = self._fusion(NORM, x, weight)
+        if config is None:
             return None
         rope = RopeWrite(rope_2xPxE, pos_R, k_cache, v_cache, heads)
         return self.run_normed(x, delta, gamma, eps, weight, config=config, rope=rope)
 
     def gated(self, gate_up: Tensor, weight: Tensor) -> Tensor | None:
         """silu_mul(gate_up) @ weight^T as one kernel where `tune` chose it for this shape; else None."""
+        config = self._fusion(GATED, gate_up, weight)
+        return None if config is None else self.run_gated(gate_up, weight, config=config)
+
+    def _fusion(self, prologue: int, x: Tensor, weight: Tensor) -> Config | None:
+        """The block shape `tune` chose for this fused form at x's rows, or None (never when batch-invariant)."""
         n, k = weight.shape
-        config = self.fusions.get((GATED, gate_up.numel() // (2 * k), n, k))
-        if config is None or self.invariant:
-            return None
-        return self.run_gated(gate_up, weight, config=config)
+        rows = x.numel() // (2 * k if prologue == GATED else k)  # GATED's x holds the gate's and up's columns
+        return None if self.invariant else self.fusions.get((prologue, rows, n, k))
 
     def _invariant_call(self, x: Tensor, weight: Tensor) -> Tensor:
         n, k = weight.shape
@@ -280,38 +279,36 @@ class SkinnyLinear:
             self.choices[(r, n, k)] = best
 
     def _tune_fused(self, group: Group, r: int, ops: fused.Ops) -> None:
-        n, k = group.weights[0].shape
-        device, dtype = group.weights[0].device, group.weights[0].dtype
-        pairs = list(zip(group.weights, group.norms, strict=True)) if group.prologue == NORM else []
+        weights, eps = group.weights, group.eps
+        n, k = weights[0].shape
+        device, dtype = weights[0].device, weights[0].dtype
+        # For layer i: the elementwise kernel the fused form replaces, and the fused form itself.
         if group.prologue == NORM:
             x, delta = (torch.randn(r, k, device=device, dtype=dtype) for _ in range(2))
-            apart = _through(lambda wg: self(ops.add_rms_norm(x, delta, wg[1], group.eps)[1], wg[0]), pairs)
 
-            def together(config: Config) -> Callable[[], None]:
-                return _through(lambda wg: self.run_normed(x, delta, wg[1], group.eps, wg[0], config=config), pairs)
+            def before(i: int) -> Tensor:
+                return ops.add_rms_norm(x, delta, group.norms[i], eps)[1]
+
+            def fused_form(i: int, config: Config) -> Tensor:
+                return self.run_normed(x, delta, group.norms[i], eps, weights[i], config=config)[0]
         else:
             x = torch.randn(r, 2 * k, device=device, dtype=dtype)
-            apart = _through(lambda w: self(ops.silu_mul(x), w), group.weights)
 
-            def together(config: Config) -> Callable[[], None]:
-                return _through(lambda w: self.run_gated(x, w, config=config), group.weights)
+            def before(i: int) -> Tensor:
+                return ops.silu_mul(x)
 
-        weight = group.weights[0]
-        if group.prologue == NORM:
-            gamma = group.norms[0]
-            expected = F.linear(ops.add_rms_norm(x, delta, gamma, group.eps)[1], weight)
+            def fused_form(i: int, config: Config) -> Tensor:
+                return self.run_gated(x, weights[i], config=config)
 
-            def result(config: Config) -> Tensor:
-                return self.run_normed(x, delta, gamma, group.eps, weight, config=config)[0]
-        else:
-            expected = F.linear(ops.silu_mul(x), weight)
+        def together(config: Config) -> Callable[[], None]:
+            return _through(functools.partial(fused_form, config=config), range(len(weights)))
 
-            def result(config: Config) -> Tensor:
-                return self.run_gated(x, weight, config=config)
+        def result(config: Config) -> Tensor:
+            return fused_form(0, config)
 
-        separate = self.timer(apart)
-        timings = self._time_each(together, result, expected, r, group.prologue)
-        best = self._fastest(separate, timings, f"{PROLOGUES[group.prologue]} + matmul", group.weights, r)
+        separate = self.timer(_through(lambda i: self(before(i), weights[i]), range(len(weights))))
+        timings = self._time_each(together, result, F.linear(before(0), weights[0]), r, group.prologue)
+        best = self._fastest(separate, timings, f"{PROLOGUES[group.prologue]} + matmul", weights, r)
         self.tuned.add((group.prologue, r, n, k))
         if best is not None:
             self.fusions[(group.prologue, r, n, k)] = best
