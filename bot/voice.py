@@ -110,6 +110,12 @@ class LineStore(Protocol):
     async def forget_all(self, guild_id: int) -> None: ...
 
 
+def _closing() -> bool:
+    """Whether this task has been asked to stop (the bot is closing), whatever exception it is handling."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class Services:
     """What a player needs from the bot: Redis, its guild, a way to post to a text channel, and a place to keep
     its queue across restarts."""
@@ -259,8 +265,7 @@ class GuildPlayer:
             try:
                 await self._play(line)
             except Exception:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
+                if _closing():
                     raise  # the bot is shutting down: never carry on with the next line
                 log.exception("playing job %s failed", line.job_id)
             finally:
@@ -309,8 +314,7 @@ class GuildPlayer:
                 # The feeder's own end, which we asked for; but if the bot is closing and cancelled this task
                 # while it waited here, that cancellation must go on, or the player would carry on to wait for
                 # lines and the bot's close would wait for it for good.
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
+                if _closing():
                     raise
             except Exception as exc:  # the line is over either way
                 log.warning("reading job %s ended with %s", line.job_id, exc)
