@@ -202,18 +202,16 @@ def _compiled_form() -> Iterator[None]:
         kernels.interpreting = linear.interpreting = saved  # type: ignore[attr-defined]
 
 
-def distinct(launches: list[Launch]) -> Iterator[Launch]:
-    """One launch per distinct compilation; skinny matmuls once with every candidate block shape."""
-    seen: set[str] = set()
+def distinct(launches: list[Launch]) -> dict[str, Launch]:
+    """One launch per distinct compilation, by Launch.key; skinny matmuls once with every candidate block shape."""
+    found: dict[str, Launch] = {}
     for launch in launches:
         variants = [launch]
         if launch.fn is skinny_kernel.skinny_matmul:
             variants = [launch.with_config(config) for config in linear.CANDIDATES]
         for variant in variants:
-            key = variant.key()
-            if key not in seen:
-                seen.add(key)
-                yield variant
+            found.setdefault(variant.key(), variant)
+    return found
 
 
 @dataclass(frozen=True)
@@ -289,18 +287,18 @@ def controls() -> dict[str, Built]:
 def report() -> dict[str, Any]:
     """Every distinct build of every step in STEPS on each GPU, with launch counts, and the controls."""
     recorded = {(gpu, step): record(step, gpu) for gpu, steps in STEPS.items() for step in steps}
+    kinds = {at: distinct(launches) for at, launches in recorded.items()}
     jobs: dict[tuple[str, str], tuple[Launch, Gpu]] = {}  # by GPU and Launch.key: steps share most builds
-    for (gpu, _), launches in recorded.items():
-        for launch in distinct(launches):
-            jobs.setdefault((gpu.name, launch.key()), (launch, gpu))
+    for (gpu, _), by_key in kinds.items():
+        for key, launch in by_key.items():
+            jobs.setdefault((gpu.name, key), (launch, gpu))
     built = dict(zip(jobs, _build_all(list(jobs.values())), strict=True))
     gpus = []
     for gpu, steps in STEPS.items():
         built_steps = []
         for step in steps:
-            launches = recorded[(gpu, step)]
-            counts = Counter(launch.fn.__name__.lstrip("_") for launch in launches)
-            builds = [dataclasses.asdict(built[(gpu.name, launch.key())]) for launch in distinct(launches)]
+            counts = Counter(launch.fn.__name__.lstrip("_") for launch in recorded[(gpu, step)])
+            builds = [dataclasses.asdict(built[(gpu.name, key)]) for key in kinds[(gpu, step)]]
             described = dataclasses.asdict(step) | {"dtype": str(step.dtype)}
             built_steps.append({"step": described, "launches": counts, "builds": builds})
         gpus.append({"gpu": gpu.name, "target": gpu.target.arch, "shared": gpu.shared, "steps": built_steps})
