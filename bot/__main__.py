@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from config.logs import configure_logging
+from config.logs import configure_logging, log_tasks
 from config.settings import BotSettings, SettingsError, load_settings
 from config.startup import EXIT_CONFIG, EXIT_OK, StartupError, fail
 
@@ -41,6 +42,8 @@ async def _serve(settings: BotSettings, *, sync_global: bool) -> None:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))
+            # `kill -USR1` logs what every task waits on: the way to see why a bot does not stop or answer.
+            loop.add_signal_handler(signal.SIGUSR1, log_tasks, logging.getLogger("bot"))
             await bot.start(settings.discord_token.get_secret_value())
     except discord.LoginFailure as exc:
         raise StartupError(

@@ -7,6 +7,7 @@ serves every slash command (bot/errors.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -69,6 +70,7 @@ class DiaBot(commands.Bot):
         self.players: dict[int, GuildPlayer] = {}
         self.saved = SavedQueues(redis)
         self._resumed = False
+        self._closing = False
         self.initial_extensions = tuple(extensions)
         self.sync_global = sync_global
         self.tree.on_error = on_app_command_error  # type: ignore[method-assign]
@@ -88,6 +90,8 @@ class DiaBot(commands.Bot):
                 stall_timeout=120.0,
             )
             player = self.players[guild_id] = GuildPlayer(services)
+            if self._closing:  # a /say that arrives while the bot closes is saved for the next start
+                player.close()
         return player
 
     async def post(self, channel_id: int, content: str, file: discord.File | None) -> None:
@@ -126,8 +130,8 @@ class DiaBot(commands.Bot):
 
     async def close(self) -> None:
         # Players first, while Redis and the gateway still answer; then discord.py's own goodbyes.
-        for player in self.players.values():
-            await player.shutdown()
+        self._closing = True
+        await asyncio.gather(*(player.shutdown() for player in list(self.players.values())))
         await super().close()
 
     async def on_ready(self) -> None:
@@ -145,12 +149,16 @@ class DiaBot(commands.Bot):
             log.warning("could not read the saved queues: %s", exc)
             return
         for guild_id, lines in saved.items():
+            if self._closing:  # on_ready can come while the bot closes: the lines stay saved
+                return
             if self.get_guild(guild_id) is None:  # the bot left that guild meanwhile
                 await self.saved.forget_all(guild_id)
                 continue
-            log.info("resuming %d saved lines in guild %d", len(lines), guild_id)
-            self.player(guild_id).resume(lines)
-            count = f"{len(lines)} line{'s' if len(lines) > 1 else ''}"
+            waiting = self.player(guild_id).resume(lines)
+            if not waiting:
+                continue
+            log.info("resuming %d saved lines in guild %d", waiting, guild_id)
+            count = f"{waiting} line{'s' if waiting > 1 else ''}"
             await self.post(lines[0].text_channel, f"▶️ Back after a restart: playing the {count} that waited.", None)
 
     async def on_voice_state_update(

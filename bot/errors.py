@@ -28,7 +28,8 @@ class UserFacingError(Exception):
 async def submit(redis: Redis, job: jobs.RenderJob, limits: jobs.QueueLimits, *, timeout: float) -> None:
     """Queue `job`; a queue that does not answer in `timeout` s is a message for the user, not a hang."""
     try:
-        await asyncio.wait_for(jobs.submit(redis, job, limits), timeout)
+        async with asyncio.timeout(timeout):  # (not wait_for: on Python 3.11 it can lose a cancel, see bot/voice.py)
+            await jobs.submit(redis, job, limits)
     except TimeoutError:
         raise UserFacingError("the job queue is not answering; try again in a moment") from None
 

@@ -10,7 +10,6 @@ underrun the source returns Opus silence; `b''` comes only once the end event is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import threading
@@ -28,6 +27,7 @@ from tts_engine import job_events, jobs
 log = logging.getLogger(__name__)
 
 OPUS_SILENCE = b"\xf8\xff\xfe"
+SHUTDOWN_GRACE = 5.0  # seconds the bot's close waits for each player to stop
 
 
 class JitterBuffer:
@@ -147,6 +147,7 @@ class GuildPlayer:
         self._buffer: JitterBuffer | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False  # the bot is closing: lines are still saved, never played
         self.last_activity = time.monotonic()
         # Set when the voice connection was lost for good mid-line (kicked, channel deleted, discord.py gave up
         # reconnecting): the queue waits for the next /say or /join instead of pulling the bot straight back.
@@ -170,10 +171,18 @@ class GuildPlayer:
         self._kick()
         return ahead
 
-    def resume(self, lines: list[Line]) -> None:
-        """Play lines saved before a restart (they are saved already)."""
-        self.lines.extend(lines)
+    def resume(self, lines: list[Line]) -> int:
+        """Play lines saved before a restart (they are saved already); returns how many were not queued yet.
+
+        discord.py serves slash commands while it still waits for the guilds before `on_ready`, so a line asked
+        for in those seconds is both saved and queued by the time the saved queues are read: it must not play
+        twice.
+        """
+        known = {line.job_id for line in self.lines} | ({self.current.job_id} if self.current else set())
+        waiting = [line for line in lines if line.job_id not in known]
+        self.lines.extend(waiting)
         self._kick()
+        return len(waiting)
 
     async def _keep(self, what: str, change: Awaitable[None]) -> None:
         # Playing matters more than remembering: a Redis hiccup here costs only the resume after a restart.
@@ -184,6 +193,8 @@ class GuildPlayer:
 
     def _kick(self) -> None:
         self._wake.set()
+        if self._closed:
+            return
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="guild-player")
 
@@ -236,21 +247,41 @@ class GuildPlayer:
         if client is not None:
             await client.disconnect(force=True)
 
+    def close(self) -> None:
+        """Play nothing more; `enqueue` still saves lines, for the next start."""
+        self._closed = True
+        self._wake.set()  # a player that missed its cancel (below) finds `_closed` at the top of its loop
+
+    def _stopping(self) -> bool:
+        # A method, not the attribute, in `_run`'s checks: the flag changes across awaits (mypy would narrow it).
+        return self._closed
+
     async def shutdown(self) -> None:
-        """The bot is closing: stop playing and forget the task (queued jobs are left to expire)."""
+        """The bot is closing: stop playing and end the task (queued jobs are left to expire)."""
+        self.close()
         if self._buffer is not None:
             self._buffer.drop()
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task = self._task
+        if task is None or task.done():
+            return
+        task.cancel()
+        # Bounded: library code that swallows a cancel mid-line could otherwise hold the bot's close for the
+        # length of a line (discord.py's close and asyncio.run's own cancel come after).
+        await asyncio.wait({task}, timeout=SHUTDOWN_GRACE)
+        if not task.done():
+            log.warning("the player of guild %d did not stop in %.0f s", self.services.guild_id, SHUTDOWN_GRACE)
+        elif not task.cancelled() and task.exception() is not None:
+            log.warning("the player of guild %d ended with %r", self.services.guild_id, task.exception())
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping():
             if not self.lines or self.held:
                 self._wake.clear()
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self.services.idle_timeout)
+                    # Not asyncio.wait_for: on Python 3.11 it returns normally when a cancel lands just as the
+                    # event is set, and the cancel is lost (CI saw a bot outlive SIGTERM by 30 s).
+                    async with asyncio.timeout(self.services.idle_timeout):
+                        await self._wake.wait()
                 except TimeoutError:
                     if self.held:
                         return  # the lines stay for the next /say or /join
@@ -272,6 +303,8 @@ class GuildPlayer:
                 self.current = None
                 self.last_activity = time.monotonic()
             # Not reached when the bot shuts down mid-line: that line stays saved and plays again after a restart.
+            if self._stopping():
+                return
             await self._keep("updating", self.services.saved.forget(self.services.guild_id, line))
 
     async def _play(self, line: Line) -> None:

@@ -258,7 +258,8 @@ async def connect(url: str, *, timeout: float = 5.0) -> Redis:
     """A client for `url` that has answered PING, or `RedisUnavailable`."""
     client = Redis.from_url(url, socket_connect_timeout=timeout, health_check_interval=30)
     try:
-        await asyncio.wait_for(client.ping(), timeout)
+        async with asyncio.timeout(timeout):
+            await client.ping()
     except (RedisError, OSError, TimeoutError) as exc:
         await client.aclose()
         cause = str(exc) or type(exc).__name__

@@ -62,6 +62,9 @@ class BotProcess:
             while self.process.poll() is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             if self.process.poll() is None:
+                # Still up: have it log what each task waits on (bot/__main__.py), so the failure says why.
+                self.process.send_signal(signal.SIGUSR1)
+                await asyncio.sleep(1)
                 self.process.kill()
                 self.process.wait()
         self._log.close()

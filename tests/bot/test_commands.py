@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import pytest
 from redis.asyncio import Redis
@@ -126,6 +127,17 @@ async def test_queue_lists_the_lines(world: World, start_bot: object, tone_worke
     queue = await world.discord.slash(world.guild, world.alice, world.text, "queue")
     shown = str((await queue.reply())["content"])
     assert "now: [S1] The first line 500." in shown and "1. [S2] The second line 700." in shown
+
+
+async def test_sigusr1_logs_what_each_task_waits_on(world: World, start_bot: object) -> None:
+    bot = await start_bot()  # type: ignore[operator]
+    bot.process.send_signal(signal.SIGUSR1)
+    for _ in range(250):
+        if "bot/__main__.py" in bot.log():  # the serving task's frame, at `await bot.start(...)`
+            break
+        await asyncio.sleep(0.02)
+    assert "asyncio tasks pending" in bot.log() and "in _serve" in bot.log(), bot.log()
+    assert bot.process.poll() is None, "the bot serves on"
 
 
 async def test_no_worker_online(world: World, start_bot: object) -> None:

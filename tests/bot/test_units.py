@@ -1,8 +1,10 @@
-"""The bot's pure parts: the jitter buffer's contract with discord.py's player thread, and text cleaning."""
+"""The bot's pure parts: the jitter buffer's contract with discord.py's player thread, text cleaning, and a player's
+start and stop (a real Redis, no Discord)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 import time
@@ -10,6 +12,7 @@ import time
 import pytest
 from redis.asyncio import Redis
 
+from bot import voice
 from bot.text import TextRejected, TextRules, mentioned, speakable
 from bot.voice import OPUS_SILENCE, GuildPlayer, JitterBuffer, Line, Services, StreamedOpusSource
 
@@ -107,9 +110,39 @@ def test_accents_are_not_zalgo() -> None:
 class _Lines:
     """An in-memory LineStore."""
 
-    async def save(self, guild_id: int, line: Line) -> None: ...
-    async def forget(self, guild_id: int, line: Line) -> None: ...
-    async def forget_all(self, guild_id: int) -> None: ...
+    def __init__(self) -> None:
+        self.kept: list[str] = []
+
+    async def save(self, guild_id: int, line: Line) -> None:
+        self.kept.append(line.job_id)
+
+    async def forget(self, guild_id: int, line: Line) -> None:
+        self.kept.remove(line.job_id)
+
+    async def forget_all(self, guild_id: int) -> None:
+        self.kept.clear()
+
+
+def _line(job_id: str) -> Line:
+    return Line(job_id, requester=1, text_channel=2, voice_channel=3, preview="Hello")
+
+
+def _player(redis: Redis, saved: _Lines | None = None) -> GuildPlayer:
+    async def post(channel: int, text: str, file: object) -> None: ...
+
+    services = Services(
+        redis, lambda: None, post, guild_id=1, saved=saved or _Lines(), prebuffer_packets=1, idle_timeout=600,
+        stall_timeout=5,
+    )  # fmt: skip
+    return GuildPlayer(services)
+
+
+async def _ended(task: asyncio.Task[None] | None) -> bool:
+    """Whether `task` ends within 2 s (not wait_for, which would cancel it on time-out and hide a hang)."""
+    assert task is not None
+    done, _ = await asyncio.wait({task}, timeout=2)
+    task.cancel()
+    return task in done
 
 
 async def test_closing_while_a_line_winds_down_stops_the_player(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,23 +162,96 @@ async def test_closing_while_a_line_winds_down_stops_the_player(redis: Redis, mo
             await asyncio.sleep(5)  # a reader that takes its time to end
 
     monkeypatch.setattr(GuildPlayer, "_feed", slow_feed)
-
-    async def post(channel: int, text: str, file: object) -> None: ...
-
-    services = Services(
-        redis, lambda: None, post, guild_id=1, saved=_Lines(), prebuffer_packets=1, idle_timeout=600,
-        stall_timeout=5,
-    )  # fmt: skip
-    player = GuildPlayer(services)
-    player.resume([Line("job-1", requester=1, text_channel=2, voice_channel=3, preview="Hello")])
+    player = _player(redis)
+    player.resume([_line("job-1")])
     await asyncio.wait_for(winding_down.wait(), 5)
     task = player._task
     assert task is not None
+    assert await _ended(asyncio.ensure_future(player.shutdown())), "the player went on after the bot closed"
+    assert task.cancelled()
+
+
+async def test_a_cancel_that_lands_as_the_player_wakes_still_stops_it(redis: Redis) -> None:
+    """On Python 3.11, asyncio.wait_for returns normally when a cancel lands in the loop turn its awaitable
+    finishes in: an idle player cancelled just as a line woke it went on waiting for lines."""
+    player = _player(redis)
+    player.resume([])  # starts the player, which waits idle for lines
+    await asyncio.sleep(0.05)
+    task = player._task
+    assert task is not None and not task.done()
+    player._wake.set()
+    task.cancel()
+    assert await _ended(task), "the cancel was lost"
+    assert task.cancelled()
+
+
+async def test_a_cancel_swallowed_mid_line_still_stops_the_player(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Library code under a line (a voice connect, a Redis read) can swallow a cancel: the bot's close must
+    still end the player, and the cut line stays saved for the next start."""
+    playing = asyncio.Event()
+
+    async def swallowing_play(self: GuildPlayer, line: Line) -> None:
+        self.current = line
+        playing.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+
+    monkeypatch.setattr(GuildPlayer, "_play", swallowing_play)
+    saved = _Lines()
+    player = _player(redis, saved)
+    await player.enqueue(_line("job-1"))
+    await player.enqueue(_line("job-2"))
+    await asyncio.wait_for(playing.wait(), 5)
     closing = asyncio.ensure_future(player.shutdown())
-    done, _ = await asyncio.wait({closing}, timeout=2)  # (wait_for would cancel it on time-out, hiding the hang)
-    try:
-        assert closing in done, "the player went on after the bot closed"
-        assert task.cancelled()
-    finally:
-        task.cancel()
-        closing.cancel()
+    assert await _ended(closing), "the player went on after the bot closed"
+    assert player._task is not None and player._task.done()
+    assert saved.kept == ["job-1", "job-2"], "the cut line and the waiting one stay saved"
+    await player.enqueue(_line("job-3"))  # a /say while the bot closes: saved, and nothing starts playing
+    assert saved.kept[-1] == "job-3" and player._task.done()
+
+
+async def test_resuming_skips_lines_already_queued(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """discord.py serves /say before on_ready: a line asked for then is saved and queued when the saved queues
+    are read, and must play once."""
+    playing = asyncio.Event()
+
+    async def endless_play(self: GuildPlayer, line: Line) -> None:
+        self.current = line
+        playing.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(GuildPlayer, "_play", endless_play)
+    player = _player(redis)
+    await player.enqueue(_line("now"))
+    await player.enqueue(_line("next"))
+    await asyncio.wait_for(playing.wait(), 5)
+    assert player.resume([_line("old"), _line("now"), _line("next")]) == 1
+    assert [line.job_id for line in player.lines] == ["next", "old"]
+    await player.shutdown()
+
+
+async def test_a_player_that_will_not_stop_does_not_hold_the_close(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    playing, released = asyncio.Event(), asyncio.Event()
+
+    async def stubborn_play(self: GuildPlayer, line: Line) -> None:
+        playing.set()
+        while not released.is_set():  # library code that swallows every cancel, for the length of a line
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(60)
+
+    monkeypatch.setattr(GuildPlayer, "_play", stubborn_play)
+    monkeypatch.setattr(voice, "SHUTDOWN_GRACE", 0.2)
+    player = _player(redis)
+    await player.enqueue(_line("job-1"))
+    await asyncio.wait_for(playing.wait(), 5)
+    assert await _ended(asyncio.ensure_future(player.shutdown()))
+    assert "did not stop in" in caplog.text
+    task = player._task
+    assert task is not None and not task.done()
+    released.set()
+    task.cancel()
+    assert await _ended(task), "the player stops at its next check once the line lets it"
