@@ -29,13 +29,20 @@ CMD ["bot"]
 
 FROM base AS worker
 ARG TORCH_SPEC=torch==2.13.0
+# ffmpeg decodes users' voice clips; Triton builds its small C launcher per kernel at start-up, so the worker
+# needs a C compiler and libc headers (without them its kernels, and torch.compile's, fail to load).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ffmpeg \
+    && apt-get install -y --no-install-recommends ffmpeg gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 # torch first, pinned, so the project's `torch>=2.6` floor never makes pip pick another build.
 RUN pip install "${TORCH_SPEC}" && pip install ".[worker]"
 USER app
-# Model weights download into the user's hub cache; mount a volume there to keep them between containers.
-ENV HF_HOME=/home/app/.cache/huggingface
+# The weights (hub cache) and the kernels compiled at start-up (Triton, Inductor) all live under ~/.cache: mount
+# one volume there to keep them between containers. Made here by the app user, so that a new named volume takes
+# its owner (one Docker made itself would be root's, and the worker could not write to it).
+ENV HF_HOME=/home/app/.cache/huggingface \
+    TRITON_CACHE_DIR=/home/app/.cache/triton \
+    TORCHINDUCTOR_CACHE_DIR=/home/app/.cache/torchinductor
+RUN mkdir -p "$HF_HOME" "$TRITON_CACHE_DIR" "$TORCHINDUCTOR_CACHE_DIR"
 ENTRYPOINT ["python", "-m"]
 CMD ["tts_engine", "worker"]
