@@ -14,7 +14,8 @@ full-size weights on the device (no download). Measured:
   that returns the first packet is the latency this path adds, and its frame index says how many frames the
   codec's right context holds back;
 - the Opus encoder alone, per 20 ms packet (a voiced, noisy test signal), the largest of the CPU stages, at
-  the path's complexity (--opus-complexity, default 10) and at a few lower ones (DIA_OPUS_COMPLEXITY).
+  a few complexities (DIA_OPUS_COMPLEXITY) without and with in-band FEC (DIA_OPUS_FEC), with the packets'
+  coding modes and the decoded waveform's signal-to-noise ratio (a waveform measure, not a perceptual one).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import platform
 import sys
 import time
+from collections import Counter
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +36,7 @@ from transformers import DacConfig, DacModel
 
 from bench.common import commit
 from tts_engine.audio.codec import Codec, fuse_activations
-from tts_engine.audio.opus import DEFAULT_COMPLEXITY, FRAME_SAMPLES, RATE, OpusFramer
+from tts_engine.audio.opus import DEFAULT_COMPLEXITY, RATE, OpusDecoder, OpusFramer, OpusSettings
 from tts_engine.audio.pipeline import AudioPipeline
 from tts_engine.audio.stream import warm_up
 from tts_engine.engine import AUDIO_THREADS
@@ -50,19 +52,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def opus_ms_per_packet(seconds: float, complexity: int = DEFAULT_COMPLEXITY) -> float:
-    """Median over three rounds of encoding `seconds` of a 150 Hz voice-like tone with noise, per packet."""
+def opus_alone(seconds: float, settings: OpusSettings) -> dict[str, object]:
+    """The encoder on `seconds` of a 150 Hz voice-like tone with noise: ms per packet (median of three rounds),
+    the packets' coding modes, and the decoded waveform's signal-to-noise ratio (not a perceptual measure)."""
     t = np.arange(int(seconds * RATE)) / RATE
     voiced = sum(np.sin(2 * np.pi * 150 * h * t) / h for h in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
     noise = np.random.default_rng(0).standard_normal(len(t)) * 0.02
     pcm = (0.2 * voiced + noise).astype(np.float32)
-    rounds = []
+    rounds, packets, skip = [], [], 0
     for _ in range(3):
-        framer = OpusFramer(complexity=complexity)
+        framer = OpusFramer(settings)
         begin = time.perf_counter()
-        framer.process(pcm)
-        rounds.append((time.perf_counter() - begin) / (len(pcm) // FRAME_SAMPLES))
-    return sorted(rounds)[1] * 1000
+        packets = framer.process(pcm)
+        rounds.append((time.perf_counter() - begin) / len(packets))
+        skip = framer.encoder.lookahead
+    decoder = OpusDecoder()
+    decoded = np.frombuffer(b"".join(decoder.decode(p) for p in packets), dtype="<i2")[::2] / 32768
+    sent, heard = pcm[: len(decoded) - skip], decoded[skip:]
+    modes = Counter("silk" if p[0] >> 3 < 12 else "hybrid" if p[0] >> 3 < 16 else "celt" for p in packets)
+    return {
+        "ms_per_packet": round(sorted(rounds)[1] * 1000, 3),
+        "modes": dict(modes),
+        "snr_db": round(float(10 * np.log10(np.sum(sent**2) / np.sum((sent - heard) ** 2))), 1),
+    }
 
 
 def main() -> int:
@@ -75,7 +87,9 @@ def main() -> int:
     parser.add_argument(
         "--opus-complexity", type=int, default=DEFAULT_COMPLEXITY, help="the streaming path's encoder (0-10)"
     )
+    parser.add_argument("--opus-fec", action="store_true", help="the streaming path's encoder with in-band FEC")
     args = parser.parse_args()
+    opus = OpusSettings(complexity=args.opus_complexity, fec=args.opus_fec)
     device = torch.device(args.device)
     seconds = args.seconds or (10.0 if device.type == "cuda" else 4.0)
     if device.type == "cuda":
@@ -119,7 +133,7 @@ def main() -> int:
 
     def stream(step: int, executor: Executor | None = None) -> tuple[float, float | None, int | None]:
         decode_seconds[0] = 0.0
-        pipeline = AudioPipeline(codec, complexity=args.opus_complexity, executor=executor)
+        pipeline = AudioPipeline(codec, opus=opus, executor=executor)
         first_latency, first_frame = None, None
         begin = time.perf_counter()
         for i in range(0, frames, step):
@@ -140,8 +154,9 @@ def main() -> int:
         pooled_decode = decode_seconds[0]
         _, pooled_first_latency, _ = stream(1, pool)
 
-    # The encoder alone, timed once at each complexity (the path's own is usually one of COMPLEXITIES).
-    encoder_ms = {c: round(opus_ms_per_packet(seconds, c), 3) for c in {*COMPLEXITIES, args.opus_complexity}}
+    # The encoder alone at each complexity, without and with FEC (the path's own settings are among them or added).
+    encoders = {s: opus_alone(seconds, s) for s in [OpusSettings(complexity=c, fec=f) for f in (False, True)
+                                                     for c in COMPLEXITIES] + [opus]}  # fmt: skip
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     result = {
         "meta": {
@@ -161,9 +176,9 @@ def main() -> int:
         "pooled_streaming_path_dac_share": round(pooled_decode / pooled, 2),
         "pooled_first_packet_added_ms": round((pooled_first_latency or 0.0) * 1000, 1),
         "first_packet_after_frames": first_frame,
-        "opus_complexity": args.opus_complexity,
-        "opus_ms_per_packet": encoder_ms[args.opus_complexity],
-        "opus_ms_per_packet_by_complexity": {c: encoder_ms[c] for c in COMPLEXITIES},
+        "opus": opus.revision,
+        "opus_ms_per_packet": encoders[opus]["ms_per_packet"],
+        "opus_alone": {s.revision: measured for s, measured in encoders.items()},
     }
     print(f"# {result['meta']}")
     print("| measurement | value |")
@@ -178,10 +193,10 @@ def main() -> int:
     print(f"| the same, {pool_note} | {result['pooled_streaming_path_x_realtime']}x real time |")
     print(f"| of which the DAC decode, with the pool | {result['pooled_streaming_path_dac_share']:.0%} |")
     print(f"| added before the first packet, with the pool | {result['pooled_first_packet_added_ms']} ms |")
-    alone = f"Opus encoder alone, per 20 ms packet (complexity {args.opus_complexity})"
-    print(f"| {alone} | {result['opus_ms_per_packet']} ms |")
-    by_complexity = ", ".join(f"{c}: {ms} ms" for c, ms in result["opus_ms_per_packet_by_complexity"].items())
-    print(f"| the encoder alone at other complexities | {by_complexity} |")
+    print(f"| Opus encoder alone, per 20 ms packet ({opus.revision}) | {result['opus_ms_per_packet']} ms |")
+    for settings, measured in encoders.items():
+        about = f"{measured['ms_per_packet']} ms, {measured['snr_db']} dB SNR, modes {measured['modes']}"
+        print(f"| the encoder alone, {settings.revision} | {about} |")
     held_ms = (first_frame or 0) / FRAME_RATE * 1000
     print(f"| frames needed before the first packet | {first_frame} ({held_ms:.0f} ms of audio) |")
     if args.json:

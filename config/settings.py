@@ -145,6 +145,7 @@ class WorkerSettings(CommonSettings):
     cache_max_mb: int = Field(256, ge=0)
     opus_bitrate: int = Field(96_000, ge=6_000, le=510_000)
     opus_complexity: int = Field(10, ge=0, le=10, description="Opus encoder effort: lower saves CPU per line")
+    opus_fec: bool = Field(False, description="in-band forward error correction for lossy links (hybrid mode)")
     slots: int | None = Field(None, ge=1, le=64, description="lines one worker renders at once (unset: 16 on a GPU)")
     guild_share: float = Field(0.5, gt=0, le=1, description="share of the slots one server may hold while others wait")
     batch_invariant: bool = Field(

@@ -91,6 +91,7 @@ def _serve(settings: WorkerSettings) -> int:
         return fail(f"cannot reach Redis at {redact_url(url)}: {exc}", EXIT_UNAVAILABLE)
     log.info("connected to Redis at %s; loading %s", redact_url(url), settings.model)
 
+    from tts_engine.audio.opus import OpusSettings
     from tts_engine.engine import Engine
     from tts_engine.hub import ModelLoadError
     from tts_engine.renderer import EngineRenderer
@@ -122,7 +123,8 @@ def _serve(settings: WorkerSettings) -> int:
         "dtype": str(engine.dtype).removeprefix("torch."),
         "revision": engine.revision,
     }
-    renderer = EngineRenderer(engine, bitrate=settings.opus_bitrate, complexity=settings.opus_complexity, slots=slots)
+    opus = OpusSettings(settings.opus_bitrate, settings.opus_complexity, settings.opus_fec)
+    renderer = EngineRenderer(engine, opus=opus, slots=slots)
     worker = Worker(main, beat, renderer, config, report)
     install_signals(worker)
     with contextlib.suppress(ColdShutdown):  # the abandoned job is reclaimed by another worker

@@ -28,7 +28,7 @@ import torch
 from tts_engine import hub
 from tts_engine.audio.clip import ClipLimits, decode_clip
 from tts_engine.audio.codec import Codec
-from tts_engine.audio.opus import DEFAULT_BITRATE, DEFAULT_COMPLEXITY
+from tts_engine.audio.opus import OpusSettings
 from tts_engine.audio.pipeline import AudioPipeline, Chunk
 from tts_engine.audio.stream import warm_up
 from tts_engine.batching import Scheduler
@@ -212,7 +212,7 @@ class Engine:
     ) -> Iterator[np.ndarray]:
         """48 kHz mono float32 audio of `text`, speed-changed and loudness-normalised, as it becomes ready."""
         # The pipeline's packets go unused here (the PCM comes before the encoder): the cheapest encoder will do.
-        chunks = self._stream_chunks(text, params, prompt, speed=speed, bitrate=DEFAULT_BITRATE, complexity=0)
+        chunks = self._stream_chunks(text, params, prompt, speed=speed, opus=OpusSettings(complexity=0))
         return _pick(chunks, lambda chunk: chunk.pcm if len(chunk.pcm) else None)
 
     def stream_audio(
@@ -222,31 +222,28 @@ class Engine:
         prompt: VoicePrompt | None = None,
         *,
         speed: float = 1.0,
-        bitrate: int = DEFAULT_BITRATE,
-        complexity: int = DEFAULT_COMPLEXITY,
+        opus: OpusSettings | None = None,
     ) -> Iterator[list[bytes]]:
         """Batches of 20 ms 48 kHz stereo Opus packets of `text`, each batch as soon as it is ready.
 
         Like `stream_codes`, bad input raises at the call; closing the iterator cancels the request.
         """
-        chunks = self._stream_chunks(text, params, prompt, speed=speed, bitrate=bitrate, complexity=complexity)
+        chunks = self._stream_chunks(text, params, prompt, speed=speed, opus=opus)
         return _pick(chunks, lambda chunk: chunk.packets or None)
 
-    def audio_pipeline(
-        self, *, speed: float = 1.0, bitrate: int = DEFAULT_BITRATE, complexity: int = DEFAULT_COMPLEXITY
-    ) -> AudioPipeline:
-        """A pipeline for a line of several segments and pauses (codes from `stream_codes` go in); `complexity`
-        is the Opus encoder's (0..10: lower spends less CPU per packet, for a little quality)."""
+    def audio_pipeline(self, *, speed: float = 1.0, opus: OpusSettings | None = None) -> AudioPipeline:
+        """A pipeline for a line of several segments and pauses (codes from `stream_codes` go in), its packets
+        encoded as `opus` says (default `OpusSettings()`)."""
         if self.codec is None:
             raise RuntimeError("no codec loaded: pass codec= (e.g. descript/dac_44khz) to Engine.load for audio")
-        return AudioPipeline(self.codec, speed=speed, bitrate=bitrate, complexity=complexity, executor=self._audio_pool)
+        return AudioPipeline(self.codec, speed=speed, opus=opus, executor=self._audio_pool)
 
     def _stream_chunks(
-        self, text: str, params: GenerationParams | None, prompt: VoicePrompt | None, *, speed: float, bitrate: int,
-        complexity: int,
+        self, text: str, params: GenerationParams | None, prompt: VoicePrompt | None, *, speed: float,
+        opus: OpusSettings | None,
     ) -> Iterator[Chunk]:  # fmt: skip
         # Settings are checked before any work.
-        pipeline = self.audio_pipeline(speed=speed, bitrate=bitrate, complexity=complexity)
+        pipeline = self.audio_pipeline(speed=speed, opus=opus)
         codes = self.stream_codes(text, params, prompt)
         return self._through(pipeline, codes)
 

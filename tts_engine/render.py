@@ -17,7 +17,7 @@ from config.settings import WorkerSettings
 from config.startup import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, fail
 from tts_engine.audio.clip import ClipError
 from tts_engine.audio.ogg import ogg_opus, write_wav
-from tts_engine.audio.opus import DEFAULT_BITRATE, DEFAULT_COMPLEXITY
+from tts_engine.audio.opus import DEFAULT_BITRATE, DEFAULT_COMPLEXITY, OpusSettings
 from tts_engine.dia.text import TextError, normalize
 from tts_engine.engine import Engine, GenerationParams
 from tts_engine.hub import ModelLoadError
@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--opus-complexity", type=int, default=DEFAULT_COMPLEXITY, help="Opus encoder effort, 0-10 (default 10)"
     )
+    parser.add_argument("--opus-fec", action="store_true", help="in-band FEC, for streaming over lossy links")
     parser.add_argument("--codec", help="DAC hub id or folder; overrides DIA_CODEC")
 
 
@@ -60,6 +61,7 @@ def run(options: argparse.Namespace, settings: WorkerSettings) -> int:
             max_tokens=options.max_tokens,
             seed=options.seed,
         )
+        opus = OpusSettings(options.bitrate, options.opus_complexity, options.opus_fec)
     except ValueError as exc:
         return fail(exc, EXIT_USAGE)
     try:
@@ -75,9 +77,7 @@ def run(options: argparse.Namespace, settings: WorkerSettings) -> int:
         return fail(exc, EXIT_UNAVAILABLE)
     try:
         prompt = None if clip is None else engine.voice_from_clip(clip, options.transcript)
-        pipeline = engine.audio_pipeline(
-            speed=options.speed, bitrate=options.bitrate, complexity=options.opus_complexity
-        )
+        pipeline = engine.audio_pipeline(speed=options.speed, opus=opus)
         codes = engine.stream_codes(options.text, params, prompt)
     except (TextError, ClipError, ValueError) as exc:
         return fail(exc, EXIT_USAGE)

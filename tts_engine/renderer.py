@@ -20,7 +20,7 @@ from collections.abc import Generator, Iterator, Mapping
 import numpy as np
 
 from tts_engine.audio.clip import ClipError, ClipLimits, decode_clip
-from tts_engine.audio.opus import DEFAULT_BITRATE, DEFAULT_COMPLEXITY
+from tts_engine.audio.opus import OpusSettings
 from tts_engine.audio.prompt import trim_for_prompt
 from tts_engine.batching import Scheduler
 from tts_engine.engine import Engine, GenerationParams, VoicePrompt
@@ -38,8 +38,7 @@ class EngineRenderer:
         self,
         engine: Engine,
         *,
-        bitrate: int = DEFAULT_BITRATE,
-        complexity: int = DEFAULT_COMPLEXITY,
+        opus: OpusSettings | None = None,
         batch_packets: int = BATCH_PACKETS,
         clip_limits: ClipLimits | None = None,
         slots: int = 1,
@@ -49,10 +48,10 @@ class EngineRenderer:
         # With several slots, every job's segments decode in one shared scheduler (continuous batching); the
         # worker advances its jobs in turn and whichever needs frames first steps them all.
         self.shared = SharedSteps(engine.scheduler(slots=slots)) if slots > 1 else None
-        self.bitrate, self.complexity = bitrate, complexity
+        self.opus = opus or OpusSettings()
         self.batch_packets = batch_packets
         # What makes the packets: a line resumed or cached under another revision would not match bit for bit.
-        self.revision = f"{engine.revision}:opus{bitrate}c{complexity}"
+        self.revision = f"{engine.revision}:{self.opus.revision}"
 
     def render(self, job: RenderJob, voices: Mapping[str, VoiceRecord], result: RenderResult) -> Iterator[list[bytes]]:
         """Batches of packets for `job`; closing the iterator stops the engine at once."""
@@ -60,9 +59,7 @@ class EngineRenderer:
             result.voice = self._voice_from_clip(job.clip, job.segments[0].text)
             return
         try:
-            pipeline = self.engine.audio_pipeline(
-                speed=job.params.speed, bitrate=self.bitrate, complexity=self.complexity
-            )
+            pipeline = self.engine.audio_pipeline(speed=job.params.speed, opus=self.opus)
         except ValueError as exc:
             raise RenderInputError(str(exc)) from exc
         pending: list[bytes] = []

@@ -14,7 +14,7 @@ from tests.audio.test_clip import make_clip
 from tests.helpers import env_without_settings
 from tts_engine.audio.clip import ClipLimits
 from tts_engine.audio.loudness import LoudnessNormalizer
-from tts_engine.audio.opus import FRAME_BYTES_PCM16, FRAME_SAMPLES, OpusDecoder
+from tts_engine.audio.opus import FRAME_BYTES_PCM16, FRAME_SAMPLES, OpusDecoder, OpusSettings
 from tts_engine.audio.resample import Resampler
 from tts_engine.engine import Engine, GenerationParams
 from tts_engine.jobs import RenderJob, RenderParams, Segment
@@ -49,7 +49,7 @@ def test_streamed_pcm_equals_the_whole_line_path(engine: Engine) -> None:
 
 
 def test_opus_batches_are_playable(engine: Engine) -> None:
-    batches = list(engine.stream_audio(TEXT, PARAMS, bitrate=64_000))
+    batches = list(engine.stream_audio(TEXT, PARAMS, opus=OpusSettings(bitrate=64_000)))
     assert len(batches) > 1 and all(batches)
     packets = [p for batch in batches for p in batch]
     samples = round(len(engine.generate_codes(TEXT, PARAMS)) * 512 * 48000 / 44100)
@@ -58,20 +58,20 @@ def test_opus_batches_are_playable(engine: Engine) -> None:
     assert all(len(decoder.decode(p)) == FRAME_BYTES_PCM16 for p in packets)
 
 
-def test_the_opus_complexity_reaches_the_worker_s_packets(engine: Engine) -> None:
-    """DIA_OPUS_COMPLEXITY's path: the renderer's pipelines encode at it (other bits, as many packets, all
-    playable), and its revision names it, so no cached or resumed line mixes packets of two encoders."""
+def test_the_opus_settings_reach_the_worker_s_packets(engine: Engine) -> None:
+    """DIA_OPUS_COMPLEXITY's and DIA_OPUS_FEC's path: the renderer's pipelines encode with them (other bits, as
+    many packets, all playable), and its revision names them, so no cached or resumed line mixes packets of two
+    encoders."""
     job = RenderJob(guild_id=1, requester=1, segments=(Segment(text=TEXT),), params=RenderParams(max_tokens=70, seed=3))
     coded = {}
-    for complexity in (0, 10):
-        renderer = EngineRenderer(engine, complexity=complexity)
-        assert renderer.revision == f"{engine.revision}:opus96000c{complexity}"
-        coded[complexity] = [p for batch in renderer.render(job, {}, RenderResult()) for p in batch]
-    assert len(coded[0]) == len(coded[10]) > 10 and coded[0] != coded[10]
+    for opus in (OpusSettings(complexity=0), OpusSettings(), OpusSettings(fec=True)):
+        renderer = EngineRenderer(engine, opus=opus)
+        assert renderer.revision == f"{engine.revision}:{opus.revision}"
+        coded[opus] = [p for batch in renderer.render(job, {}, RenderResult()) for p in batch]
+    assert len({len(packets) for packets in coded.values()}) == 1 and len(coded[OpusSettings()]) > 10
+    assert len({tuple(packets) for packets in coded.values()}) == 3
     decoder = OpusDecoder()
-    assert all(len(decoder.decode(p)) == FRAME_BYTES_PCM16 for p in coded[0])
-    with pytest.raises(ValueError, match=re.escape("Opus complexity must be 0..10, got 11")):
-        list(engine.stream_audio(TEXT, PARAMS, complexity=11))
+    assert all(len(decoder.decode(p)) == FRAME_BYTES_PCM16 for packets in coded.values() for p in packets)
 
 
 def test_speed_changes_the_duration(engine: Engine) -> None:

@@ -12,11 +12,11 @@ import pytest
 
 from tests.audio.conftest import dominant_frequency, sine
 from tts_engine.audio.ogg import ogg_opus, write_wav
-from tts_engine.audio.opus import FRAME_BYTES_PCM16, OpusDecoder, OpusEncoder, OpusFramer
+from tts_engine.audio.opus import FRAME_BYTES_PCM16, OpusDecoder, OpusFramer, OpusSettings
 
 
 def _encode(x: np.ndarray, bitrate: int = 96_000) -> tuple[list[bytes], OpusFramer]:
-    framer = OpusFramer(bitrate)
+    framer = OpusFramer(OpusSettings(bitrate))
     packets = framer.process(x[: len(x) // 3]) + framer.process(x[len(x) // 3 :]) + framer.flush()
     return packets, framer
 
@@ -49,7 +49,7 @@ def test_bitrate_is_honoured_and_checked() -> None:
     assert small < large
     assert small * 8 < 24_000 * 1.3  # about 24 kbit over one second
     with pytest.raises(ValueError, match="bitrate"):
-        OpusEncoder(1000)
+        OpusSettings(1000)
 
 
 def test_complexity_reaches_the_encoder_and_is_checked() -> None:
@@ -58,7 +58,7 @@ def test_complexity_reaches_the_encoder_and_is_checked() -> None:
     x = sine(1000, 0.5, 48000, amplitude=0.5)
     coded = {}
     for complexity in (0, 10):
-        framer = OpusFramer(complexity=complexity)
+        framer = OpusFramer(OpusSettings(complexity=complexity))
         coded[complexity] = framer.process(x) + framer.flush()
         body = _decode(coded[complexity])[framer.encoder.lookahead + 2000 : framer.encoder.lookahead + len(x) - 2000, 0]
         assert abs(dominant_frequency(body, 48000) - 1000) < 2
@@ -66,7 +66,28 @@ def test_complexity_reaches_the_encoder_and_is_checked() -> None:
     assert coded[0] != coded[10]
     for bad in (-1, 11):
         with pytest.raises(ValueError, match=re.escape(f"Opus complexity must be 0..10, got {bad}")):
-            OpusEncoder(complexity=bad)
+            OpusSettings(complexity=bad)
+
+
+def _modes(packets: list[bytes]) -> set[str]:
+    """Each packet's coding mode, from its TOC byte's configuration number (RFC 6716 section 3.1)."""
+    return {"silk" if p[0] >> 3 < 12 else "hybrid" if p[0] >> 3 < 16 else "celt" for p in packets}
+
+
+def test_fec_is_off_by_default_and_codes_celt_alone() -> None:
+    """Without FEC libopus codes 96 kbit/s speech in CELT alone; with it, every packet is hybrid (SILK carries
+    the redundant copy the receiver rebuilds a lost packet from). Both decode to the tone."""
+    t = np.arange(48000) / 48000
+    voiced = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 20)).astype(np.float32) * 0.2
+    coded = {}
+    for fec in (False, True):
+        framer = OpusFramer(OpusSettings(fec=fec))
+        coded[fec] = framer.process(voiced) + framer.flush()
+        body = _decode(coded[fec])[framer.encoder.lookahead + 2000 : framer.encoder.lookahead + len(t) - 2000, 0]
+        assert abs(dominant_frequency(body, 48000) - 140) < 2
+    assert OpusSettings() == OpusSettings(fec=False)
+    assert _modes(coded[False]) == {"celt"} and _modes(coded[True]) == {"hybrid"}
+    assert OpusSettings().revision == "opus96000c10celt" and OpusSettings(fec=True).revision == "opus96000c10fec"
 
 
 def _probe(path: Path) -> dict[str, str]:

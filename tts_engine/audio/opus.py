@@ -4,15 +4,26 @@ Discord plays 48 kHz stereo Opus in 20 ms frames. Our speech is mono, so the ste
 one channel (OPUS_SET_FORCE_CHANNELS): every packet is a mono packet, which any stereo decoder plays on both
 channels (RFC 6716 lets each packet choose), the whole bitrate goes to that one channel, and encoding takes
 5-15% less CPU than coding two identical channels (two test signals on the development machine, 2026-11-22).
-Other encoder settings follow discord.py's own encoder (application AUDIO, in-band FEC, 15 % expected loss),
-with the bitrate (96 kbit/s by default) and the complexity (10 by default) ours to choose. A decoder is included for
-tests and checks. ctypes calls follow libopus's opus.h.
+Application AUDIO, as discord.py's own encoder; the bitrate (96 kbit/s by default), the complexity (10) and in-band
+forward error correction (off) are settings (`OpusSettings`).
+
+FEC is off by default, unlike discord.py, which asks for in-band FEC at 15 % expected loss. In-band FEC
+exists only in SILK, so libopus then codes every packet in hybrid mode (SILK below 8 kHz, CELT above) whatever the
+bitrate; without it, it picks CELT alone at 96 kbit/s, as its own mode decision does for full-band audio at that
+rate, and as music bots send. Measured on the development machine (bench/audio.py, docs/benchmarks.md): CELT costs
+a third of the encoder CPU (0.08 against 0.30 ms a packet at complexity 10) and keeps the waveform far closer
+(27 against 12 dB signal-to-noise on a voiced test signal: hybrid's SILK layer codes the spectrum, not the
+waveform; no listening test). FEC is for listeners on lossy links: a lost packet is then rebuilt from the next
+one's redundant copy instead of concealed.
+
+A decoder is included for tests and checks. ctypes calls follow libopus's opus.h.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -26,6 +37,7 @@ DEFAULT_BITRATE = 96_000
 # libopus's most thorough analysis (its default too). Lower trades a little quality for encoder CPU: on the
 # development machine's CPU, per 20 ms packet, 0.34 ms at 10, 0.27 at 7, 0.19 at 5 (docs/benchmarks.md).
 DEFAULT_COMPLEXITY = 10
+EXPECTED_LOSS_PERCENT = 15  # what discord.py tells its encoder, used with FEC
 
 _APPLICATION_AUDIO = 2049
 _SET_BITRATE = 4002
@@ -38,6 +50,26 @@ _GET_LOOKAHEAD = 4027
 
 class OpusError(RuntimeError):
     """libopus is missing or refused a call; `str()` says which."""
+
+
+@dataclass(frozen=True)
+class OpusSettings:
+    """How lines are encoded; invalid values raise `ValueError` here, before any work."""
+
+    bitrate: int = DEFAULT_BITRATE
+    complexity: int = DEFAULT_COMPLEXITY  # 0..10: lower spends less CPU per packet, for a little quality
+    fec: bool = False  # in-band FEC at 15 % expected loss (so hybrid mode), see the module docstring
+
+    def __post_init__(self) -> None:
+        if not 6_000 <= self.bitrate <= 510_000:
+            raise ValueError(f"bitrate must be 6000..510000 bit/s, got {self.bitrate}")
+        if not 0 <= self.complexity <= 10:
+            raise ValueError(f"Opus complexity must be 0..10, got {self.complexity}")
+
+    @property
+    def revision(self) -> str:
+        """Names what makes the packets: lines cached or resumed under another never mix with these."""
+        return f"opus{self.bitrate}c{self.complexity}{'fec' if self.fec else 'celt'}"
 
 
 @lru_cache(maxsize=1)
@@ -76,20 +108,18 @@ def _check(code: int, what: str) -> int:
 class OpusEncoder:
     """Encodes 20 ms of 48 kHz stereo float PCM per call."""
 
-    def __init__(self, bitrate: int = DEFAULT_BITRATE, complexity: int = DEFAULT_COMPLEXITY) -> None:
-        if not 6_000 <= bitrate <= 510_000:
-            raise ValueError(f"bitrate must be 6000..510000 bit/s, got {bitrate}")
-        if not 0 <= complexity <= 10:
-            raise ValueError(f"Opus complexity must be 0..10, got {complexity}")
+    def __init__(self, settings: OpusSettings | None = None) -> None:
+        settings = settings or OpusSettings()
         lib = _lib()
         error = ctypes.c_int()
         self._state = lib.opus_encoder_create(RATE, CHANNELS, _APPLICATION_AUDIO, ctypes.byref(error))
         _check(error.value, "encoder_create")
+        fec = settings.fec
         for request, value in (
-            (_SET_BITRATE, bitrate),
-            (_SET_COMPLEXITY, complexity),
-            (_SET_INBAND_FEC, 1),
-            (_SET_PACKET_LOSS_PERC, 15),
+            (_SET_BITRATE, settings.bitrate),
+            (_SET_COMPLEXITY, settings.complexity),
+            (_SET_INBAND_FEC, int(fec)),
+            (_SET_PACKET_LOSS_PERC, EXPECTED_LOSS_PERCENT if fec else 0),
             (_SET_FORCE_CHANNELS, 1),
         ):
             _check(lib.opus_encoder_ctl(ctypes.c_void_p(self._state), request, ctypes.c_int32(value)), "encoder_ctl")
@@ -136,8 +166,8 @@ class OpusDecoder:
 class OpusFramer:
     """Cuts mono 48 kHz float audio into 20 ms stereo packets; `flush` pads the last partial frame with silence."""
 
-    def __init__(self, bitrate: int = DEFAULT_BITRATE, complexity: int = DEFAULT_COMPLEXITY) -> None:
-        self.encoder = OpusEncoder(bitrate, complexity)
+    def __init__(self, settings: OpusSettings | None = None) -> None:
+        self.encoder = OpusEncoder(settings)
         self._pending = np.zeros(0, dtype=np.float32)
         self.samples = 0  # real (unpadded) samples per channel so far
 

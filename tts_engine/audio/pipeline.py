@@ -16,7 +16,7 @@ import numpy as np
 from tts_engine.audio.codec import Codec
 from tts_engine.audio.lane import SerialLane
 from tts_engine.audio.loudness import DEFAULT_TARGET, LoudnessNormalizer
-from tts_engine.audio.opus import DEFAULT_BITRATE, DEFAULT_COMPLEXITY, OpusFramer
+from tts_engine.audio.opus import OpusFramer, OpusSettings
 from tts_engine.audio.resample import DISCORD_RATE, Resampler
 from tts_engine.audio.speed import SpeedChanger
 from tts_engine.audio.stream import StreamingDecoder
@@ -48,8 +48,7 @@ class AudioPipeline:
         codec: Codec,
         *,
         speed: float = 1.0,
-        bitrate: int = DEFAULT_BITRATE,
-        complexity: int = DEFAULT_COMPLEXITY,
+        opus: OpusSettings | None = None,
         loudness_target: float = DEFAULT_TARGET,
         prior_gain_db: float = 0.0,
         executor: Executor | None = None,
@@ -59,7 +58,7 @@ class AudioPipeline:
         self._resampler = Resampler(codec.sample_rate, DISCORD_RATE)
         self._speed = SpeedChanger(speed, DISCORD_RATE)
         self._loudness = LoudnessNormalizer(loudness_target, prior_gain_db=prior_gain_db)
-        self._framer = OpusFramer(bitrate, complexity)
+        self._framer = OpusFramer(opus)
         self._lane: SerialLane[Chunk] | None = None if executor is None else SerialLane(executor)
         self._first_out = False
 
