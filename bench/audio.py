@@ -36,8 +36,11 @@ from transformers import DacConfig, DacModel
 
 from bench.common import commit
 from tts_engine.audio.codec import Codec, fuse_activations
+from tts_engine.audio.loudness import LoudnessNormalizer
 from tts_engine.audio.opus import DEFAULT_COMPLEXITY, RATE, OpusDecoder, OpusFramer, OpusSettings
 from tts_engine.audio.pipeline import AudioPipeline
+from tts_engine.audio.resample import Resampler
+from tts_engine.audio.speed import SpeedChanger
 from tts_engine.audio.stream import warm_up
 from tts_engine.engine import AUDIO_THREADS
 
@@ -52,13 +55,47 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def opus_alone(seconds: float, settings: OpusSettings) -> dict[str, object]:
-    """The encoder on `seconds` of a 150 Hz voice-like tone with noise: ms per packet (median of three rounds),
-    the packets' coding modes, and the decoded waveform's signal-to-noise ratio (not a perceptual measure)."""
-    t = np.arange(int(seconds * RATE)) / RATE
-    voiced = sum(np.sin(2 * np.pi * 150 * h * t) / h for h in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+def voiced(seconds: float, rate: int = RATE) -> np.ndarray:
+    """A 150 Hz voice-like tone with noise."""
+    t = np.arange(int(seconds * rate)) / rate
+    tone = sum(np.sin(2 * np.pi * 150 * h * t) / h for h in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
     noise = np.random.default_rng(0).standard_normal(len(t)) * 0.02
-    pcm = (0.2 * voiced + noise).astype(np.float32)
+    return (0.2 * tone + noise).astype(np.float32)
+
+
+def cpu_stages(seconds: float, opus: OpusSettings) -> dict[str, float]:
+    """ms each stage after the DAC takes per second of audio, called directly on the codec's 44.1 kHz output in
+    pushes of 8 frames (4096 samples), as the pipeline calls them; the median of three rounds per stage."""
+    pushes = np.array_split(voiced(seconds, 44100), max(1, int(seconds * 44100) // 4096))
+    names = ("resample", "speed", "loudness", "opus")
+    rounds = []
+    for _ in range(3):
+        resampler, speed, loudness, framer = (
+            Resampler(44100, RATE),
+            SpeedChanger(1.0, RATE),
+            LoudnessNormalizer(),
+            OpusFramer(opus),
+        )
+        spent = np.zeros(len(names))
+        for pcm in pushes:
+            t0 = time.perf_counter()
+            at48 = resampler.process(pcm)
+            t1 = time.perf_counter()
+            sped = speed.process(at48)
+            t2 = time.perf_counter()
+            leveled = loudness.process(sped)
+            t3 = time.perf_counter()
+            framer.process(leveled)
+            spent += np.diff([t0, t1, t2, t3, time.perf_counter()])
+        rounds.append(spent)
+    median = np.median(rounds, axis=0)
+    return {name: round(float(ms) / seconds * 1000, 2) for name, ms in zip(names, median, strict=True)}
+
+
+def opus_alone(seconds: float, settings: OpusSettings) -> dict[str, object]:
+    """The encoder on `seconds` of `voiced`: ms per packet (median of three rounds), the packets' coding modes,
+    and the decoded waveform's signal-to-noise ratio (not a perceptual measure)."""
+    pcm = voiced(seconds)
     rounds, packets, skip = [], [], 0
     for _ in range(3):
         framer = OpusFramer(settings)
@@ -157,6 +194,7 @@ def main() -> int:
     # The encoder alone at each complexity, without and with FEC (the path's own settings are among them or added).
     encoders = {s: opus_alone(seconds, s) for s in [OpusSettings(complexity=c, fec=f) for f in (False, True)
                                                      for c in COMPLEXITIES] + [opus]}  # fmt: skip
+    stages = cpu_stages(seconds, opus)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     result = {
         "meta": {
@@ -179,6 +217,7 @@ def main() -> int:
         "opus": opus.revision,
         "opus_ms_per_packet": encoders[opus]["ms_per_packet"],
         "opus_alone": {s.revision: measured for s, measured in encoders.items()},
+        "cpu_stages_ms_per_second": stages,
     }
     print(f"# {result['meta']}")
     print("| measurement | value |")
@@ -194,6 +233,8 @@ def main() -> int:
     print(f"| of which the DAC decode, with the pool | {result['pooled_streaming_path_dac_share']:.0%} |")
     print(f"| added before the first packet, with the pool | {result['pooled_first_packet_added_ms']} ms |")
     print(f"| Opus encoder alone, per 20 ms packet ({opus.revision}) | {result['opus_ms_per_packet']} ms |")
+    per_second = ", ".join(f"{name} {ms} ms" for name, ms in stages.items())
+    print(f"| the stages after the DAC, per second of audio ({opus.revision}) | {per_second} |")
     for settings, measured in encoders.items():
         about = f"{measured['ms_per_packet']} ms, {measured['snr_db']} dB SNR, modes {measured['modes']}"
         print(f"| the encoder alone, {settings.revision} | {about} |")
