@@ -142,7 +142,7 @@ def test_render_with_a_voice_and_speed(tmp_path: Path, dia_folder: Path, dac_fol
     make_clip(tmp_path, "voice.flac", 3.0)
     done = _render(
         tmp_path, dia_folder, dac_folder, "[S1] Hi.", "-o", "v.ogg", "--voice", "voice.flac",
-        "--transcript", "[S1] Me.", "--speed", "1.25", max_tokens=300,
+        "--transcript", "[S1] Me.", "--speed", "1.25", "--opus-fec", max_tokens=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "v.ogg").stat().st_size > 0
@@ -155,6 +155,7 @@ def test_render_with_a_voice_and_speed(tmp_path: Path, dia_folder: Path, dac_fol
         (("[S1] Hi.", "-o", "o.ogg", "--voice", "x.wav"), "--voice and --transcript go together"),
         (("", "-o", "o.ogg"), "the text is empty"),
         (("[S1] Hi.", "-o", "o.ogg", "--top-k", "0"), "top_k must be between 1 and 1024"),
+        (("[S1] Hi.", "-o", "o.ogg", "--opus-complexity", "11"), "Opus complexity must be 0..10, got 11"),
         (
             ("[S1] Hi.", "-o", "o.ogg", "--voice", "nope.wav", "--transcript", "x"),
             "cannot read the voice clip nope.wav",

@@ -11,10 +11,10 @@ FEC is off by default, unlike discord.py, which asks for in-band FEC at 15 % exp
 exists only in SILK, so libopus then codes every packet in hybrid mode (SILK below 8 kHz, CELT above) whatever the
 bitrate; without it, it picks CELT alone at 96 kbit/s, as its own mode decision does for full-band audio at that
 rate, and as music bots send. Measured on the development machine (bench/audio.py, docs/benchmarks.md): CELT takes
-less than a third of the encoder CPU (0.095 against 0.343 ms a packet at complexity 10) and keeps the waveform
+less than a third of the encoder CPU (0.094 against 0.339 ms a packet at complexity 10) and keeps the waveform
 closer (20.5 against 12.3 dB signal-to-noise on a voiced, noisy test signal: hybrid's SILK layer codes the
-spectrum, not the waveform; no listening test). FEC is for listeners on lossy links: a lost packet is then rebuilt from the next
-one's redundant copy instead of concealed.
+spectrum, not the waveform; no listening test). FEC is for listeners on lossy links: a lost packet is then
+rebuilt from the next one's redundant copy instead of concealed.
 
 A decoder is included for tests and checks. ctypes calls follow libopus's opus.h.
 """
@@ -35,7 +35,7 @@ FRAME_BYTES_PCM16 = FRAME_SAMPLES * CHANNELS * 2  # 3840: what discord.py reads 
 MAX_PACKET = 1500
 DEFAULT_BITRATE = 96_000
 # libopus's most thorough analysis (its default too). Lower trades a little quality for encoder CPU: on the
-# development machine's CPU, per 20 ms packet, 0.095 ms at 10 and 0.075 at 5 without FEC, 0.343 and 0.192 with
+# development machine's CPU, per 20 ms packet, 0.094 ms at 10 and 0.074 at 5 without FEC, 0.339 and 0.191 with
 # (docs/benchmarks.md).
 DEFAULT_COMPLEXITY = 10
 EXPECTED_LOSS_PERCENT = 15  # what discord.py tells its encoder, used with FEC
