@@ -96,11 +96,11 @@ async def test_a_cast_plays_a_scene(
     session = await world.session()
     await session.wait_for(ended, timeout=180)
     (sent,) = [packets for job, packets in (await rendered_packets(redis)).items() if job not in earlier]
-    heard = [p.opus for p in session.packets if p.opus != OPUS_SILENCE]
-    assert heard == sent, "every segment's packets, in order, each once: one stream"
-    sound = [i for i, p in enumerate(session.packets) if p.opus != OPUS_SILENCE]
-    gaps = [i for i, p in enumerate(session.packets[sound[0] : sound[-1]]) if p.opus == OPUS_SILENCE]
-    assert gaps == [], f"no gap between segments: {len(gaps)} underruns at {gaps[:10]}… of {len(sound)} packets"
+    # The pause is digital silence, which libopus codes (CELT) as the very packet that fills an underrun, so the
+    # two are told apart by count: from the first sound to the last, what was heard is what was sent, exactly.
+    heard = [p.opus for p in session.packets]
+    extra = heard.count(OPUS_SILENCE) - sent.count(OPUS_SILENCE)
+    assert _sounding(heard) == _sounding(sent), f"one stream: every packet in order, each once ({extra} fillers)"
     # The written pause is there, as rendered silence: near-zero samples for most of its second (Opus smears
     # the edges of a silence over a few milliseconds).
     quiet = np.abs(session.pcm()[:, 0]) < 1e-3
@@ -202,3 +202,9 @@ async def test_design_again_then_list_show_rename(world: World, start_bot: Any, 
     names = await world.discord.autocomplete(world.guild, world.alice, world.text, "character mood remove",
                                              option="character", value="swift")  # fmt: skip
     assert [c["value"] for c in names] == ["Mira Swift"], "names containing what was typed come too"
+
+
+def _sounding(packets: list[bytes]) -> list[bytes]:
+    """From the first packet that is not silence to the last."""
+    sound = [i for i, p in enumerate(packets) if p != OPUS_SILENCE]
+    return packets[sound[0] : sound[-1] + 1]
