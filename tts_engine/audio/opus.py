@@ -7,14 +7,14 @@ channels (RFC 6716 lets each packet choose), the whole bitrate goes to that one 
 Application AUDIO, as discord.py's own encoder; the bitrate (96 kbit/s by default), the complexity (10) and in-band
 forward error correction (off) are settings (`OpusSettings`).
 
-FEC is off by default, unlike discord.py, which asks for in-band FEC at 15 % expected loss. In-band FEC
-exists only in SILK, so libopus then codes every packet in hybrid mode (SILK below 8 kHz, CELT above) whatever the
-bitrate; without it, it picks CELT alone at 96 kbit/s, as its own mode decision does for full-band audio at that
-rate, and as music bots send. Measured on the development machine (bench/audio.py, docs/benchmarks.md): CELT takes
-less than a third of the encoder CPU (0.094 against 0.339 ms a packet at complexity 10) and keeps the waveform
-closer (20.5 against 12.3 dB signal-to-noise on a voiced, noisy test signal: hybrid's SILK layer codes the
-spectrum, not the waveform; no listening test). FEC is for listeners on lossy links: a lost packet is then
-rebuilt from the next one's redundant copy instead of concealed.
+FEC is off by default, unlike discord.py, whose encoder (and FFmpegOpusAudio's ffmpeg flags) ask for in-band FEC
+at 15 % expected loss (../shared/research/discord.md). In-band FEC exists only in SILK, so libopus then codes every
+packet in hybrid mode (SILK below 8 kHz, CELT above) whatever the bitrate; without it, its own mode decision picks
+CELT alone for full-band audio at 96 kbit/s. Measured on the development machine (bench/audio.py,
+docs/benchmarks.md): CELT takes less than a third of the encoder CPU (0.094 against 0.339 ms a packet at
+complexity 10) and keeps the waveform closer (20.5 against 12.3 dB signal-to-noise on a voiced, noisy test
+signal: hybrid's SILK layer codes the spectrum, not the waveform; no listening test). FEC is for listeners on
+lossy links: a lost packet is then rebuilt from the next one's redundant copy instead of concealed.
 
 A decoder is included for tests and checks. ctypes calls follow libopus's opus.h.
 """
