@@ -10,6 +10,7 @@ stops the worker: it becomes an error event (and a dead letter when it cannot ev
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import os
 import signal
@@ -394,7 +395,8 @@ class Worker:
 
 
 def install_signals(worker: Worker) -> None:
-    """First SIGTERM/SIGINT: warm shutdown. Second: cold (raise in the main thread, abandoning the job)."""
+    """First SIGTERM/SIGINT: warm shutdown. Second: cold (raise in the main thread, abandoning the job).
+    SIGUSR1: every thread's stack to stderr, to see what a worker that seems stuck waits on."""
 
     def handle(signum: int, frame: FrameType | None) -> None:
         if worker._stopping.is_set():
@@ -405,3 +407,4 @@ def install_signals(worker: Worker) -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)

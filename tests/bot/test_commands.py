@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 
 import pytest
 from redis.asyncio import Redis
@@ -138,6 +139,18 @@ async def test_sigusr1_logs_what_each_task_waits_on(world: World, start_bot: obj
         await asyncio.sleep(0.02)
     assert "asyncio tasks pending" in bot.log() and "in _serve" in bot.log(), bot.log()
     assert bot.process.poll() is None, "the bot serves on"
+
+
+def test_sigusr1_prints_what_each_worker_thread_runs(tone_worker: object) -> None:
+    worker = tone_worker()  # type: ignore[operator]
+    worker.process.send_signal(signal.SIGUSR1)
+    for _ in range(250):
+        if "Current thread" in worker.log_path.read_text(errors="replace"):
+            break
+        time.sleep(0.02)
+    log = worker.log_path.read_text(errors="replace")
+    assert "Current thread" in log and "tts_engine/worker.py" in log, log
+    assert worker.process.poll() is None, "the worker serves on"
 
 
 async def test_no_worker_online(world: World, start_bot: object) -> None:
