@@ -37,7 +37,7 @@ from transformers import DacConfig, DacModel
 from bench.common import commit
 from tts_engine.audio.codec import Codec, fuse_activations
 from tts_engine.audio.loudness import LoudnessNormalizer
-from tts_engine.audio.opus import DEFAULT_COMPLEXITY, RATE, OpusDecoder, OpusFramer, OpusSettings
+from tts_engine.audio.opus import DEFAULT_COMPLEXITY, RATE, OpusDecoder, OpusFramer, OpusSettings, coding_mode
 from tts_engine.audio.pipeline import AudioPipeline
 from tts_engine.audio.resample import Resampler
 from tts_engine.audio.speed import SpeedChanger
@@ -106,7 +106,7 @@ def opus_alone(seconds: float, settings: OpusSettings) -> dict[str, object]:
     decoder = OpusDecoder()
     decoded = np.frombuffer(b"".join(decoder.decode(p) for p in packets), dtype="<i2")[::2] / 32768
     sent, heard = pcm[: len(decoded) - skip], decoded[skip:]
-    modes = Counter("silk" if p[0] >> 3 < 12 else "hybrid" if p[0] >> 3 < 16 else "celt" for p in packets)
+    modes = Counter(coding_mode(p) for p in packets)
     return {
         "ms_per_packet": round(sorted(rounds)[1] * 1000, 3),
         "modes": dict(modes),

@@ -12,7 +12,7 @@ import pytest
 
 from tests.audio.conftest import dominant_frequency, sine
 from tts_engine.audio.ogg import ogg_opus, write_wav
-from tts_engine.audio.opus import FRAME_BYTES_PCM16, OpusDecoder, OpusFramer, OpusSettings
+from tts_engine.audio.opus import FRAME_BYTES_PCM16, OpusDecoder, OpusFramer, OpusSettings, coding_mode
 
 
 def _encode(x: np.ndarray, bitrate: int = 96_000) -> tuple[list[bytes], OpusFramer]:
@@ -27,6 +27,12 @@ def _decode(packets: list[bytes]) -> np.ndarray:
     assert all(len(f) == FRAME_BYTES_PCM16 for f in frames), "discord.py reads 3840 bytes per 20 ms"
     pcm = np.frombuffer(b"".join(frames), dtype="<i2").reshape(-1, 2).astype(np.float32) / 32768
     return pcm
+
+
+def _body(packets: list[bytes], framer: OpusFramer, samples: int) -> np.ndarray:
+    """The decoded left channel of `samples` sent, less the encoder's lookahead and 2000 samples at each edge."""
+    start = framer.encoder.lookahead
+    return _decode(packets)[start + 2000 : start + samples - 2000, 0]
 
 
 def test_packets_decode_back_to_the_sine() -> None:
@@ -60,18 +66,13 @@ def test_complexity_reaches_the_encoder_and_is_checked() -> None:
     for complexity in (0, 10):
         framer = OpusFramer(OpusSettings(complexity=complexity))
         coded[complexity] = framer.process(x) + framer.flush()
-        body = _decode(coded[complexity])[framer.encoder.lookahead + 2000 : framer.encoder.lookahead + len(x) - 2000, 0]
+        body = _body(coded[complexity], framer, len(x))
         assert abs(dominant_frequency(body, 48000) - 1000) < 2
         assert abs(20 * np.log10(np.sqrt(np.mean(body**2)) / (0.5 / np.sqrt(2)))) < 0.5
     assert coded[0] != coded[10]
     for bad in (-1, 11):
         with pytest.raises(ValueError, match=re.escape(f"Opus complexity must be 0..10, got {bad}")):
             OpusSettings(complexity=bad)
-
-
-def _modes(packets: list[bytes]) -> set[str]:
-    """Each packet's coding mode, from its TOC byte's configuration number (RFC 6716 section 3.1)."""
-    return {"silk" if p[0] >> 3 < 12 else "hybrid" if p[0] >> 3 < 16 else "celt" for p in packets}
 
 
 def test_fec_is_off_by_default_and_codes_celt_alone() -> None:
@@ -83,10 +84,10 @@ def test_fec_is_off_by_default_and_codes_celt_alone() -> None:
     for fec in (False, True):
         framer = OpusFramer(OpusSettings(fec=fec))
         coded[fec] = framer.process(voiced) + framer.flush()
-        body = _decode(coded[fec])[framer.encoder.lookahead + 2000 : framer.encoder.lookahead + len(t) - 2000, 0]
+        body = _body(coded[fec], framer, len(t))
         assert abs(dominant_frequency(body, 48000) - 140) < 2
     assert OpusSettings() == OpusSettings(fec=False)
-    assert _modes(coded[False]) == {"celt"} and _modes(coded[True]) == {"hybrid"}
+    assert {coding_mode(p) for p in coded[False]} == {"celt"} and {coding_mode(p) for p in coded[True]} == {"hybrid"}
     assert OpusSettings().revision == "opus96000c10celt" and OpusSettings(fec=True).revision == "opus96000c10fec"
 
 

@@ -73,6 +73,12 @@ class OpusSettings:
         return f"opus{self.bitrate}c{self.complexity}{'fec' if self.fec else 'celt'}"
 
 
+def coding_mode(packet: bytes) -> str:
+    """ "silk", "hybrid" or "celt": how a packet was coded, from its TOC byte's configuration (RFC 6716 3.1)."""
+    config = packet[0] >> 3
+    return "silk" if config < 12 else "hybrid" if config < 16 else "celt"
+
+
 @lru_cache(maxsize=1)
 def _lib() -> ctypes.CDLL:
     name = ctypes.util.find_library("opus") or "libopus.so.0"
