@@ -3,7 +3,6 @@ through them against the general path. Without a GPU they run in Triton's interp
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import numpy as np
@@ -52,7 +51,8 @@ def test_split_attention_matches_sdpa(
     attention = _with_programs(programs)
     out = attention.attend(q, k, v, lengths)
     assert out.shape == (rows, heads, head_dim) and out.dtype == q.dtype
-    torch.testing.assert_close(out, _reference(q, k, v, lengths), rtol=1e-5, atol=1e-5)
+    # Splits sum in another order than SDPA: a few float32 roundings apart (1.25e-5 seen on an H100).
+    torch.testing.assert_close(out, _reference(q, k, v, lengths), rtol=1e-5, atol=3e-5)
     assert not attention.counters.any(), "the last split of each (row, kv head) zeroes its counter again"
 
 
@@ -175,11 +175,14 @@ def test_lines_through_the_kernels_equal_sdpa_lines(ending_checkpoint: Checkpoin
 
 
 def test_kernels_that_fail_their_check_leave_steps_on_sdpa(
-    small_engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ending_checkpoint: Checkpoint, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A GPU Triton cannot serve (here: a kernel that raises, or split counts that go wrong) gets a warning and
     SDPA, not a failed start."""
-    dec = small_engine.config.decoder
+    # A model of its own, loaded without the kernels (a copy of a CUDA engine's model would have them already).
+    folder = ending_checkpoint.folder
+    model = Engine.load(folder, DEVICE, "float32", use_cuda_graphs=False, decode_kernels=False).model
+    dec = model.cfg.decoder
     working = kernels.for_device(DEVICE)
     assert kernels.check(working, dec.num_heads, dec.num_kv_heads, dec.head_dim, torch.float32, DEVICE) is None
 
@@ -199,7 +202,6 @@ def test_kernels_that_fail_their_check_leave_steps_on_sdpa(
     problem = kernels.check(broken_kernels, dec.num_heads, dec.num_kv_heads, dec.head_dim, torch.float32, DEVICE)
     assert problem == "RuntimeError: no bf16 dot on this GPU"
     monkeypatch.setattr(kernels, "for_device", lambda device, invariant_span=None: broken_kernels)
-    model = copy.deepcopy(small_engine.model)
     assert model.use_decode_kernels() is False
     assert model.ops.kernels is None and "decode kernels unavailable, using SDPA" in caplog.text
 
