@@ -293,6 +293,9 @@ def test_batch_invariant_kernels_equal_alone(ending_checkpoint: Checkpoint) -> N
     engine = Engine.load(ending_checkpoint.folder, batch_invariant=True, decode_kernels=True)
     ops = engine.model.ops
     assert ops.kernels is not None and ops.kernels.invariant_span is not None
+    # The last span bucket reads the whole cache, the delay pattern's tail past max_positions included (a step
+    # there, or a CUDA graph captured for it, would be refused by kernels merging fewer keys).
+    assert ops.kernels.invariant_span >= engine._decoder.positions > engine.config.decoder.max_positions
     assert getattr(ops.linear, "invariant", False)
     jobs = [
         Job("sampled", MEDIUM, GenerationParams(max_tokens=24, seed=1)),

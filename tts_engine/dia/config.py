@@ -65,9 +65,16 @@ class DiaConfig:
         return max(self.delay_pattern)
 
     @property
+    def decode_positions(self) -> int:
+        """Positions a decoder's self-attention cache holds: every step a line may take (its frames, then the
+        delay pattern's tail), rounded up to a multiple of 64 for the attention's key blocks."""
+        return -(-(self.decoder.max_positions + self.max_delay) // 64) * 64
+
+    @property
     def longest_span(self) -> int:
-        """The most keys a decode step's attention reads: decoder positions (self) or text bytes (cross)."""
-        return max(self.decoder.max_positions, self.encoder.max_positions)
+        """The most keys a decode step's attention reads: the self-attention cache (its last span bucket reads
+        all of it) or the text bytes (cross)."""
+        return max(self.decode_positions, self.encoder.max_positions)
 
     @classmethod
     def from_file(cls, path: Path) -> DiaConfig:

@@ -91,7 +91,7 @@ class Decoder:
         self.model, self.cfg, self.slots = model, cfg, slots
         self.device, self.dtype = param.device, param.dtype
         # The countdown may run max_delay past the cap; a multiple of 64 keeps attention kernels on fast paths.
-        self.positions = -(-(dec.max_positions + cfg.max_delay) // 64) * 64
+        self.positions = cfg.decode_positions
         if model.rope is None or model.rope.shape[1] < self.positions or model.rope.device != self.device:
             model.setup_rope(self.positions, self.device)
         # Captured graphs read the table by address: a second decoder on the same model (a scheduler beside the
