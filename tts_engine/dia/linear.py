@@ -318,13 +318,14 @@ class SkinnyLinear:
         baseline: float, timings: dict[Config, float], what: str, weights: Sequence[Tensor], r: int
     ) -> Config | None:
         """The fastest candidate where it is strictly faster than the baseline (cuBLAS, or the unfused kernels)."""
-        best = min(timings, key=timings.__getitem__, default=None)
-        if best is not None and timings[best] >= baseline:
-            best = None
+        fastest = min(timings, key=timings.__getitem__, default=None)
+        best = None if fastest is None or timings[fastest] >= baseline else fastest
         n, k = weights[0].shape
+        ours = "none ran" if fastest is None else f"{timings[fastest] / len(weights) * 1e6:.1f} us with {fastest}"
+        verdict = "" if fastest is None else " (kept)" if best is not None else " (slower: not kept)"
         log.info(
-            "%s %dx%d at %d rows: as before %.1f us, ours %s", what, n, k, r, baseline / len(weights) * 1e6,
-            "slower" if best is None else f"{timings[best] / len(weights) * 1e6:.1f} us with {best}",
+            "%s %dx%d at %d rows: as before %.1f us, ours %s%s", what, n, k, r, baseline / len(weights) * 1e6, ours,
+            verdict,
         )  # fmt: skip
         return best
 
