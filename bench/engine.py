@@ -10,14 +10,15 @@ Both engines share one set of weights, initialised directly on the device (no do
 Reported per engine: decoder steps per second over the whole call and in steady state (after the first
 final frame), the real-time factor (86.13 steps make one second of audio), the time from the call to the
 first final frame (the first frame is final 1 + max_delay steps after the start), and the peak device memory
-of the call. Random weights never end a line early, so every run decodes the same number of steps. The two
+of the call. The random model's EOS logit is held at 0, below every code a line could sample, so no line ends
+early and every run decodes the same number of steps. The two
 engines take turns for --repeats rounds and each reports its median round, so a noisy moment on a shared
 machine does not decide the comparison.
 
 With --concurrent, the comparison is our single-stream engine against one scheduler (slots = the largest N)
 running N streams of the same line (different seeds) at once, for each N. Reported per N: aggregate and
-per-stream steps per second (all N streams start together; random weights rarely sample EOS, but a line that
-does ends early, so steps per stream is an average), the per-stream real-time factor, the time from submitting
+per-stream steps per second (all N streams start together and run to the cap: see EOS above; steps per
+stream is still an average, for models that do end lines), the per-stream real-time factor, the time from submitting
 the N streams to the last one's first final frame, and "join": with N - 1 streams already decoding, the time
 from submitting one more to its first final frame (with how many of the N - 1 were still decoding then).
 `--size small` swaps the full architecture for a reduced one (6 decoder layers of width 512), so CPU runs
@@ -158,7 +159,7 @@ def run_batch(scheduler: Scheduler, streams: int, max_tokens: int) -> tuple[int,
             first.setdefault(request_id, now)
             frames[request_id] += len(new)
     end = time.perf_counter()
-    # Random full-size weights now and then sample EOS: a line of n frames took n + 1 + max_delay steps.
+    # A line that samples EOS after n frames took n + 1 + max_delay steps (not with build's weights).
     steps = sum(count + 1 + max(DiaConfig().delay_pattern) for count in frames.values())
     return steps, end - start, max(first.values()) - start
 

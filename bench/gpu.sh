@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything that needs a CUDA device, in one go: the GPU correctness tests, then the benchmarks.
 #
-#     bench/gpu.sh OUT [PART...]      # parts: info tests engine audio concurrent profile baseline invariant
+#     bench/gpu.sh OUT [PART...]      # parts: info tests engine audio concurrent profile baseline invariant agreement
 #                                     # (default: info tests engine audio concurrent)
 #
 # Each part writes its log (and JSON where the script has one) into OUT and has its own time limit, so one
@@ -60,6 +60,9 @@ for part in $parts; do
         invariant)  # the cost of DIA_BATCH_INVARIANT: the batching run with the kernels in their invariant form
             run invariant 300 "$python" bench/engine.py "${commit[@]}" --batch-invariant --concurrent 1 4 16 \
                 --repeats 2 --json "$out/concurrent-invariant.json"
+            ;;
+        agreement)  # full-size lines through the decode kernels against the SDPA path, float32 and bfloat16
+            run agreement 300 "$python" bench/agreement.py
             ;;
         profile)
             run profile 240 "$python" bench/profile_step.py
