@@ -192,7 +192,7 @@ class Worker:
             if time.monotonic() >= self._next_reclaim:
                 self._next_reclaim = time.monotonic() + min(1.0, self.config.reclaim_after / 4)
                 reclaimed = self.store.reclaim(int(self.config.reclaim_after * 1000))
-                if reclaimed is not None:
+                if reclaimed is not None and not self._holds(reclaimed[0]):
                     entries.append(reclaimed)
             if len(entries) < room:
                 block = self.config.block_ms if idle and not entries else None
@@ -201,6 +201,15 @@ class Worker:
                 self._queue(entry_id, fields)
         while self._waiting and len(self._runs) < slots:
             self._begin(*self._pick())
+
+    def _holds(self, entry_id: str) -> bool:
+        """Whether a job entry that looked abandoned is one this worker runs or read ahead (its beat came late):
+        it stays ours, once, rather than running twice."""
+        with self._owned_lock:
+            held = entry_id in self._owned
+        if held:
+            log.warning("job entry %s looked abandoned while this worker held it", entry_id)
+        return held
 
     def _queue(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
         raw = fields.get(b"job", b"")

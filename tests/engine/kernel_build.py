@@ -99,12 +99,23 @@ class Launch:
         signature, constants, attrs = self.specialisation()
         return repr((self.fn.__name__, signature, sorted(constants.items()), sorted(attrs.items()), self.options))
 
+    def arg_index(self, name: str) -> int:
+        """Where the argument `name` sits among the positional ones (constexprs go by keyword)."""
+        return [a for a in JITFunction(self.fn).arg_names if a not in self.constants].index(name)
+
     def with_config(self, config: linear.Config) -> Launch:
-        """This skinny-matmul launch with another candidate block shape."""
-        constants = {**self.constants, "BLOCK_N": config.block_n, "BLOCK_K": config.block_k}
-        return dataclasses.replace(
-            self, constants=constants, options={"num_warps": config.warps, "num_stages": config.stages}
-        )
+        """This skinny-matmul launch with another candidate block shape (and, for split-K, the float32 parts,
+        int32 counts and K slice that linear.SkinnyLinear._launch passes with it)."""
+        constants = {**self.constants, "BLOCK_N": config.block_n, "BLOCK_K": config.block_k, "SPLITS": config.splits}
+        args = list(self.args)
+        if config.splits > 1:
+            y, n, k = (args[self.arg_index(name)] for name in ("y_ptr", "n", "k"))
+            rows = config.splits * constants["BLOCK_M"]
+            args[self.arg_index("part_ptr")] = torch.empty((rows, n), dtype=torch.float32, device=y.device)
+            args[self.arg_index("count_ptr")] = torch.empty(linear.MAX_SPLIT_BANDS, dtype=torch.int32, device=y.device)
+            args[self.arg_index("k_split")] = linear.split_width(k, config)
+        options = {"num_warps": config.warps, "num_stages": config.stages}
+        return dataclasses.replace(self, args=tuple(args), constants=constants, options=options)
 
     def compile(self, target: GPUTarget, *, hints: bool = True) -> Any:
         """The cubin for `target`; without `hints`, as if no argument were known divisible or aligned."""
@@ -208,7 +219,8 @@ def distinct(launches: list[Launch]) -> dict[str, Launch]:
     for launch in launches:
         variants = [launch]
         if launch.fn is skinny_kernel.skinny_matmul:
-            variants = [launch.with_config(config) for config in linear.CANDIDATES]
+            n = launch.args[launch.arg_index("n")]
+            variants = [launch.with_config(config) for config in linear.candidates(n)]
         for variant in variants:
             found.setdefault(variant.key(), variant)
     return found

@@ -55,7 +55,9 @@ def _vectorised(loads: dict[str, int]) -> bool:
 
 def _skinny_config(built: dict[str, Any]) -> linear.Config:
     constants, options = built["constants"], built["options"]
-    return linear.Config(constants["BLOCK_N"], constants["BLOCK_K"], options["num_warps"], options["num_stages"])
+    return linear.Config(
+        constants["BLOCK_N"], constants["BLOCK_K"], options["num_warps"], options["num_stages"], constants["SPLITS"]
+    )
 
 
 CASES = [(g, i) for g, steps in enumerate(kernel_build.STEPS.values()) for i in range(len(steps))]

@@ -25,7 +25,7 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # be left out on a real GPU and shift which candidate the scripted timings pick.
 FLOAT32_CANDIDATES = (
     linear.Config(16, 64), linear.Config(16, 128, 8, 3), linear.Config(32, 64), linear.Config(32, 128, 4, 3),
-    linear.Config(64, 64, 4, 3),
+    linear.Config(32, 64, 4, 3, splits=4),
 )  # fmt: skip
 
 
@@ -49,8 +49,40 @@ def test_every_block_shape_computes_the_projection(config: linear.Config, rows: 
     gen = torch.Generator(device=DEVICE).manual_seed(rows * n + k)
     x = torch.randn(rows, 2 * k, device=DEVICE, generator=gen)[:, :k]
     weight = torch.randn(n, k, device=DEVICE, generator=gen)
-    y = linear.SkinnyLinear().run(x, weight, config=config)
+    skinny = linear.SkinnyLinear()
+    y = skinny.run(x, weight, config=config)
     torch.testing.assert_close(y, F.linear(x, weight), rtol=1e-5, atol=1e-4)
+    # Split-K: the last split of each band zeroes its count again, so a second launch merges as the first did.
+    assert not any(counts.any() for counts in skinny._split_counts.values())
+    assert torch.equal(skinny.run(x, weight, config=config), y)
+
+
+@pytest.mark.usefixtures("float32_candidates")
+def test_split_k_that_leaves_its_counts_set_is_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    """Counts that never reach the last split (stale ones here, as a broken atomic would leave them) mean no
+    block merges: the tuner's check sees the counts still set and never times that candidate."""
+    split = linear.CANDIDATES[-1]
+    assert split.splits > 1
+    timings = iter([2.0] + [1.0] * len(linear.CANDIDATES))  # cuBLAS, then every candidate timed faster
+    skinny = linear.SkinnyLinear(timer=lambda fn: next(timings))
+    stale = torch.full((linear.MAX_SPLIT_BANDS,), 100, dtype=torch.int32, device=DEVICE)
+    skinny._split_counts[stale.device] = stale
+    skinny.tune([linear.Group([torch.randn(24, 32, device=DEVICE)])], rows=[2])
+    assert "gives wrong results" in caplog.text and str(split) in caplog.text
+    assert skinny.choices == {(2, 24, 32): linear.CANDIDATES[0]} and next(timings) == 1.0, "one timing unused"
+
+
+def test_split_k_is_tried_only_where_bands_are_few() -> None:
+    """Projections whose bands fill the GPU by themselves (gate/up's 16384 columns, the logits) never split K;
+    asked to, the launch refuses rather than overrun the counts."""
+    split = next(c for c in linear.CANDIDATES if c.splits > 1)
+    assert split in linear.candidates(2048) and split in linear.candidates(3072)
+    wide = linear.MAX_SPLIT_BANDS * split.block_n + 1
+    assert split not in linear.candidates(wide) and linear.candidates(wide)
+    assert linear.split_width(2048, split) * split.splits >= 2048 and linear.split_width(24, split) == split.block_k
+    x, weight = torch.randn(2, 16, device=DEVICE), torch.randn(wide, 16, device=DEVICE)
+    with pytest.raises(ValueError, match="past the 512 it counts"):
+        linear.SkinnyLinear().run(x, weight, config=split)
 
 
 def test_bfloat16_accumulates_in_float32() -> None:

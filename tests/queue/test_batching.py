@@ -141,7 +141,10 @@ async def test_a_flooding_guild_leaves_room_for_others(workers: object, clients:
 
     async def started(job: RenderJob) -> float:
         events = await collect(client, job.job_id)
-        return next(e for e in events if isinstance(e, StartEvent)).picked_at
+        starts = [e for e in events if isinstance(e, StartEvent)]
+        # Once each: a job read ahead must never look abandoned to its own worker and start a second time.
+        assert len(starts) == 1, f"{job.job_id} started {len(starts)} times"
+        return starts[0].picked_at
 
     flood_starts = [await started(job) for job in flood]
     other_start = await started(other)

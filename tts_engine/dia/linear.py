@@ -19,6 +19,12 @@ twice, once for their scale and once for the product, which costs more L2 traffi
 races each fused form against the two kernels it replaces and keeps it only where it wins. Where the q/k/v
 projection takes its norm it also takes RoPE and the cache write after it (`roped`), 18 kernels fewer again.
 The kernel itself is in skinny_kernel.py.
+
+Split-K (H100, 2026-11-22, commit d2fc5fe): with one block per band, ours lost to cuBLAS on every projection
+of 2048 or 3072 outputs at 2 rows (128 or 192 blocks, one per SM, too few loads in flight), while it beat
+cuBLAS where the bands are many (gate/up 24.6 us against 25.5, the logits 13.5 against 15.7). Split-K
+candidates give those projections several blocks per band, each over a slice of K; the last to finish adds
+the parts in a fixed order. Whether they win is again for the tuner to measure.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ class Config:
     block_k: int
     warps: int = 4
     stages: int = 4
+    splits: int = 1  # split-K: blocks per band, each summing a slice of K (see skinny_kernel.py)
 
     def shared_bytes(self, block_m: int, itemsize: int, prologue: int = PLAIN) -> int:
         """Shared memory the pipelined loads need at most: `stages` buffers of the x-sized tiles (x; with a NORM
@@ -63,8 +70,14 @@ class Config:
         return self.stages * (x_tiles * block_m + self.block_n) * self.block_k * itemsize
 
 
-# Narrow bands for the 2048-wide projections (128 blocks), wider ones for gate/up's 16384 and the logits.
-CANDIDATES = (Config(16, 256), Config(16, 512, 8, 3), Config(32, 128), Config(32, 256, 4, 3), Config(64, 128, 4, 3))
+# Narrow bands for the 2048-wide projections (128 blocks), wider ones for gate/up's 16384 and the logits. Split-K
+# for the 2048- and 3072-wide ones: at one block per band they left an H100's SMs one block each, too few
+# loads in flight to stream the weights (ours lost to cuBLAS's 6.5 us there, where the bytes need 2.5).
+CANDIDATES = (
+    Config(16, 256), Config(16, 512, 8, 3), Config(32, 128), Config(32, 256, 4, 3), Config(64, 128, 4, 3),
+    Config(16, 128, 4, 4, splits=4), Config(16, 256, 4, 3, splits=8),
+)  # fmt: skip
+MAX_SPLIT_BANDS = 512  # split-K only for projections of fewer bands (more fill the GPU by themselves)
 # Row counts vary by bucket; not specialising on them keeps one compilation per block shape.
 DO_NOT_SPECIALIZE = ("rows",)
 MAX_ROWS = 64  # x's rows share one block; past this the weights would be re-read, and cuBLAS is efficient
@@ -97,6 +110,16 @@ class RopeWrite:
     k_cache: Tensor
     v_cache: Tensor
     heads: int
+
+
+def split_width(k: int, config: Config) -> int:
+    """K columns per split of a split-K launch: whole BLOCK_K steps, so no tile straddles two splits."""
+    return triton.cdiv(triton.cdiv(k, config.splits), config.block_k) * config.block_k
+
+
+def candidates(n: int) -> tuple[Config, ...]:
+    """The block shapes worth trying for n output columns: split-K ones only where the bands are few."""
+    return tuple(c for c in CANDIDATES if c.splits == 1 or triton.cdiv(n, c.block_n) <= MAX_SPLIT_BANDS)
 
 
 def shared_limit(device: torch.device) -> int | None:
@@ -135,6 +158,7 @@ class SkinnyLinear:
     # The prologues stay unfused then (`normed` and `gated` decline).
     invariant: bool = False
     shapes: dict[tuple[int, int], Config] = field(default_factory=dict)  # invariant: the block shape per (N, K)
+    _split_counts: dict[torch.device, Tensor] = field(default_factory=dict, repr=False)  # see _counters
 
     def __call__(self, x: Tensor, weight: Tensor) -> Tensor:
         n, k = weight.shape
@@ -242,15 +266,32 @@ class SkinnyLinear:
                 rope.table, rope.pos_R, k_cache, v_cache, *rope.table.stride()[:2], *k_cache.stride()[:3],
                 *v_cache.stride()[:3], rope.heads, k_cache.shape[1], k_cache.shape[3],
             )  # fmt: skip
-        self.kernel[(triton.cdiv(n, config.block_n),)](  # type: ignore[index]
+        bands, block_m = triton.cdiv(n, config.block_n), block_m or max(16, triton.next_power_of_2(rows))
+        parts, counters, k_split = y, y, k  # unused without split-K
+        if config.splits > 1:
+            if bands > MAX_SPLIT_BANDS:
+                raise ValueError(f"split-K for {bands} bands: past the {MAX_SPLIT_BANDS} it counts")
+            parts = torch.empty((config.splits * block_m, n), dtype=torch.float32, device=y.device)
+            counters = self._counters(y.device)
+            k_split = split_width(k, config)
+        self.kernel[(bands, config.splits)](  # type: ignore[index]
             x_RxK, weight, y, delta_, gamma_, total_, rows, n, k, x_RxK.stride(0), weight.stride(0), y.stride(0),
-            delta_.stride(0), total_.stride(0), eps, *targets,
-            BLOCK_M=block_m or max(16, triton.next_power_of_2(rows)), BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-            DOT_F32=interpreting(), PRECISION="ieee" if x_RxK.dtype == torch.float32 else "tf32",
-            PROLOGUE=prologue, DELTA=delta is not None, ROPE=rope is not None, num_warps=config.warps,
-            num_stages=config.stages,
+            delta_.stride(0), total_.stride(0), eps, parts, counters, k_split, *targets,
+            BLOCK_M=block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, DOT_F32=interpreting(),
+            PRECISION="ieee" if x_RxK.dtype == torch.float32 else "tf32", PROLOGUE=prologue, DELTA=delta is not None,
+            ROPE=rope is not None, SPLITS=config.splits, num_warps=config.warps, num_stages=config.stages,
         )  # fmt: skip
         return y
+
+    def _counters(self, device: torch.device) -> Tensor:
+        """Split-K's arrival counts, one per band, zero between launches: made once per device, before any graph
+        is captured (the tuner's eager check launches every candidate first), and kept, as graphs hold them."""
+        counters = self._split_counts.get(device)
+        if counters is None:
+            if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+                raise RuntimeError("split-K counters must exist before graph capture: tune first")
+            counters = self._split_counts[device] = torch.zeros(MAX_SPLIT_BANDS, dtype=torch.int32, device=device)
+        return counters
 
     def tune(self, groups: Iterable[Group], rows: Iterable[int], ops: fused.Ops = fused.EAGER) -> None:
         """Time cuBLAS and every candidate for each group of same-shape weights (one per layer) at each row
@@ -368,11 +409,14 @@ class SkinnyLinear:
         limit = shared_limit(expected.device)
         block_m = max(16, triton.next_power_of_2(rows))
         what = f"{PROLOGUES[prologue]} matmul"
-        for config in CANDIDATES:
+        for config in candidates(expected.shape[-1]):
             if limit is not None and config.shared_bytes(block_m, expected.element_size(), prologue) > limit:
                 continue
             try:
-                if not _agrees(result(config), expected):
+                agrees = _agrees(result(config), expected)
+                if config.splits > 1:  # counts left non-zero (no block found itself last) break the next launch
+                    agrees = agrees and not self._counters(expected.device).any()
+                if not agrees:
                     log.warning(
                         "%s %s gives wrong results for %s rows x %s: left out", what, config, rows, expected.shape
                     )

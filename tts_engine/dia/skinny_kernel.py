@@ -16,11 +16,12 @@ PLAIN, NORM, GATED = 0, 1, 2  # the kernel's prologues: x as given, rms_norm(x +
 
 def skinny_matmul(
     x_ptr, w_ptr, y_ptr, delta_ptr, gamma_ptr, sum_ptr, rows, n, k, stride_xm, stride_wn, stride_ym, stride_dm,
-    stride_sm, eps,
+    stride_sm, eps, part_ptr, count_ptr, k_split,
     rope_ptr, pos_ptr, k_ptr, v_ptr, stride_rp, stride_rs, stride_kr, stride_kh, stride_ks, stride_vr, stride_vh,
     stride_vs, heads, kv_heads, head_dim,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr,
     PRECISION: tl.constexpr, PROLOGUE: tl.constexpr = 0, DELTA: tl.constexpr = False, ROPE: tl.constexpr = False,
+    SPLITS: tl.constexpr = 1,
 ):  # fmt: skip
     """One band of BLOCK_N output columns for all `rows` (<= BLOCK_M) rows of x, float32 accumulation; float32
     inputs multiply in full precision (PRECISION "ieee"), never TF32, as cuBLAS does by default in PyTorch.
@@ -33,8 +34,15 @@ def skinny_matmul(
     With ROPE, the epilogue of the fused q/k/v projection (its heads in attention.pair_heads order, so a band
     holds whole RoPE pairs): instead of y it writes what kernels.rope_write makes of y, the rotated queries to
     y_ptr as (rows, heads, head_dim) and the rotated keys and the values into the caches at pos.
+
+    With SPLITS > 1 (split-K, for projections with too few bands to fill the GPU), program (band, split) sums
+    K columns [split * k_split, (split + 1) * k_split), k_split a multiple of BLOCK_K, and stores its float32
+    part at part_ptr (SPLITS * BLOCK_M rows of n). The last of a band's splits to finish, found by an atomic
+    count as kernels._split_attention's merge finds it, adds the parts in split order (so the sum does not
+    depend on which finished last) and runs the epilogue; the other blocks' epilogue stores are masked off.
     """
     band = tl.program_id(0)
+    split = tl.program_id(1)
     m = tl.arange(0, BLOCK_M)
     cols = band * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = m < rows
@@ -49,13 +57,15 @@ def skinny_matmul(
             if DELTA:
                 d = tl.load(delta_ptr + m[:, None] * stride_dm + ks[None, :], mask=tile_ok, other=0.0)
                 t = (t.to(tl.float32) + d.to(tl.float32)).to(dtype)
-                if band == 0:
-                    tl.store(sum_ptr + m[:, None] * stride_sm + ks[None, :], t, mask=tile_ok)
+                # One block writes the sum (every split of every band reads the whole rows).
+                first = (band + split + tl.zeros((BLOCK_M, BLOCK_K), tl.int32)) == 0
+                tl.store(sum_ptr + m[:, None] * stride_sm + ks[None, :], t, mask=tile_ok & first)
             t = t.to(tl.float32)
             scale += tl.sum(t * t, 1)
         scale = tl.rsqrt(scale / k + eps)
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    for start in range(0, k, BLOCK_K):
+    k_lo = split * k_split
+    for start in range(k_lo, tl.minimum(k_lo + k_split, k), BLOCK_K):
         ks = start + tl.arange(0, BLOCK_K)
         k_ok = ks < k
         tile_ok = m_ok[:, None] & k_ok[None, :]
@@ -82,13 +92,30 @@ def skinny_matmul(
             acc += tl.dot(x, tl.trans(w), input_precision="ieee")
         else:
             acc += tl.dot(x, tl.trans(w), input_precision=PRECISION)
+    # The epilogue runs where arrived == SPLITS - 1: every block without split-K, the last split with it. Its
+    # masks are whole blocks: Triton's interpreter mishandles a scalar in a mask.
+    arrived = SPLITS - 1
+    if SPLITS > 1:
+        out_ok = m_ok[:, None] & n_ok[None, :]
+        tl.store(part_ptr + (split * BLOCK_M + m)[:, None] * n + cols[None, :], acc, mask=out_ok)
+        # Every thread's store before one thread's release; the acquire of the last arrival sees every part.
+        tl.debug_barrier()
+        arrived = tl.atomic_add(count_ptr + band, 1, sem="acq_rel", scope="gpu")
+        last = (arrived + tl.zeros((BLOCK_M, BLOCK_N), tl.int32)) == SPLITS - 1
+        acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+        for s in tl.static_range(SPLITS):  # read past L1 (.cg): other blocks wrote them
+            part_at = part_ptr + (s * BLOCK_M + m)[:, None] * n + cols[None, :]
+            acc += tl.load(part_at, mask=out_ok & last, other=0.0, cache_modifier=".cg")
+        if arrived == SPLITS - 1:
+            tl.store(count_ptr + band, 0)  # zero again for the next launch
     if ROPE:  # kernels._rope_write's arithmetic on the rounded projection, pair by pair
         lo, hi = tl.split(tl.reshape(acc.to(dtype), (BLOCK_M, BLOCK_N // 2, 2)))
         half = head_dim // 2
         col = band * BLOCK_N + 2 * tl.arange(0, BLOCK_N // 2)  # each pair's first column
         head = (col // head_dim)[None, :]
         i = ((col % head_dim) // 2)[None, :]
-        ok = m_ok[:, None] & (col < n)[None, :]
+        last_pairs = (arrived + tl.zeros((BLOCK_M, BLOCK_N // 2), tl.int32)) == SPLITS - 1
+        ok = m_ok[:, None] & (col < n)[None, :] & last_pairs
         pos = tl.load(pos_ptr + m, mask=m_ok, other=0)[:, None]
         table = rope_ptr + pos * stride_rs + i
         cos_lo = tl.load(table, mask=ok, other=0.0).to(dtype).to(tl.float32)
@@ -110,4 +137,5 @@ def skinny_matmul(
         tl.store(v_at + half, hi, mask=ok & is_v)
     else:
         y = y_ptr + m[:, None] * stride_ym + cols[None, :]
-        tl.store(y, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+        last_block = (arrived + tl.zeros((BLOCK_M, BLOCK_N), tl.int32)) == SPLITS - 1
+        tl.store(y, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :] & last_block)
