@@ -111,9 +111,6 @@ def _serve(settings: WorkerSettings) -> int:
     slots = settings.slots or (16 if engine.device.type == "cuda" else 1)
     config = WorkerConfig(
         reclaim_after=settings.reclaim_after,
-        # Our jobs' idle times are reset by the heartbeat: several beats must fit in the time before a reclaim,
-        # or a live worker's jobs look abandoned (as with DIA_RECLAIM_AFTER=2 against a 2 s beat).
-        heartbeat_interval=min(2.0, settings.reclaim_after / 4),
         max_attempts=settings.max_attempts,
         cache_ttl=settings.cache_ttl,
         cache_max_bytes=settings.cache_max_mb * 2**20,

@@ -65,6 +65,12 @@ class WorkerConfig:
     slots: int = 1  # jobs rendered at once (a batching renderer steps them together)
     guild_share: float = 0.5  # of the slots one guild may hold while other guilds' jobs wait
 
+    @property
+    def beat(self) -> float:
+        """Seconds between heartbeats: `heartbeat_interval`, but at most a quarter of `reclaim_after`, so several
+        beats reset a held job's idle time before it could look abandoned (DIA_RECLAIM_AFTER=2 in tests)."""
+        return min(self.heartbeat_interval, self.reclaim_after / 4)
+
 
 @dataclass
 class _Run:
@@ -160,14 +166,14 @@ class Worker:
         running = [run.job.job_id for run in list(self._runs)]
         report = {**self.report, "jobs_done": self.jobs_done, "current_job": running[0] if running else None,
                   "current_jobs": running}  # fmt: skip
-        ttl_ms = int(self.config.heartbeat_interval * 3000)
+        ttl_ms = int(self.config.beat * 3000)
         self._beat_store.heartbeat(report, ttl_ms)
         for entry_id, job_id in owned.items():  # running and read-ahead jobs alike stay ours while we live
             if not self._beat_store.touch(entry_id):
                 log.warning("job %s was taken over by another worker", job_id)
 
     def _beat_loop(self) -> None:
-        while not self._beat_stop.wait(self.config.heartbeat_interval):
+        while not self._beat_stop.wait(self.config.beat):
             try:
                 self._beat_once()
             except redis.RedisError as exc:
