@@ -11,16 +11,16 @@ Reported per engine: decoder steps per second over the whole call and in steady 
 final frame), the real-time factor (86.13 steps make one second of audio), the time from the call to the
 first final frame (the first frame is final 1 + max_delay steps after the start), and the peak device memory
 of the call. The random model's EOS logit is held at 0, below every code a line could sample, so no line ends
-early and every run decodes the same number of steps. The two
-engines take turns for --repeats rounds and each reports its median round, so a noisy moment on a shared
-machine does not decide the comparison.
+early and every run decodes the same number of steps. The two engines take turns for --repeats rounds and
+each reports its median round, so a noisy moment on a shared machine does not decide the comparison.
 
 With --concurrent, the comparison is our single-stream engine against one scheduler (slots = the largest N)
 running N streams of the same line (different seeds) at once, for each N. Reported per N: aggregate and
 per-stream steps per second (all N streams start together and run to the cap: see EOS above; steps per
-stream is still an average, for models that do end lines), the per-stream real-time factor, the time from submitting
-the N streams to the last one's first final frame, and "join": with N - 1 streams already decoding, the time
-from submitting one more to its first final frame (with how many of the N - 1 were still decoding then).
+stream is still an average, for models that do end lines), the per-stream real-time factor, the time from
+submitting the N streams to the last one's first final frame, and "join": with N - 1 streams already
+decoding, the time from submitting one more to its first final frame (with how many of the N - 1 were still
+decoding then).
 `--size small` swaps the full architecture for a reduced one (6 decoder layers of width 512), so CPU runs
 of 32 streams fit in memory and minutes; its numbers say how the scheduler scales, not how fast Dia is.
 """
@@ -138,7 +138,7 @@ def run_ours(engine: Engine, max_tokens: int, device: torch.device) -> Result:
         frames += len(chunk)
     end = time.perf_counter()
     # Without a prompt, frames 1..max_tokens-2 come out after max_tokens - 1 + max_delay steps; a line that
-    # samples EOS (random weights rarely do) ends after its n frames and n + 1 + max_delay steps.
+    # samples EOS (not with build's weights) ends after its n frames and n + 1 + max_delay steps.
     if frames != max_tokens - 2:
         log.warning("ours sampled EOS after %d of %d frames: steps/s counts the steps it ran", frames, max_tokens - 2)
     return _result("ours", frames + 1 + max_delay, start, first, end, device)

@@ -15,8 +15,8 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 python=${PYTHON:-python3}
-# The device copy of the tree has no .git: before a run, `git rev-parse HEAD > .commit` here (.commit is
-# ignored) and carry it (it wins over a stale .git a kept device copy may have), or set COMMIT; what is measured is then recorded with the right commit.
+# The device copy of the tree may have no .git, or a stale one: before a run, `git rev-parse HEAD > .commit`
+# here (.commit is ignored) and carry it, or set COMMIT; what is measured is then recorded with the right commit.
 COMMIT=${COMMIT:-$(cat .commit 2>/dev/null || git rev-parse HEAD 2>/dev/null || true)}
 commit=(${COMMIT:+--commit "$COMMIT"})
 

@@ -37,7 +37,7 @@ def float32_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
 def _skip_unless_fits(config: linear.Config, rows: int, prologue: int = linear.PLAIN) -> None:
     """A float32 block shape past this GPU's shared memory cannot launch (the tuner never tries it)."""
     limit = linear.shared_limit(DEVICE)
-    if limit is not None and config.shared_bytes(max(16, 1 << (rows - 1).bit_length()), 4, prologue) > limit:
+    if limit is not None and config.shared_bytes(linear.block_rows(rows), 4, prologue) > limit:
         pytest.skip(f"{config} at {rows} rows needs more shared memory in float32 than this GPU has")
 
 

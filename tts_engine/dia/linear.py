@@ -112,6 +112,11 @@ class RopeWrite:
     heads: int
 
 
+def block_rows(rows: int) -> int:
+    """BLOCK_M for `rows` rows of x: the next power of two, at least the 16 rows tl.dot needs."""
+    return max(16, triton.next_power_of_2(rows))
+
+
 def split_width(k: int, config: Config) -> int:
     """K columns per split of a split-K launch: whole BLOCK_K steps, so no tile straddles two splits."""
     return triton.cdiv(triton.cdiv(k, config.splits), config.block_k) * config.block_k
@@ -266,7 +271,7 @@ class SkinnyLinear:
                 rope.table, rope.pos_R, k_cache, v_cache, *rope.table.stride()[:2], *k_cache.stride()[:3],
                 *v_cache.stride()[:3], rope.heads, k_cache.shape[1], k_cache.shape[3],
             )  # fmt: skip
-        bands, block_m = triton.cdiv(n, config.block_n), block_m or max(16, triton.next_power_of_2(rows))
+        bands, block_m = triton.cdiv(n, config.block_n), block_m or block_rows(rows)
         parts, counters, k_split = y, y, k  # unused without split-K
         if config.splits > 1:
             if bands > MAX_SPLIT_BANDS:
@@ -407,7 +412,7 @@ class SkinnyLinear:
         GPU, fails to compile, or computes something else (a miscompilation: fast is no use then) is left out."""
         timings = {}
         limit = shared_limit(expected.device)
-        block_m = max(16, triton.next_power_of_2(rows))
+        block_m = block_rows(rows)
         what = f"{PROLOGUES[prologue]} matmul"
         for config in candidates(expected.shape[-1]):
             if limit is not None and config.shared_bytes(block_m, expected.element_size(), prologue) > limit:
