@@ -42,7 +42,7 @@ from triton.backends.nvidia.compiler import CUDABackend
 from triton.compiler import ASTSource
 from triton.runtime.jit import JITFunction
 
-from tts_engine.dia import kernels, linear, skinny_kernel
+from tts_engine.dia import kernels, linear, sample_kernel, sampling, skinny_kernel
 from tts_engine.dia.cache import CrossCache, SelfCache
 from tts_engine.dia.config import DiaConfig
 from tts_engine.dia.model import DiaModel
@@ -196,10 +196,29 @@ def record(step: Step, gpu: Gpu = H100) -> list[Launch]:
     model.ops = dataclasses.replace(model.ops, kernels=decode_kernels, linear=skinny)
     try:
         with _compiled_form():
-            model.decode(tokens, pos, cache, cross, self_span=step.self_span, cross_span=step.cross_span)
+            logits = model.decode(tokens, pos, cache, cross, self_span=step.self_span, cross_span=step.cross_span)
     finally:
         model.ops = saved
+    if not step.invariant:  # DiaModel.use_decode_kernels samples through the kernel; batch-invariant steps do not
+        _record_sampling(logits, launches)
     return launches
+
+
+def _record_sampling(logits_Rx1xCxV: torch.Tensor, launches: list[Launch]) -> None:
+    """The fused sampler's launch on a step's logits, as decode.Decoder._step makes it."""
+    rows, _, channels, vocab = logits_Rx1xCxV.shape
+    width, meta = rows // 2, torch.device("meta")
+    cond, uncond = logits_Rx1xCxV[:, 0].view(width, 2, channels, vocab).unbind(1)
+    params = sampling.SamplingParams(
+        cfg_scale=torch.empty(width, device=meta),
+        temperature=torch.empty(width, device=meta),
+        top_k=torch.empty(width, dtype=torch.long, device=meta),
+        top_p=torch.empty(width, device=meta),
+        greedy=torch.empty(width, dtype=torch.bool, device=meta),
+    )
+    noise = torch.empty((16, width, channels, vocab), device=meta)
+    sampler = sample_kernel.FusedSampler(_Recorder(sample_kernel._sample, launches))
+    sampler(cond, uncond, params, 1024, noise, torch.zeros(1, dtype=torch.long, device=meta))
 
 
 @contextlib.contextmanager
@@ -214,13 +233,16 @@ def _compiled_form() -> Iterator[None]:
 
 
 def distinct(launches: list[Launch]) -> dict[str, Launch]:
-    """One launch per distinct compilation, by Launch.key; skinny matmuls once with every candidate block shape."""
+    """One launch per distinct compilation, by Launch.key; skinny matmuls once with every candidate block shape,
+    the sampler with every warp count."""
     found: dict[str, Launch] = {}
     for launch in launches:
         variants = [launch]
         if launch.fn is skinny_kernel.skinny_matmul:
             n = launch.args[launch.arg_index("n")]
             variants = [launch.with_config(config) for config in linear.candidates(n)]
+        elif launch.fn is sample_kernel._sample:  # FusedSampler.tune picks among these
+            variants = [dataclasses.replace(launch, options={"num_warps": warps}) for warps in sample_kernel.WARPS]
         for variant in variants:
             found.setdefault(variant.key(), variant)
     return found

@@ -268,7 +268,7 @@ def test_a_decode_step_through_skinny_matmuls_matches_cublas(checkpoint: Checkpo
     plain_ops = dataclasses.replace(model.ops, kernels=kernels.for_device(DEVICE))
     model.ops = dataclasses.replace(plain_ops, linear=skinny)
     model.tune_decode([4])
-    decoder_layer = model._decoder().typed_layers()[0]
+    decoder_layer = model.decoder().typed_layers()[0]
     projections = [decoder_layer.self_attention.qkv_proj, decoder_layer.self_attention.o_proj,
                    decoder_layer.cross_attention.q_proj, decoder_layer.cross_attention.o_proj,
                    decoder_layer.mlp.gate_up_proj, decoder_layer.mlp.down_proj, model.logits_dense]  # fmt: skip

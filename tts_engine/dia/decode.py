@@ -136,6 +136,8 @@ class Decoder:
         self.graphs: dict[tuple[int, int, int], torch.cuda.CUDAGraph] = {}
         if use_graphs:
             model.tune_decode(2 * width for width in self.widths)  # the matmuls' kernels, before capture
+            if model.ops.sampler is not None:
+                model.ops.sampler.tune(self.widths, dec, model.ops)
             self._capture()
 
     @torch.inference_mode()
@@ -215,9 +217,12 @@ class Decoder:
         )
         cond_WxCxV, uncond_WxCxV = logits_Rx1xCxV[:, 0].unflatten(0, (width, 2)).unbind(1)
         ops = self.model.ops
-        scores_WxCxV = ops.process(cond_WxCxV, uncond_WxCxV, prefix.params, dec.eos_id)
-        noise_WxCxV = self.noise[:, :width].index_select(0, self.noise_step).squeeze(0)
-        next_WxC = ops.draw(scores_WxCxV, noise_WxCxV, prefix.params.greedy)
+        if ops.sampler is not None and ops.sampler.serves(width):
+            next_WxC = ops.sampler(cond_WxCxV, uncond_WxCxV, prefix.params, dec.eos_id, self.noise, self.noise_step)
+        else:
+            scores_WxCxV = ops.process(cond_WxCxV, uncond_WxCxV, prefix.params, dec.eos_id)
+            noise_WxCxV = self.noise[:, :width].index_select(0, self.noise_step).squeeze(0)
+            next_WxC = ops.draw(scores_WxCxV, noise_WxCxV, prefix.params.greedy)
         new_pos = (pos_W + 1).clamp(max=self.positions - 1)
         cells_WxC, eos, writing = ops.advance(
             next_WxC, new_pos, pos_W, eos_W, self.last[:width], live_W, self.delays, self.forced[at, new_pos],

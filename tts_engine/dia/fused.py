@@ -5,8 +5,8 @@ kernels, about 1040 of them small elementwise ones (float32 norms, RoPE, casts, 
 3.8 ms, while the weight matmuls took 1.2 ms. Inside a CUDA graph launches are free but each kernel still
 costs its few microseconds, so the fix is fewer kernels: gpt-fast compiles the whole step; we compile only
 these small functions, the sampling chain, the draw and the ending rules (dynamic shapes, so one compilation
-serves every layer, batch width and span). Attention, the cache writes and the projections have their own
-Triton kernels (kernels.py, linear.py), which `Ops` carries too once chosen.
+serves every layer, batch width and span). Attention, the cache writes, the projections and sampling have
+their own Triton kernels (kernels.py, linear.py, sample_kernel.py), which `Ops` carries too once chosen.
 
 The plain functions are the semantics (transformers' DiaRMSNorm in float32, rotate_half RoPE) and are what
 runs on CPU; `compiled()` gives the same functions through torch.compile.
@@ -26,6 +26,7 @@ from tts_engine.dia import ending, sampling
 
 if TYPE_CHECKING:
     from tts_engine.dia.kernels import DecodeKernels
+    from tts_engine.dia.sample_kernel import FusedSampler
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
@@ -122,6 +123,7 @@ class Ops:
     compiled: bool
     kernels: DecodeKernels | None = None  # decode-step attention and cache writes (kernels.py), when chosen
     linear: _Linear = linear  # the decoder's projections; linear.SkinnyLinear where tuned (CUDA)
+    sampler: FusedSampler | None = None  # process and draw in one kernel (sample_kernel.py), where it serves
 
 
 EAGER = Ops(rms_norm, add_rms_norm, rope, silu_mul, sampling.process, sampling.draw, ending.advance, compiled=False)

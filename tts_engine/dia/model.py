@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from tts_engine.dia import fused
+from tts_engine.dia import fused, kernel_step
 from tts_engine.dia.attention import CrossAttention, DecoderSelfAttention, EncoderAttention, fold_mask
 from tts_engine.dia.cache import CrossCache, SelfCache
 from tts_engine.dia.config import DecoderConfig, DiaConfig, EncoderConfig
@@ -59,46 +59,6 @@ class _Masked:
     sin: Tensor
     self_mask: Tensor  # (R, 1, G * T, S), folded (fold_mask)
     cross_mask: Tensor  # (R, 1, G' * T, L)
-
-
-def _normed(ops: fused.Ops, x: Tensor, delta: Tensor | None, norm: RMSNorm, weight: Tensor) -> tuple[Tensor, Tensor]:
-    """(rms_norm(t) @ weight^T, t) with t = x + delta (x where delta is None): one kernel where the projections
-    fuse them (linear.SkinnyLinear.normed), else the norm's kernel and then the projection."""
-    together = getattr(ops.linear, "normed", None)
-    out = None if together is None else together(x, delta, norm.weight, norm.eps, weight)
-    if out is not None:
-        return out
-    if delta is None:
-        return ops.linear(ops.rms_norm(x, norm.weight, norm.eps), weight), x
-    x, h = ops.add_rms_norm(x, delta, norm.weight, norm.eps)
-    return ops.linear(h, weight), x
-
-
-def _queries(
-    ops: fused.Ops, x: Tensor, delta: Tensor | None, layer: DecoderLayer, rope_2xPxE: Tensor, pos_R: Tensor,
-    k_cache: Tensor, v_cache: Tensor,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """A decode step's rotated queries (R, H, E) from the residual stream x + delta, its keys and values written
-    into the caches at pos_R, and x + delta: norm, q/k/v projection, RoPE and the cache write in one kernel
-    where the projections fuse them (linear.SkinnyLinear.roped), else in three (or four)."""
-    attention = layer.self_attention
-    assert attention.qkv_proj is not None and ops.kernels is not None, "decode kernels, fused q/k/v (fuse())"
-    weight, norm = attention.qkv_proj.weight, layer.pre_sa_norm
-    together = getattr(ops.linear, "roped", None)
-    if together is not None:
-        out = together(x, delta, norm.weight, norm.eps, weight, rope_2xPxE, pos_R, k_cache, v_cache, attention.heads)
-        if out is not None:
-            return out
-    qkv, x = _normed(ops, x, delta, norm, weight)
-    r = qkv.shape[0]
-    return ops.kernels.rope_write(qkv.view(r, -1), rope_2xPxE, pos_R, k_cache, v_cache, attention.heads), x
-
-
-def _gated(ops: fused.Ops, gate_up: Tensor, weight: Tensor) -> Tensor:
-    """silu_mul(gate_up) @ weight^T: one kernel where the projections fuse them, else two."""
-    together = getattr(ops.linear, "gated", None)
-    out = None if together is None else together(gate_up, weight)
-    return ops.linear(ops.silu_mul(gate_up), weight) if out is None else out
 
 
 class MLP(nn.Module):
@@ -195,7 +155,7 @@ class DiaModel(nn.Module):
         self.rope: Tensor | None = None  # (2, positions, E) float32, built by setup_rope after loading
         self.ops = fused.EAGER  # the decode step's elementwise pieces; compiled ones by use_compiled_ops()
 
-    def _decoder(self) -> Decoder:
+    def decoder(self) -> Decoder:
         decoder: Decoder = self.model.decoder
         return decoder
 
@@ -206,7 +166,7 @@ class DiaModel(nn.Module):
         """After loading: one q/k/v projection per decoder layer, and the logits projection padded to a multiple
         of 64 outputs. With 9 x 1028 = 9252 outputs (not a multiple of 8) cuBLAS fell back to a generic kernel
         on an H100: 25 us a step where the weights' bytes need about 11 (bench/profile_step.py)."""
-        for layer in self._decoder().typed_layers():
+        for layer in self.decoder().typed_layers():
             layer.self_attention.fuse()
         weight = self.logits_dense.weight
         padded = -(-weight.shape[0] // 64) * 64
@@ -217,8 +177,9 @@ class DiaModel(nn.Module):
     def use_compiled_ops(self) -> None:
         """Run the decode step's norms, RoPE, activation and sampling through torch.compile (see fused.py): on
         CUDA, a kernel or a few each instead of many. They compile at their first call (warm-up), in a few seconds."""
-        # Keeps the decode kernels and projections chosen so far (and what tune_decode measured for them).
-        self.ops = dataclasses.replace(fused.compiled(), kernels=self.ops.kernels, linear=self.ops.linear)
+        # Keeps the decode kernels, projections and sampler chosen so far (and what tune_decode measured for them).
+        ops = self.ops
+        self.ops = dataclasses.replace(fused.compiled(), kernels=ops.kernels, linear=ops.linear, sampler=ops.sampler)
 
     def use_batch_invariant(self, *, kernels: bool = False) -> None:
         """Make a row's logits the same bits whatever rows share its step, so a seeded line renders the same
@@ -238,8 +199,9 @@ class DiaModel(nn.Module):
     def use_decode_kernels(self) -> bool:
         """Run decode steps' attention and cache writes through the Triton kernels of kernels.py (CUDA, or the
         CPU under TRITON_INTERPRET=1), and on CUDA their projections through linear.SkinnyLinear wherever
-        `tune_decode` finds it faster than cuBLAS; prefill keeps SDPA. Needs the fused q/k/v projection.
-        False (and a warning) where the kernels fail their check on this device: steps stay on SDPA."""
+        `tune_decode` finds it faster than cuBLAS, and their sampling through sample_kernel.py wherever the
+        decoder's tuning finds it faster than the compiled chain; prefill keeps SDPA. Needs the fused q/k/v
+        projection. False (and a warning) where the kernels fail their check on this device: steps stay on SDPA."""
         if self.ops.linear is fused.rowwise_linear or getattr(self.ops.linear, "invariant", False):
             raise ValueError("the decode kernels are not batch-invariant; this model runs use_batch_invariant()")
         if self.ops.kernels is not None:
@@ -249,8 +211,13 @@ class DiaModel(nn.Module):
         chosen = self._checked_kernels(None, fallback="using SDPA")
         if chosen is None:
             return False
-        skinny = linear.SkinnyLinear() if next(self.parameters()).device.type == "cuda" else self.ops.linear
-        self.ops = dataclasses.replace(self.ops, kernels=chosen, linear=skinny)
+        device = next(self.parameters()).device
+        if device.type == "cuda":  # in Triton's interpreter the skinny matmuls and sampler take too long for tests
+            from tts_engine.dia import sample_kernel
+
+            sampler = sample_kernel.checked(self.cfg.decoder, device)
+            self.ops = dataclasses.replace(self.ops, linear=linear.SkinnyLinear(), sampler=sampler)
+        self.ops = dataclasses.replace(self.ops, kernels=chosen)
         return True
 
     def _checked_kernels(self, invariant_span: int | None, *, fallback: str) -> DecodeKernels | None:
@@ -277,7 +244,7 @@ class DiaModel(nn.Module):
             return
         from tts_engine.dia.linear import GATED, NORM, Group
 
-        decoder = self._decoder()
+        decoder = self.decoder()
         layers, eps = decoder.typed_layers(), self.cfg.decoder.norm_eps
         qkv = [layer.self_attention.qkv_proj for layer in layers]
         groups = [
@@ -302,7 +269,7 @@ class DiaModel(nn.Module):
 
     def cross_kv(self, enc_RxLxD: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Per decoder layer, cross-attention keys and values (R, K, L, E) of an encoder output."""
-        return [layer.cross_attention.project(enc_RxLxD) for layer in self._decoder().typed_layers()]
+        return [layer.cross_attention.project(enc_RxLxD) for layer in self.decoder().typed_layers()]
 
     def decode(
         self,
@@ -324,7 +291,7 @@ class DiaModel(nn.Module):
         A decode step (T = 1, every row) goes through the decode kernels when `ops` has them.
         """
         assert self.rope is not None, "setup_rope() first"
-        decoder = self._decoder()
+        decoder = self.decoder()
         self_span = cache.length if self_span is None else self_span
         cross_span = cross.max_text if cross_span is None else cross_span
         x = decoder.embeddings(tokens_RxTxC)
@@ -332,7 +299,7 @@ class DiaModel(nn.Module):
         dec, ops, eps = self.cfg.decoder, self.ops, self.cfg.decoder.norm_eps
         layers = decoder.typed_layers()
         if ops.kernels is not None and t == 1 and rows_R is None:
-            h = self._step(x, pos_RxT[:, 0], cache, cross, self_span, cross_span)
+            h = kernel_step.logits(self, x, pos_RxT[:, 0], cache, cross, self_span, cross_span)
         else:
             masked = self._masks(pos_RxT, cross, rows_R, self_span, cross_span, x.dtype)
             # Each residual sum is fused with the norm that follows it (the next layer's first, the final one last).
@@ -354,30 +321,6 @@ class DiaModel(nn.Module):
         # Sliced back to C * V outputs: fuse() pads the projection.
         logits = h[..., : dec.num_channels * dec.vocab_size]
         return logits.float().reshape(r, t, dec.num_channels, dec.vocab_size)
-
-    def _step(
-        self, x_Rx1xD: Tensor, pos_R: Tensor, cache: SelfCache, cross: CrossCache, self_span: int, cross_span: int
-    ) -> Tensor:
-        """A decode step's padded logits (R, 1, C * V') through the decode kernels, every row at its position.
-
-        Each norm goes with the projection after it, and the residual sum before it with the norm: `normed`
-        runs the three as one kernel where the projections fuse them, and so the down projection with the
-        activation before it (`gated`).
-        """
-        assert self.rope is not None
-        ops, decoder = self.ops, self._decoder()
-        lengths_R = pos_R + 1  # a row attends to positions 0..pos
-        delta: Tensor | None = None  # the residual stream is x + delta, summed by the next norm
-        for i, layer in enumerate(decoder.typed_layers()):
-            attention, crossing = layer.self_attention, layer.cross_attention
-            q, x_Rx1xD = _queries(ops, x_Rx1xD, delta, layer, self.rope, pos_R, cache.k[i], cache.v[i])
-            delta = attention.step(q, cache.k[i], cache.v[i], lengths_R, self_span, ops)
-            q, x_Rx1xD = _normed(ops, x_Rx1xD, delta, layer.pre_ca_norm, crossing.q_proj.weight)
-            k_cross, v_cross = cross.k[i][:, :, :cross_span], cross.v[i][:, :, :cross_span]
-            delta = crossing.step(q, k_cross, v_cross, cross.lengths, ops)
-            gate_up, x_Rx1xD = _normed(ops, x_Rx1xD, delta, layer.pre_mlp_norm, layer.mlp.gate_up_proj.weight)
-            delta = _gated(ops, gate_up, layer.mlp.down_proj.weight)
-        return _normed(ops, x_Rx1xD, delta, decoder.norm, self.logits_dense.weight)[0]
 
     def _masks(
         self, pos_RxT: Tensor, cross: CrossCache, rows_R: Tensor | None, self_span: int, cross_span: int,
