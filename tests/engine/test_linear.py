@@ -18,6 +18,7 @@ from tts_engine.dia.model import rope_table
 from tts_engine.engine import Engine, GenerationParams
 
 linear = pytest.importorskip("tts_engine.dia.linear", reason="triton is not installed")
+linear_tuning = pytest.importorskip("tts_engine.dia.linear_tuning", reason="triton is not installed")
 kernels = pytest.importorskip("tts_engine.dia.kernels", reason="triton is not installed")
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # Block shapes that fit a GPU's shared memory in float32 with every prologue at 16-row blocks (and plain at 64):
@@ -342,8 +343,8 @@ def test_candidates_past_the_gpus_shared_memory_are_not_tried(monkeypatch: pytes
     skinny = linear.SkinnyLinear(timer=lambda fn: 1.0)
     too_big = {c for c in linear.CANDIDATES if c.shared_bytes(64, 2) > 227 * 1024}
     assert too_big == {linear.Config(16, 512, 8, 3)}
-    assert set(skinny._time_candidates(x, weights, block_m=64)) == set(linear.CANDIDATES) - too_big
-    assert set(skinny._time_candidates(x, weights)) == set(linear.CANDIDATES), "16-row blocks: all fit"
+    assert set(linear_tuning.time_candidates(skinny, x, weights, block_m=64)) == set(linear.CANDIDATES) - too_big
+    assert set(linear_tuning.time_candidates(skinny, x, weights)) == set(linear.CANDIDATES), "16-row blocks: all fit"
 
 
 def test_a_second_engine_on_the_model_keeps_the_tuned_matmuls(ending_checkpoint: Checkpoint) -> None:

@@ -5,12 +5,12 @@ Why (bench/profile_step.py on an H100, 2026-11-22): for the 2048-wide projection
 a kernel with 64-column tiles, 32 thread blocks for 132 SMs, and took 6.3 us where the weights' bytes need
 about 2.8; those matmuls cost 0.45 ms of a 2.57 ms step. Here every block streams a narrow band of W's rows
 (BLOCK_N of them) for all of x's rows at once, so the weights are read exactly once and N / BLOCK_N blocks
-share the bandwidth. Which block shape wins depends on the GPU, so `SkinnyLinear.tune` times each candidate
-against cuBLAS for every (rows, N, K) a decoder will run and keeps the fastest, cuBLAS included: a wrong
-guess here can never make a step slower. Each candidate is first checked against the path it would replace,
-so a kernel this GPU miscompiles can never make a step wrong either. Candidates are timed as replays of a
-captured CUDA graph, as a step runs them (timing.graph_timer). The kernel body is a plain function so the CPU
-tests can run it in Triton's interpreter (see kernels.py).
+share the bandwidth. Which block shape wins depends on the GPU, so `SkinnyLinear.tune` (linear_tuning.py)
+times each candidate against cuBLAS for every (rows, N, K) a decoder will run and keeps the fastest, cuBLAS
+included: a wrong guess here can never make a step slower. Each candidate is first checked against the path
+it would replace, so a kernel this GPU miscompiles can never make a step wrong either. Candidates are timed as
+replays of a captured CUDA graph, as a step runs them (timing.graph_timer). The kernel body is a plain function
+so the CPU tests can run it in Triton's interpreter (see kernels.py).
 
 Prologues: the projections after a norm (q/k/v, cross queries, gate/up, logits) can take the residual sum and
 RMSNorm before them into the kernel, and the down projection the gated SiLU: a step then runs 73 fewer small
@@ -29,11 +29,9 @@ the parts in a fixed order. Whether they win is again for the tuner to measure.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -85,7 +83,6 @@ PROLOGUES = {PLAIN: "plain", NORM: "norm", GATED: "gated"}
 
 
 Timer = Callable[[Callable[[], object]], float]
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -136,16 +133,6 @@ def shared_limit(device: torch.device) -> int | None:
     return None if limit is None else int(limit)
 
 
-def _through(matmul: Callable[[T], object], group: Sequence[T]) -> Callable[[], None]:
-    """One call that multiplies by every weight of the group (or the weight of each layer index) in turn."""
-
-    def run() -> None:
-        for item in group:
-            matmul(item)
-
-    return run
-
-
 @dataclass
 class SkinnyLinear:
     """`F.linear` without bias, through the Triton kernel for the (rows, N, K) shapes `tune` found it faster on;
@@ -163,7 +150,7 @@ class SkinnyLinear:
     # The prologues stay unfused then (`normed` and `gated` decline).
     invariant: bool = False
     shapes: dict[tuple[int, int], Config] = field(default_factory=dict)  # invariant: the block shape per (N, K)
-    _split_counts: dict[torch.device, Tensor] = field(default_factory=dict, repr=False)  # see _counters
+    _split_counts: dict[torch.device, Tensor] = field(default_factory=dict, repr=False)  # see counters
 
     def __call__(self, x: Tensor, weight: Tensor) -> Tensor:
         n, k = weight.shape
@@ -277,7 +264,7 @@ class SkinnyLinear:
             if bands > MAX_SPLIT_BANDS:
                 raise ValueError(f"split-K for {bands} bands: past the {MAX_SPLIT_BANDS} it counts")
             parts = torch.empty((config.splits * block_m, n), dtype=torch.float32, device=y.device)
-            counters = self._counters(y.device)
+            counters = self.counters(y.device)
             k_split = split_width(k, config)
         self.kernel[(bands, config.splits)](  # type: ignore[index]
             x_RxK, weight, y, delta_, gamma_, total_, rows, n, k, x_RxK.stride(0), weight.stride(0), y.stride(0),
@@ -288,7 +275,7 @@ class SkinnyLinear:
         )  # fmt: skip
         return y
 
-    def _counters(self, device: torch.device) -> Tensor:
+    def counters(self, device: torch.device) -> Tensor:
         """Split-K's arrival counts, one per band, zero between launches: made once per device, before any graph
         is captured (the tuner's eager check launches every candidate first), and kept, as graphs hold them."""
         counters = self._split_counts.get(device)
@@ -300,141 +287,7 @@ class SkinnyLinear:
 
     def tune(self, groups: Iterable[Group], rows: Iterable[int], ops: fused.Ops = fused.EAGER) -> None:
         """Time cuBLAS and every candidate for each group of same-shape weights (one per layer) at each row
-        count, and keep the fastest. Each timing runs through the whole group, as a step does, so the weights
-        come from memory rather than from L2. For a NORM or GATED group, then the fused kernel against what it
-        replaces: `ops`' elementwise kernel (add_rms_norm, silu_mul) followed by the projection just chosen."""
-        if self.invariant:
-            self._tune_shapes(groups)
-            return
-        row_counts = sorted({r for r in rows if r <= MAX_ROWS})
-        for group in groups:
-            n, k = group.weights[0].shape
-            for r in row_counts:
-                if (PLAIN, r, n, k) not in self.tuned:
-                    self._tune_plain(group.weights, r)
-                if group.prologue != PLAIN and (group.prologue, r, n, k) not in self.tuned:
-                    self._tune_fused(group, r, ops)
+        count, and keep the fastest (see linear_tuning.tune)."""
+        from tts_engine.dia import linear_tuning
 
-    def _tune_plain(self, weights: Sequence[Tensor], r: int) -> None:
-        n, k = weights[0].shape
-        x = torch.randn(r, k, device=weights[0].device, dtype=weights[0].dtype)
-        cublas = self.timer(_through(functools.partial(F.linear, x), weights))
-        best = self._fastest(cublas, self._time_candidates(x, weights), "matmul", weights, r)
-        self.tuned.add((PLAIN, r, n, k))
-        if best is not None:
-            self.choices[(r, n, k)] = best
-
-    def _tune_fused(self, group: Group, r: int, ops: fused.Ops) -> None:
-        weights, eps = group.weights, group.eps
-        n, k = weights[0].shape
-        device, dtype = weights[0].device, weights[0].dtype
-        # For layer i: the elementwise kernel the fused form replaces, and the fused form itself.
-        if group.prologue == NORM:
-            x, delta = (torch.randn(r, k, device=device, dtype=dtype) for _ in range(2))
-
-            def before(i: int) -> Tensor:
-                return ops.add_rms_norm(x, delta, group.norms[i], eps)[1]
-
-            def fused_form(i: int, config: Config) -> Tensor:
-                return self.run_normed(x, delta, group.norms[i], eps, weights[i], config=config)[0]
-        else:
-            x = torch.randn(r, 2 * k, device=device, dtype=dtype)
-
-            def before(i: int) -> Tensor:
-                return ops.silu_mul(x)
-
-            def fused_form(i: int, config: Config) -> Tensor:
-                return self.run_gated(x, weights[i], config=config)
-
-        def together(config: Config) -> Callable[[], None]:
-            return _through(functools.partial(fused_form, config=config), range(len(weights)))
-
-        def result(config: Config) -> Tensor:
-            return fused_form(0, config)
-
-        separate = self.timer(_through(lambda i: self(before(i), weights[i]), range(len(weights))))
-        timings = self._time_each(together, result, F.linear(before(0), weights[0]), r, group.prologue)
-        best = self._fastest(separate, timings, f"{PROLOGUES[group.prologue]} + matmul", weights, r)
-        self.tuned.add((group.prologue, r, n, k))
-        if best is not None:
-            self.fusions[(group.prologue, r, n, k)] = best
-
-    @staticmethod
-    def _fastest(
-        baseline: float, timings: dict[Config, float], what: str, weights: Sequence[Tensor], r: int
-    ) -> Config | None:
-        """The fastest candidate where it is strictly faster than the baseline (cuBLAS, or the unfused kernels)."""
-        fastest = min(timings, key=timings.__getitem__, default=None)
-        best = None if fastest is None or timings[fastest] >= baseline else fastest
-        n, k = weights[0].shape
-        ours = "none ran" if fastest is None else f"{timings[fastest] / len(weights) * 1e6:.1f} us with {fastest}"
-        verdict = "" if fastest is None else " (kept)" if best is not None else " (slower: not kept)"
-        log.info(
-            "%s %dx%d at %d rows: as before %.1f us, ours %s%s", what, n, k, r, baseline / len(weights) * 1e6, ours,
-            verdict,
-        )  # fmt: skip
-        return best
-
-    def _tune_shapes(self, groups: Iterable[Group]) -> None:
-        """Invariant mode: the fastest block shape for each weight shape, timed at MAX_ROWS-row blocks (as
-        every call runs), kept for every row count."""
-        for group in groups:
-            weights = group.weights
-            n, k = weights[0].shape
-            if (n, k) in self.shapes or (self.timer is graph_timer and weights[0].device.type != "cuda"):
-                continue  # chosen already, or no GPU to time on (the interpreter's tests): the default serves
-            x = torch.randn(2, k, device=weights[0].device, dtype=weights[0].dtype)
-            timings = self._time_candidates(x, weights, block_m=MAX_ROWS)
-            if timings:
-                self.shapes[(n, k)] = min(timings, key=timings.__getitem__)
-                log.info("batch-invariant matmul %dx%d: %s", n, k, self.shapes[(n, k)])
-
-    def _time_candidates(
-        self, x: Tensor, group: Sequence[Tensor], *, block_m: int | None = None
-    ) -> dict[Config, float]:
-        """Seconds of each candidate block shape through the whole group (see _time_each)."""
-
-        def calls(config: Config) -> Callable[[], None]:
-            return _through(functools.partial(self.run, x, config=config, block_m=block_m), group)
-
-        def result(config: Config) -> Tensor:
-            return self.run(x, group[0], config=config, block_m=block_m)
-
-        rows = block_m or x.numel() // x.shape[-1]
-        return self._time_each(calls, result, F.linear(x, group[0]), rows, PLAIN)
-
-    def _time_each(
-        self, calls: Callable[[Config], Callable[[], None]], result: Callable[[Config], Tensor], expected: Tensor,
-        rows: int, prologue: int,
-    ) -> dict[Config, float]:  # fmt: skip
-        """Seconds of `calls(config)` for each candidate whose `result` agrees with `expected` (the path it would
-        replace, on the group's first weight); one that needs more shared memory than a block may have on this
-        GPU, fails to compile, or computes something else (a miscompilation: fast is no use then) is left out."""
-        timings = {}
-        limit = shared_limit(expected.device)
-        block_m = block_rows(rows)
-        what = f"{PROLOGUES[prologue]} matmul"
-        for config in candidates(expected.shape[-1]):
-            if limit is not None and config.shared_bytes(block_m, expected.element_size(), prologue) > limit:
-                continue
-            try:
-                agrees = _agrees(result(config), expected)
-                if config.splits > 1:  # counts left non-zero (no block found itself last) break the next launch
-                    agrees = agrees and not self._counters(expected.device).any()
-                if not agrees:
-                    log.warning(
-                        "%s %s gives wrong results for %s rows x %s: left out", what, config, rows, expected.shape
-                    )
-                    continue
-                timings[config] = self.timer(calls(config))
-            except Exception as exc:  # a block shape this GPU cannot compile is simply no candidate
-                log.warning("%s %s failed for %s: %s", what, config, tuple(expected.shape), exc)
-        return timings
-
-
-def _agrees(actual: Tensor, expected: Tensor) -> bool:
-    """Equal within a few roundings of the activations' dtype, relative to the largest value: what the same
-    product summed in another order gives (a miscompiled kernel is off by far more)."""
-    tolerance = 1e-3 if expected.dtype == torch.float32 else 3e-2
-    error = (actual.float() - expected.float()).abs().max().item()
-    return bool(actual.shape == expected.shape and error <= tolerance * (expected.float().abs().max().item() + 1))
+        linear_tuning.tune(self, groups, rows, ops)

@@ -1,0 +1,181 @@
+"""Choosing the skinny matmul's kernels (linear.py) on this GPU: every candidate block shape timed against
+cuBLAS for each group of same-shape weights at each row count, and each fused prologue against the two kernels
+it replaces; only what is strictly faster is kept, and only after it agrees with the path it would replace.
+
+Each timing runs through the whole group (one weight per layer), as a step does, so the weights come from
+memory rather than from L2, and as replays of a captured CUDA graph (timing.graph_timer), as a step runs them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tts_engine.dia import fused, linear
+from tts_engine.dia.linear import MAX_ROWS, NORM, PLAIN, PROLOGUES, Config, Group, SkinnyLinear, block_rows
+from tts_engine.dia.timing import graph_timer
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _through(matmul: Callable[[T], object], group: Sequence[T]) -> Callable[[], None]:
+    """One call that multiplies by every weight of the group (or the weight of each layer index) in turn."""
+
+    def run() -> None:
+        for item in group:
+            matmul(item)
+
+    return run
+
+
+def tune(skinny: SkinnyLinear, groups: Iterable[Group], rows: Iterable[int], ops: fused.Ops) -> None:
+    """Time cuBLAS and every candidate for each group of same-shape weights (one per layer) at each row
+    count, and keep the fastest. Each timing runs through the whole group, as a step does, so the weights
+    come from memory rather than from L2. For a NORM or GATED group, then the fused kernel against what it
+    replaces: `ops`' elementwise kernel (add_rms_norm, silu_mul) followed by the projection just chosen."""
+    if skinny.invariant:
+        _tune_shapes(skinny, groups)
+        return
+    row_counts = sorted({r for r in rows if r <= MAX_ROWS})
+    for group in groups:
+        n, k = group.weights[0].shape
+        for r in row_counts:
+            if (PLAIN, r, n, k) not in skinny.tuned:
+                _tune_plain(skinny, group.weights, r)
+            if group.prologue != PLAIN and (group.prologue, r, n, k) not in skinny.tuned:
+                _tune_fused(skinny, group, r, ops)
+
+
+def _tune_plain(skinny: SkinnyLinear, weights: Sequence[Tensor], r: int) -> None:
+    n, k = weights[0].shape
+    x = torch.randn(r, k, device=weights[0].device, dtype=weights[0].dtype)
+    cublas = skinny.timer(_through(functools.partial(F.linear, x), weights))
+    best = _fastest(cublas, time_candidates(skinny, x, weights), "matmul", weights, r)
+    skinny.tuned.add((PLAIN, r, n, k))
+    if best is not None:
+        skinny.choices[(r, n, k)] = best
+
+
+def _tune_fused(skinny: SkinnyLinear, group: Group, r: int, ops: fused.Ops) -> None:
+    weights, eps = group.weights, group.eps
+    n, k = weights[0].shape
+    device, dtype = weights[0].device, weights[0].dtype
+    # For layer i: the elementwise kernel the fused form replaces, and the fused form itskinny.
+    if group.prologue == NORM:
+        x, delta = (torch.randn(r, k, device=device, dtype=dtype) for _ in range(2))
+
+        def before(i: int) -> Tensor:
+            return ops.add_rms_norm(x, delta, group.norms[i], eps)[1]
+
+        def fused_form(i: int, config: Config) -> Tensor:
+            return skinny.run_normed(x, delta, group.norms[i], eps, weights[i], config=config)[0]
+    else:
+        x = torch.randn(r, 2 * k, device=device, dtype=dtype)
+
+        def before(i: int) -> Tensor:
+            return ops.silu_mul(x)
+
+        def fused_form(i: int, config: Config) -> Tensor:
+            return skinny.run_gated(x, weights[i], config=config)
+
+    def together(config: Config) -> Callable[[], None]:
+        return _through(functools.partial(fused_form, config=config), range(len(weights)))
+
+    def result(config: Config) -> Tensor:
+        return fused_form(0, config)
+
+    separate = skinny.timer(_through(lambda i: skinny(before(i), weights[i]), range(len(weights))))
+    timings = _time_each(skinny, together, result, F.linear(before(0), weights[0]), r, group.prologue)
+    best = _fastest(separate, timings, f"{PROLOGUES[group.prologue]} + matmul", weights, r)
+    skinny.tuned.add((group.prologue, r, n, k))
+    if best is not None:
+        skinny.fusions[(group.prologue, r, n, k)] = best
+
+
+def _fastest(
+    baseline: float, timings: dict[Config, float], what: str, weights: Sequence[Tensor], r: int
+) -> Config | None:
+    """The fastest candidate where it is strictly faster than the baseline (cuBLAS, or the unfused kernels)."""
+    fastest = min(timings, key=timings.__getitem__, default=None)
+    best = None if fastest is None or timings[fastest] >= baseline else fastest
+    n, k = weights[0].shape
+    ours = "none ran" if fastest is None else f"{timings[fastest] / len(weights) * 1e6:.1f} us with {fastest}"
+    verdict = "" if fastest is None else " (kept)" if best is not None else " (slower: not kept)"
+    log.info(
+        "%s %dx%d at %d rows: as before %.1f us, ours %s%s", what, n, k, r, baseline / len(weights) * 1e6, ours,
+        verdict,
+    )  # fmt: skip
+    return best
+
+
+def _tune_shapes(skinny: SkinnyLinear, groups: Iterable[Group]) -> None:
+    """Invariant mode: the fastest block shape for each weight shape, timed at MAX_ROWS-row blocks (as
+    every call runs), kept for every row count."""
+    for group in groups:
+        weights = group.weights
+        n, k = weights[0].shape
+        if (n, k) in skinny.shapes or (skinny.timer is graph_timer and weights[0].device.type != "cuda"):
+            continue  # chosen already, or no GPU to time on (the interpreter's tests): the default serves
+        x = torch.randn(2, k, device=weights[0].device, dtype=weights[0].dtype)
+        timings = time_candidates(skinny, x, weights, block_m=MAX_ROWS)
+        if timings:
+            skinny.shapes[(n, k)] = min(timings, key=timings.__getitem__)
+            log.info("batch-invariant matmul %dx%d: %s", n, k, skinny.shapes[(n, k)])
+
+
+def time_candidates(
+    skinny: SkinnyLinear, x: Tensor, group: Sequence[Tensor], *, block_m: int | None = None
+) -> dict[Config, float]:
+    """Seconds of each candidate block shape through the whole group (see _time_each)."""
+
+    def calls(config: Config) -> Callable[[], None]:
+        return _through(functools.partial(skinny.run, x, config=config, block_m=block_m), group)
+
+    def result(config: Config) -> Tensor:
+        return skinny.run(x, group[0], config=config, block_m=block_m)
+
+    rows = block_m or x.numel() // x.shape[-1]
+    return _time_each(skinny, calls, result, F.linear(x, group[0]), rows, PLAIN)
+
+
+def _time_each(
+    skinny: SkinnyLinear, calls: Callable[[Config], Callable[[], None]], result: Callable[[Config], Tensor],
+    expected: Tensor, rows: int, prologue: int,
+) -> dict[Config, float]:  # fmt: skip
+    """Seconds of `calls(config)` for each candidate whose `result` agrees with `expected` (the path it would
+    replace, on the group's first weight); one that needs more shared memory than a block may have on this
+    GPU, fails to compile, or computes something else (a miscompilation: fast is no use then) is left out."""
+    timings = {}
+    limit = linear.shared_limit(expected.device)
+    block_m = block_rows(rows)
+    what = f"{PROLOGUES[prologue]} matmul"
+    for config in linear.candidates(expected.shape[-1]):
+        if limit is not None and config.shared_bytes(block_m, expected.element_size(), prologue) > limit:
+            continue
+        try:
+            agrees = _agrees(result(config), expected)
+            if config.splits > 1:  # counts left non-zero (no block found itself last) break the next launch
+                agrees = agrees and not skinny.counters(expected.device).any()
+            if not agrees:
+                log.warning("%s %s gives wrong results for %s rows x %s: left out", what, config, rows, expected.shape)
+                continue
+            timings[config] = skinny.timer(calls(config))
+        except Exception as exc:  # a block shape this GPU cannot compile is simply no candidate
+            log.warning("%s %s failed for %s: %s", what, config, tuple(expected.shape), exc)
+    return timings
+
+
+def _agrees(actual: Tensor, expected: Tensor) -> bool:
+    """Equal within a few roundings of the activations' dtype, relative to the largest value: what the same
+    product summed in another order gives (a miscompiled kernel is off by far more)."""
+    tolerance = 1e-3 if expected.dtype == torch.float32 else 3e-2
+    error = (actual.float() - expected.float()).abs().max().item()
+    return bool(actual.shape == expected.shape and error <= tolerance * (expected.float().abs().max().item() + 1))
