@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.engine.conftest import Checkpoint
+from tests.engine.test_sampling import random_logits
 from tts_engine.dia import sampling
 from tts_engine.dia.config import DecoderConfig
 from tts_engine.engine import Engine, GenerationParams, VoicePrompt
@@ -44,12 +45,7 @@ def _params(
 
 
 def _logits(seed: int, b: int = 3, *, eos_on_top: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    cond = torch.randn((b, C, V), generator=gen) * 3
-    uncond = cond + torch.randn((b, C, V), generator=gen)
-    cond[:, 1:, EOS:] += 8  # special ids look attractive on every channel: the filter must still ban them
-    if eos_on_top:
-        cond[0, 0, EOS] = cond[0, 0].max() + 5
+    cond, uncond = random_logits(seed, b, eos_on_top=eos_on_top, channels=C)
     return cond.to(DEVICE), uncond.to(DEVICE)
 
 

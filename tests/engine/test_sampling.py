@@ -47,10 +47,14 @@ def _reference(
     return chain(input_ids, scores.clone()).view(b, C, V)
 
 
-def _logits(seed: int, b: int = 3, *, eos_on_top: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def random_logits(
+    seed: int, b: int = 3, *, eos_on_top: bool = False, channels: int = C
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Conditional and unconditional logits (b, channels, V) as a step gives them, where the channel rules
+    matter: special ids look attractive past channel 0, and with `eos_on_top` row 0's channel 0 wants EOS."""
     gen = torch.Generator().manual_seed(seed)
-    cond = torch.randn((b, C, V), generator=gen) * 3
-    uncond = cond + torch.randn((b, C, V), generator=gen)
+    cond = torch.randn((b, channels, V), generator=gen) * 3
+    uncond = cond + torch.randn((b, channels, V), generator=gen)
     cond[:, 1:, EOS:] += 8  # special ids look attractive on every channel: the filter must still ban them
     if eos_on_top:
         cond[0, 0, EOS] = cond[0, 0].max() + 5
@@ -69,7 +73,7 @@ SETTINGS = [
 @pytest.mark.parametrize("settings", SETTINGS, ids=str)
 @pytest.mark.parametrize("eos_on_top", [False, True])
 def test_distribution_matches_transformers(settings: dict[str, float], eos_on_top: bool) -> None:
-    cond, uncond = _logits(11, eos_on_top=eos_on_top)
+    cond, uncond = random_logits(11, eos_on_top=eos_on_top)
     top_k = int(settings["top_k"])
     ours = process(
         cond, uncond, _params(3, cfg=settings["cfg"], temp=settings["temp"], top_k=top_k, top_p=settings["top_p"]), EOS
@@ -82,7 +86,7 @@ def test_distribution_matches_transformers(settings: dict[str, float], eos_on_to
 
 
 def test_channel_rules() -> None:
-    cond, uncond = _logits(5, eos_on_top=True)
+    cond, uncond = random_logits(5, eos_on_top=True)
     probs = process(cond, uncond, _params(3, cfg=3.0, temp=1.2, top_k=45, top_p=0.95), EOS).softmax(-1)
     assert torch.all(probs[:, 1:, EOS:] == 0), "only channel 0 may produce EOS, none any other special id"
     assert torch.all(probs[:, 0, EOS + 1 :] == 0)
@@ -92,7 +96,7 @@ def test_channel_rules() -> None:
 
 def test_rows_are_independent() -> None:
     """One call with different settings per row equals separate calls, so slots never leak into each other."""
-    cond, uncond = _logits(3, b=2)
+    cond, uncond = random_logits(3, b=2)
     a, b = SETTINGS[0], SETTINGS[2]
     mixed = SamplingParams(
         cfg_scale=torch.tensor([a["cfg"], b["cfg"]]),
@@ -108,7 +112,7 @@ def test_rows_are_independent() -> None:
 
 
 def test_greedy_rows_take_the_argmax() -> None:
-    cond, uncond = _logits(8)
+    cond, uncond = random_logits(8)
     scores = process(cond, uncond, _params(3, cfg=3.0, temp=1.0, top_k=45, top_p=1.0), EOS)
     noise = torch.empty_like(scores).exponential_(generator=torch.Generator().manual_seed(0))
     tokens = draw(scores, noise, torch.tensor([True, False, True]))
