@@ -104,6 +104,11 @@ class Engine:
         self.config: DiaConfig = model.cfg
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        if self.device.type == "cuda":
+            # The tuners' timing streams, graph capture and replay run on the thread's current device: make it the
+            # model's, or DIA_DEVICE=cuda:1 would capture on GPU 0 with tensors on GPU 1. The thread that builds
+            # the engine is the one that runs it (the worker's main thread).
+            torch.cuda.set_device(self.device)
         self.chunk_steps = chunk_steps
         graphs = self.device.type == "cuda" if use_cuda_graphs is None else use_cuda_graphs
         # Fused elementwise kernels (tts_engine/dia/fused.py): on CUDA by default, where kernel count sets the pace.

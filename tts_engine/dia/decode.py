@@ -137,7 +137,7 @@ class Decoder:
         if use_graphs:
             model.tune_decode(2 * width for width in self.widths)  # the matmuls' kernels, before capture
             if model.ops.sampler is not None:
-                model.ops.sampler.tune(self.widths, dec, model.ops)
+                model.ops.sampler.tune(self.widths, dec, model.ops, self.device)
             self._capture()
 
     @torch.inference_mode()

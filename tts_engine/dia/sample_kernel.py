@@ -189,7 +189,7 @@ class FusedSampler:
         )  # fmt: skip
         return out_WxC
 
-    def tune(self, widths: Iterable[int], dec: DecoderConfig, ops: Ops) -> None:
+    def tune(self, widths: Iterable[int], dec: DecoderConfig, ops: Ops, device: torch.device) -> None:
         """Time the kernel on each of its warp counts against `ops`' process and draw at each batch width, as a
         captured step runs them, and keep the fastest (CUDA)."""
         from tts_engine.dia.timing import graph_timer
@@ -197,7 +197,7 @@ class FusedSampler:
         for width in widths:
             if width in self.choices:
                 continue
-            inputs = _Inputs.random(width, dec.num_channels, dec.vocab_size, dec.eos_id, torch.device("cuda"))
+            inputs = _Inputs.random(width, dec.num_channels, dec.vocab_size, dec.eos_id, device)
             chain = graph_timer(inputs.chain(ops))
             timed = {warps: graph_timer(inputs.fused(self, warps)) for warps in WARPS}
             best = min(timed, key=timed.__getitem__)
