@@ -3,7 +3,7 @@
     python bench/agreement.py                             # CUDA: float32, then bfloat16
     python bench/agreement.py --dtype float32 --steps 300
 
-Two engines on one set of random full-size weights (bench/engine.py's `build`, so EOS is held off and lines
+Two engines on one set of random full-size weights (bench/random_dia.py's `build`, so EOS is held off and lines
 run to the cap): one with the decode kernels and skinny matmuls (the CUDA default), one with SDPA and cuBLAS
 (`decode_kernels=False`). Each renders the same line greedily and with three seeds; printed per line: both
 lengths and the first frame where they differ. In float32 the two compute the same sums within float32
@@ -21,7 +21,8 @@ import sys
 import numpy as np
 import torch
 
-from bench.engine import TEXT, build, hf_config
+from bench.engine import TEXT
+from bench.random_dia import build, hf_config
 from tts_engine.engine import GenerationParams
 
 

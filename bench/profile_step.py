@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from bench.engine import TEXT, build, hf_config
+from bench.engine import TEXT
+from bench.random_dia import build, hf_config
 from tts_engine.dia import kernels
 from tts_engine.dia.decode import Decoder
 from tts_engine.dia.timing import cuda_timer

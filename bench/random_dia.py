@@ -1,0 +1,86 @@
+"""Dia with random weights for the benchmarks: the transformers reference initialised on the device and our
+engine on the very same tensors, and what our engine's start-up tuning chose for its kernels (recorded with
+each run's results)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import DiaConfig as HFDiaConfig
+from transformers import DiaForConditionalGeneration
+from transformers.models.dia.configuration_dia import DiaDecoderConfig, DiaEncoderConfig
+
+from tts_engine.dia.config import DiaConfig
+from tts_engine.dia.model import DiaModel
+from tts_engine.engine import Engine
+
+
+def hf_config(size: str) -> HFDiaConfig:
+    """The full Dia-1.6B architecture, or a reduced one (same vocab, channels, delays and lengths) for CPU runs."""
+    if size == "full":
+        return HFDiaConfig()
+    encoder = DiaEncoderConfig(
+        hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+        head_dim=64,
+    )  # fmt: skip
+    decoder = DiaDecoderConfig(
+        hidden_size=512, intermediate_size=2048, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=2,
+        head_dim=64, cross_num_attention_heads=8, cross_num_key_value_heads=8, cross_head_dim=64, cross_hidden_size=256,
+    )  # fmt: skip
+    return HFDiaConfig(encoder_config=encoder, decoder_config=decoder)
+
+
+def build(
+    config: HFDiaConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    decode_kernels: bool | None = None,
+    batch_invariant: bool = False,
+) -> tuple[DiaForConditionalGeneration, Engine]:
+    """The reference with random weights initialised on the device, and our engine on the very same tensors
+    (`decode_kernels` and `batch_invariant` as Engine takes them: None is the default, on for CUDA)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    with torch.device(device):
+        reference = DiaForConditionalGeneration(config).eval()
+    torch.set_default_dtype(previous)
+    # Random weights sample EOS now and then (a single bf16 rounding moves where), and a line that ends early
+    # times fewer, shorter steps and leaves a batch narrower. Channel 0's EOS logit is held at 0, below the top
+    # 45 of 1024 random codes (their logits spread about 0), so every line decodes to the length cap.
+    with torch.no_grad():
+        reference.logits_dense.weight[config.decoder_config.eos_token_id].zero_()
+    with torch.device("meta"):
+        ours = DiaModel(DiaConfig.from_dict(config.to_dict()))
+    ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
+    ours.fuse()
+    ours.requires_grad_(False)
+    return reference, Engine(ours.eval(), decode_kernels=decode_kernels, batch_invariant=batch_invariant)
+
+
+def matmul_choices(engine: Engine) -> dict[str, list[str]]:
+    """Which decode-step projections the tuner put on our kernel, by (rows, N, K), and which of those run fused
+    with the norm or activation before them; every other projection runs on cuBLAS."""
+    projections = engine.model.ops.linear
+    choices = getattr(projections, "choices", {})
+    fusions = getattr(projections, "fusions", {})
+    if fusions:
+        from tts_engine.dia import linear  # imports triton, which a CPU-only install may lack
+    return {
+        "ours": [f"{rows}x{n}x{k}: {config}" for (rows, n, k), config in sorted(choices.items())],
+        "fused": [
+            f"{linear.PROLOGUES[prologue]} {rows}x{n}x{k}: {config}"
+            for (prologue, rows, n, k), config in sorted(fusions.items())
+        ],
+    }
+
+
+def sampler_choices(engine: Engine) -> dict[str, str]:
+    """Per batch width the tuner timed, whether sampling runs in the fused kernel (on how many warps) or in the
+    compiled chain; empty where there is no fused sampler (CPU, batch-invariant, or it failed its check)."""
+    sampler = engine.model.ops.sampler
+    if sampler is None:
+        return {}
+    return {
+        str(width): "chain" if warps is None else f"fused, {warps} warps"
+        for width, warps in sorted(sampler.choices.items())
+    }
