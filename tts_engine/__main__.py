@@ -95,7 +95,8 @@ def _serve(settings: WorkerSettings) -> int:
     from tts_engine.engine import Engine
     from tts_engine.hub import ModelLoadError
     from tts_engine.renderer import EngineRenderer
-    from tts_engine.worker import ColdShutdown, Worker, WorkerConfig, install_signals
+    from tts_engine.shutdown import ColdShutdown, install_signals
+    from tts_engine.worker import Worker, WorkerConfig
 
     try:
         engine = Engine.load(

@@ -1,19 +1,18 @@
 """The GPU worker: jobs from Redis in, audio events out, one thread (this one) owning the GPU.
 
 Shaped after arq's worker (a health key with a TTL, bounded retries, one summary line at shutdown) and rq's
-SimpleWorker (no fork: the model stays resident) with its warm/cold shutdown: the first SIGTERM/SIGINT stops
-taking jobs and finishes the current one, a second abandons it for another worker to reclaim. A heartbeat
-thread reports the worker and keeps its current job from being reclaimed while it is alive. A bad job never
-stops the worker: it becomes an error event (and a dead letter when it cannot even be read).
+SimpleWorker (no fork: the model stays resident) with its warm/cold shutdown (shutdown.py): the first
+SIGTERM/SIGINT stops taking jobs and finishes the current one, a second abandons it for another worker to
+reclaim. A heartbeat thread reports the worker and keeps its current job from being reclaimed while it is
+alive. A bad job never stops the worker: it becomes an error event (and a dead letter when it cannot even be
+read).
 """
 
 from __future__ import annotations
 
 import contextlib
-import faulthandler
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -21,7 +20,6 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
 import redis
@@ -41,15 +39,12 @@ from tts_engine.jobs import (
     job_id_of,
 )
 from tts_engine.rendering import Renderer, RenderInputError, RenderResult
+from tts_engine.shutdown import ColdShutdown
 from tts_engine.worker_store import LostJob, VoiceMissing, WorkerStore, cache_key, encode_log
 
 log = logging.getLogger(__name__)
 
 EXPORT_LIMIT = 8 * 2**20  # bytes of Ogg an end event may carry (Discord's smallest upload limit is 10 MiB)
-
-
-class ColdShutdown(BaseException):
-    """The second stop signal: abandon the current job (it stays pending and is reclaimed elsewhere)."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +115,11 @@ class Worker:
         self._next_reclaim = 0.0  # monotonic time of the next look for abandoned jobs
         self._stopping = threading.Event()
         self._beat_stop = threading.Event()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether stop() was called: no new jobs are taken."""
+        return self._stopping.is_set()
 
     def stop(self) -> None:
         """Warm shutdown: take no new job, finish the current ones."""
@@ -407,19 +407,3 @@ class Worker:
             event = ErrorEvent(attempt=1, code="malformed", message="the bot and the worker disagree: " + reason)
         self.store.finish(entry_id, job_id or "-", None, event=event)
         self.jobs_failed += 1
-
-
-def install_signals(worker: Worker) -> None:
-    """First SIGTERM/SIGINT: warm shutdown. Second: cold (raise in the main thread, abandoning the job).
-    SIGUSR1: every thread's stack to stderr, to see what a worker that seems stuck waits on."""
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        if worker._stopping.is_set():
-            log.warning("second stop signal: abandoning the current job")
-            raise ColdShutdown
-        log.info("stop signal: finishing the current job, taking no new ones (again to stop at once)")
-        worker.stop()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
-    faulthandler.register(signal.SIGUSR1, all_threads=True)

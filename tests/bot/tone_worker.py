@@ -23,7 +23,8 @@ import redis
 from tts_engine.audio.opus import OpusFramer
 from tts_engine.jobs import RenderJob, VoiceRecord
 from tts_engine.rendering import RenderResult
-from tts_engine.worker import ColdShutdown, Worker, WorkerConfig, install_signals
+from tts_engine.shutdown import ColdShutdown, install_signals
+from tts_engine.worker import Worker, WorkerConfig
 
 
 class ToneRenderer:

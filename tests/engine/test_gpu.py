@@ -19,6 +19,8 @@ def test_cuda_graphs_equal_eager(checkpoint: Checkpoint, dtype: str) -> None:
     eager = Engine(graphs.model, use_cuda_graphs=False)
     assert graphs._decoder.graphs and not eager._decoder.graphs
     assert graphs.model.ops.kernels is not None, "decode steps on CUDA go through the Triton kernels"
+    sampler = graphs.model.ops.sampler
+    assert sampler is not None and 1 in sampler.choices, "the fused sampler passed its check and was timed"
     channels = len(checkpoint.shape.delays)
     prompt = VoicePrompt("[S1] Me.", np.random.default_rng(0).integers(0, 1024, size=(10, channels)))
     for params in (GenerationParams(temperature=0, max_tokens=60), GenerationParams(max_tokens=60, seed=4)):

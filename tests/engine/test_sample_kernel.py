@@ -186,6 +186,7 @@ def test_lines_through_the_fused_sampler_equal_chain_lines(ending_checkpoint: Ch
     """Whole lines, greedy with a voice prompt and seeded, and a batch of two beside each other: the same codes
     through the kernel as through the chain."""
     plain, fast = (Engine.load(ending_checkpoint.folder, DEVICE, "float32", use_cuda_graphs=False) for _ in range(2))
+    _with_sampler(plain, None)  # on CUDA the decode kernels bring the sampler by default
     _with_sampler(fast, sample_kernel.for_device(DEVICE))
     channels = plain.config.decoder.num_channels
     prompt = VoicePrompt("[S2] Me.", np.random.default_rng(2).integers(0, 1024, size=(6, channels)))
@@ -207,6 +208,7 @@ def test_widths_where_the_chain_won_keep_the_chain(ending_checkpoint: Checkpoint
             raise AssertionError("the kernel ran at a width where the chain won")
 
     plain, fast = (Engine.load(ending_checkpoint.folder, DEVICE, "float32", use_cuda_graphs=False) for _ in range(2))
+    _with_sampler(plain, None)
     _with_sampler(fast, sample_kernel.FusedSampler(Raising(), choices={1: None}))
     params = GenerationParams(max_tokens=16, seed=4)
     np.testing.assert_array_equal(fast.generate_codes(TEXT, params), plain.generate_codes(TEXT, params))
