@@ -4,13 +4,14 @@
     python bench/agreement.py --dtype float32 --steps 300
 
 Two engines on one set of random full-size weights (bench/random_dia.py's `build`, so EOS is held off and lines
-run to the cap): one with the decode kernels and skinny matmuls (the CUDA default), one with SDPA and cuBLAS
-(`decode_kernels=False`). Each renders the same line greedily and with three seeds; printed per line: both
-lengths and the first frame where they differ. In float32 the two compute the same sums within float32
-rounding, far below the gaps between random logits, so their lines should agree on every frame. In
-bfloat16 one rounding can flip a near-tied token of these near-flat random logits, after which the lines
-go their own ways: parting early there says nothing about trained weights. The tests compare the kernels
-with SDPA on tiny models; this is the same check at full size. Not a benchmark of record.
+run to the cap): one with the decode kernels, skinny matmuls and (where it measured faster) the fused sampler,
+the CUDA default; one with SDPA, cuBLAS and the compiled sampling chain (`decode_kernels=False`). Each renders
+the same line greedily and with three seeds; printed per line: both lengths and the first frame where they
+differ. In float32 the two compute the same sums within float32 rounding, far below the gaps between random
+logits, so their lines should agree on every frame. In bfloat16 one rounding can flip a near-tied token of
+these near-flat random logits, after which the lines go their own ways: parting early there says nothing
+about trained weights. The tests compare the kernels with SDPA on tiny models; this is the same check at full
+size. Not a benchmark of record.
 """
 
 from __future__ import annotations

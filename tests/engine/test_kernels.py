@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.engine.conftest import Checkpoint
+from tests.engine.lines import assert_same_lines
 from tts_engine.dia import fused
 from tts_engine.dia.attention import attend, fold_mask, pair_heads
 from tts_engine.dia.cache import SelfCache
@@ -163,15 +164,7 @@ def test_lines_through_the_kernels_equal_sdpa_lines(ending_checkpoint: Checkpoin
         for kernels_on in (False, True)
     )
     assert fast.model.ops.kernels is not None and plain.model.ops.kernels is None
-    channels = plain.config.decoder.num_channels
-    prompt = VoicePrompt("[S2] Me.", np.random.default_rng(2).integers(0, 1024, size=(6, channels)))
-    for params, voice in (
-        (GenerationParams(temperature=0, max_tokens=30), prompt),
-        (GenerationParams(max_tokens=30, seed=3), None),
-    ):
-        codes = plain.generate_codes(TEXT, params, voice)
-        assert len(codes) > 0
-        np.testing.assert_array_equal(fast.generate_codes(TEXT, params, voice), codes)
+    assert_same_lines(plain, fast, TEXT, max_tokens=30)
 
 
 def test_kernels_that_fail_their_check_leave_steps_on_sdpa(

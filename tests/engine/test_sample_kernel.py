@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from tests.engine.conftest import Checkpoint
+from tests.engine.lines import assert_same_lines
 from tests.engine.test_sampling import random_logits
 from tts_engine.dia import sampling
 from tts_engine.dia.config import DecoderConfig
-from tts_engine.engine import Engine, GenerationParams, VoicePrompt
+from tts_engine.engine import Engine, GenerationParams
 
 sample_kernel = pytest.importorskip("tts_engine.dia.sample_kernel", reason="triton is not installed")
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -183,20 +184,12 @@ def _with_sampler(engine: Engine, sampler: Any) -> Engine:
 
 
 def test_lines_through_the_fused_sampler_equal_chain_lines(ending_checkpoint: Checkpoint) -> None:
-    """Whole lines, greedy with a voice prompt and seeded, and a batch of two beside each other: the same codes
-    through the kernel as through the chain."""
+    """Whole lines, greedy with a voice prompt and seeded: the same codes through the kernel as through the
+    chain."""
     plain, fast = (Engine.load(ending_checkpoint.folder, DEVICE, "float32", use_cuda_graphs=False) for _ in range(2))
     _with_sampler(plain, None)  # on CUDA the decode kernels bring the sampler by default
     _with_sampler(fast, sample_kernel.for_device(DEVICE))
-    channels = plain.config.decoder.num_channels
-    prompt = VoicePrompt("[S2] Me.", np.random.default_rng(2).integers(0, 1024, size=(6, channels)))
-    for params, voice in (
-        (GenerationParams(temperature=0, max_tokens=24), prompt),
-        (GenerationParams(max_tokens=24, seed=3), None),
-    ):
-        codes = plain.generate_codes(TEXT, params, voice)
-        assert len(codes) > 0
-        np.testing.assert_array_equal(fast.generate_codes(TEXT, params, voice), codes)
+    assert_same_lines(plain, fast, TEXT, max_tokens=24)
 
 
 def test_widths_where_the_chain_won_keep_the_chain(ending_checkpoint: Checkpoint) -> None:

@@ -90,8 +90,7 @@ class Decoder:
         param = next(model.parameters())
         self.model, self.cfg, self.slots = model, cfg, slots
         self.device, self.dtype = param.device, param.dtype
-        # The countdown may run max_delay past the cap; a multiple of 64 keeps attention kernels on fast paths.
-        self.positions = cfg.decode_positions
+        self.positions = cfg.decode_positions  # the cap plus the EOS countdown's tail, rounded to 64
         if model.rope is None or model.rope.shape[1] < self.positions or model.rope.device != self.device:
             model.setup_rope(self.positions, self.device)
         # Captured graphs read the table by address: a second decoder on the same model (a scheduler beside the

@@ -177,6 +177,7 @@ class FusedSampler:
         w, c, v = cond_WxCxV.shape
         assert uncond_WxCxV.stride() == cond_WxCxV.stride() and cond_WxCxV.stride(2) == 1
         assert noise_NxSxCxV.stride(3) == 1 and noise_NxSxCxV.shape[1] >= w and noise_NxSxCxV.shape[2:] == (c, v)
+        assert scores_out is None or scores_out.is_contiguous()  # the kernel writes it as (W, C, V) rows
         out_WxC = torch.empty((w, c), dtype=torch.long, device=cond_WxCxV.device)
         warps = warps or self.choices.get(w) or WARPS[-1]
         strides = (*cond_WxCxV.stride()[:2], *noise_NxSxCxV.stride()[:3])
@@ -239,10 +240,14 @@ class _Inputs:
         noise = torch.empty((2, width, channels, vocab), device=device).exponential_(generator=gen)
         return cls(cond, uncond, params, noise, torch.ones(1, dtype=torch.long, device=device), eos_id)
 
+    def step_noise(self) -> Tensor:
+        """noise[step]: what the chain draws with (the kernel indexes it itself)."""
+        return self.noise.index_select(0, self.step).squeeze(0)
+
     def chain(self, ops: Ops) -> Callable[[], Tensor]:
         def run() -> Tensor:
             scores = ops.process(self.cond, self.uncond, self.params, self.eos_id)
-            return ops.draw(scores, self.noise.index_select(0, self.step).squeeze(0), self.params.greedy)
+            return ops.draw(scores, self.step_noise(), self.params.greedy)
 
         return run
 
@@ -260,7 +265,7 @@ def check(sampler: FusedSampler, channels: int, vocab: int, eos_id: int, device:
     inputs.params.cfg_scale[2] = 1.0
     inputs.params.top_p[3] = 1.0
     expected_scores = sampling.process(inputs.cond, inputs.uncond, inputs.params, eos_id)
-    expected = sampling.draw(expected_scores, inputs.noise[1, :4], inputs.params.greedy)
+    expected = sampling.draw(expected_scores, inputs.step_noise(), inputs.params.greedy)
     scores = torch.empty_like(expected_scores)
     try:
         tokens = inputs.fused(sampler, WARPS[-1])(scores_out=scores)
