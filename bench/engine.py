@@ -282,9 +282,11 @@ def main() -> int:
     )
     parser.add_argument("--batch-invariant", action="store_true", help="our engine batch-invariant (the mode's cost)")
     args = parser.parse_args()
-    # What the matmul tuner chose at start-up (each projection: cuBLAS or ours, fused or not) goes to stderr.
+    # What the tuners chose at start-up goes to stderr: each projection cuBLAS or ours (fused or not) with both
+    # times, and the sampler fused or the chain at each batch width.
     logging.basicConfig(level=logging.WARNING, format="# %(name)s: %(message)s")
-    logging.getLogger("tts_engine.dia.linear").setLevel(logging.INFO)
+    for tuner in ("tts_engine.dia.linear_tuning", "tts_engine.dia.sample_kernel"):
+        logging.getLogger(tuner).setLevel(logging.INFO)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     max_tokens = args.steps or (1100 if device.type == "cuda" else 24)
