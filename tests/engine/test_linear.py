@@ -96,12 +96,15 @@ def test_bfloat16_accumulates_in_float32() -> None:
 
 
 @pytest.mark.parametrize("config", linear.CANDIDATES, ids=str)
-@pytest.mark.parametrize(("rows", "n", "k"), [(2, 72, 300), (33, 20, 24)])
+@pytest.mark.parametrize(("rows", "n", "k"), [(2, 72, 300), (33, 20, 24), (17, 24, 150)])
 @pytest.mark.parametrize("with_delta", [True, False], ids=["x+delta", "x"])
 def test_a_normed_projection_is_the_norm_then_the_projection(
     config: linear.Config, rows: int, n: int, k: int, with_delta: bool
 ) -> None:
-    """rms_norm(x + delta) @ W^T in one kernel, and x + delta (the residual stream's next value) beside it."""
+    """rms_norm(x + delta) @ W^T in one kernel, and x + delta (the residual stream's next value) beside it. At 17
+    rows x 150 the first pass (the rows' scales) takes two chunks of 128 columns, the second ragged."""
+    if (rows, k) == (17, 150):
+        assert linear.norm_chunk(rows, k) == (32, 128)
     _skip_unless_fits(config, rows, linear.NORM)
     gen = torch.Generator(device=DEVICE).manual_seed(rows * n + k)
     x = torch.randn(rows, 2 * k, device=DEVICE, generator=gen)[:, :k]

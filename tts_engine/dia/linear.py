@@ -80,6 +80,7 @@ MAX_SPLIT_BANDS = 512  # split-K only for projections of fewer bands (more fill 
 DO_NOT_SPECIALIZE = ("rows",)
 MAX_ROWS = 64  # x's rows share one block; past this the weights would be re-read, and cuBLAS is efficient
 PROLOGUES = {PLAIN: "plain", NORM: "norm", GATED: "gated"}
+NORM_ELEMENTS = 4096  # a NORM first-pass chunk: 32 values a thread on 4 warps, for x and again for delta
 
 
 Timer = Callable[[Callable[[], object]], float]
@@ -112,6 +113,13 @@ class RopeWrite:
 def block_rows(rows: int) -> int:
     """BLOCK_M for `rows` rows of x: the next power of two, at least the 16 rows tl.dot needs."""
     return max(16, triton.next_power_of_2(rows))
+
+
+def norm_chunk(rows: int, k: int) -> tuple[int, int]:
+    """A NORM prologue's first pass: its rows (the next power of two, at least 2: Triton's interpreter mishandles
+    one-element masks) and columns per chunk, NORM_ELEMENTS a chunk at most (all of a 2048-wide row at two rows)."""
+    norm_m = max(2, triton.next_power_of_2(rows))
+    return norm_m, min(triton.next_power_of_2(k), max(16, NORM_ELEMENTS // norm_m))
 
 
 def split_width(k: int, config: Config) -> int:
@@ -266,12 +274,14 @@ class SkinnyLinear:
             parts = torch.empty((config.splits * block_m, n), dtype=torch.float32, device=y.device)
             counters = self.counters(y.device)
             k_split = split_width(k, config)
+        norm_m, norm_k = norm_chunk(rows, k) if prologue == NORM else (2, 16)  # (unused but by NORM)
         self.kernel[(bands, config.splits)](  # type: ignore[index]
             x_RxK, weight, y, delta_, gamma_, total_, rows, n, k, x_RxK.stride(0), weight.stride(0), y.stride(0),
             delta_.stride(0), total_.stride(0), eps, parts, counters, k_split, *targets,
             BLOCK_M=block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, DOT_F32=interpreting(),
             PRECISION="ieee" if x_RxK.dtype == torch.float32 else "tf32", PROLOGUE=prologue, DELTA=delta is not None,
-            ROPE=rope is not None, SPLITS=config.splits, num_warps=config.warps, num_stages=config.stages,
+            ROPE=rope is not None, SPLITS=config.splits, NORM_M=norm_m, NORM_K=norm_k, num_warps=config.warps,
+            num_stages=config.stages,
         )  # fmt: skip
         return y
 

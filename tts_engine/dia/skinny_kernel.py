@@ -21,7 +21,7 @@ def skinny_matmul(
     stride_vs, heads, kv_heads, head_dim,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr,
     PRECISION: tl.constexpr, PROLOGUE: tl.constexpr = 0, DELTA: tl.constexpr = False, ROPE: tl.constexpr = False,
-    SPLITS: tl.constexpr = 1,
+    SPLITS: tl.constexpr = 1, NORM_M: tl.constexpr = 2, NORM_K: tl.constexpr = 16,
 ):  # fmt: skip
     """One band of BLOCK_N output columns for all `rows` (<= BLOCK_M) rows of x, float32 accumulation; float32
     inputs multiply in full precision (PRECISION "ieee"), never TF32, as cuBLAS does by default in PyTorch.
@@ -29,7 +29,8 @@ def skinny_matmul(
     The prologue makes the kernel's left-hand side from x on the fly, rounded where fused.py's functions round,
     so the kernel replaces their elementwise kernel as well as the matmul:
     - NORM: rms_norm(t) with weights gamma, where t = x + delta with DELTA (else x); a first pass over each row
-      finds its scale, and band 0 writes t to sum_ptr (the residual stream's next value).
+      (NORM_M rows, NORM_K columns at a time) finds its scale, and band 0 writes t to sum_ptr (the residual
+      stream's next value).
     - GATED: silu_mul(x), x holding the gate's K columns and then the up projection's K columns.
     With ROPE, the epilogue of the fused q/k/v projection (its heads in attention.pair_heads order, so a band
     holds whole RoPE pairs): instead of y it writes what kernels.rope_write makes of y, the rotated queries to
@@ -49,20 +50,29 @@ def skinny_matmul(
     n_ok = cols < n
     dtype = x_ptr.dtype.element_ty
     scale = tl.zeros((BLOCK_M,), tl.float32)
-    if PROLOGUE == 1:  # NORM's first pass: each row's 1 / rms
-        for start in range(0, k, BLOCK_K):
-            ks = start + tl.arange(0, BLOCK_K)
-            tile_ok = m_ok[:, None] & (ks < k)[None, :]
-            t = tl.load(x_ptr + m[:, None] * stride_xm + ks[None, :], mask=tile_ok, other=0.0)
+    if PROLOGUE == 1:  # NORM's first pass: each row's 1 / rms, over NORM_M rows (the next power of two)
+        # In NORM_K-column chunks, as wide as registers allow (all of K at two rows): each chunk's loads are in
+        # flight together, where BLOCK_K-wide steps made a chain of L2 round trips (H100, 2026-11-23: about
+        # 0.4 us each, 8 or 16 of them, which made the fused form lose to the norm kernel and cuBLAS). Not
+        # software-pipelined: a pipeline would stage NORM_K-wide tiles in shared memory for one or two chunks.
+        rows_p = tl.arange(0, NORM_M)
+        rows_ok = rows_p < rows
+        sums = tl.zeros((NORM_M,), tl.float32)
+        for start in tl.range(0, k, NORM_K, num_stages=1):
+            ks = start + tl.arange(0, NORM_K)
+            tile_ok = rows_ok[:, None] & (ks < k)[None, :]
+            t = tl.load(x_ptr + rows_p[:, None] * stride_xm + ks[None, :], mask=tile_ok, other=0.0)
             if DELTA:
-                d = tl.load(delta_ptr + m[:, None] * stride_dm + ks[None, :], mask=tile_ok, other=0.0)
+                d = tl.load(delta_ptr + rows_p[:, None] * stride_dm + ks[None, :], mask=tile_ok, other=0.0)
                 t = (t.to(tl.float32) + d.to(tl.float32)).to(dtype)
                 # One block writes the sum (every split of every band reads the whole rows).
-                first = (band + split + tl.zeros((BLOCK_M, BLOCK_K), tl.int32)) == 0
-                tl.store(sum_ptr + m[:, None] * stride_sm + ks[None, :], t, mask=tile_ok & first)
+                first = (band + split + tl.zeros((NORM_M, NORM_K), tl.int32)) == 0
+                tl.store(sum_ptr + rows_p[:, None] * stride_sm + ks[None, :], t, mask=tile_ok & first)
             t = t.to(tl.float32)
-            scale += tl.sum(t * t, 1)
-        scale = tl.rsqrt(scale / k + eps)
+            sums += tl.sum(t * t, 1)
+        # Row i's scale at position i of BLOCK_M (rows past NORM_M, never valid, get 0).
+        scale_p = tl.rsqrt(sums / k + eps)
+        scale = tl.sum(tl.where(m[:, None] == rows_p[None, :], scale_p[None, :], 0.0), 1)
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     k_lo = split * k_split
     for start in range(k_lo, tl.minimum(k_lo + k_split, k), BLOCK_K):
