@@ -185,7 +185,7 @@ def record(step: Step, gpu: Gpu = H100) -> list[Launch]:
     for weight in model.parameters():
         if weight.dim() == 2:  # every projection on the kernel, fused with what precedes it wherever it can be
             skinny.choices[(step.rows, *weight.shape)] = linear.CANDIDATES[0]
-            for prologue in (linear.NORM, linear.GATED):
+            for prologue in (linear.NORM, linear.GATED, linear.ROPED):
                 skinny.fusions[(prologue, step.rows, *weight.shape)] = linear.CANDIDATES[0]
     meta, cfg = torch.device("meta"), model.cfg
     cache = SelfCache.allocate(cfg, rows=step.rows, length=cfg.decoder.max_positions, device=meta, dtype=step.dtype)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
 import torch
@@ -221,6 +222,61 @@ def test_fused_prologues_are_kept_only_where_faster_than_the_kernels_they_replac
     assert (
         linear.SkinnyLinear(invariant=True, fusions=skinny.fusions).normed(x, delta, norms[1], 1e-5, weights[1]) is None
     )
+
+
+@pytest.mark.usefixtures("float32_candidates")
+def test_the_roped_form_races_the_norm_the_projection_and_the_rope_write() -> None:
+    """The q/k/v group's form with RoPE and the cache write races all three kernels it replaces (its baseline
+    really runs kernels.rope_write, once a layer), is kept under its own key where it wins, and then serves
+    `roped` with what the three kernels give; `normed` keeps the NORM form's own verdict (apart won there)."""
+    gen = torch.Generator(device=DEVICE).manual_seed(4)
+    heads, kv_heads, head_dim, k = 2, 1, 8, 32
+    n = (heads + 2 * kv_heads) * head_dim
+    weights = [pair_heads(torch.randn(n, k, device=DEVICE, generator=gen), head_dim, dim=0).contiguous() for _ in "ab"]
+    norms = [torch.randn(k, device=DEVICE, generator=gen) for _ in "ab"]
+    table = rope_table(10_000.0, head_dim, 16, DEVICE)
+    group = linear.Group(weights, linear.NORM, norms, 1e-5, linear.RopeShape(table, heads, kv_heads))
+    real = kernels.for_device(DEVICE)
+    rope_writes: list[int] = []
+
+    class Counting:  # the decode kernels, counting rope_write's calls (all the tuner calls of them)
+        def rope_write(self, *args: Any) -> torch.Tensor:
+            rope_writes.append(1)
+            return real.rope_write(*args)  # type: ignore[no-any-return]
+
+    ops = dataclasses.replace(fused.EAGER, kernels=cast(Any, Counting()))
+    others = len(linear.CANDIDATES) - 1
+    timings = iter(
+        [5.0] + [6.0] * (others + 1)  # plain: cuBLAS wins
+        + [5.0] + [6.0] * (others + 1)  # norm + matmul: apart wins
+        + [5.0, 9.0, 4.0] + [9.0] * (others - 1)  # norm + matmul + rope: the second candidate wins
+    )  # fmt: skip
+    writes_per_timing: list[int] = []
+
+    def timer(fn: Callable[[], object]) -> float:
+        before = len(rope_writes)
+        fn()
+        writes_per_timing.append(len(rope_writes) - before)
+        return next(timings)
+
+    skinny = linear.SkinnyLinear(timer=timer)
+    skinny.tune([group], rows=[2], ops=ops)
+    assert skinny.fusions == {(linear.ROPED, 2, n, k): linear.CANDIDATES[1]}
+    assert skinny.tuned == {(p, 2, n, k) for p in (linear.PLAIN, linear.NORM, linear.ROPED)}
+    assert writes_per_timing[-len(linear.CANDIDATES) - 1 :] == [2] + [0] * len(linear.CANDIDATES)
+
+    x, delta = (torch.randn(2, k, device=DEVICE, generator=gen) for _ in "ab")
+    pos = torch.tensor([3, 9], device=DEVICE)
+    caches = torch.zeros(2, 2, kv_heads, 16, head_dim, device=DEVICE)
+    expected_caches = caches.clone()
+    assert skinny.normed(x, delta, norms[1], 1e-5, weights[1]) is None
+    out = skinny.roped(x, delta, norms[1], 1e-5, weights[1], table, pos, caches[0], caches[1], heads)
+    assert out is not None
+    total, normed = fused.add_rms_norm(x, delta, norms[1], 1e-5)
+    expected_q = real.rope_write(F.linear(normed, weights[1]), table, pos, *expected_caches, heads)
+    torch.testing.assert_close(out[0], expected_q, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(caches, expected_caches, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[1], total)
 
 
 @pytest.mark.usefixtures("float32_candidates")

@@ -80,6 +80,9 @@ MAX_SPLIT_BANDS = 512  # split-K only for projections of fewer bands (more fill 
 DO_NOT_SPECIALIZE = ("rows",)
 MAX_ROWS = 64  # x's rows share one block; past this the weights would be re-read, and cuBLAS is efficient
 PROLOGUES = {PLAIN: "plain", NORM: "norm", GATED: "gated"}
+# The tuner's key for the q/k/v projection's NORM form with the RoPE epilogue (`roped`): timed against the norm,
+# the projection and kernels.rope_write, so its verdict is its own, never taken for `normed`'s or given to it.
+ROPED = 3
 NORM_ELEMENTS = 4096  # a NORM first-pass chunk: 32 values a thread on 4 warps, for x and again for delta
 
 
@@ -87,15 +90,27 @@ Timer = Callable[[Callable[[], object]], float]
 
 
 @dataclass(frozen=True)
+class RopeShape:
+    """What the tuner needs to race a q/k/v group's `roped` form against the three kernels it replaces: the
+    model's cos and sin table (2, positions, E), as decode steps pass it, and the attention's heads."""
+
+    table: Tensor
+    heads: int
+    kv_heads: int
+
+
+@dataclass(frozen=True)
 class Group:
     """The weights of one role in a decode step (one per layer, all one shape) and how the step makes their
     input: PLAIN (as given), NORM (rms_norm(x + delta) with `norms[i]` for `weights[i]`, and `eps`) or GATED
-    (silu_mul of 2K columns)."""
+    (silu_mul of 2K columns). `rope`: the q/k/v projection, whose NORM form can also take RoPE and the cache
+    write (`roped`)."""
 
     weights: Sequence[Tensor]
     prologue: int = PLAIN
     norms: Sequence[Tensor] = ()
     eps: float = 1e-5
+    rope: RopeShape | None = None
 
 
 @dataclass(frozen=True)
@@ -184,9 +199,9 @@ class SkinnyLinear:
     ) -> tuple[Tensor, Tensor] | None:  # fmt: skip
         """`normed` for the fused q/k/v projection (attention.pair_heads order) with kernels.rope_write in its
         epilogue: (rotated queries (R, H, E), t), the keys and values written into the caches at pos_R. Where
-        the NORM form was chosen for this shape (what the epilogue adds is a few pairs' arithmetic in registers
-        against a kernel of its own); else None."""
-        config = self._fusion(NORM, x, weight)
+        the tuner found this form faster than the norm, the projection and kernels.rope_write (what the epilogue
+        adds is a few pairs' arithmetic in registers against a kernel of its own); else None."""
+        config = self._fusion(ROPED, x, weight)
         if config is None:
             return None
         rope = RopeWrite(rope_2xPxE, pos_R, k_cache, v_cache, heads)

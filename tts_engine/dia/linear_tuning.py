@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tts_engine.dia import fused, linear
-from tts_engine.dia.linear import MAX_ROWS, NORM, PLAIN, PROLOGUES, Config, Group, SkinnyLinear, block_rows
+from tts_engine.dia.linear import MAX_ROWS, NORM, PLAIN, PROLOGUES, ROPED, Config, Group, RopeWrite, SkinnyLinear
 from tts_engine.dia.timing import graph_timer
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ def tune(skinny: SkinnyLinear, groups: Iterable[Group], rows: Iterable[int], ops
     """Time cuBLAS and every candidate for each group of same-shape weights (one per layer) at each row
     count, and keep the fastest. Each timing runs through the whole group, as a step does, so the weights
     come from memory rather than from L2. For a NORM or GATED group, then the fused kernel against what it
-    replaces: `ops`' elementwise kernel (add_rms_norm, silu_mul) followed by the projection just chosen."""
+    replaces: `ops`' elementwise kernel (add_rms_norm, silu_mul) followed by the projection just chosen; and for
+    the q/k/v group, its form with RoPE and the cache write against those and kernels.rope_write."""
     if skinny.invariant:
         _tune_shapes(skinny, groups)
         return
@@ -52,6 +53,8 @@ def tune(skinny: SkinnyLinear, groups: Iterable[Group], rows: Iterable[int], ops
                 _tune_plain(skinny, group.weights, r)
             if group.prologue != PLAIN and (group.prologue, r, n, k) not in skinny.tuned:
                 _tune_fused(skinny, group, r, ops)
+            if group.rope is not None and ops.kernels is not None and (ROPED, r, n, k) not in skinny.tuned:
+                _tune_roped(skinny, group, r, ops)
 
 
 def _tune_plain(skinny: SkinnyLinear, weights: Sequence[Tensor], r: int) -> None:
@@ -68,7 +71,7 @@ def _tune_fused(skinny: SkinnyLinear, group: Group, r: int, ops: fused.Ops) -> N
     weights, eps = group.weights, group.eps
     n, k = weights[0].shape
     device, dtype = weights[0].device, weights[0].dtype
-    # For layer i: the elementwise kernel the fused form replaces, and the fused form itskinny.
+    # For layer i: the elementwise kernel the fused form replaces, and the fused form itself.
     if group.prologue == NORM:
         x, delta = (torch.randn(r, k, device=device, dtype=dtype) for _ in range(2))
 
@@ -98,6 +101,48 @@ def _tune_fused(skinny: SkinnyLinear, group: Group, r: int, ops: fused.Ops) -> N
     skinny.tuned.add((group.prologue, r, n, k))
     if best is not None:
         skinny.fusions[(group.prologue, r, n, k)] = best
+
+
+def _tune_roped(skinny: SkinnyLinear, group: Group, r: int, ops: fused.Ops) -> None:
+    """The q/k/v projection with its norm, RoPE and the cache write in one kernel (`SkinnyLinear.roped`)
+    against what a step runs without it: the norm and the projection as chosen (fused or not), then
+    kernels.rope_write. Checked on the queries and on both caches, written at a position per row."""
+    weights, rope, kernels = group.weights, group.rope, ops.kernels
+    assert rope is not None and kernels is not None and group.prologue == NORM
+    n, k = weights[0].shape
+    device, dtype = weights[0].device, weights[0].dtype
+    x, delta = (torch.randn(r, k, device=device, dtype=dtype) for _ in range(2))
+    head_dim, positions = rope.table.shape[2], min(8, rope.table.shape[1])
+    caches = torch.zeros(2, r, rope.kv_heads, positions, head_dim, device=device, dtype=dtype)
+    pos_R = torch.arange(r, device=device) % positions
+
+    def before(i: int) -> Tensor:
+        normed = skinny.normed(x, delta, group.norms[i], group.eps, weights[i])  # as kernel_step._normed runs it
+        if normed is None:
+            normed = skinny(ops.add_rms_norm(x, delta, group.norms[i], group.eps)[1], weights[i]), x
+        return kernels.rope_write(normed[0].view(r, -1), rope.table, pos_R, caches[0], caches[1], rope.heads)
+
+    def fused_form(i: int, config: Config) -> Tensor:
+        write = RopeWrite(rope.table, pos_R, caches[0], caches[1], rope.heads)
+        return skinny.run_normed(x, delta, group.norms[i], group.eps, weights[i], config=config, rope=write)[0]
+
+    def written(queries: Callable[[], Tensor]) -> Tensor:
+        """The queries and both caches, from zeroed caches."""
+        caches.zero_()
+        return torch.cat([queries().flatten(), caches.flatten()])
+
+    def together(config: Config) -> Callable[[], None]:
+        return _through(functools.partial(fused_form, config=config), range(len(weights)))
+
+    separate = skinny.timer(_through(before, range(len(weights))))
+    expected = written(lambda: before(0))
+    timings = _time_each(
+        skinny, together, lambda config: written(lambda: fused_form(0, config)), expected, r, NORM, n=n
+    )
+    best = _fastest(separate, timings, "norm + matmul + rope", weights, r)
+    skinny.tuned.add((ROPED, r, n, k))
+    if best is not None:
+        skinny.fusions[(ROPED, r, n, k)] = best
 
 
 def _fastest(
@@ -148,16 +193,17 @@ def time_candidates(
 
 def _time_each(
     skinny: SkinnyLinear, calls: Callable[[Config], Callable[[], None]], result: Callable[[Config], Tensor],
-    expected: Tensor, rows: int, prologue: int,
+    expected: Tensor, rows: int, prologue: int, *, n: int | None = None,
 ) -> dict[Config, float]:  # fmt: skip
     """Seconds of `calls(config)` for each candidate whose `result` agrees with `expected` (the path it would
     replace, on the group's first weight); one that needs more shared memory than a block may have on this
-    GPU, fails to compile, or computes something else (a miscompilation: fast is no use then) is left out."""
+    GPU, fails to compile, or computes something else (a miscompilation: fast is no use then) is left out.
+    `n`: the projection's outputs, where `expected` is not (rows, n)."""
     timings = {}
     limit = linear.shared_limit(expected.device)
-    block_m = block_rows(rows)
+    block_m = linear.block_rows(rows)
     what = f"{PROLOGUES[prologue]} matmul"
-    for config in linear.candidates(expected.shape[-1]):
+    for config in linear.candidates(n or expected.shape[-1]):
         if limit is not None and config.shared_bytes(block_m, expected.element_size(), prologue) > limit:
             continue
         try:

@@ -242,7 +242,7 @@ class DiaModel(nn.Module):
         tune = getattr(self.ops.linear, "tune", None)
         if tune is None:
             return
-        from tts_engine.dia.linear import GATED, NORM, Group
+        from tts_engine.dia.linear import GATED, NORM, Group, RopeShape
 
         decoder = self.decoder()
         layers, eps = decoder.typed_layers(), self.cfg.decoder.norm_eps
@@ -259,7 +259,9 @@ class DiaModel(nn.Module):
         ]  # fmt: skip
         if all(proj is not None for proj in qkv):
             norms = [layer.pre_sa_norm.weight for layer in layers]
-            groups.insert(0, Group([proj.weight for proj in qkv if proj is not None], NORM, norms, eps))
+            attention = layers[0].self_attention
+            rope = None if self.rope is None else RopeShape(self.rope, attention.heads, attention.kv_heads)
+            groups.insert(0, Group([proj.weight for proj in qkv if proj is not None], NORM, norms, eps, rope))
         tune(groups, list(rows), self.ops)
 
     def encode(self, ids_RxL: Tensor) -> Tensor:
