@@ -314,9 +314,10 @@ def _kernel_always_wins(fn: Callable[[], None], calls: list[int]) -> float:
 
 @pytest.mark.usefixtures("float32_candidates")
 def test_a_decode_step_through_skinny_matmuls_matches_cublas(checkpoint: Checkpoint) -> None:
-    """tune_decode covers every projection of a decode step (q/k/v, outputs, cross queries, MLP, logits) and
-    the fused forms of the five that follow a norm or the activation, each candidate runs on the real weights,
-    and a step through the chosen kernels (the fused ones wherever they can be) gives the same logits."""
+    """tune_decode covers every projection of a decode step (q/k/v, outputs, cross queries, MLP, logits), the
+    fused forms of the five that follow a norm or the activation and the q/k/v form with RoPE and the cache
+    write, each candidate runs on the real weights, and a step through the chosen kernels (the fused ones
+    wherever they can be, RoPE's included) gives the same logits."""
     engine = Engine.load(checkpoint.folder, device=DEVICE, dtype="float32", use_cuda_graphs=False, decode_kernels=False)
     scheduler = engine.scheduler(slots=2, chunk_steps=2, use_cuda_graphs=False)
     scheduler.submit("a", "[S1] Hello there.", GenerationParams(max_tokens=30, seed=1))
@@ -338,6 +339,9 @@ def test_a_decode_step_through_skinny_matmuls_matches_cublas(checkpoint: Checkpo
                   decoder_layer.mlp.gate_up_proj, model.logits_dense]  # fmt: skip
     fusions = {(linear.NORM, 4, *p.weight.shape) for p in after_norm if p is not None}
     fusions.add((linear.GATED, 4, *decoder_layer.mlp.down_proj.weight.shape))
+    qkv = decoder_layer.self_attention.qkv_proj
+    assert qkv is not None
+    fusions.add((linear.ROPED, 4, *qkv.weight.shape))
     assert set(skinny.fusions) == fusions and set(skinny.fusions.values()) == {linear.CANDIDATES[0]}
     assert len(calls) == (len(expected) + len(fusions)) * (1 + len(linear.CANDIDATES))
 
