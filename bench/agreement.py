@@ -8,7 +8,10 @@ run to the cap): one with the decode kernels, skinny matmuls and (where it measu
 the CUDA default; one with SDPA, cuBLAS and the compiled sampling chain (`decode_kernels=False`). Each renders
 the same line greedily and with three seeds; printed per line: both lengths and the first frame where they
 differ. In float32 the two compute the same sums within float32 rounding, far below the gaps between random
-logits, so their lines should agree on every frame. In bfloat16 one rounding can flip a near-tied token of
+logits, so greedy lines should agree on every frame; a seeded line may part where top-p's cut falls within a
+rounding of a token's cumulative probability (the fused sampler sums them in another order than the chain's
+sort, and flat random logits put many tokens near the cut: H100, 2026-11-23, two of three seeds parted
+after 107 and 195 frames). In bfloat16 one rounding can flip a near-tied token of
 these near-flat random logits, after which the lines go their own ways: parting early there says nothing
 about trained weights. The tests compare the kernels with SDPA on tiny models; this is the same check at full
 size. Not a benchmark of record.
