@@ -262,6 +262,7 @@ def test_the_roped_form_races_the_norm_the_projection_and_the_rope_write() -> No
     skinny = linear.SkinnyLinear(timer=timer)
     skinny.tune([group], rows=[2], ops=ops)
     assert skinny.fusions == {(linear.ROPED, 2, n, k): linear.CANDIDATES[1]}
+    assert linear.PROLOGUES[linear.ROPED] == "norm + rope", "logs and bench/random_dia.matmul_choices name it"
     assert skinny.tuned == {(p, 2, n, k) for p in (linear.PLAIN, linear.NORM, linear.ROPED)}
     assert writes_per_timing[-len(linear.CANDIDATES) - 1 :] == [2] + [0] * len(linear.CANDIDATES)
 

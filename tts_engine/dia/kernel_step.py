@@ -1,7 +1,7 @@
 """A decode step through the decode kernels (kernels.py) and the skinny projections (linear.py): one query
 position per row, every row at its own position, the norms fused with the projections after them.
 
-Each norm goes with the projection after it, and the residual sum before it with the norm: `_normed` runs the
+Each norm goes with the projection after it, and the residual sum before it with the norm: `normed` runs the
 three as one kernel where the projections fuse them (linear.SkinnyLinear.normed), and so the down projection
 with the activation before it (`_gated`) and the q/k/v projection with RoPE and the cache write (`_queries`).
 Where a projection has no fused form (cuBLAS won its tuning, or a CPU test), the same steps run as separate
@@ -18,19 +18,22 @@ from tts_engine.dia import fused
 from tts_engine.dia.cache import CrossCache, SelfCache
 
 if TYPE_CHECKING:
-    from tts_engine.dia.model import DecoderLayer, DiaModel, RMSNorm
+    from tts_engine.dia.model import DecoderLayer, DiaModel
 
 
-def _normed(ops: fused.Ops, x: Tensor, delta: Tensor | None, norm: RMSNorm, weight: Tensor) -> tuple[Tensor, Tensor]:
-    """(rms_norm(t) @ weight^T, t) with t = x + delta (x where delta is None): one kernel where the projections
-    fuse them (linear.SkinnyLinear.normed), else the norm's kernel and then the projection."""
+def normed(
+    ops: fused.Ops, x: Tensor, delta: Tensor | None, gamma: Tensor, eps: float, weight: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(rms_norm(t, gamma, eps) @ weight^T, t) with t = x + delta (x where delta is None): one kernel where the
+    projections fuse them (linear.SkinnyLinear.normed), else the norm's kernel and then the projection. (The
+    matmul tuner times the roped form against this.)"""
     together = getattr(ops.linear, "normed", None)
-    out = None if together is None else together(x, delta, norm.weight, norm.eps, weight)
+    out = None if together is None else together(x, delta, gamma, eps, weight)
     if out is not None:
         return out
     if delta is None:
-        return ops.linear(ops.rms_norm(x, norm.weight, norm.eps), weight), x
-    x, h = ops.add_rms_norm(x, delta, norm.weight, norm.eps)
+        return ops.linear(ops.rms_norm(x, gamma, eps), weight), x
+    x, h = ops.add_rms_norm(x, delta, gamma, eps)
     return ops.linear(h, weight), x
 
 
@@ -49,7 +52,7 @@ def _queries(
         out = together(x, delta, norm.weight, norm.eps, weight, rope_2xPxE, pos_R, k_cache, v_cache, attention.heads)
         if out is not None:
             return out
-    qkv, x = _normed(ops, x, delta, norm, weight)
+    qkv, x = normed(ops, x, delta, norm.weight, norm.eps, weight)
     r = qkv.shape[0]
     return ops.kernels.rope_write(qkv.view(r, -1), rope_2xPxE, pos_R, k_cache, v_cache, attention.heads), x
 
@@ -75,9 +78,11 @@ def logits(
         attention, crossing = layer.self_attention, layer.cross_attention
         q, x_Rx1xD = _queries(ops, x_Rx1xD, delta, layer, model.rope, pos_R, cache.k[i], cache.v[i])
         delta = attention.step(q, cache.k[i], cache.v[i], lengths_R, self_span, ops)
-        q, x_Rx1xD = _normed(ops, x_Rx1xD, delta, layer.pre_ca_norm, crossing.q_proj.weight)
+        ca_norm = layer.pre_ca_norm
+        q, x_Rx1xD = normed(ops, x_Rx1xD, delta, ca_norm.weight, ca_norm.eps, crossing.q_proj.weight)
         k_cross, v_cross = cross.k[i][:, :, :cross_span], cross.v[i][:, :, :cross_span]
         delta = crossing.step(q, k_cross, v_cross, cross.lengths, ops)
-        gate_up, x_Rx1xD = _normed(ops, x_Rx1xD, delta, layer.pre_mlp_norm, layer.mlp.gate_up_proj.weight)
+        mlp_norm = layer.pre_mlp_norm
+        gate_up, x_Rx1xD = normed(ops, x_Rx1xD, delta, mlp_norm.weight, mlp_norm.eps, layer.mlp.gate_up_proj.weight)
         delta = _gated(ops, gate_up, layer.mlp.down_proj.weight)
-    return _normed(ops, x_Rx1xD, delta, decoder.norm, model.logits_dense.weight)[0]
+    return normed(ops, x_Rx1xD, delta, decoder.norm.weight, decoder.norm.eps, model.logits_dense.weight)[0]

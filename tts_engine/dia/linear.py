@@ -79,10 +79,10 @@ MAX_SPLIT_BANDS = 512  # split-K only for projections of fewer bands (more fill 
 # Row counts vary by bucket; not specialising on them keeps one compilation per block shape.
 DO_NOT_SPECIALIZE = ("rows",)
 MAX_ROWS = 64  # x's rows share one block; past this the weights would be re-read, and cuBLAS is efficient
-PROLOGUES = {PLAIN: "plain", NORM: "norm", GATED: "gated"}
 # The tuner's key for the q/k/v projection's NORM form with the RoPE epilogue (`roped`): timed against the norm,
 # the projection and kernels.rope_write, so its verdict is its own, never taken for `normed`'s or given to it.
 ROPED = 3
+PROLOGUES = {PLAIN: "plain", NORM: "norm", GATED: "gated", ROPED: "norm + rope"}  # the fused forms' names in logs
 NORM_ELEMENTS = 4096  # a NORM first-pass chunk: 32 values a thread on 4 warps, for x and again for delta
 
 

@@ -8,6 +8,7 @@ memory rather than from L2, and as replays of a captured CUDA graph (timing.grap
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tts_engine.dia import fused, linear
+from tts_engine.dia import fused, kernel_step, linear
 from tts_engine.dia.linear import MAX_ROWS, NORM, PLAIN, PROLOGUES, ROPED, Config, Group, RopeWrite, SkinnyLinear
 from tts_engine.dia.timing import graph_timer
 
@@ -89,18 +90,9 @@ def _tune_fused(skinny: SkinnyLinear, group: Group, r: int, ops: fused.Ops) -> N
         def fused_form(i: int, config: Config) -> Tensor:
             return skinny.run_gated(x, weights[i], config=config)
 
-    def together(config: Config) -> Callable[[], None]:
-        return _through(functools.partial(fused_form, config=config), range(len(weights)))
-
-    def result(config: Config) -> Tensor:
-        return fused_form(0, config)
-
     separate = skinny.timer(_through(lambda i: skinny(before(i), weights[i]), range(len(weights))))
-    timings = _time_each(skinny, together, result, F.linear(before(0), weights[0]), r, group.prologue)
-    best = _fastest(separate, timings, f"{PROLOGUES[group.prologue]} + matmul", weights, r)
-    skinny.tuned.add((group.prologue, r, n, k))
-    if best is not None:
-        skinny.fusions[(group.prologue, r, n, k)] = best
+    expected = F.linear(before(0), weights[0])
+    _race(skinny, (group.prologue, r, n, k), weights, separate, fused_form, lambda c: fused_form(0, c), expected)
 
 
 def _tune_roped(skinny: SkinnyLinear, group: Group, r: int, ops: fused.Ops) -> None:
@@ -109,6 +101,7 @@ def _tune_roped(skinny: SkinnyLinear, group: Group, r: int, ops: fused.Ops) -> N
     kernels.rope_write. Checked on the queries and on both caches, written at a position per row."""
     weights, rope, kernels = group.weights, group.rope, ops.kernels
     assert rope is not None and kernels is not None and group.prologue == NORM
+    step_ops = dataclasses.replace(ops, linear=skinny)  # the projections as a step runs them
     n, k = weights[0].shape
     device, dtype = weights[0].device, weights[0].dtype
     x, delta = (torch.randn(r, k, device=device, dtype=dtype) for _ in range(2))
@@ -117,10 +110,8 @@ def _tune_roped(skinny: SkinnyLinear, group: Group, r: int, ops: fused.Ops) -> N
     pos_R = torch.arange(r, device=device) % positions
 
     def before(i: int) -> Tensor:
-        normed = skinny.normed(x, delta, group.norms[i], group.eps, weights[i])  # as kernel_step._normed runs it
-        if normed is None:
-            normed = skinny(ops.add_rms_norm(x, delta, group.norms[i], group.eps)[1], weights[i]), x
-        return kernels.rope_write(normed[0].view(r, -1), rope.table, pos_R, caches[0], caches[1], rope.heads)
+        qkv = kernel_step.normed(step_ops, x, delta, group.norms[i], group.eps, weights[i])[0]
+        return kernels.rope_write(qkv.view(r, -1), rope.table, pos_R, caches[0], caches[1], rope.heads)
 
     def fused_form(i: int, config: Config) -> Tensor:
         write = RopeWrite(rope.table, pos_R, caches[0], caches[1], rope.heads)
@@ -131,18 +122,34 @@ def _tune_roped(skinny: SkinnyLinear, group: Group, r: int, ops: fused.Ops) -> N
         caches.zero_()
         return torch.cat([queries().flatten(), caches.flatten()])
 
-    def together(config: Config) -> Callable[[], None]:
-        return _through(functools.partial(fused_form, config=config), range(len(weights)))
-
     separate = skinny.timer(_through(before, range(len(weights))))
     expected = written(lambda: before(0))
-    timings = _time_each(
-        skinny, together, lambda config: written(lambda: fused_form(0, config)), expected, r, NORM, n=n
-    )
-    best = _fastest(separate, timings, "norm + matmul + rope", weights, r)
-    skinny.tuned.add((ROPED, r, n, k))
+
+    def result(config: Config) -> Tensor:
+        return written(lambda: fused_form(0, config))
+
+    _race(skinny, (ROPED, r, n, k), weights, separate, fused_form, result, expected)
+
+
+def _race(
+    skinny: SkinnyLinear, key: tuple[int, int, int, int], weights: Sequence[Tensor], separate: float,
+    fused_form: Callable[[int, Config], Tensor], result: Callable[[Config], Tensor], expected: Tensor,
+) -> None:  # fmt: skip
+    """Each candidate of the fused form `key` (prologue, rows, N, K), run through every layer, against
+    `separate` (the kernels it replaces, timed alike); a candidate whose `result` disagrees with `expected` is
+    out. `key` is then tuned, and its fastest candidate kept where it won."""
+    form, r, n, _ = key
+
+    def together(config: Config) -> Callable[[], None]:
+        return _through(lambda i: fused_form(i, config), range(len(weights)))
+
+    # The roped form is a NORM kernel (its shared memory); its result is the queries and caches, not (r, n).
+    prologue = NORM if form == ROPED else form
+    timings = _time_each(skinny, together, result, expected, r, prologue, n=n)
+    best = _fastest(separate, timings, f"{PROLOGUES[form]} + matmul", weights, r)
+    skinny.tuned.add(key)
     if best is not None:
-        skinny.fusions[(ROPED, r, n, k)] = best
+        skinny.fusions[key] = best
 
 
 def _fastest(
