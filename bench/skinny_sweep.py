@@ -34,6 +34,7 @@ from torch import Tensor
 
 from tts_engine.dia import linear
 from tts_engine.dia.linear import Config, SkinnyLinear
+from tts_engine.dia.linear_tuning import agrees, through
 from tts_engine.dia.timing import graph_timer
 
 SHAPES = ((2048, 2048), (3072, 2048), (2048, 8192), (16384, 2048), (9280, 2048))  # (N, K), the likeliest gains first
@@ -86,20 +87,6 @@ def ours_grid() -> list[Config]:
 def gemv_grid() -> list[tuple[int, int, int, int, bool]]:
     grid = [(n, k, w, s, False) for n, k, w, s in itertools.product((4, 8, 16), (256, 512, 1024), (2, 4, 8), (1, 3))]
     return grid + [(n, k, w, 1, True) for n, k, w in itertools.product((4, 8, 16), (512, 1024), (4, 8))]
-
-
-def agrees(actual: Tensor, expected: Tensor) -> bool:
-    tolerance = 1e-3 if expected.dtype == torch.float32 else 3e-2
-    error = (actual.float() - expected.float()).abs().max().item()
-    return error <= tolerance * (expected.float().abs().max().item() + 1)
-
-
-def through(fn: Callable[[Tensor], object], weights: list[Tensor]) -> Callable[[], None]:
-    def run() -> None:
-        for w in weights:
-            fn(w)
-
-    return run
 
 
 def sweep(rows: int, budget: float) -> None:

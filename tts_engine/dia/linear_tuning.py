@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _through(matmul: Callable[[T], object], group: Sequence[T]) -> Callable[[], None]:
+def through(matmul: Callable[[T], object], group: Sequence[T]) -> Callable[[], None]:
     """One call that multiplies by every weight of the group (or the weight of each layer index) in turn."""
 
     def run() -> None:
@@ -61,7 +61,7 @@ def tune(skinny: SkinnyLinear, groups: Iterable[Group], rows: Iterable[int], ops
 def _tune_plain(skinny: SkinnyLinear, weights: Sequence[Tensor], r: int) -> None:
     n, k = weights[0].shape
     x = torch.randn(r, k, device=weights[0].device, dtype=weights[0].dtype)
-    cublas = skinny.timer(_through(functools.partial(F.linear, x), weights))
+    cublas = skinny.timer(through(functools.partial(F.linear, x), weights))
     best = _fastest(cublas, time_candidates(skinny, x, weights), "matmul", weights, r)
     skinny.tuned.add((PLAIN, r, n, k))
     if best is not None:
@@ -90,7 +90,7 @@ def _tune_fused(skinny: SkinnyLinear, group: Group, r: int, ops: fused.Ops) -> N
         def fused_form(i: int, config: Config) -> Tensor:
             return skinny.run_gated(x, weights[i], config=config)
 
-    separate = skinny.timer(_through(lambda i: skinny(before(i), weights[i]), range(len(weights))))
+    separate = skinny.timer(through(lambda i: skinny(before(i), weights[i]), range(len(weights))))
     expected = F.linear(before(0), weights[0])
     _race(skinny, (group.prologue, r, n, k), weights, separate, fused_form, lambda c: fused_form(0, c), expected)
 
@@ -122,7 +122,7 @@ def _tune_roped(skinny: SkinnyLinear, group: Group, r: int, ops: fused.Ops) -> N
         caches.zero_()
         return torch.cat([queries().flatten(), caches.flatten()])
 
-    separate = skinny.timer(_through(before, range(len(weights))))
+    separate = skinny.timer(through(before, range(len(weights))))
     expected = written(lambda: before(0))
 
     def result(config: Config) -> Tensor:
@@ -141,7 +141,7 @@ def _race(
     form, r, n, _ = key
 
     def together(config: Config) -> Callable[[], None]:
-        return _through(lambda i: fused_form(i, config), range(len(weights)))
+        return through(lambda i: fused_form(i, config), range(len(weights)))
 
     # The roped form is a NORM kernel (its shared memory); its result is the queries and caches, not (r, n).
     prologue = NORM if form == ROPED else form
@@ -189,7 +189,7 @@ def time_candidates(
     """Seconds of each candidate block shape through the whole group (see _time_each)."""
 
     def calls(config: Config) -> Callable[[], None]:
-        return _through(functools.partial(skinny.run, x, config=config, block_m=block_m), group)
+        return through(functools.partial(skinny.run, x, config=config, block_m=block_m), group)
 
     def result(config: Config) -> Tensor:
         return skinny.run(x, group[0], config=config, block_m=block_m)
@@ -214,10 +214,10 @@ def _time_each(
         if limit is not None and config.shared_bytes(block_m, expected.element_size(), prologue) > limit:
             continue
         try:
-            agrees = _agrees(result(config), expected)
+            right = agrees(result(config), expected)
             if config.splits > 1:  # counts left non-zero (no block found itself last) break the next launch
-                agrees = agrees and not skinny.counters(expected.device).any()
-            if not agrees:
+                right = right and not skinny.counters(expected.device).any()
+            if not right:
                 log.warning("%s %s gives wrong results for %s rows x %s: left out", what, config, rows, expected.shape)
                 continue
             timings[config] = skinny.timer(calls(config))
@@ -226,7 +226,7 @@ def _time_each(
     return timings
 
 
-def _agrees(actual: Tensor, expected: Tensor) -> bool:
+def agrees(actual: Tensor, expected: Tensor) -> bool:
     """Equal within a few roundings of the activations' dtype, relative to the largest value: what the same
     product summed in another order gives (a miscompiled kernel is off by far more)."""
     tolerance = 1e-3 if expected.dtype == torch.float32 else 3e-2
