@@ -49,7 +49,6 @@ def skinny_matmul(
     m_ok = m < rows
     n_ok = cols < n
     dtype = x_ptr.dtype.element_ty
-    scale = tl.zeros((BLOCK_M,), tl.float32)
     if PROLOGUE == 1:  # NORM's first pass: each row's 1 / rms, over NORM_M rows (the next power of two)
         # In NORM_K-column chunks, as wide as registers allow (all of K at two rows): each chunk's loads are in
         # flight together, where BLOCK_K-wide steps made a chain of L2 round trips (H100, 2026-11-23: about
