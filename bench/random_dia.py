@@ -59,7 +59,7 @@ def build(
 
 def matmul_choices(engine: Engine) -> dict[str, list[str]]:
     """Which decode-step projections the tuner put on our kernel, by (rows, N, K), and which of those run fused
-    with the norm or activation before them; every other projection runs on cuBLAS."""
+    with the norm before them or the activation or RoPE after them; every other projection runs on cuBLAS."""
     projections = engine.model.ops.linear
     choices = getattr(projections, "choices", {})
     fusions = getattr(projections, "fusions", {})
@@ -68,8 +68,7 @@ def matmul_choices(engine: Engine) -> dict[str, list[str]]:
     return {
         "ours": [f"{rows}x{n}x{k}: {config}" for (rows, n, k), config in sorted(choices.items())],
         "fused": [
-            f"{linear.PROLOGUES[prologue]} {rows}x{n}x{k}: {config}"
-            for (prologue, rows, n, k), config in sorted(fusions.items())
+            f"{linear.FORMS[form]} {rows}x{n}x{k}: {config}" for (form, rows, n, k), config in sorted(fusions.items())
         ],
     }
 

@@ -109,9 +109,9 @@ class Launch:
         constants = {**self.constants, "BLOCK_N": config.block_n, "BLOCK_K": config.block_k, "SPLITS": config.splits}
         args = list(self.args)
         if config.splits > 1:
-            y, n, k = (args[self.arg_index(name)] for name in ("y_ptr", "n", "k"))
+            y, w, k = (args[self.arg_index(name)] for name in ("y_ptr", "w_ptr", "k"))
             rows = config.splits * constants["BLOCK_M"]
-            args[self.arg_index("part_ptr")] = torch.empty((rows, n), dtype=torch.float32, device=y.device)
+            args[self.arg_index("part_ptr")] = torch.empty((rows, w.shape[0]), dtype=torch.float32, device=y.device)
             args[self.arg_index("count_ptr")] = torch.empty(linear.MAX_SPLIT_BANDS, dtype=torch.int32, device=y.device)
             args[self.arg_index("k_split")] = linear.split_width(k, config)
         options = {"num_warps": config.warps, "num_stages": config.stages}
@@ -139,19 +139,26 @@ class _Recorder:
         return launch
 
 
+EVERY_FORM = (linear.NORM, linear.ROPED, linear.NORM_GATED)  # every norm and the activation fused
+
+
 @dataclass(frozen=True)
 class Step:
-    """A decode step to record: its rows (two per request), spans, dtype and whether batch-invariant."""
+    """A decode step to record: its rows (two per request), spans, dtype, whether batch-invariant, and the fused
+    forms the tuner is taken to have kept (linear.FORMS)."""
 
     rows: int
     self_span: int
     cross_span: int
     dtype: torch.dtype = torch.bfloat16
     invariant: bool = False
+    forms: tuple[int, ...] = EVERY_FORM
 
 
 WIDTH_1 = Step(rows=2, self_span=256, cross_span=203)  # one line, early on
-WIDTH_16 = Step(rows=32, self_span=1024, cross_span=1024)  # sixteen lines at full spans
+# Sixteen lines at full spans, as an H100 tuned them (2026-11-23: no NORM form won past 2 rows); the activation
+# in the gate/up projection's epilogue after the norm's kernel.
+WIDTH_16 = Step(rows=32, self_span=1024, cross_span=1024, forms=(linear.GATED,))
 FLOAT32 = Step(rows=2, self_span=512, cross_span=77, dtype=torch.float32)
 INVARIANT = Step(rows=6, self_span=768, cross_span=203, invariant=True)  # DIA_BATCH_INVARIANT
 # The RTX 4090 serves bfloat16: no float32 step there.
@@ -169,7 +176,7 @@ def _meta_model(dtype: torch.dtype) -> DiaModel:
 
 def record(step: Step, gpu: Gpu = H100) -> list[Launch]:
     """The kernel launches of one decode step of the full-size model on `gpu` (every projection on the skinny
-    kernel, with the norm or activation before it in its prologue)."""
+    kernel, in the step's fused forms wherever they apply)."""
     launches: list[Launch] = []
     model = _meta_model(step.dtype)
     span = model.cfg.longest_span if step.invariant else None  # as DiaModel.use_batch_invariant sets it
@@ -183,10 +190,10 @@ def record(step: Step, gpu: Gpu = H100) -> list[Launch]:
     kernel = _Recorder(skinny_kernel.skinny_matmul, launches, linear.DO_NOT_SPECIALIZE)
     skinny = linear.SkinnyLinear(kernel=kernel, invariant=step.invariant)
     for weight in model.parameters():
-        if weight.dim() == 2:  # every projection on the kernel, fused with what precedes it wherever it can be
+        if weight.dim() == 2:  # every projection on the kernel, in the step's forms wherever they apply
             skinny.choices[(step.rows, *weight.shape)] = linear.CANDIDATES[0]
-            for prologue in (linear.NORM, linear.GATED, linear.ROPED):
-                skinny.fusions[(prologue, step.rows, *weight.shape)] = linear.CANDIDATES[0]
+            for form in step.forms:
+                skinny.fusions[(form, step.rows, *weight.shape)] = linear.CANDIDATES[0]
     meta, cfg = torch.device("meta"), model.cfg
     cache = SelfCache.allocate(cfg, rows=step.rows, length=cfg.decoder.max_positions, device=meta, dtype=step.dtype)
     cross = CrossCache.allocate(cfg, rows=step.rows, max_text=cfg.encoder.max_positions, device=meta, dtype=step.dtype)
@@ -313,7 +320,9 @@ def controls() -> dict[str, Built]:
     matmul = next(
         launch
         for launch in record(WIDTH_1)
-        if launch.fn is skinny_kernel.skinny_matmul and launch.constants["PROLOGUE"] == linear.PLAIN
+        if launch.fn is skinny_kernel.skinny_matmul
+        and launch.constants["PROLOGUE"] == linear.PLAIN
+        and launch.constants["EPILOGUE"] == skinny_kernel.STORE
     )
     return {"float32 attention, 64-key tiles, 4 warps": build(wide), "matmul without hints": build(matmul, hints=False)}
 

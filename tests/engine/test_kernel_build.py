@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("triton.backends.nvidia.compiler", reason="Triton's CUDA backend is not installed")
 from tests.engine import kernel_build  # after the skip: these import triton
-from tts_engine.dia import linear
+from tts_engine.dia import linear, skinny_kernel
 from tts_engine.dia.config import DiaConfig
 
 # ptxas may park a few values on the stack across the main loop (seen at 32-row skinny blocks with Triton 3.6
@@ -60,6 +60,16 @@ def _skinny_config(built: dict[str, Any]) -> linear.Config:
     )
 
 
+def _form(constants: dict[str, Any]) -> int:
+    """The linear.FORMS key of a skinny-matmul build, from its prologue and epilogue."""
+    normed, epilogue = constants["PROLOGUE"] == linear.NORM, constants["EPILOGUE"]
+    if epilogue == skinny_kernel.SILU:
+        return linear.NORM_GATED if normed else linear.GATED
+    if epilogue == skinny_kernel.ROPE:
+        return linear.ROPED
+    return linear.NORM if normed else linear.PLAIN
+
+
 CASES = [(g, i) for g, steps in enumerate(kernel_build.STEPS.values()) for i in range(len(steps))]
 IDS = [f"{gpu.name}-{step}" for gpu, steps in kernel_build.STEPS.items() for step in steps]
 
@@ -70,30 +80,33 @@ def test_every_decode_launch_builds(report: dict[str, Any], gpu_index: int, step
     step = gpu["steps"][step_index]
     layers = DiaConfig().decoder.num_layers
     # Per layer: self- and cross-attention and the projections on the skinny kernel; the RoPE cache write in the
-    # q/k/v projection's epilogue where the norm before it is fused (every projection here), else a kernel.
-    invariant = step["step"]["invariant"]
-    assert step["launches"].get("rope_write", 0) == (layers if invariant else 0)
+    # q/k/v projection's epilogue where the step keeps the roped form, else a kernel.
+    invariant, forms_kept = step["step"]["invariant"], set(step["step"]["forms"])
+    roped = linear.ROPED in forms_kept and not invariant
+    assert step["launches"].get("rope_write", 0) == (0 if roped else layers)
     assert step["launches"]["split_attention"] == 2 * layers
     assert step["launches"]["skinny_matmul"] >= 6 * layers
     assert step["launches"].get("sample", 0) == (0 if invariant else 1)
     kernels_built = {built["kernel"] for built in step["builds"]}
-    assert {"skinny_matmul", "split_attention"} | ({"rope_write"} if invariant else set()) <= kernels_built
-    forms = {(b["constants"]["PROLOGUE"], b["constants"]["DELTA"], b["constants"]["ROPE"]) for b in step["builds"]
+    assert {"skinny_matmul", "split_attention"} | (set() if roped else {"rope_write"}) <= kernels_built
+    forms = {(b["constants"]["PROLOGUE"], b["constants"]["DELTA"], b["constants"]["EPILOGUE"]) for b in step["builds"]
              if b["kernel"] == "skinny_matmul"}  # fmt: skip
-    plain, norm, gated = linear.PLAIN, linear.NORM, linear.GATED
+    plain, norm = linear.PLAIN, linear.NORM
+    store, rope, silu = skinny_kernel.STORE, skinny_kernel.ROPE, skinny_kernel.SILU
     if invariant:
-        assert forms == {(plain, False, False)}, "batch-invariant steps keep the norms unfused"
-    else:  # the first layer's norm has no residual sum before it; the other norms and the logits' do
-        assert forms == {(plain, False, False), (norm, False, True), (norm, True, True), (norm, True, False),
-                         (gated, False, False)}  # fmt: skip
+        assert forms == {(plain, False, store)}, "batch-invariant steps keep the norms and the activation unfused"
+    elif forms_kept == set(kernel_build.EVERY_FORM):
+        # The first layer's norm has no residual sum before it; the other norms and the logits' do.
+        assert forms == {(plain, False, store), (norm, False, rope), (norm, True, rope), (norm, True, store),
+                         (norm, True, silu)}  # fmt: skip
+    else:  # the norms apart, the activation in the gate/up projection's epilogue
+        assert forms_kept == {linear.GATED} and forms == {(plain, False, store), (plain, False, silu)}
 
     for built in step["builds"]:
         what = f"{gpu['gpu']}: {built['kernel']} {built['constants']} {built['options']}"
         if built["kernel"] == "skinny_matmul":
             constants = built["constants"]
-            estimate = _skinny_config(built).shared_bytes(
-                constants["BLOCK_M"], built["itemsize"], constants["PROLOGUE"]
-            )
+            estimate = _skinny_config(built).shared_bytes(constants["BLOCK_M"], built["itemsize"], _form(constants))
             assert built["shared"] <= estimate, f"{what}: shared_bytes {estimate} under the real {built['shared']}"
             if estimate > gpu["shared"]:
                 continue  # the tuner never launches it on this GPU (linear.shared_limit)
@@ -119,7 +132,7 @@ def test_every_gpu_keeps_a_matmul_candidate_for_every_block_height(report: dict[
             for built in step["builds"]:
                 if built["kernel"] == "skinny_matmul":
                     fits = built["shared"] <= gpu["shared"]
-                    height = (built["constants"]["PROLOGUE"], built["constants"]["BLOCK_M"])
+                    height = (_form(built["constants"]), built["constants"]["BLOCK_M"])
                     heights[height] = heights.get(height, 0) + fits
         assert heights and all(heights.values()), (gpu["gpu"], heights)
 

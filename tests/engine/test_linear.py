@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.engine.conftest import Checkpoint
-from tts_engine.dia import fused
+from tts_engine.dia import fused, kernel_step
 from tts_engine.dia.attention import pair_heads
 from tts_engine.dia.cache import SelfCache
 from tts_engine.dia.model import rope_table
@@ -36,10 +36,10 @@ def float32_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(linear, "CANDIDATES", FLOAT32_CANDIDATES)
 
 
-def _skip_unless_fits(config: linear.Config, rows: int, prologue: int = linear.PLAIN) -> None:
+def _skip_unless_fits(config: linear.Config, rows: int, form: int = linear.PLAIN) -> None:
     """A float32 block shape past this GPU's shared memory cannot launch (the tuner never tries it)."""
     limit = linear.shared_limit(DEVICE)
-    if limit is not None and config.shared_bytes(linear.block_rows(rows), 4, prologue) > limit:
+    if limit is not None and config.shared_bytes(linear.block_rows(rows), 4, form) > limit:
         pytest.skip(f"{config} at {rows} rows needs more shared memory in float32 than this GPU has")
 
 
@@ -119,13 +119,26 @@ def test_a_normed_projection_is_the_norm_then_the_projection(
 
 
 @pytest.mark.parametrize("config", linear.CANDIDATES, ids=str)
-def test_a_gated_projection_is_the_activation_then_the_projection(config: linear.Config) -> None:
-    _skip_unless_fits(config, 5, linear.GATED)
-    gen = torch.Generator(device=DEVICE).manual_seed(1)
-    gate_up = torch.randn(5, 2 * 72, device=DEVICE, generator=gen)
-    weight = torch.randn(40, 72, device=DEVICE, generator=gen)
-    y = linear.SkinnyLinear().run_gated(gate_up, weight, config=config)
-    torch.testing.assert_close(y, F.linear(fused.silu_mul(gate_up), weight), rtol=1e-5, atol=1e-4)
+@pytest.mark.parametrize(("rows", "n", "k"), [(2, 40, 48), (5, 72, 300), (17, 24, 150)])
+def test_a_gated_projection_is_the_projection_then_the_activation(
+    config: linear.Config, rows: int, n: int, k: int
+) -> None:
+    """silu_mul(x @ W^T) for W holding the gate's n rows and then the up projection's, in one kernel: each band
+    pairs the gate's columns with the up projection's, ragged and split-K alike; and with the norm before it."""
+    _skip_unless_fits(config, rows, linear.NORM_GATED)
+    gen = torch.Generator(device=DEVICE).manual_seed(rows * n + k)
+    x, delta = (torch.randn(rows, k, device=DEVICE, generator=gen) for _ in "ab")
+    gamma = torch.randn(k, device=DEVICE, generator=gen)
+    weight = torch.randn(2 * n, k, device=DEVICE, generator=gen) * k**-0.5
+    skinny = linear.SkinnyLinear()
+    y = skinny.run_gated(x, weight, config=config)
+    assert y.shape == (rows, n)
+    torch.testing.assert_close(y, fused.silu_mul(F.linear(x, weight)), rtol=1e-5, atol=1e-5)
+    y, total = skinny.run_normed(x, delta, gamma, 1e-5, weight, config=config, gated=True)
+    expected_total, normed = fused.add_rms_norm(x, delta, gamma, 1e-5)
+    assert torch.equal(total, expected_total)
+    torch.testing.assert_close(y, fused.silu_mul(F.linear(normed, weight)), rtol=1e-5, atol=1e-5)
+    assert not any(counts.any() for counts in skinny._split_counts.values())
 
 
 @pytest.mark.parametrize("config", linear.CANDIDATES, ids=str)
@@ -168,9 +181,10 @@ def _within_one_step(actual: torch.Tensor, expected: torch.Tensor) -> None:
 )
 def test_bfloat16_prologues_round_where_the_separate_kernels_round() -> None:
     """Through an identity weight a projection returns its input as the prologue rounded it: the fused norm
-    and activation make the bfloat16 values fused.rms_norm and silu_mul make (x + delta rounded, then the
-    normalised row rounded, then times the norm's weight rounded). A row's 1 / rms is summed in another order
-    and may differ in its last float32 bit, which moves a value by one bfloat16 step at most."""
+    makes the bfloat16 values fused.rms_norm makes (x + delta rounded, then the normalised row rounded, then
+    times the norm's weight rounded), and the activation epilogue those of fused.silu_mul (the gate and up
+    values rounded, the SiLU rounded, the product rounded). A row's 1 / rms is summed in another order and may
+    differ in its last float32 bit, which moves a value by one bfloat16 step at most."""
     gen = torch.Generator(device=DEVICE).manual_seed(2)
     k = 96
     x, delta = (torch.randn(3, k, device=DEVICE, generator=gen).bfloat16() for _ in range(2))
@@ -180,24 +194,26 @@ def test_bfloat16_prologues_round_where_the_separate_kernels_round() -> None:
     y, total = skinny.run_normed(x, delta, gamma, 1e-5, eye, config=linear.CANDIDATES[0])
     assert total.dtype == torch.bfloat16 and torch.equal(total, x + delta)
     _within_one_step(y, fused.rms_norm(x + delta, gamma, 1e-5))
-    gate_up = torch.randn(3, 2 * k, device=DEVICE, generator=gen).bfloat16()
-    _within_one_step(skinny.run_gated(gate_up, eye, config=linear.CANDIDATES[0]), fused.silu_mul(gate_up))
+    gate_then_up = torch.cat((eye, eye.flip(0)))  # the gate's rows pick x, the up projection's x reversed
+    gated = skinny.run_gated(x, gate_then_up, config=linear.CANDIDATES[0])
+    _within_one_step(gated, fused.silu_mul(torch.cat((x, x.flip(-1)), dim=-1)))
 
 
 @pytest.mark.usefixtures("float32_candidates")
-def test_fused_prologues_are_kept_only_where_faster_than_the_kernels_they_replace() -> None:
-    """Each fused form races the norm (or activation) kernel followed by the projection as tuned: kept where a
-    candidate wins (the norm here), declined where none does (the activation); each timing really runs."""
+def test_fused_forms_are_kept_only_where_faster_than_the_kernels_they_replace() -> None:
+    """Each fused form races the kernels it replaces, the projection as tuned among them: kept where a candidate
+    wins (the norm here), declined where none does (the gate/up projection's two forms with the activation);
+    each timing really runs."""
     gen = torch.Generator(device=DEVICE).manual_seed(3)
     weights = [torch.randn(24, 32, device=DEVICE, generator=gen) for _ in range(2)]
     norms = [torch.randn(32, device=DEVICE, generator=gen) for _ in range(2)]
-    down = [torch.randn(32, 16, device=DEVICE, generator=gen)]
+    gate_up = [torch.randn(16, 32, device=DEVICE, generator=gen)]
     per_round = 1 + len(linear.CANDIDATES)  # the baseline, then each candidate
     timings = iter(
         [5.0] + [6.0] * 5  # the norm group's plain matmul: cuBLAS wins
         + [5.0, 9.0, 4.0, 9.0, 9.0, 9.0]  # norm + matmul apart 5; the second candidate fused 4
-        + [5.0] + [6.0] * 5  # the down projection's plain matmul: cuBLAS
-        + [3.0] + [4.0] * 5  # activation + matmul apart 3: no candidate beats it
+        + [5.0] + [6.0] * 5  # the gate/up projection's plain matmul: cuBLAS
+        + ([3.0] + [4.0] * 5) * 2  # norm, matmul and activation apart 3: no candidate of either form beats it
     )  # fmt: skip
     ran: list[int] = []
 
@@ -207,21 +223,72 @@ def test_fused_prologues_are_kept_only_where_faster_than_the_kernels_they_replac
         return next(timings)
 
     skinny = linear.SkinnyLinear(timer=timer)
-    groups = [linear.Group(weights, linear.NORM, norms, 1e-5), linear.Group(down, linear.GATED)]
+    groups = [linear.Group(weights, linear.NORM, norms, 1e-5), linear.Group(gate_up, linear.NORM, norms, gated=True)]
     skinny.tune(groups, rows=[2], ops=fused.EAGER)
-    assert len(ran) == 4 * per_round and not skinny.choices
+    assert len(ran) == 5 * per_round and not skinny.choices
     assert skinny.fusions == {(linear.NORM, 2, 24, 32): linear.CANDIDATES[1]}
-    assert skinny.tuned == {(p, 2, *w[0].shape) for p, w in [(0, weights), (1, weights), (0, down), (2, down)]}
+    forms = [(linear.PLAIN, weights), (linear.NORM, weights), (linear.PLAIN, gate_up), (linear.NORM_GATED, gate_up),
+             (linear.GATED, gate_up)]  # fmt: skip
+    assert skinny.tuned == {(p, 2, *w[0].shape) for p, w in forms}
 
     x, delta = torch.randn(2, 32, device=DEVICE, generator=gen), torch.randn(2, 32, device=DEVICE, generator=gen)
     out = skinny.normed(x, delta, norms[1], 1e-5, weights[1])
     assert out is not None
     torch.testing.assert_close(out[0], F.linear(fused.rms_norm(x + delta, norms[1], 1e-5), weights[1]))
     assert skinny.normed(x[:1], delta[:1], norms[1], 1e-5, weights[1]) is None, "1 row was not tuned"
-    assert skinny.gated(torch.randn(2, 32, device=DEVICE), down[0]) is None
+    assert skinny.gated(x, gate_up[0]) is None and skinny.normed_gated(x, delta, norms[0], 1e-5, gate_up[0]) is None
     assert (
         linear.SkinnyLinear(invariant=True, fusions=skinny.fusions).normed(x, delta, norms[1], 1e-5, weights[1]) is None
     )
+
+
+@pytest.mark.usefixtures("float32_candidates")
+@pytest.mark.parametrize("winner", [linear.GATED, linear.NORM_GATED], ids=["after the norm", "with the norm"])
+def test_the_gated_forms_race_the_norm_the_projection_and_the_activation(winner: int) -> None:
+    """The gate/up projection's forms with the activation in its epilogue, with the norm in the prologue and
+    after the norm's kernel, each race the norm, the projection and silu_mul (which the baseline really runs,
+    once a layer); only the fastest of the two is kept, and the step's `_activated` then gives what the three
+    kernels give through it."""
+    gen = torch.Generator(device=DEVICE).manual_seed(5)
+    k, n = 32, 24
+    weights = [torch.randn(2 * n, k, device=DEVICE, generator=gen) * k**-0.5 for _ in "ab"]
+    norms = [torch.randn(k, device=DEVICE, generator=gen) for _ in "ab"]
+    activations: list[int] = []
+
+    def counting_silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+        activations.append(1)
+        return fused.silu_mul(gate_up)
+
+    ops = dataclasses.replace(fused.EAGER, silu_mul=counting_silu_mul)
+    others = len(linear.CANDIDATES) - 2
+    norm_gated, gated = ([5.0, 9.0, 3.0] + [9.0] * others, [5.0, 4.0, 9.0] + [9.0] * others)
+    if winner == linear.GATED:
+        norm_gated, gated = [5.0, 9.0, 4.0] + [9.0] * others, [5.0, 3.0, 9.0] + [9.0] * others
+    timings = iter([5.0] + [6.0] * (others + 2) + norm_gated + gated)  # plain: cuBLAS wins
+    per_timing: list[int] = []
+
+    def timer(fn: Callable[[], object]) -> float:
+        before = len(activations)
+        fn()
+        per_timing.append(len(activations) - before)
+        return next(timings)
+
+    skinny = linear.SkinnyLinear(timer=timer)
+    skinny.tune([linear.Group(weights, linear.NORM, norms, 1e-5, gated=True)], rows=[2], ops=ops)
+    best = linear.CANDIDATES[1] if winner == linear.NORM_GATED else linear.CANDIDATES[0]
+    assert skinny.fusions == {(winner, 2, 2 * n, k): best}
+    baselines = [1 + len(linear.CANDIDATES), 2 * (1 + len(linear.CANDIDATES))]
+    assert [per_timing[i] for i in baselines] == [2, 2] and sum(per_timing) == 4, "silu_mul a layer, in baselines"
+
+    x, delta = (torch.randn(2, k, device=DEVICE, generator=gen) for _ in "ab")
+    expected_total, normed = fused.add_rms_norm(x, delta, norms[1], 1e-5)
+    served = (skinny.normed_gated(x, delta, norms[1], 1e-5, weights[1]), skinny.gated(normed, weights[1]))
+    assert [form is not None for form in served] == [winner == linear.NORM_GATED, winner == linear.GATED]
+    activations.clear()
+    act, total = kernel_step._activated(dataclasses.replace(ops, linear=skinny), x, delta, norms[1], 1e-5, weights[1])
+    assert not activations, "the step ran the kept form, not silu_mul"
+    torch.testing.assert_close(act, fused.silu_mul(F.linear(normed, weights[1])), rtol=1e-5, atol=1e-5)
+    assert torch.equal(total, expected_total)
 
 
 @pytest.mark.usefixtures("float32_candidates")
@@ -262,7 +329,7 @@ def test_the_roped_form_races_the_norm_the_projection_and_the_rope_write() -> No
     skinny = linear.SkinnyLinear(timer=timer)
     skinny.tune([group], rows=[2], ops=ops)
     assert skinny.fusions == {(linear.ROPED, 2, n, k): linear.CANDIDATES[1]}
-    assert linear.PROLOGUES[linear.ROPED] == "norm + rope", "logs and bench/random_dia.matmul_choices name it"
+    assert linear.FORMS[linear.ROPED] == "norm + matmul + rope", "logs and bench/random_dia.matmul_choices name it"
     assert skinny.tuned == {(p, 2, n, k) for p in (linear.PLAIN, linear.NORM, linear.ROPED)}
     assert writes_per_timing[-len(linear.CANDIDATES) - 1 :] == [2] + [0] * len(linear.CANDIDATES)
 
@@ -316,9 +383,9 @@ def _kernel_always_wins(fn: Callable[[], None], calls: list[int]) -> float:
 @pytest.mark.usefixtures("float32_candidates")
 def test_a_decode_step_through_skinny_matmuls_matches_cublas(checkpoint: Checkpoint) -> None:
     """tune_decode covers every projection of a decode step (q/k/v, outputs, cross queries, MLP, logits), the
-    fused forms of the five that follow a norm or the activation and the q/k/v form with RoPE and the cache
-    write, each candidate runs on the real weights, and a step through the chosen kernels (the fused ones
-    wherever they can be, RoPE's included) gives the same logits."""
+    fused forms of the four that follow a norm, the q/k/v form with RoPE and the cache write and the gate/up
+    forms with the activation, each candidate runs on the real weights, and a step through the chosen kernels
+    (the fused ones wherever they can be) gives the same logits."""
     engine = Engine.load(checkpoint.folder, device=DEVICE, dtype="float32", use_cuda_graphs=False, decode_kernels=False)
     scheduler = engine.scheduler(slots=2, chunk_steps=2, use_cuda_graphs=False)
     scheduler.submit("a", "[S1] Hello there.", GenerationParams(max_tokens=30, seed=1))
@@ -338,13 +405,14 @@ def test_a_decode_step_through_skinny_matmuls_matches_cublas(checkpoint: Checkpo
     assert set(skinny.choices) == expected and set(skinny.choices.values()) == {linear.CANDIDATES[0]}
     after_norm = [decoder_layer.self_attention.qkv_proj, decoder_layer.cross_attention.q_proj,
                   decoder_layer.mlp.gate_up_proj, model.logits_dense]  # fmt: skip
-    fusions = {(linear.NORM, 4, *p.weight.shape) for p in after_norm if p is not None}
-    fusions.add((linear.GATED, 4, *decoder_layer.mlp.down_proj.weight.shape))
-    qkv = decoder_layer.self_attention.qkv_proj
+    qkv, gate_up = decoder_layer.self_attention.qkv_proj, decoder_layer.mlp.gate_up_proj.weight
     assert qkv is not None
-    fusions.add((linear.ROPED, 4, *qkv.weight.shape))
+    fusions = {(linear.NORM, 4, *p.weight.shape) for p in after_norm if p is not None and p.weight is not gate_up}
+    fusions |= {(linear.ROPED, 4, *qkv.weight.shape), (linear.NORM_GATED, 4, *gate_up.shape)}
+    # The two gated forms tie; the first raced (all three kernels in one) is kept.
     assert set(skinny.fusions) == fusions and set(skinny.fusions.values()) == {linear.CANDIDATES[0]}
-    assert len(calls) == (len(expected) + len(fusions)) * (1 + len(linear.CANDIDATES))
+    races = {(linear.PLAIN, *key) for key in expected} | fusions | {(linear.GATED, 4, *gate_up.shape)}
+    assert skinny.tuned == races and len(calls) == len(races) * (1 + len(linear.CANDIDATES))
 
     pos_R = decoder.pos.repeat_interleave(2)
     tokens_Rx1xC = decoder.grid[decoder.slot_index, decoder.pos].repeat_interleave(2, dim=0)[:, None]
@@ -391,11 +459,11 @@ def test_a_candidate_that_computes_something_else_is_never_chosen(
 
     monkeypatch.setattr(skinny, "_launch", miscompiled)
     # Per form: the path it replaces, then the four candidates left, each faster than the one before.
-    timings = iter([10.0, 5.0, 4.0, 3.0, 2.0] * 2)
-    skinny.tune([linear.Group([weight], linear.GATED)], rows=[2])
+    timings = iter([10.0, 5.0, 4.0, 3.0, 2.0] * 3)
+    skinny.tune([linear.Group([weight], linear.NORM, [torch.randn(32, device=DEVICE)], gated=True)], rows=[2])
     assert skinny.choices == {(2, 24, 32): linear.CANDIDATES[-2]}
-    assert skinny.fusions == {(linear.GATED, 2, 24, 32): linear.CANDIDATES[-2]}
-    assert caplog.text.count("gives wrong results") == 2
+    assert skinny.fusions == {(linear.NORM_GATED, 2, 24, 32): linear.CANDIDATES[-2]}, "of two tied forms, the first"
+    assert caplog.text.count("gives wrong results") == 3
 
 
 def test_candidates_past_the_gpus_shared_memory_are_not_tried(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,8 +2,8 @@
 position per row, every row at its own position, the norms fused with the projections after them.
 
 Each norm goes with the projection after it, and the residual sum before it with the norm: `normed` runs the
-three as one kernel where the projections fuse them (linear.SkinnyLinear.normed), and so the down projection
-with the activation before it (`_gated`) and the q/k/v projection with RoPE and the cache write (`_queries`).
+three as one kernel where the projections fuse them (linear.SkinnyLinear.normed), and so the gate/up projection
+with the activation after it (`_activated`) and the q/k/v projection with RoPE and the cache write (`_queries`).
 Where a projection has no fused form (cuBLAS won its tuning, or a CPU test), the same steps run as separate
 kernels. The semantics are model.py's general path, which the tests compare this with.
 """
@@ -31,10 +31,16 @@ def normed(
     out = None if together is None else together(x, delta, gamma, eps, weight)
     if out is not None:
         return out
-    if delta is None:
-        return ops.linear(ops.rms_norm(x, gamma, eps), weight), x
-    x, h = ops.add_rms_norm(x, delta, gamma, eps)
+    h, x = _norm(ops, x, delta, gamma, eps)
     return ops.linear(h, weight), x
+
+
+def _norm(ops: fused.Ops, x: Tensor, delta: Tensor | None, gamma: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """(rms_norm(t, gamma, eps), t) with t = x + delta (x where delta is None), the norm's kernel."""
+    if delta is None:
+        return ops.rms_norm(x, gamma, eps), x
+    x, h = ops.add_rms_norm(x, delta, gamma, eps)
+    return h, x
 
 
 def _queries(
@@ -57,11 +63,20 @@ def _queries(
     return ops.kernels.rope_write(qkv.view(r, -1), rope_2xPxE, pos_R, k_cache, v_cache, attention.heads), x
 
 
-def _gated(ops: fused.Ops, gate_up: Tensor, weight: Tensor) -> Tensor:
-    """silu_mul(gate_up) @ weight^T: one kernel where the projections fuse them, else two."""
-    together = getattr(ops.linear, "gated", None)
-    out = None if together is None else together(gate_up, weight)
-    return ops.linear(ops.silu_mul(gate_up), weight) if out is None else out
+def _activated(
+    ops: fused.Ops, x: Tensor, delta: Tensor | None, gamma: Tensor, eps: float, weight: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(silu_mul(rms_norm(t, gamma, eps) @ weight^T), t) with t = x + delta: the MLP's input to its down
+    projection. One kernel where the projections fuse all three (linear.SkinnyLinear.normed_gated), the norm's
+    kernel and one where they fuse the projection and the activation (`gated`), else three kernels."""
+    together = getattr(ops.linear, "normed_gated", None)
+    out = None if together is None else together(x, delta, gamma, eps, weight)
+    if out is not None:
+        return out
+    h, x = _norm(ops, x, delta, gamma, eps)
+    gated = getattr(ops.linear, "gated", None)
+    act = None if gated is None else gated(h, weight)
+    return (ops.silu_mul(ops.linear(h, weight)) if act is None else act), x
 
 
 def logits(
@@ -83,6 +98,6 @@ def logits(
         k_cross, v_cross = cross.k[i][:, :, :cross_span], cross.v[i][:, :, :cross_span]
         delta = crossing.step(q, k_cross, v_cross, cross.lengths, ops)
         mlp_norm = layer.pre_mlp_norm
-        gate_up, x_Rx1xD = normed(ops, x_Rx1xD, delta, mlp_norm.weight, mlp_norm.eps, layer.mlp.gate_up_proj.weight)
-        delta = _gated(ops, gate_up, layer.mlp.down_proj.weight)
+        act, x_Rx1xD = _activated(ops, x_Rx1xD, delta, mlp_norm.weight, mlp_norm.eps, layer.mlp.gate_up_proj.weight)
+        delta = ops.linear(act, layer.mlp.down_proj.weight)
     return normed(ops, x_Rx1xD, delta, decoder.norm.weight, decoder.norm.eps, model.logits_dense.weight)[0]

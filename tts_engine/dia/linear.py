@@ -12,13 +12,12 @@ it would replace, so a kernel this GPU miscompiles can never make a step wrong e
 replays of a captured CUDA graph, as a step runs them (timing.graph_timer). The kernel body is a plain function
 so the CPU tests can run it in Triton's interpreter (see kernels.py).
 
-Prologues: the projections after a norm (q/k/v, cross queries, gate/up, logits) can take the residual sum and
-RMSNorm before them into the kernel, and the down projection the gated SiLU: a step then runs 73 fewer small
-kernels (each costs a few microseconds inside a graph however little it does). A NORM block reads its rows
-twice, once for their scale and once for the product, which costs more L2 traffic as rows grow; so the tuner
-races each fused form against the two kernels it replaces and keeps it only where it wins. Where the q/k/v
-projection takes its norm it also takes RoPE and the cache write after it (`roped`), 18 kernels fewer again.
-The kernel itself is in skinny_kernel.py.
+Fused forms: the projections after a norm (q/k/v, cross queries, gate/up, logits) can take the residual sum and
+RMSNorm before them into the kernel's prologue, the gate/up projection the gated SiLU after it into its
+epilogue, and the q/k/v projection RoPE and the cache write after it: each saves a small kernel a layer (each
+costs a few microseconds inside a graph however little it does). A NORM block reads its rows twice, once for
+their scale and once for the product, which costs more L2 traffic as rows grow; so the tuner races each fused
+form against the kernels it replaces and keeps it only where it wins. The kernel itself is in skinny_kernel.py.
 
 Split-K (H100, 2026-11-22, commit d2fc5fe): with one block per band, ours lost to cuBLAS on every projection
 of 2048 or 3072 outputs at 2 rows (128 or 192 blocks, one per SM, too few loads in flight), while it beat
@@ -40,10 +39,9 @@ from torch import Tensor
 
 from tts_engine.dia import fused
 from tts_engine.dia.kernels import interpreting
-from tts_engine.dia.skinny_kernel import GATED as GATED  # re-exported: callers name prologues through linear
-from tts_engine.dia.skinny_kernel import NORM as NORM
+from tts_engine.dia.skinny_kernel import NORM as NORM  # re-exported: callers name the forms through linear
 from tts_engine.dia.skinny_kernel import PLAIN as PLAIN
-from tts_engine.dia.skinny_kernel import skinny_matmul
+from tts_engine.dia.skinny_kernel import ROPE, SILU, STORE, skinny_matmul
 from tts_engine.dia.timing import graph_timer
 
 log = logging.getLogger(__name__)
@@ -59,13 +57,14 @@ class Config:
     stages: int = 4
     splits: int = 1  # split-K: blocks per band, each summing a slice of K (see skinny_kernel.py)
 
-    def shared_bytes(self, block_m: int, itemsize: int, prologue: int = PLAIN) -> int:
-        """Shared memory the pipelined loads need at most: `stages` buffers of the x-sized tiles (x; with a NORM
-        prologue also delta and the norm's weights, with a GATED one the up columns) and a W tile (Triton uses one
-        buffer fewer where it pipelines with mma.sync; tests/engine/test_kernel_build.py checks the bound against
-        compiled kernels)."""
-        x_tiles = {PLAIN: 1, NORM: 3, GATED: 2}[prologue]
-        return self.stages * (x_tiles * block_m + self.block_n) * self.block_k * itemsize
+    def shared_bytes(self, block_m: int, itemsize: int, form: int = PLAIN) -> int:
+        """Shared memory the pipelined loads of `form` (a FORMS key) need at most: `stages` buffers of the
+        x-sized tiles (x; with a NORM prologue also delta and the norm's weights) and of the W tiles (two with
+        the SILU epilogue: the gate's and the up projection's). Triton uses one buffer fewer where it pipelines
+        with mma.sync; tests/engine/test_kernel_build.py checks the bound against compiled kernels."""
+        x_tiles = 3 if form in NORMED else 1
+        w_tiles = 2 if form in GATED_FORMS else 1
+        return self.stages * (x_tiles * block_m + w_tiles * self.block_n) * self.block_k * itemsize
 
 
 # Narrow bands for the 2048-wide projections (128 blocks), wider ones for gate/up's 16384 and the logits. Split-K
@@ -79,10 +78,17 @@ MAX_SPLIT_BANDS = 512  # split-K only for projections of fewer bands (more fill 
 # Row counts vary by bucket; not specialising on them keeps one compilation per block shape.
 DO_NOT_SPECIALIZE = ("rows",)
 MAX_ROWS = 64  # x's rows share one block; past this the weights would be re-read, and cuBLAS is efficient
-# The tuner's key for the q/k/v projection's NORM form with the RoPE epilogue (`roped`): timed against the norm,
-# the projection and kernels.rope_write, so its verdict is its own, never taken for `normed`'s or given to it.
-ROPED = 3
-PROLOGUES = {PLAIN: "plain", NORM: "norm", GATED: "gated", ROPED: "norm + rope"}  # the fused forms' names in logs
+# The kernel's forms, the tuner's keys (with rows, N, K): each fused form is timed against the kernels it
+# replaces, so its verdict is its own, never taken for another form's. PLAIN and NORM have no epilogue; GATED
+# (the SILU epilogue) and NORM_GATED are the gate/up projection's, ROPED (NORM with the RoPE epilogue) the q/k/v
+# projection's.
+GATED, ROPED, NORM_GATED = 2, 3, 4
+FORMS = {
+    PLAIN: "matmul", NORM: "norm + matmul", GATED: "matmul + silu", ROPED: "norm + matmul + rope",
+    NORM_GATED: "norm + matmul + silu",
+}  # fmt: skip
+NORMED = frozenset({NORM, ROPED, NORM_GATED})  # the forms with the NORM prologue
+GATED_FORMS = frozenset({GATED, NORM_GATED})  # the forms with the SILU epilogue
 NORM_ELEMENTS = 4096  # a NORM first-pass chunk: 32 values a thread on 4 warps, for x and again for delta
 
 
@@ -102,15 +108,16 @@ class RopeShape:
 @dataclass(frozen=True)
 class Group:
     """The weights of one role in a decode step (one per layer, all one shape) and how the step makes their
-    input: PLAIN (as given), NORM (rms_norm(x + delta) with `norms[i]` for `weights[i]`, and `eps`) or GATED
-    (silu_mul of 2K columns). `rope`: the q/k/v projection, whose NORM form can also take RoPE and the cache
-    write (`roped`)."""
+    input: PLAIN (as given) or NORM (rms_norm(x + delta) with `norms[i]` for `weights[i]`, and `eps`). `rope`:
+    the q/k/v projection, whose NORM form can also take RoPE and the cache write (`roped`). `gated`: the gate/up
+    projection, whose output goes through silu_mul (the GATED forms take it; the NORM form alone is not tried)."""
 
     weights: Sequence[Tensor]
     prologue: int = PLAIN
     norms: Sequence[Tensor] = ()
     eps: float = 1e-5
     rope: RopeShape | None = None
+    gated: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,8 +166,8 @@ def shared_limit(device: torch.device) -> int | None:
 @dataclass
 class SkinnyLinear:
     """`F.linear` without bias, through the Triton kernel for the (rows, N, K) shapes `tune` found it faster on;
-    and `normed` and `gated`, which fold the elementwise kernel before a projection into its prologue where
-    `tune` found that faster than the two kernels."""
+    and the fused forms (`normed`, `roped`, `gated`, `normed_gated`), which fold the elementwise kernels before or
+    after a projection into it where `tune` found that faster than the kernels apart."""
 
     kernel: object = field(default_factory=lambda: triton.jit(skinny_matmul, do_not_specialize=DO_NOT_SPECIALIZE))
     choices: dict[tuple[int, int, int], Config] = field(default_factory=dict)  # (rows, N, K): plain projections
@@ -170,7 +177,7 @@ class SkinnyLinear:
     # Batch-invariant: every one-position call (a decode step) runs the kernel with one block shape per weight
     # shape and MAX_ROWS-row blocks, whatever the rows, so a row's sums never depend on the others; never
     # cuBLAS, which picks kernels by shape. Calls of several positions (a request's prefill) keep F.linear.
-    # The prologues stay unfused then (`normed` and `gated` decline).
+    # The norms and the activation stay unfused then (the fused forms decline).
     invariant: bool = False
     shapes: dict[tuple[int, int], Config] = field(default_factory=dict)  # invariant: the block shape per (N, K)
     _split_counts: dict[torch.device, Tensor] = field(default_factory=dict, repr=False)  # see counters
@@ -207,16 +214,24 @@ class SkinnyLinear:
         rope = RopeWrite(rope_2xPxE, pos_R, k_cache, v_cache, heads)
         return self.run_normed(x, delta, gamma, eps, weight, config=config, rope=rope)
 
-    def gated(self, gate_up: Tensor, weight: Tensor) -> Tensor | None:
-        """silu_mul(gate_up) @ weight^T as one kernel where `tune` chose it for this shape; else None."""
-        config = self._fusion(GATED, gate_up, weight)
-        return None if config is None else self.run_gated(gate_up, weight, config=config)
+    def gated(self, x: Tensor, weight: Tensor) -> Tensor | None:
+        """silu_mul(x @ weight^T) (weight: the gate's rows, then the up projection's) as one kernel where `tune`
+        chose it for this shape; else None."""
+        config = self._fusion(GATED, x, weight)
+        return None if config is None else self.run_gated(x, weight, config=config)
 
-    def _fusion(self, prologue: int, x: Tensor, weight: Tensor) -> Config | None:
+    def normed_gated(
+        self, x: Tensor, delta: Tensor | None, gamma: Tensor, eps: float, weight: Tensor
+    ) -> tuple[Tensor, Tensor] | None:
+        """(silu_mul(rms_norm(t, gamma, eps) @ weight^T), t) with t = x + delta: the gate/up projection with the
+        norm before it and the activation after it, one kernel where `tune` chose it; else None."""
+        config = self._fusion(NORM_GATED, x, weight)
+        return None if config is None else self.run_normed(x, delta, gamma, eps, weight, config=config, gated=True)
+
+    def _fusion(self, form: int, x: Tensor, weight: Tensor) -> Config | None:
         """The block shape `tune` chose for this fused form at x's rows, or None (never when batch-invariant)."""
         n, k = weight.shape
-        rows = x.numel() // (2 * k if prologue == GATED else k)  # GATED's x holds the gate's and up's columns
-        return None if self.invariant else self.fusions.get((prologue, rows, n, k))
+        return None if self.invariant else self.fusions.get((form, x.numel() // k, n, k))
 
     def _invariant_call(self, x: Tensor, weight: Tensor) -> Tensor:
         n, k = weight.shape
@@ -235,10 +250,11 @@ class SkinnyLinear:
 
     def run_normed(
         self, x: Tensor, delta: Tensor | None, gamma: Tensor, eps: float, weight: Tensor, *, config: Config,
-        rope: RopeWrite | None = None,
+        rope: RopeWrite | None = None, gated: bool = False,
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
-        """`normed` with `config`, whatever was chosen; with `rope`, `roped` (the first result is the queries)."""
-        n, k = weight.shape
+        """`normed` with `config`, whatever was chosen; with `rope`, `roped` (the first result is the queries);
+        with `gated`, `normed_gated`."""
+        k = weight.shape[1]
         assert gamma.dtype == x.dtype and gamma.shape == (k,) and gamma.stride(0) == 1
         x_2d = x.reshape(-1, k)
         delta_2d, total = None, x
@@ -250,24 +266,26 @@ class SkinnyLinear:
         if rope is not None:
             out = torch.empty((x_2d.shape[0], rope.heads, rope.k_cache.shape[3]), dtype=x.dtype, device=x.device)
         y = self._launch(
-            x_2d, weight, config, prologue=NORM, delta=delta_2d, gamma=gamma, eps=eps, total=total, rope=rope, out=out
-        )
-        return (y if rope is not None else y.view(*x.shape[:-1], n)), total.view(x.shape)
+            x_2d, weight, config, prologue=NORM, delta=delta_2d, gamma=gamma, eps=eps, total=total, rope=rope, out=out,
+            gated=gated,
+        )  # fmt: skip
+        return (y if rope is not None else y.view(*x.shape[:-1], y.shape[-1])), total.view(x.shape)
 
-    def run_gated(self, gate_up: Tensor, weight: Tensor, *, config: Config) -> Tensor:
+    def run_gated(self, x: Tensor, weight: Tensor, *, config: Config) -> Tensor:
         """`gated` with `config`, whatever was chosen."""
-        n, k = weight.shape
-        x_2d = gate_up.reshape(-1, 2 * k)
-        return self._launch(x_2d, weight, config, prologue=GATED).view(*gate_up.shape[:-1], n)
+        y = self._launch(x.reshape(-1, weight.shape[1]), weight, config, gated=True)
+        return y.view(*x.shape[:-1], y.shape[-1])
 
     def _launch(
         self, x_RxK: Tensor, weight: Tensor, config: Config, *, block_m: int | None = None, prologue: int = PLAIN,
         delta: Tensor | None = None, gamma: Tensor | None = None, eps: float = 0.0, total: Tensor | None = None,
-        rope: RopeWrite | None = None, out: Tensor | None = None,
+        rope: RopeWrite | None = None, out: Tensor | None = None, gated: bool = False,
     ) -> Tensor:  # fmt: skip
-        n, k = weight.shape
+        rows_w, k = weight.shape
         rows = x_RxK.shape[0]
         assert rows <= MAX_ROWS and x_RxK.stride(1) == 1 and weight.stride(1) == 1
+        assert not gated or (rows_w % 2 == 0 and rope is None)
+        n = rows_w // 2 if gated else rows_w  # the kernel's outputs: the gate's rows with SILU
         y = torch.empty((rows, n), dtype=x_RxK.dtype, device=x_RxK.device) if out is None else out
         # Unused pointers point at y: the kernel never touches them (its constexprs leave them out).
         delta_, gamma_, total_ = (y if t is None else t for t in (delta, gamma, total))
@@ -286,7 +304,7 @@ class SkinnyLinear:
         if config.splits > 1:
             if bands > MAX_SPLIT_BANDS:
                 raise ValueError(f"split-K for {bands} bands: past the {MAX_SPLIT_BANDS} it counts")
-            parts = torch.empty((config.splits * block_m, n), dtype=torch.float32, device=y.device)
+            parts = torch.empty((config.splits * block_m, rows_w), dtype=torch.float32, device=y.device)
             counters = self.counters(y.device)
             k_split = split_width(k, config)
         norm_m, norm_k = norm_chunk(rows, k) if prologue == NORM else (2, 16)  # (unused but by NORM)
@@ -295,8 +313,8 @@ class SkinnyLinear:
             delta_.stride(0), total_.stride(0), eps, parts, counters, k_split, *targets,
             BLOCK_M=block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, DOT_F32=interpreting(),
             PRECISION="ieee" if x_RxK.dtype == torch.float32 else "tf32", PROLOGUE=prologue, DELTA=delta is not None,
-            ROPE=rope is not None, SPLITS=config.splits, NORM_M=norm_m, NORM_K=norm_k, num_warps=config.warps,
-            num_stages=config.stages,
+            EPILOGUE=ROPE if rope is not None else SILU if gated else STORE, SPLITS=config.splits, NORM_M=norm_m,
+            NORM_K=norm_k, num_warps=config.warps, num_stages=config.stages,
         )  # fmt: skip
         return y
 

@@ -1,6 +1,6 @@
 """Choosing the skinny matmul's kernels (linear.py) on this GPU: every candidate block shape timed against
-cuBLAS for each group of same-shape weights at each row count, and each fused prologue against the two kernels
-it replaces; only what is strictly faster is kept, and only after it agrees with the path it would replace.
+cuBLAS for each group of same-shape weights at each row count, and each fused form against the kernels it
+replaces; only what is strictly faster is kept, and only after it agrees with the path it would replace.
 
 Each timing runs through the whole group (one weight per layer), as a step does, so the weights come from
 memory rather than from L2, and as replays of a captured CUDA graph (timing.graph_timer), as a step runs them.
@@ -19,7 +19,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tts_engine.dia import fused, kernel_step, linear
-from tts_engine.dia.linear import MAX_ROWS, NORM, PLAIN, PROLOGUES, ROPED, Config, Group, RopeWrite, SkinnyLinear
+from tts_engine.dia.linear import (
+    FORMS,
+    GATED,
+    MAX_ROWS,
+    NORM,
+    NORM_GATED,
+    PLAIN,
+    ROPED,
+    Config,
+    Group,
+    RopeWrite,
+    SkinnyLinear,
+)  # fmt: skip
 from tts_engine.dia.timing import graph_timer
 
 log = logging.getLogger(__name__)
@@ -40,9 +52,10 @@ def through(matmul: Callable[[T], object], group: Sequence[T]) -> Callable[[], N
 def tune(skinny: SkinnyLinear, groups: Iterable[Group], rows: Iterable[int], ops: fused.Ops) -> None:
     """Time cuBLAS and every candidate for each group of same-shape weights (one per layer) at each row
     count, and keep the fastest. Each timing runs through the whole group, as a step does, so the weights
-    come from memory rather than from L2. For a NORM or GATED group, then the fused kernel against what it
-    replaces: `ops`' elementwise kernel (add_rms_norm, silu_mul) followed by the projection just chosen; and for
-    the q/k/v group, its form with RoPE and the cache write against those and kernels.rope_write."""
+    come from memory rather than from L2. For a NORM group, then the fused kernel against what it replaces:
+    `ops`' add_rms_norm followed by the projection just chosen; for the q/k/v group, its form with RoPE and the
+    cache write against those and kernels.rope_write; for the gate/up group, its two forms with the activation
+    (with and without the norm) against the norm, the projection and `ops`' silu_mul."""
     if skinny.invariant:
         _tune_shapes(skinny, groups)
         return
@@ -52,8 +65,10 @@ def tune(skinny: SkinnyLinear, groups: Iterable[Group], rows: Iterable[int], ops
         for r in row_counts:
             if (PLAIN, r, n, k) not in skinny.tuned:
                 _tune_plain(skinny, group.weights, r)
-            if group.prologue != PLAIN and (group.prologue, r, n, k) not in skinny.tuned:
-                _tune_fused(skinny, group, r, ops)
+            if group.gated and (NORM_GATED, r, n, k) not in skinny.tuned:
+                _tune_gated(skinny, group, r, ops)
+            elif not group.gated and group.prologue == NORM and (NORM, r, n, k) not in skinny.tuned:
+                _tune_normed(skinny, group, r, ops)
             if group.rope is not None and ops.kernels is not None and (ROPED, r, n, k) not in skinny.tuned:
                 _tune_roped(skinny, group, r, ops)
 
@@ -68,31 +83,50 @@ def _tune_plain(skinny: SkinnyLinear, weights: Sequence[Tensor], r: int) -> None
         skinny.choices[(r, n, k)] = best
 
 
-def _tune_fused(skinny: SkinnyLinear, group: Group, r: int, ops: fused.Ops) -> None:
+def _tune_normed(skinny: SkinnyLinear, group: Group, r: int, ops: fused.Ops) -> None:
     weights, eps = group.weights, group.eps
     n, k = weights[0].shape
-    device, dtype = weights[0].device, weights[0].dtype
-    # For layer i: the elementwise kernel the fused form replaces, and the fused form itself.
-    if group.prologue == NORM:
-        x, delta = (torch.randn(r, k, device=device, dtype=dtype) for _ in range(2))
+    x, delta = (torch.randn(r, k, device=weights[0].device, dtype=weights[0].dtype) for _ in range(2))
 
-        def before(i: int) -> Tensor:
-            return ops.add_rms_norm(x, delta, group.norms[i], eps)[1]
+    def before(i: int) -> Tensor:  # for layer i, the norm the fused form replaces
+        return ops.add_rms_norm(x, delta, group.norms[i], eps)[1]
 
-        def fused_form(i: int, config: Config) -> Tensor:
-            return skinny.run_normed(x, delta, group.norms[i], eps, weights[i], config=config)[0]
-    else:
-        x = torch.randn(r, 2 * k, device=device, dtype=dtype)
-
-        def before(i: int) -> Tensor:
-            return ops.silu_mul(x)
-
-        def fused_form(i: int, config: Config) -> Tensor:
-            return skinny.run_gated(x, weights[i], config=config)
+    def fused_form(i: int, config: Config) -> Tensor:
+        return skinny.run_normed(x, delta, group.norms[i], eps, weights[i], config=config)[0]
 
     separate = skinny.timer(through(lambda i: skinny(before(i), weights[i]), range(len(weights))))
     expected = F.linear(before(0), weights[0])
-    _race(skinny, (group.prologue, r, n, k), weights, separate, fused_form, lambda c: fused_form(0, c), expected)
+    _keep(skinny, [_race(skinny, (NORM, r, n, k), weights, separate, fused_form, lambda c: fused_form(0, c), expected)])
+
+
+def _tune_gated(skinny: SkinnyLinear, group: Group, r: int, ops: fused.Ops) -> None:
+    """The gate/up projection with the activation in its epilogue, with the norm in its prologue (NORM_GATED)
+    and after the norm's kernel (GATED), each against the three kernels a step runs without them: the norm,
+    the projection as chosen and silu_mul. The fastest of all is kept where it beats them."""
+    weights, eps = group.weights, group.eps
+    n, k = weights[0].shape
+    x, delta = (torch.randn(r, k, device=weights[0].device, dtype=weights[0].dtype) for _ in range(2))
+
+    def normed(i: int) -> Tensor:
+        return ops.add_rms_norm(x, delta, group.norms[i], eps)[1]
+
+    def apart(i: int) -> Tensor:
+        return ops.silu_mul(skinny(normed(i), weights[i]))
+
+    def all_in_one(i: int, config: Config) -> Tensor:
+        return skinny.run_normed(x, delta, group.norms[i], eps, weights[i], config=config, gated=True)[0]
+
+    def after_norm(i: int, config: Config) -> Tensor:
+        return skinny.run_gated(normed(i), weights[i], config=config)
+
+    assert group.prologue == NORM, "the gate/up projection follows a norm"
+    expected = ops.silu_mul(F.linear(normed(0), weights[0]))
+    races = []
+    for form, fused_form in ((NORM_GATED, all_in_one), (GATED, after_norm)):
+        separate = skinny.timer(through(apart, range(len(weights))))  # each race beside its own baseline
+        result = functools.partial(fused_form, 0)
+        races.append(_race(skinny, (form, r, n, k), weights, separate, fused_form, result, expected))
+    _keep(skinny, races)
 
 
 def _tune_roped(skinny: SkinnyLinear, group: Group, r: int, ops: fused.Ops) -> None:
@@ -128,28 +162,39 @@ def _tune_roped(skinny: SkinnyLinear, group: Group, r: int, ops: fused.Ops) -> N
     def result(config: Config) -> Tensor:
         return written(lambda: fused_form(0, config))
 
-    _race(skinny, (ROPED, r, n, k), weights, separate, fused_form, result, expected)
+    _keep(skinny, [_race(skinny, (ROPED, r, n, k), weights, separate, fused_form, result, expected)])
+
+
+Key = tuple[int, int, int, int]  # (form, rows, N, K)
+Won = tuple[float, Key, Config]  # a race's winner: its seconds through the layers, its form, its block shape
 
 
 def _race(
-    skinny: SkinnyLinear, key: tuple[int, int, int, int], weights: Sequence[Tensor], separate: float,
+    skinny: SkinnyLinear, key: Key, weights: Sequence[Tensor], separate: float,
     fused_form: Callable[[int, Config], Tensor], result: Callable[[Config], Tensor], expected: Tensor,
-) -> None:  # fmt: skip
-    """Each candidate of the fused form `key` (prologue, rows, N, K), run through every layer, against
-    `separate` (the kernels it replaces, timed alike); a candidate whose `result` disagrees with `expected` is
-    out. `key` is then tuned, and its fastest candidate kept where it won."""
+) -> Won | None:  # fmt: skip
+    """Each candidate of the fused form `key` (form, rows, N, K), run through every layer, against `separate`
+    (the kernels it replaces, timed alike); a candidate whose `result` disagrees with `expected` is out. `key`
+    is then tuned; its fastest candidate is returned where it won."""
     form, r, n, _ = key
 
     def together(config: Config) -> Callable[[], None]:
         return through(lambda i: fused_form(i, config), range(len(weights)))
 
-    # The roped form is a NORM kernel (its shared memory); its result is the queries and caches, not (r, n).
-    prologue = NORM if form == ROPED else form
-    timings = _time_each(skinny, together, result, expected, r, prologue, n=n)
-    best = _fastest(separate, timings, f"{PROLOGUES[form]} + matmul", weights, r)
+    # The roped form's result is the queries and caches, not (r, n): it names its outputs.
+    timings = _time_each(skinny, together, result, expected, r, form, n=n if form == ROPED else None)
+    best = _fastest(separate, timings, FORMS[form], weights, r)
     skinny.tuned.add(key)
-    if best is not None:
-        skinny.fusions[key] = best
+    return None if best is None else (timings[best], key, best)
+
+
+def _keep(skinny: SkinnyLinear, races: Sequence[Won | None]) -> None:
+    """The fastest of the races' winners, if any won: forms of one projection that replace the same kernels
+    (the first listed where two tie)."""
+    won = [race for race in races if race is not None]
+    if won:
+        _, key, config = min(won, key=lambda race: race[0])
+        skinny.fusions[key] = config
 
 
 def _fastest(
@@ -200,7 +245,7 @@ def time_candidates(
 
 def _time_each(
     skinny: SkinnyLinear, calls: Callable[[Config], Callable[[], None]], result: Callable[[Config], Tensor],
-    expected: Tensor, rows: int, prologue: int, *, n: int | None = None,
+    expected: Tensor, rows: int, form: int, *, n: int | None = None,
 ) -> dict[Config, float]:  # fmt: skip
     """Seconds of `calls(config)` for each candidate whose `result` agrees with `expected` (the path it would
     replace, on the group's first weight); one that needs more shared memory than a block may have on this
@@ -209,9 +254,9 @@ def _time_each(
     timings = {}
     limit = linear.shared_limit(expected.device)
     block_m = linear.block_rows(rows)
-    what = f"{PROLOGUES[prologue]} matmul"
+    what = FORMS[form]
     for config in linear.candidates(n or expected.shape[-1]):
-        if limit is not None and config.shared_bytes(block_m, expected.element_size(), prologue) > limit:
+        if limit is not None and config.shared_bytes(block_m, expected.element_size(), form) > limit:
             continue
         try:
             right = agrees(result(config), expected)

@@ -237,12 +237,12 @@ class DiaModel(nn.Module):
 
     def tune_decode(self, rows: Iterable[int]) -> None:
         """Let the decode step's projections pick their kernels for steps of these row counts (a no-op unless
-        they can: linear.SkinnyLinear times itself against cuBLAS, and its fused prologues against the norm
-        or activation kernels they replace). Done before graphs are captured."""
+        they can: linear.SkinnyLinear times itself against cuBLAS, and its fused forms against the norm,
+        activation and RoPE kernels they replace). Done before graphs are captured."""
         tune = getattr(self.ops.linear, "tune", None)
         if tune is None:
             return
-        from tts_engine.dia.linear import GATED, NORM, Group, RopeShape
+        from tts_engine.dia.linear import NORM, Group, RopeShape
 
         decoder = self.decoder()
         layers, eps = decoder.typed_layers(), self.cfg.decoder.norm_eps
@@ -253,8 +253,8 @@ class DiaModel(nn.Module):
                   [layer.pre_ca_norm.weight for layer in layers], eps),
             Group([layer.cross_attention.o_proj.weight for layer in layers]),
             Group([layer.mlp.gate_up_proj.weight for layer in layers], NORM,
-                  [layer.pre_mlp_norm.weight for layer in layers], eps),
-            Group([layer.mlp.down_proj.weight for layer in layers], GATED),
+                  [layer.pre_mlp_norm.weight for layer in layers], eps, gated=True),
+            Group([layer.mlp.down_proj.weight for layer in layers]),
             Group([self.logits_dense.weight], NORM, [decoder.norm.weight], eps),
         ]  # fmt: skip
         if all(proj is not None for proj in qkv):
