@@ -1,12 +1,15 @@
 """A sweep of skinny-matmul designs at decode shapes, for choosing the tuner's candidates (linear.CANDIDATES):
 not a benchmark of record (bench/engine.py is).
 
-    python bench/skinny_sweep.py [--rows 2] [--budget 240]        # CUDA
+    python bench/skinny_sweep.py [--rows 2] [--budget 240] [--tuner]  # CUDA
     python bench/skinny_sweep.py --check                         # CPU, Triton's interpreter: correctness only
 
 For each projection shape of a decode step (one weight per layer, 18 layers, as a step reads them, so the
 weights come from memory), the median replay of a captured graph (timing.graph_timer, as the tuner times) of:
 - cuBLAS (F.linear);
+- the tuner's candidates (linear.CANDIDATES), first as they are and then as programmatic dependent launches
+  (linear.Config.pdl: each block asks L2 for its weights, then waits for the launch before it), first in line
+  so the budget never cuts them; `--tuner` runs only these;
 - our kernel (skinny_kernel.py) over a grid of block shapes, split-K included, wider than the tuner's;
 - `gemv` below: the same product without tensor cores (products and row sums in registers), one band of
   BLOCK_N rows of W per block over the whole of K, so narrow bands give many blocks without split-K's
@@ -19,6 +22,7 @@ shape, cuBLAS and the fastest of each design.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import itertools
 import sys
@@ -89,7 +93,7 @@ def gemv_grid() -> list[tuple[int, int, int, int, bool]]:
     return grid + [(n, k, w, 1, True) for n, k, w in itertools.product((4, 8, 16), (512, 1024), (4, 8))]
 
 
-def sweep(rows: int, budget: float) -> None:
+def sweep(rows: int, budget: float, tuner_only: bool) -> None:
     device, dtype = torch.device("cuda"), torch.bfloat16
     g = torch.Generator(device=device).manual_seed(0)
     groups = {
@@ -98,23 +102,28 @@ def sweep(rows: int, budget: float) -> None:
     }
     xs = {k: torch.randn(rows, k, device=device, dtype=dtype, generator=g) for k in {k for _, k in SHAPES}}
     results: dict[tuple[int, int], dict[str, float]] = defaultdict(dict)
+    groups_of: dict[str, str] = {}  # each timed name's design
     for (n, k), weights in groups.items():
         results[(n, k)]["cublas"] = graph_timer(through(functools.partial(F.linear, xs[k]), weights))
         print(f"# {rows}x{n}x{k} cuBLAS {results[(n, k)]['cublas'] / LAYERS * 1e6:.2f} us", flush=True)
     skinny = SkinnyLinear()
     limit = linear.shared_limit(device)
-    # (name, the product of x and one weight, block_n, splits: split-K's arrival counters cover so many bands)
-    designs: list[tuple[str, Callable[[Tensor, Tensor], Tensor], int, int]] = []
-    for bn, bk, warps, stages, pdl in gemv_grid():
-        name = f"gemv{' pdl' if pdl else ''} n{bn} k{bk} w{warps} s{stages}"
+    # (design, name, the product of x and one weight, block_n, splits: split-K's arrival counters cover so many)
+    designs: list[tuple[str, str, Callable[[Tensor, Tensor], Tensor], int, int]] = []
+    tuner = [*linear.CANDIDATES, *(dataclasses.replace(c, pdl=True) for c in linear.CANDIDATES)]
+    wider = [] if tuner_only else [c for c in ours_grid() if c not in linear.CANDIDATES]
+    for origin, configs in (("tuner", tuner), ("ours", wider)):
+        for c in configs:
+            if limit is not None and c.shared_bytes(linear.block_rows(rows), 2) > limit:
+                continue
+            design = f"{origin} pdl" if c.pdl else origin
+            designs.append((design, f"{design} {c}", functools.partial(skinny.run, config=c), c.block_n, c.splits))
+    for bn, bk, warps, stages, pdl in [] if tuner_only else gemv_grid():
+        design = "gemv pdl" if pdl else "gemv"
         product = functools.partial(run_gemv, block_n=bn, block_k=bk, warps=warps, stages=stages, pdl=pdl)
-        designs.append((name, product, bn, 1))
-    for c in ours_grid():
-        if limit is not None and c.shared_bytes(linear.block_rows(rows), 2) > limit:
-            continue
-        designs.append((f"ours {c}", functools.partial(skinny.run, config=c), c.block_n, c.splits))
+        designs.append((design, f"{design} n{bn} k{bk} w{warps} s{stages}", product, bn, 1))
     deadline = time.monotonic() + budget
-    for name, fn, block_n, splits in designs:
+    for design, name, fn, block_n, splits in designs:
         if time.monotonic() > deadline:
             print("# time budget spent: stopping", flush=True)
             break
@@ -127,19 +136,20 @@ def sweep(rows: int, budget: float) -> None:
                     print(f"# {name} wrong at {n}x{k}", flush=True)
                     continue
                 results[(n, k)][name] = graph_timer(through(functools.partial(fn, x), weights))
+                groups_of[name] = design
             except Exception as exc:  # a design this GPU cannot build is no candidate
                 print(f"# {name} failed at {n}x{k}: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
-    report(rows, results)
+    report(rows, results, groups_of)
 
 
-def report(rows: int, results: dict[tuple[int, int], dict[str, float]]) -> None:
+def report(rows: int, results: dict[tuple[int, int], dict[str, float]], groups_of: dict[str, str]) -> None:
     """Per shape: cuBLAS, then the fastest few of each design, in microseconds a projection and TB/s."""
     for (n, k), timings in results.items():
         cublas = timings.pop("cublas")
         rate = n * k * 2 / (cublas / LAYERS) / 1e12
         print(f"\n## {rows}x{n}x{k}: cuBLAS {cublas / LAYERS * 1e6:.2f} us ({rate:.2f} TB/s)")
-        for design in ("ours", "gemv n", "gemv pdl"):
-            ranked = sorted((t, name) for name, t in timings.items() if name.startswith(design))[:6]
+        for design in ("tuner", "tuner pdl", "ours", "ours pdl", "gemv", "gemv pdl"):
+            ranked = sorted((t, name) for name, t in timings.items() if groups_of[name] == design)[:6]
             for t, name in ranked:
                 print(f"| {name} | {t / LAYERS * 1e6:.2f} us | {n * k * 2 / (t / LAYERS) / 1e12:.2f} TB/s |")
 
@@ -160,6 +170,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=2)
     parser.add_argument("--budget", type=float, default=240.0, help="seconds for the designs (cuBLAS aside)")
     parser.add_argument("--check", action="store_true", help="check the gemv kernel on the CPU and stop")
+    parser.add_argument("--tuner", action="store_true", help="only the tuner's candidates, with and without PDL")
     args = parser.parse_args()
     if args.check:
         check()
@@ -169,7 +180,7 @@ def main() -> int:
         return 2
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__}", flush=True)
     with torch.inference_mode():
-        sweep(args.rows, args.budget)
+        sweep(args.rows, args.budget, args.tuner)
     return 0
 
 

@@ -60,7 +60,7 @@ class Gpu:
 
 H100 = Gpu("H100", GPUTarget("cuda", 90, 32), sms=132, shared=227 * 1024)
 RTX_4090 = Gpu("RTX 4090", GPUTarget("cuda", 89, 32), sms=128, shared=99 * 1024)
-OPTIONS = ("num_warps", "num_stages")
+OPTIONS = ("num_warps", "num_stages", "launch_pdl")
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 
 
@@ -105,9 +105,12 @@ class Launch:
 
     def with_config(self, config: linear.Config) -> Launch:
         """This skinny-matmul launch with another candidate block shape (and, for split-K, the float32 parts,
-        int32 counts and K slice that linear.SkinnyLinear._launch passes with it)."""
+        int32 counts and K slice that linear.SkinnyLinear._launch passes with it; for PDL, the prefetch)."""
         constants = {**self.constants, "BLOCK_N": config.block_n, "BLOCK_K": config.block_k, "SPLITS": config.splits}
         args = list(self.args)
+        w, k = args[self.arg_index("w_ptr")], args[self.arg_index("k")]
+        lines, line = linear.prefetch_lines(linear.split_width(k, config), w.element_size())
+        constants |= {"PDL": config.pdl, "LINES": lines, "LINE": line}
         if config.splits > 1:
             y, w, k = (args[self.arg_index(name)] for name in ("y_ptr", "w_ptr", "k"))
             rows = config.splits * constants["BLOCK_M"]
@@ -115,6 +118,8 @@ class Launch:
             args[self.arg_index("count_ptr")] = torch.empty(linear.MAX_SPLIT_BANDS, dtype=torch.int32, device=y.device)
             args[self.arg_index("k_split")] = linear.split_width(k, config)
         options = {"num_warps": config.warps, "num_stages": config.stages}
+        if config.pdl:
+            options["launch_pdl"] = True
         return dataclasses.replace(self, args=tuple(args), constants=constants, options=options)
 
     def compile(self, target: GPUTarget, *, hints: bool = True) -> Any:
@@ -153,14 +158,17 @@ class Step:
     dtype: torch.dtype = torch.bfloat16
     invariant: bool = False
     forms: tuple[int, ...] = EVERY_FORM
+    pdl: bool = True  # build its matmuls as programmatic dependent launches too, where the GPU has them
 
 
 WIDTH_1 = Step(rows=2, self_span=256, cross_span=203)  # one line, early on
 # Sixteen lines at full spans, as an H100 tuned them (2026-11-23: no NORM form won past 2 rows); the activation
 # in the gate/up projection's epilogue after the norm's kernel.
 WIDTH_16 = Step(rows=32, self_span=1024, cross_span=1024, forms=(linear.GATED,))
-FLOAT32 = Step(rows=2, self_span=512, cross_span=77, dtype=torch.float32)
-INVARIANT = Step(rows=6, self_span=768, cross_span=203, invariant=True)  # DIA_BATCH_INVARIANT
+# The PDL forms are built for the bfloat16 steps of one and sixteen lines (their machine code is alike in the
+# others, and each variant doubles the builds).
+FLOAT32 = Step(rows=2, self_span=512, cross_span=77, dtype=torch.float32, pdl=False)
+INVARIANT = Step(rows=6, self_span=768, cross_span=203, invariant=True, pdl=False)  # DIA_BATCH_INVARIANT
 # The RTX 4090 serves bfloat16: no float32 step there.
 STEPS = {H100: (WIDTH_1, WIDTH_16, FLOAT32, INVARIANT), RTX_4090: (WIDTH_1, WIDTH_16, INVARIANT)}
 
@@ -239,15 +247,15 @@ def _compiled_form() -> Iterator[None]:
         kernels.interpreting = linear.interpreting = saved  # type: ignore[attr-defined]
 
 
-def distinct(launches: list[Launch]) -> dict[str, Launch]:
-    """One launch per distinct compilation, by Launch.key; skinny matmuls once with every candidate block shape,
-    the sampler with every warp count."""
+def distinct(launches: list[Launch], pdl: bool = False) -> dict[str, Launch]:
+    """One launch per distinct compilation, by Launch.key; skinny matmuls once with every candidate block shape
+    (as PDL launches too, with `pdl`), the sampler with every warp count."""
     found: dict[str, Launch] = {}
     for launch in launches:
         variants = [launch]
         if launch.fn is skinny_kernel.skinny_matmul:
             n = launch.args[launch.arg_index("n")]
-            variants = [launch.with_config(config) for config in linear.candidates(n)]
+            variants = [launch.with_config(config) for config in linear.candidates(n, pdl=pdl)]
         elif launch.fn is sample_kernel._sample:  # FusedSampler.tune picks among these
             variants = [dataclasses.replace(launch, options={"num_warps": warps}) for warps in sample_kernel.WARPS]
         for variant in variants:
@@ -268,6 +276,7 @@ class Built:
     spills_in_loops: int  # local-memory loads and stores inside a loop of the machine code: a spill paid per step
     shared: int  # bytes of shared memory per block
     loads: dict[str, int]  # global load instructions by opcode (LDG, and cp.async's LDGSTS)
+    dependent: dict[str, int]  # PDL's machine code: L2 prefetches, launch triggers, waits, memory accesses before
 
     def describe(self) -> str:
         constants = {k: v for k, v in self.constants.items() if k not in ("DOT_F32", "PRECISION")}
@@ -293,7 +302,25 @@ def build(launch: Launch, gpu: Gpu = H100, *, hints: bool = True) -> Built:
         spills_in_loops=_spills_in_loops(sass),
         shared=int(compiled.metadata.shared),
         loads=dict(Counter(re.findall(r"\b(LDGSTS[.\w]*|LDG[.\w]*)", sass))),
+        dependent=_dependent_launch(sass),
     )
+
+
+def _dependent_launch(sass: str) -> dict[str, int]:
+    """What a programmatic dependent launch's machine code does: L2 prefetches (CCTL.E.PF2), the trigger that
+    lets the next kernel start (PREEXIT), the wait for the kernel before (ACQBULK), and how many global loads,
+    stores and atomics come before that wait in the code (which would read or write before the kernel before
+    has finished; prefetches are no such access)."""
+    ops = [re.sub(r"^@!?U?P\w+\s+", "", op) for op in re.findall(r"/\*[0-9a-f]{4,}\*/\s+(.*?)\s*;", sass)]
+    waits = [i for i, op in enumerate(ops) if op.startswith("ACQBULK")]
+    memory = [i for i, op in enumerate(ops) if re.match(r"(LDG|LDGSTS|STG|ATOMG|RED|LD|ST)\.", op)]
+    first_wait = waits[0] if waits else len(ops)
+    return {
+        "prefetches": sum(op.startswith("CCTL.E.PF2") for op in ops),
+        "triggers": sum(op.startswith("PREEXIT") for op in ops),
+        "waits": len(waits),
+        "accesses_before_wait": sum(i < first_wait for i in memory) if waits else 0,
+    }
 
 
 def _spills_in_loops(sass: str) -> int:
@@ -330,7 +357,7 @@ def controls() -> dict[str, Built]:
 def report() -> dict[str, Any]:
     """Every distinct build of every step in STEPS on each GPU, with launch counts, and the controls."""
     recorded = {(gpu, step): record(step, gpu) for gpu, steps in STEPS.items() for step in steps}
-    kinds = {at: distinct(launches) for at, launches in recorded.items()}
+    kinds = {at: distinct(launches, at[1].pdl and at[0].target.arch >= 90) for at, launches in recorded.items()}
     jobs: dict[tuple[str, str], tuple[Launch, Gpu]] = {}  # by GPU and Launch.key: steps share most builds
     for (gpu, _), by_key in kinds.items():
         for key, launch in by_key.items():

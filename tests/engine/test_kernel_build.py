@@ -102,10 +102,20 @@ def test_every_decode_launch_builds(report: dict[str, Any], gpu_index: int, step
     else:  # the norms apart, the activation in the gate/up projection's epilogue
         assert forms_kept == {linear.GATED} and forms == {(plain, False, store), (plain, False, silu)}
 
+    # Programmatic dependent launches where the GPU has them (Hopper): the tuner may time any block shape as one.
+    dependent = [b["constants"]["PDL"] for b in step["builds"] if b["kernel"] == "skinny_matmul"]
+    assert any(dependent) == (gpu["target"] >= 90 and step["step"]["pdl"]) and not all(dependent)
+
     for built in step["builds"]:
         what = f"{gpu['gpu']}: {built['kernel']} {built['constants']} {built['options']}"
         if built["kernel"] == "skinny_matmul":
             constants = built["constants"]
+            pdl = built["dependent"]
+            if constants["PDL"]:  # its weights asked of L2, the next kernel let in, then the wait before any access
+                assert pdl["prefetches"] and pdl["triggers"] and pdl["waits"], f"{what}: {pdl}"
+                assert pdl["accesses_before_wait"] == 0, f"{what}: reads or writes before the wait: {pdl}"
+            else:
+                assert not (pdl["prefetches"] or pdl["triggers"] or pdl["waits"]), f"{what}: {pdl}"
             estimate = _skinny_config(built).shared_bytes(constants["BLOCK_M"], built["itemsize"], _form(constants))
             assert built["shared"] <= estimate, f"{what}: shared_bytes {estimate} under the real {built['shared']}"
             if estimate > gpu["shared"]:

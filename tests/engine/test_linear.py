@@ -87,6 +87,51 @@ def test_split_k_is_tried_only_where_bands_are_few() -> None:
         linear.SkinnyLinear().run(x, weight, config=split)
 
 
+def test_programmatic_dependent_launches_are_candidates_only_where_the_gpu_has_them() -> None:
+    """A block shape can also run as a PDL launch (asking L2 for its weights before it waits for the kernel
+    before it), on Hopper only: never on the CPU, where Triton's interpreter has no such launch. Its prefetch
+    covers the block's K slice in 128-byte lines, up to 4 KiB a row; test_kernel_build.py checks the machine
+    code (the prefetches, and no read or write before the wait)."""
+    plain = linear.candidates(2048)
+    with_pdl = linear.candidates(2048, pdl=True)
+    assert with_pdl == plain + tuple(dataclasses.replace(c, pdl=True) for c in plain)
+    assert not any(c.pdl for c in plain) and not linear.pdl_capable(torch.device("cpu"))
+    assert linear.prefetch_lines(2048, 2) == (32, 64) and linear.prefetch_lines(8192, 2) == (32, 64)
+    assert linear.prefetch_lines(512, 2) == (8, 64) and linear.prefetch_lines(100, 4) == (4, 32)
+
+
+@pytest.mark.skipif(not linear.pdl_capable(DEVICE), reason="programmatic dependent launches need a Hopper GPU")
+@pytest.mark.parametrize("config", linear.candidates(2048, pdl=True)[len(linear.CANDIDATES) :], ids=str)
+def test_dependent_launches_wait_for_the_launch_before_them(config: linear.Config) -> None:
+    """Captured in a graph as a step runs them, a chain of PDL launches where each multiplies what the one before
+    it wrote (the residual stream's sum and norm, the activation) gives the bits the same chain gives without
+    PDL: a launch that read before the one before it had finished would read stale values."""
+    gen = torch.Generator(device=DEVICE).manual_seed(7)
+    k = 256
+    weights = [torch.randn(k, k, device=DEVICE, generator=gen).bfloat16() * k**-0.5 for _ in range(6)]
+    gate_up = torch.randn(2 * k, k, device=DEVICE, generator=gen).bfloat16() * k**-0.5
+    gamma = torch.rand(k, device=DEVICE, generator=gen).bfloat16() + 0.5
+    x = torch.randn(2, k, device=DEVICE, generator=gen).bfloat16()
+    skinny = linear.SkinnyLinear()
+
+    def chain(c: linear.Config) -> torch.Tensor:
+        h, delta = x, None
+        for w in weights:
+            h, total = skinny.run_normed(h, delta, gamma, 1e-5, w, config=c)
+            delta = skinny.run_gated(h, gate_up, config=c)
+            h = total
+        return skinny.run(delta, weights[0], config=c)
+
+    expected = chain(dataclasses.replace(config, pdl=False))
+    graph = torch.cuda.CUDAGraph()
+    chain(config)  # compiled outside the capture
+    with torch.cuda.graph(graph):
+        out = chain(config)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, expected)
+
+
 def test_bfloat16_accumulates_in_float32() -> None:
     gen = torch.Generator(device=DEVICE).manual_seed(0)
     x = torch.randn(2, 1, 256, device=DEVICE, generator=gen).bfloat16()

@@ -28,6 +28,7 @@ the parts in a fixed order. Whether they win is again for the tuner to measure.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class Config:
     warps: int = 4
     stages: int = 4
     splits: int = 1  # split-K: blocks per band, each summing a slice of K (see skinny_kernel.py)
+    pdl: bool = False  # launched as a programmatic dependent launch, its weights asked of L2 first (Hopper on)
 
     def shared_bytes(self, block_m: int, itemsize: int, form: int = PLAIN) -> int:
         """Shared memory the pipelined loads of `form` (a FORMS key) need at most: `stages` buffers of the
@@ -90,6 +92,9 @@ FORMS = {
 NORMED = frozenset({NORM, ROPED, NORM_GATED})  # the forms with the NORM prologue
 GATED_FORMS = frozenset({GATED, NORM_GATED})  # the forms with the SILU epilogue
 NORM_ELEMENTS = 4096  # a NORM first-pass chunk: 32 values a thread on 4 warps, for x and again for delta
+
+
+PREFETCH_LINES = 32  # a PDL block asks L2 for at most 4 KiB of each of its weight rows (a 2048-wide bf16 row)
 
 
 Timer = Callable[[Callable[[], object]], float]
@@ -149,9 +154,24 @@ def split_width(k: int, config: Config) -> int:
     return triton.cdiv(triton.cdiv(k, config.splits), config.block_k) * config.block_k
 
 
-def candidates(n: int) -> tuple[Config, ...]:
-    """The block shapes worth trying for n output columns: split-K ones only where the bands are few."""
-    return tuple(c for c in CANDIDATES if c.splits == 1 or triton.cdiv(n, c.block_n) <= MAX_SPLIT_BANDS)
+def candidates(n: int, *, pdl: bool = False) -> tuple[Config, ...]:
+    """The block shapes worth trying for n output columns: split-K ones only where the bands are few; with
+    `pdl`, each also as a programmatic dependent launch."""
+    shapes = tuple(c for c in CANDIDATES if c.splits == 1 or triton.cdiv(n, c.block_n) <= MAX_SPLIT_BANDS)
+    return shapes + (tuple(dataclasses.replace(c, pdl=True) for c in shapes) if pdl else ())
+
+
+def pdl_capable(device: torch.device) -> bool:
+    """Whether kernels on `device` can be programmatic dependent launches: Hopper or later (griddepcontrol is
+    sm_90's), compiled (Triton's interpreter has no such launch)."""
+    return device.type == "cuda" and not interpreting() and torch.cuda.get_device_capability(device) >= (9, 0)
+
+
+def prefetch_lines(k_split: int, itemsize: int) -> tuple[int, int]:
+    """A PDL block's prefetch: (lines a weight row, values a line), 128-byte lines over its K slice, at most
+    PREFETCH_LINES (a power of two: the kernel's tile)."""
+    line = 128 // itemsize
+    return min(PREFETCH_LINES, triton.next_power_of_2(triton.cdiv(k_split, line))), line
 
 
 def shared_limit(device: torch.device) -> int | None:
@@ -308,13 +328,16 @@ class SkinnyLinear:
             counters = self.counters(y.device)
             k_split = split_width(k, config)
         norm_m, norm_k = norm_chunk(rows, k) if prologue == NORM else (2, 16)  # (unused but by NORM)
+        lines, line = prefetch_lines(k_split, weight.element_size())
+        pdl = {"launch_pdl": True} if config.pdl else {}  # (the interpreter knows no such option)
         self.kernel[(bands, config.splits)](  # type: ignore[index]
             x_RxK, weight, y, delta_, gamma_, total_, rows, n, k, x_RxK.stride(0), weight.stride(0), y.stride(0),
             delta_.stride(0), total_.stride(0), eps, parts, counters, k_split, *targets,
             BLOCK_M=block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, DOT_F32=interpreting(),
             PRECISION="ieee" if x_RxK.dtype == torch.float32 else "tf32", PROLOGUE=prologue, DELTA=delta is not None,
             EPILOGUE=ROPE if rope is not None else SILU if gated else STORE, SPLITS=config.splits, NORM_M=norm_m,
-            NORM_K=norm_k, num_warps=config.warps, num_stages=config.stages,
+            NORM_K=norm_k, PDL=config.pdl, LINES=lines, LINE=line, num_warps=config.warps, num_stages=config.stages,
+            **pdl,
         )  # fmt: skip
         return y
 

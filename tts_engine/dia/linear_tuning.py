@@ -250,24 +250,32 @@ def _time_each(
     """Seconds of `calls(config)` for each candidate whose `result` agrees with `expected` (the path it would
     replace, on the group's first weight); one that needs more shared memory than a block may have on this
     GPU, fails to compile, or computes something else (a miscompilation: fast is no use then) is left out.
-    `n`: the projection's outputs, where `expected` is not (rows, n)."""
-    timings = {}
+    Where the GPU has programmatic dependent launches, the fastest also as one (linear.Config.pdl): one more
+    timing a projection, where each candidate twice would double the start-up's compilations. `n`: the
+    projection's outputs, where `expected` is not (rows, n)."""
+    timings: dict[Config, float] = {}
     limit = linear.shared_limit(expected.device)
     block_m = linear.block_rows(rows)
     what = FORMS[form]
-    for config in linear.candidates(n or expected.shape[-1]):
+
+    def time(config: Config) -> None:
         if limit is not None and config.shared_bytes(block_m, expected.element_size(), form) > limit:
-            continue
+            return
         try:
             right = agrees(result(config), expected)
             if config.splits > 1:  # counts left non-zero (no block found itself last) break the next launch
                 right = right and not skinny.counters(expected.device).any()
             if not right:
                 log.warning("%s %s gives wrong results for %s rows x %s: left out", what, config, rows, expected.shape)
-                continue
+                return
             timings[config] = skinny.timer(calls(config))
         except Exception as exc:  # a block shape this GPU cannot compile is simply no candidate
             log.warning("%s %s failed for %s: %s", what, config, tuple(expected.shape), exc)
+
+    for config in linear.candidates(n or expected.shape[-1]):
+        time(config)
+    if timings and linear.pdl_capable(expected.device):
+        time(dataclasses.replace(min(timings, key=timings.__getitem__), pdl=True))
     return timings
 
 

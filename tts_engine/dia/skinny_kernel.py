@@ -24,7 +24,8 @@ def skinny_matmul(
     stride_vs, heads, kv_heads, head_dim,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr,
     PRECISION: tl.constexpr, PROLOGUE: tl.constexpr = 0, DELTA: tl.constexpr = False, EPILOGUE: tl.constexpr = 0,
-    SPLITS: tl.constexpr = 1, NORM_M: tl.constexpr = 2, NORM_K: tl.constexpr = 16,
+    SPLITS: tl.constexpr = 1, NORM_M: tl.constexpr = 2, NORM_K: tl.constexpr = 16, PDL: tl.constexpr = False,
+    LINES: tl.constexpr = 1, LINE: tl.constexpr = 64,
 ):  # fmt: skip
     """One band of BLOCK_N output columns for all `rows` (<= BLOCK_M) rows of x, float32 accumulation; float32
     inputs multiply in full precision (PRECISION "ieee"), never TF32, as cuBLAS does by default in PyTorch.
@@ -49,6 +50,13 @@ def skinny_matmul(
     The last of a band's splits to finish, found by an atomic count as kernels._split_attention's merge finds
     it, adds the parts in split order (so the sum does not depend on which finished last) and runs the
     epilogue; the other blocks' epilogue stores are masked off.
+
+    With PDL (launched as a programmatic dependent launch, Hopper on), the block may start while the kernel
+    before it is still running: it first asks L2 for the start of its weights (up to LINES lines of LINE values
+    a row, its K slice), which no kernel writes, then waits for the kernel before it to finish (gdc_wait) before
+    it reads or writes anything else, and lets the kernel after it start early too. Each kernel costs about
+    3.5 us beyond its bytes at 2 rows, whatever its design (bench/skinny_sweep.py, H100, 2026-11-23): the ramp
+    up and the tail, when memory idles. Fetching the next weights then keeps it busy.
     """
     band = tl.program_id(0)
     split = tl.program_id(1)
@@ -57,6 +65,14 @@ def skinny_matmul(
     m_ok = m < rows
     n_ok = cols < n
     dtype = x_ptr.dtype.element_ty
+    k_lo = split * k_split
+    if PDL:
+        k_hi = tl.minimum(k_lo + k_split, k)
+        _prefetch_l2(w_ptr, cols, n_ok, k_lo, k_hi, stride_wn, LINES, LINE)
+        if EPILOGUE == 2:
+            _prefetch_l2(w_ptr, cols + n, n_ok, k_lo, k_hi, stride_wn, LINES, LINE)
+        tl.extra.cuda.gdc_launch_dependents()
+        tl.extra.cuda.gdc_wait()  # before the first read of what the kernel before wrote
     if PROLOGUE == 1:
         scale = _row_scales(
             x_ptr, delta_ptr, sum_ptr, rows, k, stride_xm, stride_dm, stride_sm, eps, band + split, BLOCK_M, NORM_M,
@@ -64,7 +80,6 @@ def skinny_matmul(
         )  # fmt: skip
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     acc_up = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)  # SILU's (compiled away without it)
-    k_lo = split * k_split
     for start in range(k_lo, tl.minimum(k_lo + k_split, k), BLOCK_K):
         ks = start + tl.arange(0, BLOCK_K)
         k_ok = ks < k
@@ -143,6 +158,19 @@ def _row_scales(
     scale_p = tl.rsqrt(sums / k + eps)
     m = tl.arange(0, BLOCK_M)
     return tl.sum(tl.where(m[:, None] == rows_p[None, :], scale_p[None, :], 0.0), 1)
+
+
+@triton.jit
+def _prefetch_l2(w_ptr, rows, rows_ok, k_lo, k_hi, stride_wn, LINES: tl.constexpr, LINE: tl.constexpr):
+    """Asks L2 for LINES 128-byte lines (LINE values each) of each of these rows of W from column k_lo, short of
+    k_hi: `prefetch.global.L2`, which loads nothing into registers and never faults."""
+    ks = k_lo + tl.arange(0, LINES) * LINE
+    ok = rows_ok[:, None] & (ks < k_hi)[None, :]
+    at = w_ptr + rows[:, None] * stride_wn + ks[None, :]
+    tl.inline_asm_elementwise(
+        "{ .reg .pred p; setp.ne.b32 p, $2, 0; @p prefetch.global.L2 [$1]; mov.b32 $0, 0; }",
+        "=r,l,r", [at, ok.to(tl.int32)], dtype=tl.int32, is_pure=False, pack=1,
+    )  # fmt: skip
 
 
 @triton.jit
