@@ -194,6 +194,7 @@ def record(step: Step, gpu: Gpu = H100) -> list[Launch]:
         programs=2 * gpu.sms,  # as kernels.for_device counts them
         counters=torch.zeros(kernels.MAX_ROW_KV, dtype=torch.int32, device="meta"),
         invariant_span=span,
+        trigger=gpu.target.arch >= 90,  # as kernels.pdl_capable says there
     )
     kernel = _Recorder(skinny_kernel.skinny_matmul, launches, linear.DO_NOT_SPECIALIZE)
     skinny = linear.SkinnyLinear(kernel=kernel, invariant=step.invariant)

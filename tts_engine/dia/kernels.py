@@ -43,6 +43,7 @@ def _split_attention(
     kv_heads, group, head_dim, span, chunk, splits, scale,
     BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr, FINAL: tl.constexpr,
     PRECISION: tl.constexpr, DOT_F32: tl.constexpr, MERGE_G: tl.constexpr, BLOCK_S: tl.constexpr,
+    TRIGGER: tl.constexpr = False,
 ):  # fmt: skip
     """One (row, kv head, split): the online softmax over keys [split * chunk, (split + 1) * chunk) of the row.
 
@@ -50,8 +51,12 @@ def _split_attention(
     the float32 part of its split (R, H, splits, E), normalised by its own sum, and the split's log-sum-exp,
     and the last of the (row, kv head)'s splits to finish merges them all. DOT_F32 upcasts dot
     inputs to float32 first: the same products (bf16 x bf16 is exact in float32) for Triton's interpreter,
-    whose bf16 dot is wrong.
+    whose bf16 dot is wrong. TRIGGER (Hopper on) lets the kernel after it start at once where that one is a
+    programmatic dependent launch (the output projection's skinny matmul: it asks L2 for its weights meanwhile,
+    and waits for this kernel to finish before it reads anything this kernel writes).
     """
+    if TRIGGER:
+        tl.extra.cuda.gdc_launch_dependents()
     row_kv = tl.program_id(0)
     split = tl.program_id(1)
     row = row_kv // kv_heads
@@ -228,6 +233,7 @@ class DecodeKernels:
     # shape (for spans up to this), so a row's sums run in the same order whatever rows, and span, share the
     # step. Keys past a row's length add exact zeros. Otherwise splits are sized to fill the GPU.
     invariant_span: int | None = None
+    trigger: bool = False  # split attention lets a programmatic dependent launch after it start early (Hopper on)
 
     def attend(self, q_RxHxE: Tensor, k_RxKxSxE: Tensor, v_RxKxSxE: Tensor, lengths_R: Tensor) -> Tensor:
         """Scale-1.0 attention of one query per row over its first lengths_R[r] keys (at least 1, at most S).
@@ -263,7 +269,7 @@ class DecodeKernels:
             q_RxHxE.stride(0), q_RxHxE.stride(1), *k_RxKxSxE.stride()[:3], *v_RxKxSxE.stride()[:3],
             kv_heads, group, e, span, chunk, splits, 1.0,
             BLOCK_G=_pow2(group), BLOCK_N=block_n, BLOCK_E=_pow2(e), FINAL=final, PRECISION=precision,
-            DOT_F32=dot_f32, MERGE_G=_pow2(group, 1), BLOCK_S=block_s, num_warps=warps,
+            DOT_F32=dot_f32, MERGE_G=_pow2(group, 1), BLOCK_S=block_s, TRIGGER=self.trigger, num_warps=warps,
         )  # fmt: skip
         return out_RxHxE
 
@@ -328,6 +334,12 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def pdl_capable(device: torch.device) -> bool:
+    """Whether kernels on `device` can take part in programmatic dependent launches: Hopper or later (PTX's
+    griddepcontrol is sm_90's), compiled (Triton's interpreter has no such launch)."""
+    return device.type == "cuda" and not interpreting() and torch.cuda.get_device_capability(device) >= (9, 0)
+
+
 @functools.cache
 def for_device(device: torch.device, invariant_span: int | None = None) -> DecodeKernels:
     """The kernels for `device`: compiled by Triton for CUDA; on the CPU only under Triton's interpreter.
@@ -339,4 +351,6 @@ def for_device(device: torch.device, invariant_span: int | None = None) -> Decod
     else:
         raise RuntimeError("the decode kernels run on CUDA, or on the CPU with TRITON_INTERPRET=1 (for tests)")
     counters = torch.zeros(MAX_ROW_KV, dtype=torch.int32, device=device)
-    return DecodeKernels(triton.jit(_split_attention), triton.jit(_rope_write), programs, counters, invariant_span)
+    return DecodeKernels(
+        triton.jit(_split_attention), triton.jit(_rope_write), programs, counters, invariant_span, pdl_capable(device)
+    )

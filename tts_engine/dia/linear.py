@@ -40,6 +40,7 @@ from torch import Tensor
 
 from tts_engine.dia import fused
 from tts_engine.dia.kernels import interpreting
+from tts_engine.dia.kernels import pdl_capable as pdl_capable  # re-exported: the tuner asks linear
 from tts_engine.dia.skinny_kernel import NORM as NORM  # re-exported: callers name the forms through linear
 from tts_engine.dia.skinny_kernel import PLAIN as PLAIN
 from tts_engine.dia.skinny_kernel import ROPE, SILU, STORE, skinny_matmul
@@ -159,12 +160,6 @@ def candidates(n: int, *, pdl: bool = False) -> tuple[Config, ...]:
     `pdl`, each also as a programmatic dependent launch."""
     shapes = tuple(c for c in CANDIDATES if c.splits == 1 or triton.cdiv(n, c.block_n) <= MAX_SPLIT_BANDS)
     return shapes + (tuple(dataclasses.replace(c, pdl=True) for c in shapes) if pdl else ())
-
-
-def pdl_capable(device: torch.device) -> bool:
-    """Whether kernels on `device` can be programmatic dependent launches: Hopper or later (griddepcontrol is
-    sm_90's), compiled (Triton's interpreter has no such launch)."""
-    return device.type == "cuda" and not interpreting() and torch.cuda.get_device_capability(device) >= (9, 0)
 
 
 def prefetch_lines(k_split: int, itemsize: int) -> tuple[int, int]:
