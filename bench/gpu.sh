@@ -2,6 +2,7 @@
 # Everything that needs a CUDA device, in one go: the GPU correctness tests, then the benchmarks.
 #
 #     bench/gpu.sh OUT [PART...]      # parts: info tests engine audio concurrent profile baseline invariant agreement
+#                                     #        sweep
 #                                     # (default: info tests engine audio concurrent)
 #
 # Each part writes its log (and JSON where the script has one) into OUT and has its own time limit, so one
@@ -66,6 +67,9 @@ for part in $parts; do
             ;;
         profile)
             run profile 240 "$python" bench/profile_step.py
+            ;;
+        sweep)  # the tuner's matmul candidates with and without programmatic dependent launch, against cuBLAS
+            run sweep 240 "$python" bench/skinny_sweep.py --tuner
             ;;
         audio)
             run audio 90 "$python" bench/audio.py "${commit[@]}" --json "$out/audio.json"
