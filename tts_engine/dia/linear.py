@@ -24,6 +24,10 @@ of 2048 or 3072 outputs at 2 rows (128 or 192 blocks, one per SM, too few loads 
 cuBLAS where the bands are many (gate/up 24.6 us against 25.5, the logits 13.5 against 15.7). Split-K
 candidates give those projections several blocks per band, each over a slice of K; the last to finish adds
 the parts in a fixed order. Whether they win is again for the tuner to measure.
+
+Programmatic dependent launch (Hopper on; `Config.pdl`): the launch may begin while the kernel before it runs,
+asking L2 for its weights meanwhile, and waits for it before reading anything it wrote (skinny_kernel.py). The
+tuner times the fastest block shape of each projection also this way and keeps it where it is faster.
 """
 
 from __future__ import annotations
@@ -186,8 +190,8 @@ class SkinnyLinear:
 
     kernel: object = field(default_factory=lambda: triton.jit(skinny_matmul, do_not_specialize=DO_NOT_SPECIALIZE))
     choices: dict[tuple[int, int, int], Config] = field(default_factory=dict)  # (rows, N, K): plain projections
-    fusions: dict[tuple[int, int, int, int], Config] = field(default_factory=dict)  # (prologue, rows, N, K)
-    tuned: set[tuple[int, int, int, int]] = field(default_factory=set)  # (prologue, rows, N, K)
+    fusions: dict[tuple[int, int, int, int], Config] = field(default_factory=dict)  # (form, rows, N, K)
+    tuned: set[tuple[int, int, int, int]] = field(default_factory=set)  # (form, rows, N, K): FORMS' keys
     timer: Timer = graph_timer  # seconds one call takes
     # Batch-invariant: every one-position call (a decode step) runs the kernel with one block shape per weight
     # shape and MAX_ROWS-row blocks, whatever the rows, so a row's sums never depend on the others; never
