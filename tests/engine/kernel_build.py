@@ -108,15 +108,15 @@ class Launch:
         int32 counts and K slice that linear.SkinnyLinear._launch passes with it; for PDL, the prefetch)."""
         constants = {**self.constants, "BLOCK_N": config.block_n, "BLOCK_K": config.block_k, "SPLITS": config.splits}
         args = list(self.args)
-        w, k = args[self.arg_index("w_ptr")], args[self.arg_index("k")]
-        lines, line = linear.prefetch_lines(linear.split_width(k, config), w.element_size())
-        constants |= {"PDL": config.pdl, "LINES": lines, "LINE": line}
+        y, w, k = (args[self.arg_index(name)] for name in ("y_ptr", "w_ptr", "k"))
+        k_split = linear.split_width(k, config) if config.splits > 1 else k
+        args[self.arg_index("k_split")] = k_split
         if config.splits > 1:
-            y, w, k = (args[self.arg_index(name)] for name in ("y_ptr", "w_ptr", "k"))
             rows = config.splits * constants["BLOCK_M"]
             args[self.arg_index("part_ptr")] = torch.empty((rows, w.shape[0]), dtype=torch.float32, device=y.device)
             args[self.arg_index("count_ptr")] = torch.empty(linear.MAX_SPLIT_BANDS, dtype=torch.int32, device=y.device)
-            args[self.arg_index("k_split")] = linear.split_width(k, config)
+        lines, line = linear.prefetch_lines(k_split, w.element_size())
+        constants |= {"PDL": config.pdl, "LINES": lines, "LINE": line}
         options = {"num_warps": config.warps, "num_stages": config.stages}
         if config.pdl:
             options["launch_pdl"] = True

@@ -4,7 +4,7 @@ choice `tune` makes from timings, and a decode step through them. Without a GPU 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import pytest
@@ -287,6 +287,21 @@ def test_fused_forms_are_kept_only_where_faster_than_the_kernels_they_replace() 
     )
 
 
+def _counting_timer(
+    timings: Iterator[float], counted: list[int], per_timing: list[int]
+) -> Callable[[Callable[[], object]], float]:
+    """A scripted timer: runs each call once, notes in `per_timing` how many entries it added to `counted` (the
+    calls of a kernel a baseline must run), and returns the next of `timings`."""
+
+    def timer(fn: Callable[[], object]) -> float:
+        before = len(counted)
+        fn()
+        per_timing.append(len(counted) - before)
+        return next(timings)
+
+    return timer
+
+
 @pytest.mark.usefixtures("float32_candidates")
 @pytest.mark.parametrize("winner", [linear.GATED, linear.NORM_GATED], ids=["after the norm", "with the norm"])
 def test_the_gated_forms_race_the_norm_the_projection_and_the_activation(winner: int) -> None:
@@ -311,14 +326,7 @@ def test_the_gated_forms_race_the_norm_the_projection_and_the_activation(winner:
         norm_gated, gated = [5.0, 9.0, 4.0] + [9.0] * others, [5.0, 3.0, 9.0] + [9.0] * others
     timings = iter([5.0] + [6.0] * (others + 2) + norm_gated + gated)  # plain: cuBLAS wins
     per_timing: list[int] = []
-
-    def timer(fn: Callable[[], object]) -> float:
-        before = len(activations)
-        fn()
-        per_timing.append(len(activations) - before)
-        return next(timings)
-
-    skinny = linear.SkinnyLinear(timer=timer)
+    skinny = linear.SkinnyLinear(timer=_counting_timer(timings, activations, per_timing))
     skinny.tune([linear.Group(weights, linear.NORM, norms, 1e-5, gated=True)], rows=[2], ops=ops)
     best = linear.CANDIDATES[1] if winner == linear.NORM_GATED else linear.CANDIDATES[0]
     assert skinny.fusions == {(winner, 2, 2 * n, k): best}
@@ -364,14 +372,7 @@ def test_the_roped_form_races_the_norm_the_projection_and_the_rope_write() -> No
         + [5.0, 9.0, 4.0] + [9.0] * (others - 1)  # norm + matmul + rope: the second candidate wins
     )  # fmt: skip
     writes_per_timing: list[int] = []
-
-    def timer(fn: Callable[[], object]) -> float:
-        before = len(rope_writes)
-        fn()
-        writes_per_timing.append(len(rope_writes) - before)
-        return next(timings)
-
-    skinny = linear.SkinnyLinear(timer=timer)
+    skinny = linear.SkinnyLinear(timer=_counting_timer(timings, rope_writes, writes_per_timing))
     skinny.tune([group], rows=[2], ops=ops)
     assert skinny.fusions == {(linear.ROPED, 2, n, k): linear.CANDIDATES[1]}
     assert linear.FORMS[linear.ROPED] == "norm + matmul + rope", "logs and bench/random_dia.matmul_choices name it"

@@ -66,8 +66,8 @@ def skinny_matmul(
     n_ok = cols < n
     dtype = x_ptr.dtype.element_ty
     k_lo = split * k_split
+    k_hi = tl.minimum(k_lo + k_split, k)  # this block's K slice
     if PDL:
-        k_hi = tl.minimum(k_lo + k_split, k)
         _prefetch_l2(w_ptr, cols, n_ok, k_lo, k_hi, stride_wn, LINES, LINE)
         if EPILOGUE == 2:
             _prefetch_l2(w_ptr, cols + n, n_ok, k_lo, k_hi, stride_wn, LINES, LINE)
@@ -80,7 +80,7 @@ def skinny_matmul(
         )  # fmt: skip
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     acc_up = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)  # SILU's (compiled away without it)
-    for start in range(k_lo, tl.minimum(k_lo + k_split, k), BLOCK_K):
+    for start in range(k_lo, k_hi, BLOCK_K):
         ks = start + tl.arange(0, BLOCK_K)
         k_ok = ks < k
         tile_ok = m_ok[:, None] & k_ok[None, :]
