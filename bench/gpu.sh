@@ -46,7 +46,7 @@ for part in $parts; do
             if "$python" -c 'import xdist' 2>/dev/null; then parallel=(-n 8); fi
             # (pytest-benchmark, where installed, turns itself off under xdist with a warning that -W error fails)
             run kernels 200 "$python" -m pytest -q "${parallel[@]}" -p no:cacheprovider -p no:benchmark tests/engine/test_kernels.py \
-                tests/engine/test_linear.py
+                tests/engine/test_linear.py tests/engine/test_attention_tuning.py
             ;;
         engine)
             run engine 300 "$python" bench/engine.py "${commit[@]}" --json "$out/engine.json"

@@ -195,6 +195,7 @@ def record(step: Step, gpu: Gpu = H100) -> list[Launch]:
         counters=torch.zeros(kernels.MAX_ROW_KV, dtype=torch.int32, device="meta"),
         invariant_span=span,
         trigger=gpu.target.arch >= 90,  # as kernels.pdl_capable says there
+        dependent=frozenset({step.rows}) if step.pdl and gpu.target.arch >= 90 else frozenset(),
     )
     kernel = _Recorder(skinny_kernel.skinny_matmul, launches, linear.DO_NOT_SPECIALIZE)
     skinny = linear.SkinnyLinear(kernel=kernel, invariant=step.invariant)
@@ -250,13 +251,18 @@ def _compiled_form() -> Iterator[None]:
 
 def distinct(launches: list[Launch], pdl: bool = False) -> dict[str, Launch]:
     """One launch per distinct compilation, by Launch.key; skinny matmuls once with every candidate block shape
-    (as PDL launches too, with `pdl`), the sampler with every warp count."""
+    (as PDL launches too, with `pdl`), split attention recorded as a dependent launch also as a plain one, the
+    sampler with every warp count."""
     found: dict[str, Launch] = {}
     for launch in launches:
         variants = [launch]
         if launch.fn is skinny_kernel.skinny_matmul:
             n = launch.args[launch.arg_index("n")]
             variants = [launch.with_config(config) for config in linear.candidates(n, pdl=pdl)]
+        elif launch.fn is kernels._split_attention and launch.constants["DEPENDENT"]:  # attention_tuning races these
+            plain = {name: value for name, value in launch.options.items() if name != "launch_pdl"}
+            variants = [launch, dataclasses.replace(launch, constants={**launch.constants, "DEPENDENT": False},
+                                                    options=plain)]  # fmt: skip
         elif launch.fn is sample_kernel._sample:  # FusedSampler.tune picks among these
             variants = [dataclasses.replace(launch, options={"num_warps": warps}) for warps in sample_kernel.WARPS]
         for variant in variants:

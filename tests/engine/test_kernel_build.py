@@ -105,12 +105,18 @@ def test_every_decode_launch_builds(report: dict[str, Any], gpu_index: int, step
     # Programmatic dependent launches where the GPU has them (Hopper): the tuner may time any block shape as one.
     dependent = [b["constants"]["PDL"] for b in step["builds"] if b["kernel"] == "skinny_matmul"]
     assert any(dependent) == (gpu["target"] >= 90 and step["step"]["pdl"]) and not all(dependent)
+    attention = [b["constants"]["DEPENDENT"] for b in step["builds"] if b["kernel"] == "split_attention"]
+    assert any(attention) == (gpu["target"] >= 90 and step["step"]["pdl"]) and not all(attention)
 
     for built in step["builds"]:
         what = f"{gpu['gpu']}: {built['kernel']} {built['constants']} {built['options']}"
         if built["kernel"] == "split_attention":  # lets the output projection after it start early, on Hopper
-            assert bool(built["dependent"]["triggers"]) == (gpu["target"] >= 90), f"{what}: {built['dependent']}"
-            assert not built["dependent"]["waits"], f"{what}: {built['dependent']}"
+            pdl = built["dependent"]
+            assert bool(pdl["triggers"]) == (gpu["target"] >= 90), f"{what}: {pdl}"
+            if built["constants"]["DEPENDENT"]:  # its keys and values asked of L2, then the wait before any access
+                assert pdl["prefetches"] and pdl["waits"] and pdl["accesses_before_wait"] == 0, f"{what}: {pdl}"
+            else:
+                assert not (pdl["prefetches"] or pdl["waits"]), f"{what}: {pdl}"
         if built["kernel"] == "skinny_matmul":
             constants = built["constants"]
             pdl = built["dependent"]

@@ -6,6 +6,7 @@ last bits between batch widths (MKL without AVX-512 picks other kernels), and on
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -317,3 +318,22 @@ def test_batch_invariant_on_cuda(checkpoint: Checkpoint, dtype: str) -> None:
         Job("prompted", SHORT, GenerationParams(max_tokens=70, seed=5), _prompt(channels, 7, 0), join_at=2),
     ]
     _assert_same(_run(engine.scheduler(slots=3, chunk_steps=5), jobs, channels), _alone(engine, jobs))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_steps_inputs_embed_each_slot_once_for_both_its_rows(small_engine: Engine, dtype: torch.dtype) -> None:
+    """fused.step_inputs gives the bits the model's multi-channel embedding gives on each slot's tokens at its
+    position, both rows of a slot alike, in the order of the slots asked for."""
+    embeddings = copy.deepcopy(small_engine.model.decoder().embeddings).to(dtype)
+    vocab, channels = embeddings.vocab_size, small_engine.model.cfg.decoder.num_channels
+    gen = torch.Generator().manual_seed(4)
+    grid_BxPxC = torch.randint(0, vocab, (5, 7, channels), generator=gen)
+    at_W, pos_W = torch.tensor([3, 0, 4]), torch.tensor([6, 0, 2])
+    x_Rx1xD, pos_Rx1 = fused.step_inputs(grid_BxPxC, at_W, pos_W, embeddings.embed.weight, vocab)
+    expected = embeddings(grid_BxPxC[at_W, pos_W].repeat_interleave(2, dim=0)[:, None])
+    assert x_Rx1xD.dtype == dtype and torch.equal(x_Rx1xD, expected)
+    assert pos_Rx1.tolist() == [[6], [6], [0], [0], [2], [2]]
+    # One slot too: both rows in memory of their own (the decode kernels read rows and positions by offset).
+    x_Rx1xD, pos_Rx1 = fused.step_inputs(grid_BxPxC, at_W[:1], pos_W[:1], embeddings.embed.weight, vocab)
+    assert x_Rx1xD.is_contiguous() and pos_Rx1.is_contiguous() and pos_Rx1.tolist() == [[6], [6]]
+    assert torch.equal(x_Rx1xD, expected[:2])

@@ -135,6 +135,7 @@ class Decoder:
         self.graphs: dict[tuple[int, int, int], torch.cuda.CUDAGraph] = {}
         if use_graphs:
             model.tune_decode(2 * width for width in self.widths)  # the matmuls' kernels, before capture
+            self._tune_attention()
             if model.ops.sampler is not None:
                 model.ops.sampler.tune(self.widths, dec, model.ops, self.device)
             self._capture()
@@ -205,32 +206,22 @@ class Decoder:
         prefix = self.prefixes[width]
         at = self.slot_index[:width]
         pos_W, eos_W, live_W = self.pos[:width], self.eos[:width], self.live[:width]
-        tokens_WxC = self.grid[at, pos_W]
-        logits_Rx1xCxV = self.model.decode(
-            tokens_WxC.repeat_interleave(2, dim=0).unsqueeze(1),
-            pos_W.repeat_interleave(2).unsqueeze(1),
-            prefix.cache,
-            prefix.cross,
-            self_span=self_span,
-            cross_span=cross_span,
+        ops, table = self.model.ops, self.model.decoder().embeddings.embed.weight
+        x_Rx1xD, pos_Rx1 = ops.step_inputs(self.grid, at, pos_W, table, dec.vocab_size)
+        logits_Rx1xCxV = self.model.decode_embedded(
+            x_Rx1xD, pos_Rx1, prefix.cache, prefix.cross, self_span=self_span, cross_span=cross_span
         )
         cond_WxCxV, uncond_WxCxV = logits_Rx1xCxV[:, 0].unflatten(0, (width, 2)).unbind(1)
-        ops = self.model.ops
         if ops.sampler is not None and ops.sampler.serves(width):
             next_WxC = ops.sampler(cond_WxCxV, uncond_WxCxV, prefix.params, dec.eos_id, self.noise, self.noise_step)
         else:
             scores_WxCxV = ops.process(cond_WxCxV, uncond_WxCxV, prefix.params, dec.eos_id)
             noise_WxCxV = self.noise[:, :width].index_select(0, self.noise_step).squeeze(0)
             next_WxC = ops.draw(scores_WxCxV, noise_WxCxV, prefix.params.greedy)
-        new_pos = (pos_W + 1).clamp(max=self.positions - 1)
-        cells_WxC, eos, writing = ops.advance(
-            next_WxC, new_pos, pos_W, eos_W, self.last[:width], live_W, self.delays, self.forced[at, new_pos],
-            self.grid[at, new_pos], self.rules,
+        ops.step_outputs(
+            next_WxC, self.grid, self.forced, at, pos_W, eos_W, self.last[:width], live_W, self.delays,
+            self.noise_step, self.positions, self.rules,
         )  # fmt: skip
-        self.grid[at, new_pos] = cells_WxC
-        eos_W.copy_(eos)
-        pos_W.copy_(torch.where(writing, new_pos, pos_W))
-        self.noise_step.add_(1)
 
     def _spans_for(self, steps: int) -> tuple[int, int]:
         # No slot moves more than one position a step, so none passes its last-read position + steps here.
@@ -293,6 +284,18 @@ class Decoder:
         for slot, pos in zip(slots, pos_S.tolist(), strict=True):
             self.host_pos[slot] = pos
         return grid_part, pos_S, eos_S
+
+    def _tune_attention(self) -> None:
+        """Where split attention runs as a programmatic dependent launch (attention_tuning.tune), timed over this
+        decoder's caches at typical spans: a thousand cached keys, a few hundred text bytes."""
+        if self.model.ops.kernels is None:
+            return
+        from tts_engine.dia import attention_tuning  # it imports triton, as the kernels do
+
+        self_span = next((s for s in self.self_spans if s >= 1024), self.self_spans[-1])
+        cross_span = next((s for s in self.cross_spans if s >= 256), self.cross_spans[-1])
+        caches = {2 * width: (prefix.cache, prefix.cross) for width, prefix in self.prefixes.items()}
+        attention_tuning.tune(self.model, caches, self_span, cross_span)
 
     @torch.inference_mode()
     def _capture(self) -> None:

@@ -1,5 +1,6 @@
-"""Dia's ending rules for one decode step, as a pure function of tensors (compiled on CUDA with the other
-small pieces, fused.py): the EOS countdown of transformers' generation_dia.py and nari-labs/dia's generate."""
+"""Dia's ending rules for one decode step, as a pure function of tensors, and the step's bookkeeping around them
+(compiled on CUDA with the other small pieces, fused.py): the EOS countdown of transformers' generation_dia.py
+and nari-labs/dia's generate."""
 
 from __future__ import annotations
 
@@ -44,3 +45,23 @@ def advance(
     next_WxC = torch.where(forced_WxC != FREE, forced_WxC, next_WxC)
     writing = live_W & ~(ended & (pos_W >= eos_W + rules.max_delay))
     return torch.where(writing[:, None], next_WxC, current_WxC), torch.where(writing, eos, eos_W), writing
+
+
+def step_outputs(
+    next_WxC: Tensor, grid_BxPxC: Tensor, forced_BxPxC: Tensor, at_W: Tensor, pos_W: Tensor, eos_W: Tensor,
+    last_W: Tensor, live_W: Tensor, delays_C: Tensor, noise_step_1: Tensor, positions: int, rules: Rules,
+) -> None:  # fmt: skip
+    """A decode step's bookkeeping for slots at_W, in place: the drawn tokens next_WxC, after the ending rules
+    (`advance`), go into the grid at each slot's next position (the cells the prefill fixed, in `forced`, win),
+    and the slots that advance move their eos and position on; the noise step counts one. pos_W, eos_W are the
+    slots' own state (views). Eager about ten small kernels (the gathers, the scatter, the copies); compiled, a
+    few."""
+    new_pos_W = (pos_W + 1).clamp(max=positions - 1)
+    forced_WxC, current_WxC = forced_BxPxC[at_W, new_pos_W], grid_BxPxC[at_W, new_pos_W]
+    cells_WxC, eos, writing = advance(
+        next_WxC, new_pos_W, pos_W, eos_W, last_W, live_W, delays_C, forced_WxC, current_WxC, rules
+    )
+    grid_BxPxC[at_W, new_pos_W] = cells_WxC
+    eos_W.copy_(eos)
+    pos_W.copy_(torch.where(writing, new_pos_W, pos_W))
+    noise_step_1.add_(1)

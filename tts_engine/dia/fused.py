@@ -4,9 +4,10 @@ Profiled on an H100 (bench/profile_step.py, 2026-11-22): an eager bf16 decode st
 kernels, about 1040 of them small elementwise ones (float32 norms, RoPE, casts, masks) costing ~2 ms of its
 3.8 ms, while the weight matmuls took 1.2 ms. Inside a CUDA graph launches are free but each kernel still
 costs its few microseconds, so the fix is fewer kernels: gpt-fast compiles the whole step; we compile only
-these small functions, the sampling chain, the draw and the ending rules (dynamic shapes, so one compilation
-serves every layer, batch width and span). Attention, the cache writes, the projections and sampling have
-their own Triton kernels (kernels.py, linear.py, sample_kernel.py), which `Ops` carries too once chosen.
+these small functions, a step's inputs, the sampling chain, the draw and the ending rules (dynamic shapes, so
+one compilation serves every layer, batch width and span). Attention, the cache writes, the projections and
+sampling have their own Triton kernels (kernels.py, linear.py, sample_kernel.py), which `Ops` carries too once
+chosen.
 
 The plain functions are the semantics (transformers' DiaRMSNorm in float32, rotate_half RoPE) and are what
 runs on CPU; `compiled()` gives the same functions through torch.compile.
@@ -72,6 +73,23 @@ def silu_mul(gate_up: Tensor) -> Tensor:
     return up * F.silu(gate)
 
 
+def step_inputs(
+    grid_BxPxC: Tensor, at_W: Tensor, pos_W: Tensor, table_NxD: Tensor, vocab: int
+) -> tuple[Tensor, Tensor]:
+    """A decode step's inputs for slots at_W, each at its position pos_W of the token grid: the tokens embedded
+    (channel c's token v is row c * vocab + v of the table, model.MultiChannelEmbedding) and summed over the
+    channels, and the positions, each repeated for the slot's two rows (conditional, then unconditional):
+    ((2W, 1, D), (2W, 1)). Each slot's tokens are embedded once for both rows. Eager, a dozen small kernels (two
+    repeat_interleaves, the gathers, a reduction); compiled, one or two."""
+    tokens_WxC = grid_BxPxC[at_W, pos_W]
+    offsets_C = torch.arange(tokens_WxC.shape[1], device=tokens_WxC.device) * vocab
+    x_WxD = F.embedding(tokens_WxC + offsets_C, table_NxD).sum(dim=1)
+    w, d = x_WxD.shape
+    # Stacked, not expanded: at one slot an expanded view reshapes to rows of stride 0, which the kernels that
+    # read positions and rows by offset would not see.
+    return torch.stack((x_WxD, x_WxD), dim=1).view(2 * w, 1, d), torch.stack((pos_W, pos_W), dim=1).view(2 * w, 1)
+
+
 class _Norm(Protocol):
     def __call__(self, x: Tensor, weight: Tensor, eps: float) -> Tensor: ...
 
@@ -96,11 +114,17 @@ class _Draw(Protocol):
     def __call__(self, scores_BxCxV: Tensor, noise_BxCxV: Tensor, greedy_B: Tensor) -> Tensor: ...
 
 
-class _Advance(Protocol):
+class _StepOutputs(Protocol):
     def __call__(
-        self, next_WxC: Tensor, new_pos_W: Tensor, pos_W: Tensor, eos_W: Tensor, last_W: Tensor, live_W: Tensor,
-        delays_C: Tensor, forced_WxC: Tensor, current_WxC: Tensor, rules: ending.Rules,
-    ) -> tuple[Tensor, Tensor, Tensor]: ...  # fmt: skip
+        self, next_WxC: Tensor, grid_BxPxC: Tensor, forced_BxPxC: Tensor, at_W: Tensor, pos_W: Tensor, eos_W: Tensor,
+        last_W: Tensor, live_W: Tensor, delays_C: Tensor, noise_step_1: Tensor, positions: int, rules: ending.Rules,
+    ) -> None: ...  # fmt: skip
+
+
+class _StepInputs(Protocol):
+    def __call__(
+        self, grid_BxPxC: Tensor, at_W: Tensor, pos_W: Tensor, table_NxD: Tensor, vocab: int
+    ) -> tuple[Tensor, Tensor]: ...
 
 
 class _Process(Protocol):
@@ -119,14 +143,17 @@ class Ops:
     silu_mul: _Unary
     process: _Process  # the sampling chain (sampling.process): a few dozen small kernels when not compiled
     draw: _Draw  # the draw from the processed scores (sampling.draw)
-    advance: _Advance  # the ending rules and bookkeeping of a step (ending.advance)
+    step_outputs: _StepOutputs  # the ending rules and bookkeeping of a step (ending.step_outputs)
     compiled: bool
     kernels: DecodeKernels | None = None  # decode-step attention and cache writes (kernels.py), when chosen
     linear: _Linear = linear  # the decoder's projections; linear.SkinnyLinear where tuned (CUDA)
     sampler: FusedSampler | None = None  # process and draw in one kernel (sample_kernel.py), where it serves
+    step_inputs: _StepInputs = step_inputs  # a decoder step's embedded tokens and positions (step_inputs)
 
 
-EAGER = Ops(rms_norm, add_rms_norm, rope, silu_mul, sampling.process, sampling.draw, ending.advance, compiled=False)
+EAGER = Ops(
+    rms_norm, add_rms_norm, rope, silu_mul, sampling.process, sampling.draw, ending.step_outputs, compiled=False
+)
 
 
 @functools.cache
@@ -140,6 +167,7 @@ def compiled() -> Ops:
         torch.compile(silu_mul, dynamic=True, fullgraph=True),
         torch.compile(sampling.process, dynamic=True),
         torch.compile(sampling.draw, dynamic=True),
-        torch.compile(ending.advance, dynamic=True),
+        torch.compile(ending.step_outputs, dynamic=True),
         compiled=True,
+        step_inputs=torch.compile(step_inputs, dynamic=True, fullgraph=True),
     )

@@ -32,6 +32,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from tts_engine.dia.dependent import lines as prefetch_lines
+from tts_engine.dia.dependent import prefetch_l2
+
 KEYS_PER_TILE = 64  # one tile of keys per loop iteration (16-bit dtypes; see attention_tile)
 INVARIANT_TILES = 4  # tiles per split when batch-invariant: a row's splits then depend only on its own keys
 MAX_ROW_KV = 1 << 14  # (row, kv head) pairs one attention launch may have: 512 request slots of 16 heads
@@ -43,7 +46,8 @@ def _split_attention(
     kv_heads, group, head_dim, span, chunk, splits, scale,
     BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr, FINAL: tl.constexpr,
     PRECISION: tl.constexpr, DOT_F32: tl.constexpr, MERGE_G: tl.constexpr, BLOCK_S: tl.constexpr,
-    TRIGGER: tl.constexpr = False,
+    TRIGGER: tl.constexpr = False, DEPENDENT: tl.constexpr = False, LINES: tl.constexpr = 1,
+    LINE: tl.constexpr = 64,
 ):  # fmt: skip
     """One (row, kv head, split): the online softmax over keys [split * chunk, (split + 1) * chunk) of the row.
 
@@ -53,7 +57,10 @@ def _split_attention(
     inputs to float32 first: the same products (bf16 x bf16 is exact in float32) for Triton's interpreter,
     whose bf16 dot is wrong. TRIGGER (Hopper on) lets the kernel after it start at once where that one is a
     programmatic dependent launch (the output projection's skinny matmul: it asks L2 for its weights meanwhile,
-    and waits for this kernel to finish before it reads anything this kernel writes).
+    and waits for this kernel to finish before it reads anything this kernel writes). DEPENDENT (launched as
+    one, Hopper on): the block may start while the kernel before it runs, and asks L2 for its split's keys and
+    values (LINES lines of LINE values a key, the whole split up to the span: the row's length is not read
+    yet) before it waits for that kernel to finish; then it reads the queries, lengths and cache.
     """
     if TRIGGER:
         tl.extra.cuda.gdc_launch_dependents()
@@ -61,8 +68,13 @@ def _split_attention(
     split = tl.program_id(1)
     row = row_kv // kv_heads
     kv = row_kv % kv_heads
-    length = tl.minimum(tl.load(len_ptr + row).to(tl.int32), span)
     lo = split * chunk
+    k_base = k_ptr + row * stride_kr + kv * stride_kh
+    v_base = v_ptr + row * stride_vr + kv * stride_vh
+    if DEPENDENT:
+        _prefetch_keys(k_base, v_base, lo, tl.minimum(lo + chunk, span), stride_ks, stride_vs, BLOCK_N, LINES, LINE)
+        tl.extra.cuda.gdc_wait()  # before the first read of what the kernel before wrote
+    length = tl.minimum(tl.load(len_ptr + row).to(tl.int32), span)
     hi = tl.minimum(lo + chunk, length)
 
     g = tl.arange(0, BLOCK_G)
@@ -78,8 +90,6 @@ def _split_attention(
     )
     if DOT_F32:
         q = q.to(tl.float32)
-    k_base = k_ptr + row * stride_kr + kv * stride_kh
-    v_base = v_ptr + row * stride_vr + kv * stride_vh
     top = tl.full((BLOCK_G,), float("-inf"), tl.float32)
     total = tl.zeros((BLOCK_G,), tl.float32)
     acc = tl.zeros((BLOCK_G, BLOCK_E), tl.float32)
@@ -146,6 +156,17 @@ def _split_attention(
             merged_ok = (mg < group)[:, None] & e_ok[None, :]
             tl.store(out_ptr + offsets, merged.to(out_ptr.dtype.element_ty), mask=merged_ok)
             tl.store(count_ptr + row_kv, 0)  # zero again for the next launch (the next layer, the next replay)
+
+
+@triton.jit
+def _prefetch_keys(k_base, v_base, lo, hi, stride_ks, stride_vs, BLOCK_N: tl.constexpr, LINES: tl.constexpr,
+                   LINE: tl.constexpr):  # fmt: skip
+    """Asks L2 for the keys and values of positions [lo, hi): LINES lines of LINE values each (a head's)."""
+    for start in range(lo, hi, BLOCK_N):
+        keys = start + tl.arange(0, BLOCK_N)
+        ok = keys < hi
+        prefetch_l2(k_base, keys, ok, 0, LINES * LINE, stride_ks, LINES, LINE)
+        prefetch_l2(v_base, keys, ok, 0, LINES * LINE, stride_vs, LINES, LINE)
 
 
 def _rope_write(
@@ -234,6 +255,9 @@ class DecodeKernels:
     # step. Keys past a row's length add exact zeros. Otherwise splits are sized to fill the GPU.
     invariant_span: int | None = None
     trigger: bool = False  # split attention lets a programmatic dependent launch after it start early (Hopper on)
+    # Row counts at which split attention is itself a programmatic dependent launch (Hopper on): its keys and
+    # values asked of L2 while the kernel before it runs. attention_tuning.tune keeps it where it times faster.
+    dependent: frozenset[int] = frozenset()
 
     def attend(self, q_RxHxE: Tensor, k_RxKxSxE: Tensor, v_RxKxSxE: Tensor, lengths_R: Tensor) -> Tensor:
         """Scale-1.0 attention of one query per row over its first lengths_R[r] keys (at least 1, at most S).
@@ -264,12 +288,16 @@ class DecodeKernels:
             lse = torch.empty((r, h, splits), dtype=torch.float32, device=q_RxHxE.device)
         dot_f32 = interpreting()
         precision = "ieee" if dot_f32 or q_RxHxE.dtype == torch.float32 else "tf32"
+        lines, line = prefetch_lines(e, k_RxKxSxE.element_size(), triton.next_power_of_2(e))
+        as_dependent = r in self.dependent
+        pdl = {"launch_pdl": True} if as_dependent else {}  # (the interpreter knows no such option)
         self.split_attention[(r * kv_heads, splits)](
             q_RxHxE, k_RxKxSxE, v_RxKxSxE, lengths_R, part, lse, out_RxHxE, self.counters,
             q_RxHxE.stride(0), q_RxHxE.stride(1), *k_RxKxSxE.stride()[:3], *v_RxKxSxE.stride()[:3],
             kv_heads, group, e, span, chunk, splits, 1.0,
             BLOCK_G=_pow2(group), BLOCK_N=block_n, BLOCK_E=_pow2(e), FINAL=final, PRECISION=precision,
-            DOT_F32=dot_f32, MERGE_G=_pow2(group, 1), BLOCK_S=block_s, TRIGGER=self.trigger, num_warps=warps,
+            DOT_F32=dot_f32, MERGE_G=_pow2(group, 1), BLOCK_S=block_s, TRIGGER=self.trigger, DEPENDENT=as_dependent,
+            LINES=lines, LINE=line, num_warps=warps, **pdl,
         )  # fmt: skip
         return out_RxHxE
 

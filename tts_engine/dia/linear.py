@@ -42,7 +42,7 @@ import torch.nn.functional as F
 import triton
 from torch import Tensor
 
-from tts_engine.dia import fused
+from tts_engine.dia import dependent, fused
 from tts_engine.dia.kernels import interpreting
 from tts_engine.dia.kernels import pdl_capable as pdl_capable  # re-exported: the tuner asks linear
 from tts_engine.dia.skinny_kernel import NORM as NORM  # re-exported: callers name the forms through linear
@@ -169,8 +169,7 @@ def candidates(n: int, *, pdl: bool = False) -> tuple[Config, ...]:
 def prefetch_lines(k_split: int, itemsize: int) -> tuple[int, int]:
     """A PDL block's prefetch: (lines a weight row, values a line), 128-byte lines over its K slice, at most
     PREFETCH_LINES (a power of two: the kernel's tile)."""
-    line = 128 // itemsize
-    return min(PREFETCH_LINES, triton.next_power_of_2(triton.cdiv(k_split, line))), line
+    return dependent.lines(k_split, itemsize, PREFETCH_LINES)
 
 
 def shared_limit(device: torch.device) -> int | None:

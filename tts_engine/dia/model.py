@@ -292,11 +292,19 @@ class DiaModel(nn.Module):
         callers pick the smallest spans that cover every row, so a step never streams unused cache.
         A decode step (T = 1, every row) goes through the decode kernels when `ops` has them.
         """
+        x = self.decoder().embeddings(tokens_RxTxC)
+        return self.decode_embedded(x, pos_RxT, cache, cross, rows_R, self_span=self_span, cross_span=cross_span)
+
+    def decode_embedded(
+        self, x: Tensor, pos_RxT: Tensor, cache: SelfCache, cross: CrossCache, rows_R: Tensor | None = None, *,
+        self_span: int | None = None, cross_span: int | None = None,
+    ) -> Tensor:  # fmt: skip
+        """`decode` from the tokens' embeddings x (R, T, D): a decoder's step embeds each slot's tokens once for
+        both its rows (fused.step_inputs)."""
         assert self.rope is not None, "setup_rope() first"
         decoder = self.decoder()
         self_span = cache.length if self_span is None else self_span
         cross_span = cross.max_text if cross_span is None else cross_span
-        x = decoder.embeddings(tokens_RxTxC)
         r, t, _ = x.shape
         dec, ops, eps = self.cfg.decoder, self.ops, self.cfg.decoder.norm_eps
         layers = decoder.typed_layers()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from tts_engine.dia.dependent import prefetch_l2
+
 PLAIN, NORM = 0, 1  # the kernel's prologues: x as given, rms_norm(x + delta)
 STORE, ROPE, SILU = 0, 1, 2  # its epilogues: y as computed, RoPE and the cache write, silu_mul(y)
 
@@ -68,9 +70,9 @@ def skinny_matmul(
     k_lo = split * k_split
     k_hi = tl.minimum(k_lo + k_split, k)  # this block's K slice
     if PDL:
-        _prefetch_l2(w_ptr, cols, n_ok, k_lo, k_hi, stride_wn, LINES, LINE)
+        prefetch_l2(w_ptr, cols, n_ok, k_lo, k_hi, stride_wn, LINES, LINE)
         if EPILOGUE == 2:
-            _prefetch_l2(w_ptr, cols + n, n_ok, k_lo, k_hi, stride_wn, LINES, LINE)
+            prefetch_l2(w_ptr, cols + n, n_ok, k_lo, k_hi, stride_wn, LINES, LINE)
         tl.extra.cuda.gdc_launch_dependents()
         tl.extra.cuda.gdc_wait()  # before the first read of what the kernel before wrote
     if PROLOGUE == 1:
@@ -158,19 +160,6 @@ def _row_scales(
     scale_p = tl.rsqrt(sums / k + eps)
     m = tl.arange(0, BLOCK_M)
     return tl.sum(tl.where(m[:, None] == rows_p[None, :], scale_p[None, :], 0.0), 1)
-
-
-@triton.jit
-def _prefetch_l2(w_ptr, rows, rows_ok, k_lo, k_hi, stride_wn, LINES: tl.constexpr, LINE: tl.constexpr):
-    """Asks L2 for LINES 128-byte lines (LINE values each) of each of these rows of W from column k_lo, short of
-    k_hi: `prefetch.global.L2`, which loads nothing into registers and never faults."""
-    ks = k_lo + tl.arange(0, LINES) * LINE
-    ok = rows_ok[:, None] & (ks < k_hi)[None, :]
-    at = w_ptr + rows[:, None] * stride_wn + ks[None, :]
-    tl.inline_asm_elementwise(
-        "{ .reg .pred p; setp.ne.b32 p, $2, 0; @p prefetch.global.L2 [$1]; mov.b32 $0, 0; }",
-        "=r,l,r", [at, ok.to(tl.int32)], dtype=tl.int32, is_pure=False, pack=1,
-    )  # fmt: skip
 
 
 @triton.jit
