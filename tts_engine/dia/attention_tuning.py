@@ -69,14 +69,13 @@ def _faster(
     plain = dataclasses.replace(ops, kernels=dataclasses.replace(kernels, dependent=frozenset()))
     trial = dataclasses.replace(ops, kernels=dataclasses.replace(kernels, dependent=frozenset({rows})))
     try:
-        same = torch.equal(torch.cat(layers.run(trial)), torch.cat(layers.run(plain)))
-    except Exception as exc:  # a Triton that cannot build or launch it here (compile errors have no common type)
+        if not torch.equal(torch.cat(layers.run(trial)), torch.cat(layers.run(plain))):
+            log.warning("split attention as a dependent launch differs at %d rows: left out", rows)
+            return False
+        before, after = timer(functools.partial(layers.run, plain)), timer(functools.partial(layers.run, trial))
+    except Exception as exc:  # a Triton or driver that cannot build, launch or capture it here
         log.warning("split attention as a dependent launch failed at %d rows, left out: %s", rows, exc)
         return False
-    if not same:
-        log.warning("split attention as a dependent launch differs at %d rows: left out", rows)
-        return False
-    before, after = timer(functools.partial(layers.run, plain)), timer(functools.partial(layers.run, trial))
     log.info(
         "attention and output projections at %d rows through the layers: %.1f us, as dependent launches "
         "%.1f us%s", rows, before * 1e6, after * 1e6, " (kept)" if after < before else " (slower: not kept)",
