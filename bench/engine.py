@@ -281,11 +281,15 @@ def main() -> int:
         "--no-decode-kernels", action="store_true", help="our engine with SDPA attention and cuBLAS (for comparison)"
     )
     parser.add_argument("--batch-invariant", action="store_true", help="our engine batch-invariant (the mode's cost)")
+    parser.add_argument(
+        "--no-dependent-launches", action="store_true",
+        help="no programmatic dependent launches (Hopper), whatever the tuners would find (what they gain)",
+    )  # fmt: skip
     args = parser.parse_args()
     # What the tuners chose at start-up goes to stderr: each projection cuBLAS or ours (fused or not) with both
-    # times, and the sampler fused or the chain at each batch width.
+    # times, the sampler fused or the chain at each batch width, and attention as a dependent launch or not.
     logging.basicConfig(level=logging.WARNING, format="# %(name)s: %(message)s")
-    for tuner in ("tts_engine.dia.linear_tuning", "tts_engine.dia.sample_kernel"):
+    for tuner in ("tts_engine.dia.linear_tuning", "tts_engine.dia.sample_kernel", "tts_engine.dia.attention_tuning"):
         logging.getLogger(tuner).setLevel(logging.INFO)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
@@ -295,8 +299,9 @@ def main() -> int:
     begin = time.perf_counter()
     kernels = False if args.no_decode_kernels else None
     reference, engine = build(
-        hf_config(args.size), device, dtype, decode_kernels=kernels, batch_invariant=args.batch_invariant
-    )
+        hf_config(args.size), device, dtype, decode_kernels=kernels, batch_invariant=args.batch_invariant,
+        dependent_launches=not args.no_dependent_launches,
+    )  # fmt: skip
     print(f"# built both engines in {time.perf_counter() - begin:.1f} s", file=sys.stderr)
     if args.concurrent:
         return main_concurrent(args, engine, device, dtype, max_tokens)
@@ -366,6 +371,7 @@ def _meta(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, ma
         "repeats": args.repeats,
         "decode_kernels": not args.no_decode_kernels and device.type == "cuda",
         "batch_invariant": args.batch_invariant,
+        "dependent_launches": not args.no_dependent_launches,
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "commit": args.commit or commit(),
     }

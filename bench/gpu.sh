@@ -2,7 +2,7 @@
 # Everything that needs a CUDA device, in one go: the GPU correctness tests, then the benchmarks.
 #
 #     bench/gpu.sh OUT [PART...]      # parts: info tests engine audio concurrent profile baseline invariant agreement
-#                                     #        sweep
+#                                     #        sweep nopdl
 #                                     # (default: info tests engine audio concurrent)
 #
 # Each part writes its log (and JSON where the script has one) into OUT and has its own time limit, so one
@@ -57,6 +57,10 @@ for part in $parts; do
         baseline)  # our engine without the Triton decode kernels, for comparison with `engine`
             run baseline 200 "$python" bench/engine.py "${commit[@]}" --skip-reference --no-decode-kernels \
                 --json "$out/engine-sdpa.json"
+            ;;
+        nopdl)  # our engine without programmatic dependent launches, for comparison with `engine` (what they gain)
+            run nopdl 240 "$python" bench/engine.py "${commit[@]}" --skip-reference --no-dependent-launches \
+                --json "$out/engine-nopdl.json"
             ;;
         invariant)  # the cost of DIA_BATCH_INVARIANT: the batching run with the kernels in their invariant form
             run invariant 300 "$python" bench/engine.py "${commit[@]}" --batch-invariant --concurrent 1 4 16 \

@@ -35,10 +35,12 @@ def build(
     dtype: torch.dtype,
     *,
     decode_kernels: bool | None = None,
+    dependent_launches: bool = True,
     batch_invariant: bool = False,
 ) -> tuple[DiaForConditionalGeneration, Engine]:
     """The reference with random weights initialised on the device, and our engine on the very same tensors
-    (`decode_kernels` and `batch_invariant` as Engine takes them: None is the default, on for CUDA)."""
+    (`decode_kernels`, `dependent_launches` and `batch_invariant` as Engine takes them: None is the default, on
+    for CUDA)."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     with torch.device(device):
@@ -54,7 +56,13 @@ def build(
     ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
     ours.fuse()
     ours.requires_grad_(False)
-    return reference, Engine(ours.eval(), decode_kernels=decode_kernels, batch_invariant=batch_invariant)
+    engine = Engine(
+        ours.eval(),
+        decode_kernels=decode_kernels,
+        dependent_launches=dependent_launches,
+        batch_invariant=batch_invariant,
+    )
+    return reference, engine
 
 
 def matmul_choices(engine: Engine) -> dict[str, list[str]]:

@@ -151,6 +151,9 @@ class WorkerSettings(CommonSettings):
     batch_invariant: bool = Field(
         False, description="a seeded line renders the same bits whatever shares its steps, at some speed"
     )
+    dependent_launches: bool = Field(
+        True, description="Hopper GPUs: kernels may start while the one before them finishes, where timed faster"
+    )
 
     @field_validator("device")
     @classmethod

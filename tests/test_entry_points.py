@@ -129,11 +129,17 @@ def test_worker_reports_unreachable_redis(tmp_path: Path) -> None:
 
 
 def test_worker_starts_and_stops_on_sigterm(tmp_path: Path, redis_server: str, tiny_dia: Path, tiny_dac: Path) -> None:
+    """With the engine settings a worker passes on set too (DIA_DEPENDENT_LAUNCHES has no effect on the CPU, but
+    the engine takes it)."""
     with subprocess.Popen(
         [sys.executable, "-m", "tts_engine", "worker"],
         cwd=tmp_path,
         env=env_without_settings(
-            DIA_REDIS_URL=redis_server, DIA_MODEL=str(tiny_dia), DIA_CODEC=str(tiny_dac), DIA_DEVICE="cpu"
+            DIA_REDIS_URL=redis_server,
+            DIA_MODEL=str(tiny_dia),
+            DIA_CODEC=str(tiny_dac),
+            DIA_DEVICE="cpu",
+            DIA_DEPENDENT_LAUNCHES="false",
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

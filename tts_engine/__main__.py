@@ -105,6 +105,7 @@ def _serve(settings: WorkerSettings) -> int:
             settings.dtype,
             codec=settings.codec,
             batch_invariant=settings.batch_invariant,
+            dependent_launches=settings.dependent_launches,
         )
     except ModelLoadError as exc:
         return fail(exc, EXIT_UNAVAILABLE)

@@ -132,6 +132,37 @@ def test_dependent_launches_wait_for_the_launch_before_them(config: linear.Confi
     assert torch.equal(out, expected)
 
 
+class _AskedPdl:
+    """Stands in for the jitted kernel where the interpreter has no dependent launches: launches it plainly and
+    notes whether each launch was asked as one."""
+
+    def __init__(self, kernel: Any, asked: list[bool]) -> None:
+        self.kernel, self.asked = kernel, asked
+
+    def __getitem__(self, grid: object) -> Callable[..., None]:
+        def launch(*args: Any, PDL: bool, launch_pdl: bool = False, **kwargs: Any) -> None:
+            assert launch_pdl == PDL, "a PDL kernel is launched as a dependent launch, and only it"
+            self.asked.append(PDL)
+            self.kernel[grid](*args, PDL=False, **kwargs)
+
+        return launch
+
+
+@pytest.mark.parametrize("dependent", [True, False], ids=["allowed", "turned-off"])
+def test_the_tuner_tries_a_dependent_launch_only_where_allowed(
+    monkeypatch: pytest.MonkeyPatch, dependent: bool
+) -> None:
+    """On a GPU with dependent launches the fastest block shape is tried once more as one; never where they are
+    turned off (DiaModel.use_decode_kernels(dependent_launches=False), DIA_DEPENDENT_LAUNCHES=false)."""
+    monkeypatch.setattr(linear, "pdl_capable", lambda device: True)
+    asked: list[bool] = []
+    times = iter(float(t) for t in range(1, 100))
+    skinny = linear.SkinnyLinear(dependent=dependent, timer=lambda fn: next(times))
+    skinny.kernel = _AskedPdl(skinny.kernel, asked)
+    skinny.tune([linear.Group([torch.randn(64, 32, device=DEVICE)])], rows=[2])
+    assert asked.count(True) == (1 if dependent else 0) and asked.count(False) == len(linear.CANDIDATES)
+
+
 def test_bfloat16_accumulates_in_float32() -> None:
     gen = torch.Generator(device=DEVICE).manual_seed(0)
     x = torch.randn(2, 1, 256, device=DEVICE, generator=gen).bfloat16()

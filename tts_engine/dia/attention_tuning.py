@@ -23,7 +23,7 @@ from torch import Tensor
 
 from tts_engine.dia import fused
 from tts_engine.dia.cache import CrossCache, SelfCache
-from tts_engine.dia.kernels import DecodeKernels, pdl_capable
+from tts_engine.dia.kernels import DecodeKernels
 from tts_engine.dia.timing import graph_timer
 
 if TYPE_CHECKING:
@@ -40,12 +40,12 @@ def tune(
     attention as plain and as dependent launches over `self_span` cached keys and `cross_span` text bytes, and
     keep the dependent launch where faster. The caches must hold nothing yet (a new decoder's): the timings fill
     them with random keys and values, and leave them zero. A no-op without the decode kernels, batch-invariant
-    ones, or a GPU that has such launches (`capable` overrides kernels.pdl_capable, for tests)."""
+    ones, or dependent launches (a GPU before Hopper, or turned off: DecodeKernels.trigger; `capable` overrides
+    it, for tests)."""
     kernels = model.ops.kernels
-    device = next(model.parameters()).device
     if kernels is None or kernels.invariant_span is not None:
         return
-    if not (pdl_capable(device) if capable is None else capable):
+    if not (kernels.trigger if capable is None else capable):
         return
     chosen = set(kernels.dependent)
     for rows, (cache, cross) in sorted(caches.items()):

@@ -254,7 +254,9 @@ class DecodeKernels:
     # shape (for spans up to this), so a row's sums run in the same order whatever rows, and span, share the
     # step. Keys past a row's length add exact zeros. Otherwise splits are sized to fill the GPU.
     invariant_span: int | None = None
-    trigger: bool = False  # split attention lets a programmatic dependent launch after it start early (Hopper on)
+    # Split attention lets a programmatic dependent launch after it start early: where the GPU has them (Hopper
+    # on) and they are not turned off (DiaModel.use_decode_kernels). attention_tuning.tune races only where set.
+    trigger: bool = False
     # Row counts at which split attention is itself a programmatic dependent launch (Hopper on): its keys and
     # values asked of L2 while the kernel before it runs. attention_tuning.tune keeps it where it times faster.
     dependent: frozenset[int] = frozenset()

@@ -198,6 +198,7 @@ class SkinnyLinear:
     # The norms and the activation stay unfused then (the fused forms decline).
     invariant: bool = False
     shapes: dict[tuple[int, int], Config] = field(default_factory=dict)  # invariant: the block shape per (N, K)
+    dependent: bool = True  # the tuner may time programmatic dependent launches, where the GPU has them
     _split_counts: dict[torch.device, Tensor] = field(default_factory=dict, repr=False)  # see counters
 
     def __call__(self, x: Tensor, weight: Tensor) -> Tensor:

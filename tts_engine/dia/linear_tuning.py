@@ -274,7 +274,7 @@ def _time_each(
 
     for config in linear.candidates(n or expected.shape[-1]):
         time(config)
-    if timings and linear.pdl_capable(expected.device):
+    if timings and skinny.dependent and linear.pdl_capable(expected.device):
         time(dataclasses.replace(min(timings, key=timings.__getitem__), pdl=True))
     return timings
 

@@ -196,12 +196,14 @@ class DiaModel(nn.Module):
                 return
         self.ops = dataclasses.replace(self.ops, kernels=None, linear=fused.rowwise_linear)
 
-    def use_decode_kernels(self) -> bool:
+    def use_decode_kernels(self, *, dependent_launches: bool = True) -> bool:
         """Run decode steps' attention and cache writes through the Triton kernels of kernels.py (CUDA, or the
         CPU under TRITON_INTERPRET=1), and on CUDA their projections through linear.SkinnyLinear wherever
         `tune_decode` finds it faster than cuBLAS, and their sampling through sample_kernel.py wherever the
         decoder's tuning finds it faster than the compiled chain; prefill keeps SDPA. Needs the fused q/k/v
-        projection. False (and a warning) where the kernels fail their check on this device: steps stay on SDPA."""
+        projection. False (and a warning) where the kernels fail their check on this device: steps stay on SDPA.
+        Without `dependent_launches`, no kernel is a programmatic dependent launch, nor lets one in early, even
+        where the GPU has them (Hopper on) and the tuners would find them faster."""
         if self.ops.linear is fused.rowwise_linear or getattr(self.ops.linear, "invariant", False):
             raise ValueError("the decode kernels are not batch-invariant; this model runs use_batch_invariant()")
         if self.ops.kernels is not None:
@@ -211,12 +213,15 @@ class DiaModel(nn.Module):
         chosen = self._checked_kernels(None, fallback="using SDPA")
         if chosen is None:
             return False
+        if not dependent_launches:
+            chosen = dataclasses.replace(chosen, trigger=False)
         device = next(self.parameters()).device
         if device.type == "cuda":  # in Triton's interpreter the skinny matmuls and sampler take too long for tests
             from tts_engine.dia import sample_kernel
 
             sampler = sample_kernel.checked(self.cfg.decoder, device)
-            self.ops = dataclasses.replace(self.ops, linear=linear.SkinnyLinear(), sampler=sampler)
+            skinny = linear.SkinnyLinear(dependent=dependent_launches)
+            self.ops = dataclasses.replace(self.ops, linear=skinny, sampler=sampler)
         self.ops = dataclasses.replace(self.ops, kernels=chosen)
         return True
 
