@@ -115,7 +115,7 @@ class Launch:
             rows = config.splits * constants["BLOCK_M"]
             args[self.arg_index("part_ptr")] = torch.empty((rows, w.shape[0]), dtype=torch.float32, device=y.device)
             args[self.arg_index("count_ptr")] = torch.empty(linear.MAX_SPLIT_BANDS, dtype=torch.int32, device=y.device)
-        lines, line = linear.prefetch_lines(k_split, w.element_size())
+        lines, line = linear.prefetch_lines(k_split, w.element_size(), w.shape[0], config.splits)
         constants |= {"PDL": config.pdl, "LINES": lines, "LINE": line}
         options = {"num_warps": config.warps, "num_stages": config.stages}
         if config.pdl:

@@ -98,6 +98,13 @@ def test_programmatic_dependent_launches_are_candidates_only_where_the_gpu_has_t
     assert not any(c.pdl for c in plain) and not linear.pdl_capable(torch.device("cpu"))
     assert linear.prefetch_lines(2048, 2) == (32, 64) and linear.prefetch_lines(8192, 2) == (32, 64)
     assert linear.prefetch_lines(512, 2) == (8, 64) and linear.prefetch_lines(100, 4) == (4, 32)
+    # A launch asks L2 for at most 8 MiB: all of a 2048x2048 weight, 512 bytes a row of the gate/up projection's
+    # 16384 rows, 1 KiB of each of the down projection's four K slices a row, three quarters of the q/k/v weight.
+    assert linear.prefetch_lines(2048, 2, rows=2048) == (32, 64)
+    assert linear.prefetch_lines(2048, 2, rows=16384) == (4, 64)
+    assert linear.prefetch_lines(2048, 2, rows=2048, splits=4) == (8, 64)
+    assert linear.prefetch_lines(2048, 2, rows=3072) == (16, 64)
+    assert linear.prefetch_lines(2048, 2, rows=10**6) == (1, 64), "always at least a line"
 
 
 @pytest.mark.skipif(not linear.pdl_capable(DEVICE), reason="programmatic dependent launches need a Hopper GPU")

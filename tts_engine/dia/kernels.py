@@ -58,9 +58,11 @@ def _split_attention(
     whose bf16 dot is wrong. TRIGGER (Hopper on) lets the kernel after it start at once where that one is a
     programmatic dependent launch (the output projection's skinny matmul: it asks L2 for its weights meanwhile,
     and waits for this kernel to finish before it reads anything this kernel writes). DEPENDENT (launched as
-    one, Hopper on): the block may start while the kernel before it runs, and asks L2 for its split's keys and
-    values (LINES lines of LINE values a key, the whole split up to the span: the row's length is not read
-    yet) before it waits for that kernel to finish; then it reads the queries, lengths and cache.
+    one, Hopper on): the block may start while the kernel before it runs, and asks L2 for the first tile of its
+    split's keys and values (LINES lines of LINE values a key, up to the span: the row's length is not read
+    yet) before it waits for that kernel to finish; then it reads the queries, lengths and cache. One tile: for
+    one request (two rows) each split is one tile, so that is the whole cache; for many, splits are longer, and
+    all of them would be more than L2 holds.
     """
     if TRIGGER:
         tl.extra.cuda.gdc_launch_dependents()
@@ -161,12 +163,12 @@ def _split_attention(
 @triton.jit
 def _prefetch_keys(k_base, v_base, lo, hi, stride_ks, stride_vs, BLOCK_N: tl.constexpr, LINES: tl.constexpr,
                    LINE: tl.constexpr):  # fmt: skip
-    """Asks L2 for the keys and values of positions [lo, hi): LINES lines of LINE values each (a head's)."""
-    for start in range(lo, hi, BLOCK_N):
-        keys = start + tl.arange(0, BLOCK_N)
-        ok = keys < hi
-        prefetch_l2(k_base, keys, ok, 0, LINES * LINE, stride_ks, LINES, LINE)
-        prefetch_l2(v_base, keys, ok, 0, LINES * LINE, stride_vs, LINES, LINE)
+    """Asks L2 for the keys and values of the BLOCK_N positions from lo, short of hi: LINES lines of LINE values
+    each (a head's)."""
+    keys = lo + tl.arange(0, BLOCK_N)
+    ok = keys < hi
+    prefetch_l2(k_base, keys, ok, 0, LINES * LINE, stride_ks, LINES, LINE)
+    prefetch_l2(v_base, keys, ok, 0, LINES * LINE, stride_vs, LINES, LINE)
 
 
 def _rope_write(

@@ -100,6 +100,10 @@ NORM_ELEMENTS = 4096  # a NORM first-pass chunk: 32 values a thread on 4 warps, 
 
 
 PREFETCH_LINES = 32  # a PDL block asks L2 for at most 4 KiB of each of its weight rows (a 2048-wide bf16 row)
+# and a PDL launch for at most this much in all: what the few microseconds of the kernel before it can bring in
+# at 3 TB/s, and well inside an H100's 50 MB L2. Asking all of the gate/up projection's 67 MB would evict the
+# first lines before they are read, and fetch them twice.
+PREFETCH_BYTES = 8 * 2**20
 
 
 Timer = Callable[[Callable[[], object]], float]
@@ -166,10 +170,13 @@ def candidates(n: int, *, pdl: bool = False) -> tuple[Config, ...]:
     return shapes + (tuple(dataclasses.replace(c, pdl=True) for c in shapes) if pdl else ())
 
 
-def prefetch_lines(k_split: int, itemsize: int) -> tuple[int, int]:
+def prefetch_lines(k_split: int, itemsize: int, rows: int = 1, splits: int = 1) -> tuple[int, int]:
     """A PDL block's prefetch: (lines a weight row, values a line), 128-byte lines over its K slice, at most
-    PREFETCH_LINES (a power of two: the kernel's tile)."""
-    return dependent.lines(k_split, itemsize, PREFETCH_LINES)
+    PREFETCH_LINES, and so few that the launch asks at most PREFETCH_BYTES of the weight's `rows` rows, each in
+    `splits` K slices (powers of two: the kernel's tile)."""
+    lines, line = dependent.lines(k_split, itemsize, PREFETCH_LINES)
+    budget = max(1, PREFETCH_BYTES // (rows * splits * dependent.LINE_BYTES))
+    return min(lines, 1 << (budget.bit_length() - 1)), line
 
 
 def shared_limit(device: torch.device) -> int | None:
@@ -327,7 +334,7 @@ class SkinnyLinear:
             counters = self.counters(y.device)
             k_split = split_width(k, config)
         norm_m, norm_k = norm_chunk(rows, k) if prologue == NORM else (2, 16)  # (unused but by NORM)
-        lines, line = prefetch_lines(k_split, weight.element_size())
+        lines, line = prefetch_lines(k_split, weight.element_size(), rows_w, config.splits)
         pdl = {"launch_pdl": True} if config.pdl else {}  # (the interpreter knows no such option)
         self.kernel[(bands, config.splits)](  # type: ignore[index]
             x_RxK, weight, y, delta_, gamma_, total_, rows, n, k, x_RxK.stride(0), weight.stride(0), y.stride(0),
