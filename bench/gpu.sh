@@ -2,7 +2,7 @@
 # Everything that needs a CUDA device, in one go: the GPU correctness tests, then the benchmarks.
 #
 #     bench/gpu.sh OUT [PART...]      # parts: info tests engine audio concurrent profile baseline invariant agreement
-#                                     #        sweep nopdl
+#                                     #        sweep nopdl build
 #                                     # (default: info tests engine audio concurrent)
 #
 # Each part writes its log (and JSON where the script has one) into OUT and has its own time limit, so one
@@ -47,6 +47,10 @@ for part in $parts; do
             # (pytest-benchmark, where installed, turns itself off under xdist with a warning that -W error fails)
             run kernels 200 "$python" -m pytest -q "${parallel[@]}" -p no:cacheprovider -p no:benchmark tests/engine/test_kernels.py \
                 tests/engine/test_linear.py tests/engine/test_attention_tuning.py
+            ;;
+        build)  # the kernels' machine code as this machine's Triton builds it (CI reads its own Triton's): the PDL
+            # kernels' prefetches, triggers and waits, no access before the wait, registers, spills
+            run build 300 "$python" -m pytest -q -p no:cacheprovider tests/engine/test_kernel_build.py
             ;;
         engine)
             run engine 300 "$python" bench/engine.py "${commit[@]}" --json "$out/engine.json"
