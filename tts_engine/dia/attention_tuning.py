@@ -2,11 +2,12 @@
 at each row count a decoder steps, timed on this GPU, kept only where strictly faster.
 
 Launched as one (Hopper on), an attention block may start while the kernel before it still runs, and asks L2
-for its split's keys and values meanwhile; the q/k/v projection before self-attention and the query projection
-before cross-attention let it in early where they are dependent launches themselves. Whether that pays depends
-on what shares the GPU then, so it is measured as a step runs it: both attentions of every layer, each with the
-output projection after it as the tuned step runs it, replayed as a captured graph (timing.graph_timer). The
-dependent launch must give the same bits as the plain one first: a prefetch changes nothing it computes.
+for the first tile of its split's keys and values meanwhile; the q/k/v projection before self-attention and the
+query projection before cross-attention let it in early where they are dependent launches themselves. Whether
+that pays depends on what shares the GPU then, so it is measured as a step runs it: both attentions of every
+layer, each with the output projection after it as the tuned step runs it, replayed as a captured graph
+(timing.graph_timer). The dependent launch must give the same bits as the plain one first: a prefetch changes
+nothing it computes.
 """
 
 from __future__ import annotations
