@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
 from tests.engine.conftest import Checkpoint
+from tests.engine.stand_ins import Plainly, counting_timer
 from tts_engine.dia.cache import CrossCache, SelfCache
 from tts_engine.dia.model import DiaModel
 from tts_engine.engine import Engine
@@ -32,31 +31,11 @@ ROWS = (2, 4)
 SELF_SPAN, CROSS_SPAN = 40, 24
 
 
-class _Plainly:
-    """Stands in for the jitted split attention: launches it plainly, noting whether each launch was asked as a
-    dependent one (and, with `skew`, changing what the dependent ones compute; with `fail`, raising for them as
-    a Triton without dependent launches would)."""
-
-    def __init__(self, kernel: Any, asked: list[bool], skew: bool = False, fail: bool = False) -> None:
-        self.kernel, self.asked, self.skew, self.fail = kernel, asked, skew, fail
-
-    def __getitem__(self, grid: object) -> Callable[..., None]:
-        def launch(*args: Any, DEPENDENT: bool, launch_pdl: bool = False, **kwargs: Any) -> None:
-            assert launch_pdl == DEPENDENT, "a dependent kernel is launched as a dependent launch, and only it"
-            self.asked.append(DEPENDENT)
-            if self.fail and DEPENDENT:
-                raise TypeError("launch() got an unexpected keyword argument 'launch_pdl'")
-            if self.skew and DEPENDENT:
-                args = (*args[:-1], args[-1] * 2)  # another attention scale (the last argument)
-            self.kernel[grid](*args, DEPENDENT=False, **kwargs)
-
-        return launch
-
-
 def _model(folder: Path, asked: list[bool], skew: bool = False, fail: bool = False) -> DiaModel:
     model = Engine.load(folder, DEVICE, "float32", use_cuda_graphs=False, decode_kernels=True).model
     assert model.ops.kernels is not None
-    stand_in = _Plainly(model.ops.kernels.split_attention, asked, skew, fail)
+    # With `skew`, the attention scale (the launch's last argument) doubled.
+    stand_in = Plainly(model.ops.kernels.split_attention, "DEPENDENT", asked, skew=skew, fail=fail)
     model.ops = dataclasses.replace(model.ops, kernels=dataclasses.replace(model.ops.kernels, split_attention=stand_in))
     return model
 
@@ -67,18 +46,6 @@ def _caches(model: DiaModel) -> tuple[SelfCache, CrossCache]:
     return cache, CrossCache.allocate(cfg, rows=rows, max_text=CROSS_SPAN + 8, device=DEVICE, dtype=torch.float32)
 
 
-def _scripted(times: Iterator[float], calls: list[int], asked: list[bool]) -> Callable[[Callable[[], object]], float]:
-    """A timer that runs each call once, notes how many attention launches it made, and reports the next time."""
-
-    def timer(fn: Callable[[], object]) -> float:
-        before = len(asked)
-        fn()
-        calls.append(len(asked) - before)
-        return next(times)
-
-    return timer
-
-
 def test_dependent_attention_is_kept_where_it_times_faster(ending_checkpoint: Checkpoint) -> None:
     asked: list[bool] = []
     model = _model(ending_checkpoint.folder, asked)
@@ -87,7 +54,7 @@ def test_dependent_attention_is_kept_where_it_times_faster(ending_checkpoint: Ch
     cache, cross = _caches(model)
     calls: list[int] = []
     # 2 rows: plain 2.0, dependent 1.0 (kept); 4 rows: plain 1.0, dependent 1.0 (not strictly faster: dropped).
-    timer = _scripted(iter([2.0, 1.0, 1.0, 1.0]), calls, asked)
+    timer = counting_timer(iter([2.0, 1.0, 1.0, 1.0]), asked, calls)
     caches = {rows: (cache, cross) for rows in ROWS}
     attention_tuning.tune(model, caches, SELF_SPAN, CROSS_SPAN, timer=timer, capable=True)
 
@@ -125,7 +92,7 @@ def test_a_dependent_launch_that_is_wrong_here_is_left_out(
     cache, cross = _caches(model)
     calls: list[int] = []
     with caplog.at_level(logging.WARNING):
-        timer = _scripted(iter([2.0, 1.0]), calls, asked)
+        timer = counting_timer(iter([2.0, 1.0]), asked, calls)
         attention_tuning.tune(model, {2: (cache, cross)}, SELF_SPAN, CROSS_SPAN, timer=timer, capable=True)
     assert model.ops.kernels is not None and model.ops.kernels.dependent == frozenset()
     assert not calls, "never timed"
@@ -138,7 +105,9 @@ def test_no_race_where_the_gpu_has_no_dependent_launches(ending_checkpoint: Chec
     model = _model(ending_checkpoint.folder, asked)
     cache, cross = _caches(model)
     calls: list[int] = []
-    attention_tuning.tune(model, {2: (cache, cross)}, SELF_SPAN, CROSS_SPAN, timer=_scripted(iter([]), calls, asked))
+    attention_tuning.tune(
+        model, {2: (cache, cross)}, SELF_SPAN, CROSS_SPAN, timer=counting_timer(iter([]), asked, calls)
+    )
     assert model.ops.kernels is not None and model.ops.kernels.dependent == frozenset()
     assert not calls and not asked
 

@@ -4,7 +4,7 @@ choice `tune` makes from timings, and a decode step through them. Without a GPU 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.engine.conftest import Checkpoint
+from tests.engine.stand_ins import Plainly, counting_timer
 from tts_engine.dia import fused, kernel_step
 from tts_engine.dia.attention import pair_heads
 from tts_engine.dia.cache import SelfCache
@@ -139,22 +140,6 @@ def test_dependent_launches_wait_for_the_launch_before_them(config: linear.Confi
     assert torch.equal(out, expected)
 
 
-class _AskedPdl:
-    """Stands in for the jitted kernel where the interpreter has no dependent launches: launches it plainly and
-    notes whether each launch was asked as one."""
-
-    def __init__(self, kernel: Any, asked: list[bool]) -> None:
-        self.kernel, self.asked = kernel, asked
-
-    def __getitem__(self, grid: object) -> Callable[..., None]:
-        def launch(*args: Any, PDL: bool, launch_pdl: bool = False, **kwargs: Any) -> None:
-            assert launch_pdl == PDL, "a PDL kernel is launched as a dependent launch, and only it"
-            self.asked.append(PDL)
-            self.kernel[grid](*args, PDL=False, **kwargs)
-
-        return launch
-
-
 @pytest.mark.parametrize("dependent", [True, False], ids=["allowed", "turned-off"])
 def test_the_tuner_tries_a_dependent_launch_only_where_allowed(
     monkeypatch: pytest.MonkeyPatch, dependent: bool
@@ -165,7 +150,7 @@ def test_the_tuner_tries_a_dependent_launch_only_where_allowed(
     asked: list[bool] = []
     times = iter(float(t) for t in range(1, 100))
     skinny = linear.SkinnyLinear(dependent=dependent, timer=lambda fn: next(times))
-    skinny.kernel = _AskedPdl(skinny.kernel, asked)
+    skinny.kernel = Plainly(skinny.kernel, "PDL", asked)
     skinny.tune([linear.Group([torch.randn(64, 32, device=DEVICE)])], rows=[2])
     assert asked.count(True) == (1 if dependent else 0) and asked.count(False) == len(linear.CANDIDATES)
 
@@ -325,21 +310,6 @@ def test_fused_forms_are_kept_only_where_faster_than_the_kernels_they_replace() 
     )
 
 
-def _counting_timer(
-    timings: Iterator[float], counted: list[int], per_timing: list[int]
-) -> Callable[[Callable[[], object]], float]:
-    """A scripted timer: runs each call once, notes in `per_timing` how many entries it added to `counted` (the
-    calls of a kernel a baseline must run), and returns the next of `timings`."""
-
-    def timer(fn: Callable[[], object]) -> float:
-        before = len(counted)
-        fn()
-        per_timing.append(len(counted) - before)
-        return next(timings)
-
-    return timer
-
-
 @pytest.mark.usefixtures("float32_candidates")
 @pytest.mark.parametrize("winner", [linear.GATED, linear.NORM_GATED], ids=["after the norm", "with the norm"])
 def test_the_gated_forms_race_the_norm_the_projection_and_the_activation(winner: int) -> None:
@@ -364,7 +334,7 @@ def test_the_gated_forms_race_the_norm_the_projection_and_the_activation(winner:
         norm_gated, gated = [5.0, 9.0, 4.0] + [9.0] * others, [5.0, 3.0, 9.0] + [9.0] * others
     timings = iter([5.0] + [6.0] * (others + 2) + norm_gated + gated)  # plain: cuBLAS wins
     per_timing: list[int] = []
-    skinny = linear.SkinnyLinear(timer=_counting_timer(timings, activations, per_timing))
+    skinny = linear.SkinnyLinear(timer=counting_timer(timings, activations, per_timing))
     skinny.tune([linear.Group(weights, linear.NORM, norms, 1e-5, gated=True)], rows=[2], ops=ops)
     best = linear.CANDIDATES[1] if winner == linear.NORM_GATED else linear.CANDIDATES[0]
     assert skinny.fusions == {(winner, 2, 2 * n, k): best}
@@ -410,7 +380,7 @@ def test_the_roped_form_races_the_norm_the_projection_and_the_rope_write() -> No
         + [5.0, 9.0, 4.0] + [9.0] * (others - 1)  # norm + matmul + rope: the second candidate wins
     )  # fmt: skip
     writes_per_timing: list[int] = []
-    skinny = linear.SkinnyLinear(timer=_counting_timer(timings, rope_writes, writes_per_timing))
+    skinny = linear.SkinnyLinear(timer=counting_timer(timings, rope_writes, writes_per_timing))
     skinny.tune([group], rows=[2], ops=ops)
     assert skinny.fusions == {(linear.ROPED, 2, n, k): linear.CANDIDATES[1]}
     assert linear.FORMS[linear.ROPED] == "norm + matmul + rope", "logs and bench/random_dia.matmul_choices name it"

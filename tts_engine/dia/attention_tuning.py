@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,7 +25,7 @@ from torch import Tensor
 from tts_engine.dia import fused
 from tts_engine.dia.cache import CrossCache, SelfCache
 from tts_engine.dia.kernels import DecodeKernels
-from tts_engine.dia.timing import graph_timer
+from tts_engine.dia.timing import Timer, graph_timer
 
 if TYPE_CHECKING:
     from tts_engine.dia.model import DiaModel
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 def tune(
     model: DiaModel, caches: Mapping[int, tuple[SelfCache, CrossCache]], self_span: int, cross_span: int, *,
-    timer: Callable[[Callable[[], object]], float] = graph_timer, capable: bool | None = None,
+    timer: Timer = graph_timer, capable: bool | None = None,
 ) -> None:  # fmt: skip
     """For each row count of `caches` (rows: the caches a step of that many rows reads), time the model's
     attention as plain and as dependent launches over `self_span` cached keys and `cross_span` text bytes, and
@@ -62,10 +62,7 @@ def tune(
     model.ops = dataclasses.replace(model.ops, kernels=dataclasses.replace(kernels, dependent=frozenset(chosen)))
 
 
-def _faster(
-    layers: _Layers, ops: fused.Ops, kernels: DecodeKernels, rows: int,
-    timer: Callable[[Callable[[], object]], float],
-) -> bool:  # fmt: skip
+def _faster(layers: _Layers, ops: fused.Ops, kernels: DecodeKernels, rows: int, timer: Timer) -> bool:
     """Whether attention at `rows` rows, as a dependent launch, agrees with the plain launch and is faster."""
     plain = dataclasses.replace(ops, kernels=dataclasses.replace(kernels, dependent=frozenset()))
     trial = dataclasses.replace(ops, kernels=dataclasses.replace(kernels, dependent=frozenset({rows})))

@@ -79,8 +79,9 @@ def step_inputs(
     """A decode step's inputs for slots at_W, each at its position pos_W of the token grid: the tokens embedded
     (channel c's token v is row c * vocab + v of the table, model.MultiChannelEmbedding) and summed over the
     channels, and the positions, each repeated for the slot's two rows (conditional, then unconditional):
-    ((2W, 1, D), (2W, 1)). Each slot's tokens are embedded once for both rows. Eager, a dozen small kernels (two
-    repeat_interleaves, the gathers, a reduction); compiled, one or two."""
+    ((2W, 1, D), (2W, 1)). Each slot's tokens are embedded once for both rows. Eager, several small kernels (the
+    gathers, the channels' sum, the stacks; the step before took a dozen, two repeat_interleaves among them);
+    compiled, one or two."""
     tokens_WxC = grid_BxPxC[at_W, pos_W]
     offsets_C = torch.arange(tokens_WxC.shape[1], device=tokens_WxC.device) * vocab
     x_WxD = F.embedding(tokens_WxC + offsets_C, table_NxD).sum(dim=1)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -48,7 +48,7 @@ from tts_engine.dia.kernels import pdl_capable as pdl_capable  # re-exported: th
 from tts_engine.dia.skinny_kernel import NORM as NORM  # re-exported: callers name the forms through linear
 from tts_engine.dia.skinny_kernel import PLAIN as PLAIN
 from tts_engine.dia.skinny_kernel import ROPE, SILU, STORE, skinny_matmul
-from tts_engine.dia.timing import graph_timer
+from tts_engine.dia.timing import Timer, graph_timer
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,6 @@ PREFETCH_LINES = 32  # a PDL block asks L2 for at most 4 KiB of each of its weig
 # at 3 TB/s, and well inside an H100's 50 MB L2. Asking all of the gate/up projection's 67 MB would evict the
 # first lines before they are read, and fetch them twice.
 PREFETCH_BYTES = 8 * 2**20
-
-
-Timer = Callable[[Callable[[], object]], float]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import torch
 
+Timer = Callable[[Callable[[], object]], float]  # seconds one call of a function takes (the tuners' timers)
+
 
 def cuda_timer(fn: Callable[[], object], repeats: int = 30) -> float:
     """Median seconds of `fn` on the current CUDA stream, after a warm-up call."""
