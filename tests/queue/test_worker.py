@@ -208,14 +208,14 @@ def _listen(redis: Redis, job_id: str) -> tuple[job_events.JobAudio, list[bytes]
 
 
 async def test_a_killed_worker_s_job_completes_once_elsewhere(redis: Redis, start_worker: type[WorkerProcess]) -> None:
-    doomed = start_worker().wait_ready()
+    doomed = await start_worker().ready()
     job = line(params=LONG, render_seed=1234)
     await jobs.submit(redis, job)
     reader, played, playing = _listen(redis, job.job_id)
     await first_audio(redis, job.job_id)
     doomed.process.kill()  # kill -9, mid-job
     doomed.wait()
-    rescuer = start_worker().wait_ready()
+    rescuer = await start_worker().ready()
     await asyncio.wait_for(playing, 90)
     assert isinstance(reader.result, EndEvent) and reader.result.attempt == 2
     reference = line(params=LONG, render_seed=1234)  # the same line, rendered in one go
@@ -246,7 +246,7 @@ async def test_a_retry_goes_on_from_the_dead_attempt_s_codes(
     """The rescuer renders in bfloat16, so rendering the line afresh it would make other audio; it replays the
     codes the dead worker logged instead (the first segment whole, the second up to where it was), and what
     already played runs on without a seam. With two slots the rescuer's scheduler takes the resumed line."""
-    doomed = start_worker().wait_ready()
+    doomed = await start_worker().ready()
     segments = (Segment(text="[S1] Hello there."), Segment(text="[S2] And you."))
     job = RenderJob(guild_id=1, requester=next(_requesters), segments=segments, params=LONG, render_seed=77)
     await jobs.submit(redis, job)
@@ -258,7 +258,7 @@ async def test_a_retry_goes_on_from_the_dead_attempt_s_codes(
     doomed.wait()
     before = await _packets_of(redis, job.job_id, 1)
     assert await redis.xlen(jobs.codes_key(job.job_id)) > 0, "the dead attempt logged its codes"
-    rescuer = start_worker(DIA_DTYPE="bfloat16", DIA_SLOTS=slots).wait_ready()
+    rescuer = await start_worker(DIA_DTYPE="bfloat16", DIA_SLOTS=slots).ready()
     await asyncio.wait_for(playing, 90)
     assert isinstance(reader.result, EndEvent) and reader.result.attempt == 2, "the line ended in the second segment"
     after = await _packets_of(redis, job.job_id, 2)
@@ -289,7 +289,7 @@ async def test_a_job_survives_a_redis_restart(tmp_path: Path, start_worker: type
         server.wait(timeout=15)
         server = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
         wait_until_ready(url, server)
-        start_worker(url).wait_ready()
+        await start_worker(url).ready()
         client = Redis.from_url(url)
         events = await collect(client, job.job_id)
         await client.aclose()
@@ -300,7 +300,7 @@ async def test_a_job_survives_a_redis_restart(tmp_path: Path, start_worker: type
 
 
 async def test_warm_shutdown_finishes_the_job(redis: Redis, start_worker: type[WorkerProcess]) -> None:
-    worker = start_worker().wait_ready()
+    worker = await start_worker().ready()
     job = line(params=LONG)
     await jobs.submit(redis, job)
     await first_audio(redis, job.job_id)
@@ -313,7 +313,7 @@ async def test_warm_shutdown_finishes_the_job(redis: Redis, start_worker: type[W
 
 
 async def test_cold_shutdown_leaves_the_job_to_another_worker(redis: Redis, start_worker: type[WorkerProcess]) -> None:
-    worker = start_worker().wait_ready()
+    worker = await start_worker().ready()
     job = line(params=LONG)
     await jobs.submit(redis, job)
     await first_audio(redis, job.job_id)
@@ -322,7 +322,7 @@ async def test_cold_shutdown_leaves_the_job_to_another_worker(redis: Redis, star
     worker.signal(signal.SIGTERM)  # the second signal: cold
     assert worker.wait() == 0
     assert (await redis.xpending(jobs.JOBS, jobs.GROUP))["pending"] == 1
-    start_worker().wait_ready()
+    await start_worker().ready()
     reader = job_events.JobAudio(redis, job.job_id)
     async for _ in reader:
         pass
@@ -331,13 +331,13 @@ async def test_cold_shutdown_leaves_the_job_to_another_worker(redis: Redis, star
 
 async def test_retries_are_bounded(redis: Redis, start_worker: type[WorkerProcess]) -> None:
     """With one attempt allowed, a job whose worker died is reported failed and dead-lettered, not retried."""
-    doomed = start_worker(DIA_MAX_ATTEMPTS="1").wait_ready()
+    doomed = await start_worker(DIA_MAX_ATTEMPTS="1").ready()
     job = line(params=LONG)
     await jobs.submit(redis, job)
     await first_audio(redis, job.job_id)
     doomed.process.kill()
     doomed.wait()
-    start_worker(DIA_MAX_ATTEMPTS="1").wait_ready()
+    await start_worker(DIA_MAX_ATTEMPTS="1").ready()
     events = await collect(redis, job.job_id)
     assert isinstance(events[-1], ErrorEvent) and events[-1].code == "render_failed"
     dead = await redis.xrange(jobs.DEAD_LETTER)
@@ -348,7 +348,7 @@ async def test_retries_are_bounded(redis: Redis, start_worker: type[WorkerProces
 async def test_two_workers_twenty_jobs_each_exactly_once(redis: Redis, start_worker: type[WorkerProcess]) -> None:
     workers = [start_worker(), start_worker()]
     for worker in workers:
-        worker.wait_ready()
+        await worker.ready()
     batch = [line(f"[S1] Line number {i}.", guild=100 + i) for i in range(20)]
     for job in batch:
         await jobs.submit(redis, job)

@@ -48,11 +48,24 @@ class WorkerProcess:
 
     def wait_ready(self, timeout: float = 90) -> WorkerProcess:
         deadline = time.monotonic() + timeout
-        while "waiting for jobs" not in self.log():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"worker did not start:\n{self.log()}")
+        while not self._started(deadline):
             time.sleep(0.05)
         return self
+
+    async def ready(self, timeout: float = 90) -> WorkerProcess:
+        """`wait_ready` for async tests. It must not block the event loop: a test's own Redis reads go on
+        meanwhile, and redis-py (8 and later) fails a read that its loop leaves unanswered for 5 s."""
+        deadline = time.monotonic() + timeout
+        while not self._started(deadline):
+            await asyncio.sleep(0.05)
+        return self
+
+    def _started(self, deadline: float) -> bool:
+        if "waiting for jobs" in self.log():
+            return True
+        if self.process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"worker did not start:\n{self.log()}")
+        return False
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         self.process.send_signal(signum)
