@@ -1,17 +1,27 @@
 """Reading a job's output stream `dia:out:{job}` (the bot's side of tts_engine/jobs.py): every event in order,
 resumable from an entry id (`events`); just the end (`outcome`); or the audio, each packet once whatever
-attempts a crash caused (`JobAudio`). Torch-free: the bot imports it.
+attempts a crash caused (`JobAudio`). A lost connection to Redis (a restart, a blip, a read left unanswered
+past the client's socket timeout) does not end a reading: the stream keeps every event, so it reads on from
+the last one seen. Torch-free: the bot imports it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tts_engine.jobs import AudioEvent, ContractError, EndEvent, ErrorEvent, Event, decode_event, out_key
+
+log = logging.getLogger(__name__)
+
+RECONNECT_PAUSE_S = 0.5  # between reads while Redis cannot be reached (redis-py's own retries take milliseconds)
 
 
 class JobStalled(Exception):
@@ -24,12 +34,24 @@ async def events(
     """(entry id, event) for each event of the job from after `last_id`, until an end or error event.
 
     Resume after a restart by passing the last id seen. A payload this build cannot read ends the stream
-    with an error event rather than an exception. `JobStalled` when nothing arrives for `stall_timeout` s.
+    with an error event rather than an exception. `JobStalled` when nothing arrives for `stall_timeout` s;
+    time without Redis counts as quiet, so a Redis that stays away ends the reading there.
     """
     key = out_key(job_id)
     quiet_since = time.monotonic()
+    lost = False  # Redis could not be reached at the last read
     while True:
-        response: Any = await redis.xread({key: last_id}, count=256, block=block_ms)
+        try:
+            response: Any = await redis.xread({key: last_id}, count=256, block=block_ms)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            if not lost:
+                log.warning("lost Redis while reading job %s (%s); reading on once it is back", job_id, exc)
+            lost, response = True, None
+            await asyncio.sleep(RECONNECT_PAUSE_S)
+        else:
+            if lost:
+                log.info("Redis is back; reading job %s on from entry %s", job_id, last_id)
+                lost = False
         if not response:
             if stall_timeout is not None and time.monotonic() - quiet_since > stall_timeout:
                 raise JobStalled(f"no news of job {job_id} for {stall_timeout:g} s")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from pathlib import Path
+
 import msgpack
 import pytest
 from redis.asyncio import Redis
 
+from tests.helpers import RestartableRedis
 from tts_engine import job_events, jobs
 from tts_engine.jobs import (
     AudioEvent,
@@ -191,3 +196,35 @@ async def test_job_audio_gives_up_on_a_silent_job(redis: Redis) -> None:
     reader = job_events.JobAudio(redis, "never-started", stall_timeout=0.5)
     assert [batch async for batch in reader] == []
     assert isinstance(reader.result, ErrorEvent) and reader.result.code == "timeout"
+
+
+async def test_job_audio_reads_on_across_a_redis_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Redis restarting in the middle of a line does not cut the line short: the reading waits for it and goes
+    on from the last event seen, each packet once."""
+    caplog.set_level(logging.INFO, logger=job_events.__name__)
+    with RestartableRedis(tmp_path) as server:
+        client = Redis.from_url(server.url)
+        try:
+            await write(client, "j5", StartEvent(attempt=1, worker="w", picked_at=0.0), _audio(1, 0, b"p0", b"p1"))
+            reader = job_events.JobAudio(client, "j5", stall_timeout=30)
+            played: list[list[bytes]] = []
+
+            async def play() -> None:
+                async for batch in reader:
+                    played.append(batch)
+
+            playing = asyncio.create_task(play())
+            while not played:
+                await asyncio.sleep(0.01)
+            await asyncio.to_thread(server.stop)  # in threads: the reading goes on meanwhile, and fails
+            await asyncio.sleep(2 * job_events.RECONNECT_PAUSE_S + 0.5)
+            await asyncio.to_thread(server.start)
+            await write(client, "j5", _audio(1, 1, b"p2"), EndEvent(attempt=1, seconds=0.06))
+            await asyncio.wait_for(playing, 30)
+        finally:
+            await client.aclose()
+    assert played == [[b"p0", b"p1"], [b"p2"]]
+    assert isinstance(reader.result, EndEvent)
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("lost Redis while reading job j5" in m for m in said) == 1, said  # once, not at every retry
+    assert any("Redis is back; reading job j5 on" in m for m in said), said

@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from launcher.embedded_redis import find_redis_server, wait_until_ready
-from tests.helpers import free_port
+from tests.helpers import RestartableRedis
 from tests.queue.test_jobs import pretend_worker
 from tests.queue.workers import WorkerProcess, collect, database, first_audio, fresh_worker
 from tts_engine import job_events, jobs
@@ -273,30 +272,19 @@ async def test_a_retry_goes_on_from_the_dead_attempt_s_codes(
 
 
 async def test_a_job_survives_a_redis_restart(tmp_path: Path, start_worker: type[WorkerProcess]) -> None:
-    port = free_port()
-    argv = [str(find_redis_server()), "--port", str(port), "--dir", str(tmp_path), "--appendonly", "yes"]
-    argv += ["--appendfsync", "always", "--save", ""]
-    url = f"redis://127.0.0.1:{port}/0"
-    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
-    try:
-        wait_until_ready(url, server)
-        client = Redis.from_url(url)
+    with RestartableRedis(tmp_path) as server:
+        client = Redis.from_url(server.url)
         await pretend_worker(client)
         job = line()
         await jobs.submit(client, job)
         await client.aclose()
-        server.terminate()  # between submit and pickup
-        server.wait(timeout=15)
-        server = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
-        wait_until_ready(url, server)
-        await start_worker(url).ready()
-        client = Redis.from_url(url)
+        server.stop()  # between submit and pickup
+        server.start()
+        await start_worker(server.url).ready()
+        client = Redis.from_url(server.url)
         events = await collect(client, job.job_id)
         await client.aclose()
         assert isinstance(events[-1], EndEvent) and len(packets(events)) > 0
-    finally:
-        server.terminate()
-        server.wait(timeout=15)
 
 
 async def test_warm_shutdown_finishes_the_job(redis: Redis, start_worker: type[WorkerProcess]) -> None:
