@@ -23,7 +23,8 @@ TORCH_FREE_ROOTS = ("bot", "cogs", "config", "launcher")
 # The contract the bot imports, and the worker loop (which test renderers run without the engine).
 TORCH_FREE_EXTRA = (
     "tts_engine", "tts_engine.jobs", "tts_engine.job_events", "tts_engine.script", "tts_engine.scene",
-    "tts_engine.characters", "tts_engine.rendering", "tts_engine.worker", "tts_engine.worker_store",
+    "tts_engine.characters", "tts_engine.rendering", "tts_engine.worker", "tts_engine.worker_run",
+    "tts_engine.worker_store",
 )  # fmt: skip
 ENGINE_CORE = ("tts_engine.dia", "tts_engine.audio")
 ENGINE_FACADE = (

@@ -24,9 +24,7 @@ from typing import Any
 
 import redis
 
-from tts_engine.audio.ogg import ogg_opus
 from tts_engine.jobs import (
-    PENDING_VOICE_TTL,
     AudioEvent,
     ContractError,
     EndEvent,
@@ -40,11 +38,10 @@ from tts_engine.jobs import (
 )
 from tts_engine.rendering import Renderer, RenderInputError, RenderResult
 from tts_engine.shutdown import ColdShutdown
+from tts_engine.worker_run import Run
 from tts_engine.worker_store import LostJob, VoiceMissing, WorkerStore, cache_key, encode_log
 
 log = logging.getLogger(__name__)
-
-EXPORT_LIMIT = 8 * 2**20  # bytes of Ogg an end event may carry (Discord's smallest upload limit is 10 MiB)
 
 
 @dataclass(frozen=True)
@@ -67,29 +64,6 @@ class WorkerConfig:
         return min(self.heartbeat_interval, self.reclaim_after / 4)
 
 
-@dataclass
-class _Run:
-    """A job this worker is rendering: its place in Redis, its renderer's batches, what was sent so far."""
-
-    entry_id: str
-    raw: bytes
-    job: RenderJob
-    attempt: int
-    picked_at: float
-    batches: Iterator[list[bytes]]
-    result: RenderResult
-    cache_key: str | None  # fill the cache under this key when done
-    cached: bool  # served from the cache
-    packets: list[bytes] = field(default_factory=list)
-    batches_sent: int = 0
-    first_audio: float | None = None
-
-    def close(self) -> None:
-        close = getattr(self.batches, "close", None)
-        if close is not None:
-            close()  # a renderer's generator frees its engine slot
-
-
 _Waiting = tuple[str, bytes, RenderJob]  # entry id, raw job, decoded job
 
 
@@ -108,7 +82,7 @@ class Worker:
         self.report = {"id": config.worker_id, "host": socket.gethostname(), "pid": os.getpid(),
                        "slots": config.slots, **(report or {})}  # fmt: skip
         self.jobs_done = self.jobs_failed = 0
-        self._runs: list[_Run] = []
+        self._runs: list[Run] = []
         self._waiting: deque[_Waiting] = deque()
         self._owned: dict[str, str] = {}  # entry id -> job id of every job read and not finished
         self._owned_lock = threading.Lock()
@@ -299,9 +273,9 @@ class Worker:
             batches: Iterator[list[bytes]] = iter([list(packets[i : i + 50]) for i in range(0, len(packets), 50)])
         else:
             batches = self.renderer.render(job, voices, result)
-        self._runs.append(_Run(entry_id, raw, job, attempt, picked_at, batches, result, key, hit is not None))
+        self._runs.append(Run(entry_id, raw, job, attempt, picked_at, batches, result, key, hit is not None))
 
-    def _advance(self, run: _Run) -> None:
+    def _advance(self, run: Run) -> None:
         """Send the run's next batch, or end it; whatever goes wrong ends only this job."""
         job_id = run.job.job_id
         try:
@@ -309,7 +283,11 @@ class Worker:
                 batch = next(run.batches)
             except StopIteration:
                 self._drop(run)
-                end = self._end(run)
+                end = run.end_event(
+                    self.store,
+                    cache_ttl_ms=int(self.config.cache_ttl * 1000),
+                    cache_max_bytes=self.config.cache_max_bytes,
+                )
                 self._finish(run.entry_id, run.job, run.attempt, end)
                 self.jobs_done += 1
                 log.info("job %s: %.2f s of audio", job_id, end.seconds)
@@ -356,33 +334,10 @@ class Worker:
             except (LostJob, redis.RedisError) as exc:
                 log.warning("could not hand job %s back (%s); it will be reclaimed", job_id, exc)
 
-    def _drop(self, run: _Run) -> None:
+    def _drop(self, run: Run) -> None:
         if run in self._runs:
             self._runs.remove(run)
         run.close()
-
-    def _end(self, run: _Run) -> EndEvent:
-        """The end event of a run whose batches are all sent; stores what it made (voice, cache, file)."""
-        job, result, done = run.job, run.result, time.time()
-        if job.keep_voice is not None:
-            if result.voice is None:
-                raise RenderInputError("this line made no voice to keep")
-            self.store.put_pending_voice(job.guild_id, job.keep_voice, result.voice, PENDING_VOICE_TTL)
-        if run.cache_key is not None and not run.cached:
-            value = {"packets": run.packets, "samples": result.samples, "pre_skip": result.pre_skip}
-            self.store.cache_put(
-                run.cache_key, value, ttl_ms=int(self.config.cache_ttl * 1000), max_bytes=self.config.cache_max_bytes
-            )
-        ogg = None
-        if job.export:
-            ogg = ogg_opus(run.packets, samples=result.samples, pre_skip=result.pre_skip)
-            ogg = ogg if len(ogg) <= EXPORT_LIMIT else None
-        stats = {
-            "queued_s": max(0.0, run.picked_at - job.created_at),
-            "first_audio_s": (run.first_audio or done) - run.picked_at,
-            "render_s": done - run.picked_at,
-        }
-        return EndEvent(attempt=run.attempt, seconds=result.samples / 48000, cached=run.cached, stats=stats, ogg=ogg)
 
     def _finish(self, entry_id: str, job: RenderJob, attempt: int, event: Event) -> None:
         try:
