@@ -156,6 +156,7 @@ CORRUPT = [
     (lambda d: _broken(d, lambda b: b["characters"][0]["moods"][""].update(codes="%%%")), "damaged"),
     (lambda d: _broken(d, lambda b: b["characters"][0]["moods"][""].update(frames=5)), "damaged"),
     (lambda d: _broken(d, lambda b: _codes(b, np.full((430, 9), 2000))), "codes outside 0-1023"),
+    (lambda d: _broken(d, lambda b: _codes(b, np.full((430, 9), -1))), "codes outside 0-1023"),
     (lambda d: _broken(d, lambda b: b["characters"][0]["moods"][""].update(channels=4)), "expected up to"),
 ]
 

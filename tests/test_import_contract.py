@@ -10,10 +10,13 @@ also catches imports inside functions, which an import alone would not execute.
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import json
 import pkgutil
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -33,6 +36,26 @@ ENGINE_FACADE = (
     "tts_engine.hub",
 )  # the engine facade obeys the same rule as the core it wraps
 ENGINE_FORBIDDEN = ("discord", "redis", "config", "bot", "cogs")
+BOT_ROOTS = ("bot", "cogs", "config")  # what a bot-only host runs, installed with `.[bot]` (the bot image)
+
+
+def _canonical(requirement: str) -> str:
+    name = re.match(r"[A-Za-z0-9._-]+", requirement)
+    assert name is not None, requirement
+    return re.sub(r"[-_.]+", "-", name.group(0)).lower()
+
+
+def _worker_only_imports() -> tuple[str, ...]:
+    """The import names of what only the worker extra installs (numpy, torch, ...): a bot-only host lacks them."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    shared = {_canonical(r) for r in project["dependencies"] + extras["bot"]}
+    worker_only = {_canonical(r) for r in extras["worker"]} - shared
+    installed = importlib.metadata.packages_distributions()
+    return tuple(sorted(name for name, dists in installed.items() if {_canonical(d) for d in dists} & worker_only))
+
+
+WORKER_ONLY = _worker_only_imports()
 
 
 def _walk(package: str) -> list[str]:
@@ -65,6 +88,7 @@ def _loaded_after_import(module: str, watched: tuple[str, ...]) -> list[str]:
 TORCH_FREE = sorted(
     {m for root in TORCH_FREE_ROOTS for m in _walk(root)} | {m for m in TORCH_FREE_EXTRA if _existing(m)}
 )
+BOT_MODULES = {m for root in BOT_ROOTS for m in _walk(root)}
 ENGINE_MODULES = sorted({m for root in ENGINE_CORE for m in _walk(root)} | set(ENGINE_FACADE))
 
 
@@ -74,11 +98,16 @@ def test_the_lists_cover_the_packages() -> None:
         TORCH_FREE
     )
     assert {"tts_engine.dia", "tts_engine.dia.model", "tts_engine.audio", "tts_engine.engine"} <= set(ENGINE_MODULES)
+    assert {"numpy", "torch", "transformers", "scipy", "ffmpeg"} <= set(WORKER_ONLY)
+    assert {"bot.client", "cogs.characters", "config.settings"} <= BOT_MODULES
 
 
 @pytest.mark.parametrize("module", TORCH_FREE)
 def test_bot_side_never_loads_torch(module: str) -> None:
-    assert _loaded_after_import(module, ("torch", "transformers")) == []
+    """The bot's modules, and whatever they import, load nothing of the worker's install either: the bot image
+    has only `.[bot]` (numpy included, which `tts_engine.characters` once loaded)."""
+    watched = WORKER_ONLY if module in BOT_MODULES else ("torch", "transformers")
+    assert _loaded_after_import(module, watched) == []
 
 
 @pytest.mark.parametrize("module", ENGINE_MODULES)
