@@ -71,7 +71,8 @@ async def test_a_worker_killed_mid_line(world: World, start_bot: object, dia_wor
     else:
         raise AssertionError("five lines in a row were rendered before their fifth packet played")
     doomed.process.kill()  # kill -9 while the line is rendering and playing
-    dia_worker()  # type: ignore[operator]
+    # Waited for in a thread: the emulator runs on this event loop and must keep serving the bot meanwhile.
+    await asyncio.to_thread(dia_worker)  # type: ignore[arg-type]
     await session.wait_for(lambda s: s.speaking and s.speaking[-1][1] == 0 and len(s.audio()) > before + 5, timeout=120)
     result = [e async for _, e in job_events.events(redis, job_id)][-1]
     if isinstance(result, jobs.EndEvent):  # re-rendered by the second worker: played once, in full
