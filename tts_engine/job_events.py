@@ -25,7 +25,21 @@ RECONNECT_PAUSE_S = 0.5  # between reads while Redis cannot be reached (redis-py
 
 
 class JobStalled(Exception):
-    """No event arrived for the job within the stall timeout."""
+    """No event arrived for the job within the stall timeout; `redis_lost` when Redis could not be reached
+    at the end of it (then the worker may be fine, and the user is told what really happened)."""
+
+    def __init__(self, message: str, *, redis_lost: bool = False) -> None:
+        super().__init__(message)
+        self.redis_lost = redis_lost
+
+
+def stalled_error(exc: JobStalled, attempt: int) -> ErrorEvent:
+    """The error a stalled reading ends with, as the user will read it."""
+    if exc.redis_lost:
+        message = "the bot lost its connection to the job queue (Redis) and it did not come back; try again"
+    else:
+        message = "the voice worker stopped answering; try again"
+    return ErrorEvent(attempt=attempt, code="timeout", message=message)
 
 
 async def events(
@@ -54,7 +68,8 @@ async def events(
                 lost = False
         if not response:
             if stall_timeout is not None and time.monotonic() - quiet_since > stall_timeout:
-                raise JobStalled(f"no news of job {job_id} for {stall_timeout:g} s")
+                without = " (Redis unreachable)" if lost else ""
+                raise JobStalled(f"no news of job {job_id} for {stall_timeout:g} s{without}", redis_lost=lost)
             continue
         quiet_since = time.monotonic()
         for entry_id, fields in response[0][1]:
@@ -76,9 +91,9 @@ async def outcome(redis: Redis, job_id: str, *, stall_timeout: float = 120.0) ->
             attempt = max(attempt, event.attempt)
             if isinstance(event, EndEvent | ErrorEvent):
                 return event
-    except JobStalled:
-        pass
-    return ErrorEvent(attempt=attempt, code="timeout", message="the voice worker stopped answering; try again")
+    except JobStalled as exc:
+        return stalled_error(exc, attempt)
+    raise AssertionError("events() ends only after an end or error event")
 
 
 class JobAudio:
@@ -106,10 +121,8 @@ class JobAudio:
                 fresh = self._take(event)
                 if fresh:
                     yield fresh
-        except JobStalled:
-            self.result = ErrorEvent(
-                attempt=self.attempt, code="timeout", message="the voice worker stopped answering; try again"
-            )
+        except JobStalled as exc:
+            self.result = stalled_error(exc, self.attempt)
 
     def _take(self, event: Event) -> list[bytes]:
         if event.attempt < self.attempt:

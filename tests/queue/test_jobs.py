@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgpack
@@ -228,3 +229,30 @@ async def test_job_audio_reads_on_across_a_redis_restart(tmp_path: Path, caplog:
     said = [r.getMessage() for r in caplog.records]
     assert sum("lost Redis while reading job j5" in m for m in said) == 1, said  # once, not at every retry
     assert any("Redis is back; reading job j5 on" in m for m in said), said
+
+
+async def test_a_redis_that_stays_away_is_named_in_the_error(tmp_path: Path) -> None:
+    """A reading that outlasts its stall timeout without Redis tells the user the queue was lost, not that the
+    worker stopped answering (which is what a quiet but reachable stream means)."""
+    with RestartableRedis(tmp_path) as server:
+        client = Redis.from_url(server.url)
+        try:
+            await write(client, "j6", StartEvent(attempt=1, worker="w", picked_at=0.0), _audio(1, 0, b"p0"))
+            reader = job_events.JobAudio(client, "j6", stall_timeout=1.5)
+            played = [batch async for batch in _until_stopped(reader, server)]
+            quiet = await job_events.outcome(client, "never-started", stall_timeout=0.5)
+        finally:
+            await client.aclose()
+    assert played == [[b"p0"]]
+    assert isinstance(reader.result, ErrorEvent) and reader.result.code == "timeout"
+    assert "lost its connection to the job queue (Redis)" in reader.result.message, reader.result
+    assert reader.result.attempt == 1
+    assert quiet.code == "timeout" and "voice worker stopped answering" in quiet.message, quiet
+
+
+async def _until_stopped(reader: job_events.JobAudio, server: RestartableRedis) -> AsyncIterator[list[bytes]]:
+    """The reader's batches; Redis stops after the first and is started again once the reading has ended."""
+    async for batch in reader:
+        yield batch
+        await asyncio.to_thread(server.stop)
+    await asyncio.to_thread(server.start)
