@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 PREVIEW = 80
 MAX_SEGMENTS = 64  # what one job may carry (tts_engine/jobs.py)
+SEEDS = 1_000_000  # a take's seed is below this: short enough to type back into /say
 
 
 async def _names(guild: discord.Guild, text: str) -> Callable[[str, int], str | None]:
@@ -54,9 +56,16 @@ class Speak(commands.Cog):
     @app_commands.describe(
         text="What to say, e.g. [S1] Welcome, traveler! (laughs) [S2] Beware the woods.",
         export="Also post the spoken line as an audio file when it is done",
+        speed="Speaking speed from 0.75 (slower) to 1.5 (faster), pitch kept; default 1",
+        seed="Hear a take again: the seed shown when it was spoken (with the same text)",
     )
     async def say(
-        self, interaction: discord.Interaction, text: app_commands.Range[str, 1, 6000], export: bool = False
+        self,
+        interaction: discord.Interaction,
+        text: app_commands.Range[str, 1, 6000],
+        export: bool = False,
+        speed: app_commands.Range[float, 0.75, 1.5] = 1.0,
+        seed: app_commands.Range[int, 0, SEEDS - 1] | None = None,
     ) -> None:
         """Speak a line in your voice channel: [S1]/[S2] for voices, (laughs) and other sounds, (pause 1s)."""
         member = _member(interaction)
@@ -87,7 +96,10 @@ class Speak(commands.Cog):
         current = client.channel if client is not None and client.is_connected() else None
         checks.not_busy_elsewhere(current, channel, player.busy)
 
-        params = jobs.RenderParams(max_tokens=round(settings.max_line_seconds * FRAMES_PER_SECOND) + 2)
+        max_tokens = round(settings.max_line_seconds * FRAMES_PER_SECOND) + 2
+        params = jobs.RenderParams(max_tokens=max_tokens, seed=seed, speed=speed)
+        # Every take gets a seed the user can give back; the worker caches each line under it, so asking for
+        # it again replays that take exactly (tts_engine/worker.py).
         job = jobs.RenderJob(
             guild_id=guild.id,
             requester=member.id,
@@ -95,6 +107,7 @@ class Speak(commands.Cog):
             params=params,
             channel_id=interaction.channel_id,
             export=export,
+            render_seed=seed if seed is not None else secrets.randbelow(SEEDS),
         )
         await submit(self.bot.redis, job, self.bot.limits, timeout=2.0)  # well inside the 3 s to answer
         await interaction.response.defer(thinking=True)
@@ -109,7 +122,8 @@ class Speak(commands.Cog):
         line = Line(job.job_id, member.id, interaction.channel_id, channel.id, preview, export=export)
         ahead = await player.enqueue(line)
         where = "Speaking now" if ahead == 0 else f"Queued after {ahead} line{'s' if ahead > 1 else ''}"
-        await interaction.followup.send(f"🗣️ {where} in {channel.mention}: {preview}")
+        again = f"-# seed {job.render_seed}: `/say` the same text with `seed:{job.render_seed}` to hear this take again"
+        await interaction.followup.send(f"🗣️ {where} in {channel.mention}: {preview}\n{again}")
 
     @say.autocomplete("text")
     async def _speaker_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

@@ -141,7 +141,7 @@ class WorkerSettings(CommonSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     reclaim_after: float = Field(15.0, gt=0, description="seconds before a silent worker's job goes to another")
     max_attempts: int = Field(3, ge=1, le=10)
-    cache_ttl: float = Field(86_400.0, ge=0, description="seconds a seeded render stays cached")
+    cache_ttl: float = Field(86_400.0, ge=0, description="seconds a rendered line stays cached (0: none is)")
     cache_max_mb: int = Field(256, ge=0)
     opus_bitrate: int = Field(96_000, ge=6_000, le=510_000)
     opus_complexity: int = Field(10, ge=0, le=10, description="Opus encoder effort: lower saves CPU per line")

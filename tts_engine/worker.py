@@ -257,7 +257,9 @@ class Worker:
             self.jobs_failed += 1
             return
         makes_voice = job.clip is not None or job.keep_voice is not None
-        cacheable = job.params.seed is not None and not makes_voice  # a made voice must be stored every time
+        # 0 turns the cache off (and Redis refuses a 0 ms expiry)
+        caching = int(self.config.cache_ttl * 1000) > 0 and self.config.cache_max_bytes > 0
+        cacheable = caching and not makes_voice  # a made voice must be stored every time
         key = cache_key(job, voices, self.renderer.revision) if cacheable else None
         hit = self.store.cache_get(key) if key else None
         result = RenderResult()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import msgpack
@@ -271,11 +271,12 @@ class WorkerStore:
 
 
 def cache_key(job: RenderJob, voices: dict[str, VoiceRecord], revision: str) -> str:
-    """Where a seeded render is cached: its segments, voices' contents, settings, seed and model revision."""
+    """Where a render is cached: its segments, voices' contents, settings, seed and model revision. Whether the
+    seed was asked for or drawn does not matter, so asking for a drawn one replays that take."""
     body = {
         "segments": [asdict(s) for s in job.segments],
         "voices": {v: voices[v].digest for v in sorted(voices)},
-        "params": asdict(job.params),
+        "params": asdict(replace(job.params, seed=None)),
         "seed": job.render_seed,
         "revision": revision,
     }

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+import time
+
 import numpy as np
 import pytest
 from redis.asyncio import Redis
 
 from tests.bot.conftest import World, ended, frame_frequencies, rendered_packets
 from tests.fakediscord import OPUS_SILENCE
+from tts_engine import job_events, jobs
 
 
 async def test_say_plays_the_rendered_line(world: World, start_bot: object, dia_worker: object, redis: Redis) -> None:
@@ -59,3 +64,42 @@ async def test_a_stalled_worker_gives_silence_not_a_burst(world: World, start_bo
     assert kinds.count("audio") == 3 * 50 + 1, "no audio lost (3 s plus the encoder lookahead)"
     frequencies = [f for f in frame_frequencies(session) if f is not None]
     assert all(abs(f - 600) < 20 for f in frequencies)
+
+
+async def test_a_take_plays_again_from_its_seed(
+    world: World, start_bot: object, dia_worker: object, redis: Redis
+) -> None:
+    """Each /say shows its seed; the same text with that seed replays the take from the worker's cache, and with
+    another speed renders the same take faster."""
+    dia_worker()  # type: ignore[operator]
+    await start_bot(DIA_MAX_LINE_SECONDS="2", DIA_PREBUFFER_MS="5000")  # type: ignore[operator]
+    text = "[S1] Once more, with feeling."
+    first = await world.say(text)
+    found = re.search(r"`seed:(\d+)`", str(first["content"]))
+    assert found is not None, first
+    seed = int(found[1])
+    again = await world.say(text, seed=seed)
+    faster = await world.say(text, seed=seed, speed=1.5)
+    assert f"seed {seed}:" in str(again["content"]) and f"seed {seed}:" in str(faster["content"])
+    takes = await _takes(redis, 3)
+    session = await world.session()
+    await session.wait_for(lambda s: len(s.audio()) >= sum(len(p) for _, p in takes), timeout=60)
+    cached = [(end, played) for end, played in takes if end.cached]
+    fresh = [(end, played) for end, played in takes if not end.cached]
+    assert len(cached) == 1 and len(fresh) == 2, [end for end, _ in takes]
+    (end, played), (slow, fast) = cached[0], sorted(fresh, key=lambda take: -take[0].seconds)
+    assert slow[1] and played == slow[1] and end.seconds == slow[0].seconds, (
+        "the replay is the first take, packet for packet"
+    )
+    assert fast[0].seconds == pytest.approx(slow[0].seconds / 1.5, abs=0.06), "the same take at 1.5 times the speed"
+
+
+async def _takes(redis: Redis, count: int) -> list[tuple[jobs.EndEvent, list[bytes]]]:
+    """The end and packets of each of `count` jobs, once all have ended."""
+    deadline = time.monotonic() + 60
+    while len(keys := await redis.keys("dia:out:*")) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    ends = [await job_events.outcome(redis, key.decode().rsplit(":", 1)[1], stall_timeout=60) for key in keys]
+    assert all(isinstance(end, jobs.EndEvent) for end in ends), ends
+    packets = await rendered_packets(redis)
+    return [(end, packets[key.decode().rsplit(":", 1)[1]]) for end, key in zip(ends, keys, strict=True)]

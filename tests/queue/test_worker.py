@@ -11,6 +11,7 @@ import itertools
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import msgpack
@@ -146,19 +147,21 @@ async def test_unreadable_jobs_are_dead_lettered(shared: Redis) -> None:
     assert isinstance((await collect(shared, job.job_id))[-1], EndEvent)
 
 
-async def test_seeded_renders_are_served_from_the_cache(shared: Redis) -> None:
-    first, again = line(params=RenderParams(max_tokens=60, seed=5)), line(params=RenderParams(max_tokens=60, seed=5))
-    await jobs.submit(shared, first)
-    one = await collect(shared, first.job_id)
-    await jobs.submit(shared, again)
-    two = await collect(shared, again.job_id)
-    assert isinstance(one[-1], EndEvent) and not one[-1].cached
-    assert isinstance(two[-1], EndEvent) and two[-1].cached and two[-1].seconds == one[-1].seconds
-    assert packets(two) == packets(one)
-    unseeded = line(params=SHORT, render_seed=5)  # the same audio, but the user did not ask for a seed
-    await jobs.submit(shared, unseeded)
-    three = await collect(shared, unseeded.job_id)
-    assert isinstance(three[-1], EndEvent) and not three[-1].cached
+async def test_a_take_is_served_from_the_cache_when_its_seed_is_asked_for(shared: Redis) -> None:
+    """Every line is cached under its seed, drawn or asked for: asking for a drawn seed replays that take."""
+    sampled = RenderParams(max_tokens=60)
+    drawn = line(params=sampled, render_seed=5)  # the bot drew the seed: the user did not ask for one
+    asked = line(params=replace(sampled, seed=5))  # then gave it back with the same text
+    other = line(params=replace(sampled, seed=6))
+    takes = []
+    for job in (drawn, asked, other):
+        await jobs.submit(shared, job)
+        takes.append(await collect(shared, job.job_id))
+    ends = [take[-1] for take in takes]
+    assert all(isinstance(end, EndEvent) for end in ends)
+    assert [end.cached for end in ends] == [False, True, False]  # type: ignore[union-attr]
+    assert packets(takes[1]) == packets(takes[0]) and ends[1].seconds == ends[0].seconds  # type: ignore[union-attr]
+    assert packets(takes[2]) != packets(takes[0]), "another seed is another take"
 
 
 async def test_export_delivers_an_ogg_file(shared: Redis, tmp_path: Path) -> None:
@@ -214,7 +217,7 @@ async def test_a_killed_worker_s_job_completes_once_elsewhere(redis: Redis, star
     await first_audio(redis, job.job_id)
     doomed.process.kill()  # kill -9, mid-job
     doomed.wait()
-    rescuer = await start_worker().ready()
+    rescuer = await start_worker(DIA_CACHE_TTL="0").ready()  # so the reference below is rendered, not replayed
     await asyncio.wait_for(playing, 90)
     assert isinstance(reader.result, EndEvent) and reader.result.attempt == 2
     reference = line(params=LONG, render_seed=1234)  # the same line, rendered in one go
@@ -257,7 +260,8 @@ async def test_a_retry_goes_on_from_the_dead_attempt_s_codes(
     doomed.wait()
     before = await _packets_of(redis, job.job_id, 1)
     assert await redis.xlen(jobs.codes_key(job.job_id)) > 0, "the dead attempt logged its codes"
-    rescuer = await start_worker(DIA_DTYPE="bfloat16", DIA_SLOTS=slots).ready()
+    # No cache: the fresh rendering below must not be served what the rescuer finished.
+    rescuer = await start_worker(DIA_DTYPE="bfloat16", DIA_SLOTS=slots, DIA_CACHE_TTL="0").ready()
     await asyncio.wait_for(playing, 90)
     assert isinstance(reader.result, EndEvent) and reader.result.attempt == 2, "the line ended in the second segment"
     after = await _packets_of(redis, job.job_id, 2)
