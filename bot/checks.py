@@ -33,13 +33,42 @@ def not_busy_elsewhere(current: VoiceChannel | None, wanted: VoiceChannel, busy:
         )
 
 
+def find_role(guild: discord.Guild, spec: str) -> discord.Role | None:
+    """The role `spec` names: a role id, else a role name."""
+    if spec.isdigit() and (role := guild.get_role(int(spec))) is not None:
+        return role
+    return discord.utils.get(guild.roles, name=spec)
+
+
+def _holds(member: discord.Member, spec: str) -> bool:
+    return any(role.name == spec or str(role.id) == spec for role in member.roles)
+
+
 def has_role(member: discord.Member, required: str | None) -> None:
     """`required` is a role name or id that users need; None lets everyone in."""
-    if required is None:
+    if required is None or _holds(member, required):
         return
-    if any(role.name == required or str(role.id) == required for role in member.roles):
+    role = find_role(member.guild, required)
+    if role is None:  # deleted since it was chosen, or the host's role, which this server never had
+        raise UserFacingError(
+            f"using this bot here needs the {required} role, which this server does not have; "
+            "someone with Manage Server can choose another with /settings role"
+        )
+    raise UserFacingError(f"you need the {role.name} role to use this bot here")
+
+
+def may_edit_characters(member: discord.Member, role: str | None) -> None:
+    """Characters are changed by people with Manage Server, or with the server's character role."""
+    if member.guild_permissions.manage_guild or (role is not None and _holds(member, role)):
         return
-    raise UserFacingError(f"you need the {required} role to use this bot here")
+    found = find_role(member.guild, role) if role is not None else None
+    needed = f"the {found.name} role or " if found is not None else ""
+    raise UserFacingError(f"changing characters needs {needed}the Manage Server permission")
+
+
+def manages_server(member: discord.Member) -> None:
+    if not member.guild_permissions.manage_guild:
+        raise UserFacingError("changing the bot's settings for this server needs the Manage Server permission")
 
 
 def may_control(member: discord.Member, current: VoiceChannel | None) -> None:

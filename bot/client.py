@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from bot.errors import on_app_command_error
 from bot.saved import SavedQueues
+from bot.server_settings import ServerSettingsStore
 from bot.voice import GuildPlayer, Services
 from config.settings import BotSettings
 from tts_engine.jobs import QueueLimits
@@ -26,7 +27,7 @@ from tts_engine.jobs import QueueLimits
 log = logging.getLogger(__name__)
 
 # Cogs arrive by name so the bot never imports them as modules.
-EXTENSIONS: tuple[str, ...] = ("cogs.voice", "cogs.speak", "cogs.characters")
+EXTENSIONS: tuple[str, ...] = ("cogs.voice", "cogs.speak", "cogs.characters", "cogs.settings")
 
 
 def point_discord_at(settings: BotSettings) -> None:
@@ -69,6 +70,9 @@ class DiaBot(commands.Bot):
         )
         self.players: dict[int, GuildPlayer] = {}
         self.saved = SavedQueues(redis)
+        self.server_settings = ServerSettingsStore(
+            redis, {"required_role": settings.required_role, "character_role": settings.character_role}
+        )
         self._resumed = False
         self._closing = False
         self.initial_extensions = tuple(extensions)

@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import casting
+from bot import casting, checks
 from bot.errors import UserFacingError
 from cogs.voice import _member
 from tts_engine.characters import DEFAULT, Cast, Character, clean_name
@@ -42,16 +42,12 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     def _cast(self, guild_id: int) -> Cast:
         return Cast(self.bot.redis, guild_id, cap=self.bot.settings.max_characters)
 
-    def _editor(self, interaction: discord.Interaction) -> discord.Member:
-        """The caller, if they may change the cast: the configured role, else Manage Server."""
+    async def _editor(self, interaction: discord.Interaction) -> discord.Member:
+        """The caller, if they may change the cast: the server's character role, else Manage Server."""
         member = _member(interaction)
-        role = self.bot.settings.character_role
-        if member.guild_permissions.manage_guild:
-            return member
-        if role is not None and any(r.name == role or str(r.id) == role for r in member.roles):
-            return member
-        needed = f"the {role} role" if role is not None else "the Manage Server permission"
-        raise UserFacingError(f"changing characters needs {needed}")
+        rules = await self.bot.server_settings.get(member.guild.id)
+        checks.may_edit_characters(member, rules.character_role.role)
+        return member
 
     def _requester(self, interaction: discord.Interaction, member: discord.Member) -> casting.Requester:
         return casting.Requester(self.bot.redis, self.bot.limits, member.guild.id, member.id, interaction.channel_id)
@@ -92,7 +88,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         mood: app_commands.Range[str, 1, 32] | None = None,
     ) -> None:
         """Make a character whose voice is copied from a short clip."""
-        member = self._editor(interaction)
+        member = await self._editor(interaction)
         if not consent:
             raise UserFacingError(CONSENT)
         cast = self._cast(member.guild.id)
@@ -122,7 +118,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         mood: app_commands.Range[str, 1, 32] | None = None,
     ) -> None:
         """Hear three new voices say a line and keep the one that fits."""
-        member = self._editor(interaction)
+        member = await self._editor(interaction)
         cast = self._cast(member.guild.id)
         name = clean_name(name)
         if mood is None:
@@ -190,7 +186,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         self, interaction: discord.Interaction, name: str, new_name: app_commands.Range[str, 1, 32]
     ) -> None:
         """Give a character another name (lines already queued keep their voice)."""
-        member = self._editor(interaction)
+        member = await self._editor(interaction)
         character = await self._cast(member.guild.id).rename(name, new_name)
         await interaction.response.send_message(f"🎭 {discord.utils.escape_markdown(name)} is now {_name(character)}.")
 
@@ -198,7 +194,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     @app_commands.describe(name="Which character")
     async def delete(self, interaction: discord.Interaction, name: str) -> None:
         """Delete a character and its voices."""
-        member = self._editor(interaction)
+        member = await self._editor(interaction)
         character = await self._cast(member.guild.id).delete(name)
         await interaction.response.send_message(f"🗑️ Deleted {_name(character)} and its voices.")
 
@@ -220,7 +216,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         consent: bool,
     ) -> None:
         """Give a character another voice from a clip (for a mood, use /character design with mood:)."""
-        member = self._editor(interaction)
+        member = await self._editor(interaction)
         if not consent:
             raise UserFacingError(CONSENT)
         cast = self._cast(member.guild.id)
@@ -238,7 +234,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     @app_commands.describe(character="Which character", mood="The mood to remove")
     async def mood_remove(self, interaction: discord.Interaction, character: str, mood: str) -> None:
         """Remove one of a character's moods."""
-        member = self._editor(interaction)
+        member = await self._editor(interaction)
         updated = await self._cast(member.guild.id).remove_mood(character, mood)
         await interaction.response.send_message(f"🎭 {_name(updated)} has moods: {_moods(updated)}.")
 
@@ -260,7 +256,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     @app_commands.describe(file="A file made by /character export")
     async def import_(self, interaction: discord.Interaction, file: discord.Attachment) -> None:
         """Add the characters of an export file to this server (all of them, or none)."""
-        member = self._editor(interaction)
+        member = await self._editor(interaction)
         if file.size > 2 * EXPORT_LIMIT:
             raise UserFacingError(f"the file is {file.size / 2**20:.1f} MiB; an export is at most 8 MiB")
         await interaction.response.defer(thinking=True, ephemeral=True)

@@ -2,7 +2,8 @@
 
 Shapes follow discord-api-docs (interactions/receiving-and-responding) as discord.py 2.7.1 reads them:
 - a subcommand is an option of type 1 inside the command, a subcommand group one of type 2 around it; an
-  attachment option (type 11) carries an attachment id resolved in `data.resolved.attachments`;
+  attachment option (type 11) carries an attachment id resolved in `data.resolved.attachments`, a role option
+  (type 8) a role id resolved in `data.resolved.roles`;
 - a component interaction carries the `message` its component is on: discord.py routes it to the View stored
   under that message id, which it takes from the callback's `response_message_id` (initial response) or the
   returned message (follow-ups and edits), so every one of those must name the real message;
@@ -24,11 +25,11 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakediscord.messages import EPHEMERAL, LOADING, Attachment, Message, Store, error, json_response, read_body
-from tests.fakediscord.model import Channel, Guild, Member, Upload, User, snowflake
+from tests.fakediscord.model import Channel, Guild, Member, Role, Upload, User, snowflake
 
 APPLICATION_ID = 900_000_000_000_000_000
 COMMAND, COMPONENT, AUTOCOMPLETE = 2, 3, 4  # interaction types
-SUB_COMMAND, SUB_COMMAND_GROUP, ATTACHMENT = 1, 2, 11  # option types
+SUB_COMMAND, SUB_COMMAND_GROUP, ROLE, ATTACHMENT = 1, 2, 8, 11  # option types
 # Callback (response) types.
 CHANNEL_MESSAGE, DEFERRED_MESSAGE, DEFERRED_UPDATE, UPDATE_MESSAGE, CHOICES = 4, 5, 6, 7, 8
 
@@ -117,6 +118,9 @@ def command_options(
             attachment = attach(value)
             resolved.setdefault("attachments", {})[str(attachment.id)] = attachment.payload()
             option["value"] = str(attachment.id)
+        elif isinstance(value, Role):
+            resolved.setdefault("roles", {})[str(value.id)] = value.payload()
+            option["value"] = str(value.id)
         if key == focused:
             option["focused"] = True
         typed.append(option)
@@ -128,6 +132,8 @@ def command_options(
 def option_type(value: Any) -> int:
     if isinstance(value, Upload):
         return ATTACHMENT
+    if isinstance(value, Role):
+        return ROLE
     if isinstance(value, bool):
         return 5
     if isinstance(value, int):

@@ -125,7 +125,7 @@ class FakeDiscord:
 
     async def slash(self, guild: Guild, member: Member, channel: Channel, name: str, /, **options: Any) -> Interaction:
         """`member` runs `/name` in text `channel`: "cmd", "cmd sub" or "cmd group sub". Options are keyword
-        arguments: str, int, float, bool, or an `Upload` for an attachment option (served to the bot)."""
+        arguments: str, int, float, bool, a `Role`, or an `Upload` for an attachment option (served to the bot)."""
         top, typed, resolved = command_options(
             name, options, lambda u: self.store.attach(channel.id, u, ephemeral=True)
         )

@@ -1,0 +1,60 @@
+"""Each server's own choice of who may use the bot and who may change its characters (`/settings`), kept in
+Redis over the host's defaults (`DIA_REQUIRED_ROLE`, `DIA_CHARACTER_ROLE`).
+
+A server's entry is a hash `dia:guild:{id}:settings` with a field per choice it made: a role id, or "" for
+"no role" (everyone may use the bot; Manage Server changes characters). A field the server never set, or one
+it reset, follows the host's setting, so a host can still set one role for every server it serves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+
+Choice = Literal["required_role", "character_role"]
+CHOICES: tuple[Choice, ...] = ("required_role", "character_role")
+
+
+def _key(guild_id: int) -> str:
+    return f"dia:guild:{guild_id}:settings"
+
+
+@dataclass(frozen=True)
+class RoleRule:
+    """One choice as it applies: a role name or id (None: no role), and whether the server set it itself."""
+
+    role: str | None
+    own: bool
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    required_role: RoleRule  # members need it to use the bot
+    character_role: RoleRule  # members with it may change characters, beside those with Manage Server
+
+
+class ServerSettingsStore:
+    """Reads and changes servers' settings; `defaults` are the host's role for each choice."""
+
+    def __init__(self, redis: Redis, defaults: dict[Choice, str | None]) -> None:
+        self.redis = redis
+        self.defaults = defaults
+
+    async def get(self, guild_id: int) -> ServerSettings:
+        raw: Any = await self.redis.hgetall(_key(guild_id))
+        own = {key.decode(): value.decode() for key, value in raw.items()}
+        rules = {
+            choice: RoleRule(own[choice] or None, True) if choice in own else RoleRule(self.defaults[choice], False)
+            for choice in CHOICES
+        }
+        return ServerSettings(**rules)
+
+    async def set_role(self, guild_id: int, choice: Choice, role_id: int | None) -> None:
+        """The server's own choice: a role, or None for no role."""
+        await self.redis.hset(_key(guild_id), choice, "" if role_id is None else str(role_id))
+
+    async def reset(self, guild_id: int) -> None:
+        """Back to the host's settings."""
+        await self.redis.delete(_key(guild_id))

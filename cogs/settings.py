@@ -1,0 +1,86 @@
+"""/settings: who may use the bot in this server and who may change its characters, chosen by its managers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import checks
+from bot.server_settings import Choice, RoleRule
+from cogs.voice import _member
+
+if TYPE_CHECKING:
+    from bot.client import DiaBot
+
+
+def _role_text(guild: discord.Guild, role: str | None, nobody: str) -> str:
+    if role is None:
+        return nobody
+    found = checks.find_role(guild, role)
+    return f"the **{discord.utils.escape_markdown(found.name)}** role" if found else f"the role {role} (not here)"
+
+
+def _origin(rule: RoleRule) -> str:
+    return "" if rule.own else " (the bot's default)"
+
+
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+class Settings(commands.GroupCog, group_name="settings", group_description="The bot's settings for this server"):
+    def __init__(self, bot: DiaBot) -> None:
+        self.bot = bot
+        super().__init__()
+
+    async def _manager(self, interaction: discord.Interaction) -> discord.Member:
+        member = _member(interaction)
+        checks.manages_server(member)  # Discord hides the commands from others, unless a server lets them see
+        return member
+
+    async def _describe(self, guild: discord.Guild) -> str:
+        rules = await self.bot.server_settings.get(guild.id)
+        use = _role_text(guild, rules.required_role.role, "everyone")
+        edit = _role_text(guild, rules.character_role.role, "")
+        edit = f"{edit} and Manage Server" if edit else "Manage Server"
+        return (
+            f"Who may use the bot: {use}{_origin(rules.required_role)}.\n"
+            f"Who may change characters: {edit}{_origin(rules.character_role)}."
+        )
+
+    async def _choose(self, interaction: discord.Interaction, choice: Choice, role: discord.Role | None) -> None:
+        member = await self._manager(interaction)
+        if role is not None and role.is_default():
+            role = None  # @everyone is every member: the same as no role
+        await self.bot.server_settings.set_role(member.guild.id, choice, role.id if role is not None else None)
+        await interaction.response.send_message(f"✅ {await self._describe(member.guild)}", ephemeral=True)
+
+    @app_commands.command(name="show")
+    async def show(self, interaction: discord.Interaction) -> None:
+        """Who may use the bot and who may change characters here."""
+        member = await self._manager(interaction)
+        await interaction.response.send_message(await self._describe(member.guild), ephemeral=True)
+
+    @app_commands.command(name="role")
+    @app_commands.describe(role="The role members need to use the bot (leave out to let everyone)")
+    async def role(self, interaction: discord.Interaction, role: discord.Role | None = None) -> None:
+        """Choose the role members need to use the bot here."""
+        await self._choose(interaction, "required_role", role)
+
+    @app_commands.command(name="character-role")
+    @app_commands.describe(role="The role that may change characters besides Manage Server (leave out for none)")
+    async def character_role(self, interaction: discord.Interaction, role: discord.Role | None = None) -> None:
+        """Choose the role that may create, change and delete characters here."""
+        await self._choose(interaction, "character_role", role)
+
+    @app_commands.command(name="reset")
+    async def reset(self, interaction: discord.Interaction) -> None:
+        """Go back to the bot's default settings for this server."""
+        member = await self._manager(interaction)
+        await self.bot.server_settings.reset(member.guild.id)
+        await interaction.response.send_message(f"↩️ {await self._describe(member.guild)}", ephemeral=True)
+
+
+async def setup(bot: DiaBot) -> None:
+    await bot.add_cog(Settings(bot))
