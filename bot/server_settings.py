@@ -51,6 +51,11 @@ class ServerSettingsStore:
         }
         return ServerSettings(**rules)
 
+    async def role(self, guild_id: int, choice: Choice) -> str | None:
+        """The role that applies to one choice in the server (None: no role)."""
+        rules = await self.get(guild_id)
+        return (rules.required_role if choice == "required_role" else rules.character_role).role
+
     async def set_role(self, guild_id: int, choice: Choice, role_id: int | None) -> None:
         """The server's own choice: a role, or None for no role."""
         await self.redis.hset(_key(guild_id), choice, "" if role_id is None else str(role_id))

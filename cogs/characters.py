@@ -45,8 +45,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     async def _editor(self, interaction: discord.Interaction) -> discord.Member:
         """The caller, if they may change the cast: the server's character role, else Manage Server."""
         member = _member(interaction)
-        rules = await self.bot.server_settings.get(member.guild.id)
-        checks.may_edit_characters(member, rules.character_role.role)
+        checks.may_edit_characters(member, await self.bot.server_settings.role(member.guild.id, "character_role"))
         return member
 
     def _requester(self, interaction: discord.Interaction, member: discord.Member) -> casting.Requester:

@@ -34,7 +34,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="The 
         self.bot = bot
         super().__init__()
 
-    async def _manager(self, interaction: discord.Interaction) -> discord.Member:
+    def _manager(self, interaction: discord.Interaction) -> discord.Member:
         member = _member(interaction)
         checks.manages_server(member)  # Discord hides the commands from others, unless a server lets them see
         return member
@@ -50,7 +50,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="The 
         )
 
     async def _choose(self, interaction: discord.Interaction, choice: Choice, role: discord.Role | None) -> None:
-        member = await self._manager(interaction)
+        member = self._manager(interaction)
         if role is not None and role.is_default():
             role = None  # @everyone is every member: the same as no role
         await self.bot.server_settings.set_role(member.guild.id, choice, role.id if role is not None else None)
@@ -59,7 +59,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="The 
     @app_commands.command(name="show")
     async def show(self, interaction: discord.Interaction) -> None:
         """Who may use the bot and who may change characters here."""
-        member = await self._manager(interaction)
+        member = self._manager(interaction)
         await interaction.response.send_message(await self._describe(member.guild), ephemeral=True)
 
     @app_commands.command(name="role")
@@ -77,7 +77,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="The 
     @app_commands.command(name="reset")
     async def reset(self, interaction: discord.Interaction) -> None:
         """Go back to the bot's default settings for this server."""
-        member = await self._manager(interaction)
+        member = self._manager(interaction)
         await self.bot.server_settings.reset(member.guild.id)
         await interaction.response.send_message(f"↩️ {await self._describe(member.guild)}", ephemeral=True)
 

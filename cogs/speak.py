@@ -71,7 +71,7 @@ class Speak(commands.Cog):
         member = _member(interaction)
         guild = member.guild
         settings = self.bot.settings
-        checks.has_role(member, (await self.bot.server_settings.get(guild.id)).required_role.role)
+        checks.has_role(member, await self.bot.server_settings.role(guild.id, "required_role"))
         rules = TextRules(max_chars=settings.max_say_chars)
         names = await _names(guild, text) if len(text) <= rules.max_chars else (lambda kind, snowflake: None)
         spoken = speakable(text, names, rules)

@@ -34,7 +34,7 @@ class Voice(commands.Cog):
     async def join(self, interaction: discord.Interaction) -> None:
         """Bring the bot into your voice channel."""
         member = _member(interaction)
-        checks.has_role(member, (await self.bot.server_settings.get(member.guild.id)).required_role.role)
+        checks.has_role(member, await self.bot.server_settings.role(member.guild.id, "required_role"))
         channel = checks.caller_channel(member)
         checks.can_speak_in(channel, member.guild.me)
         player = self.bot.player(member.guild.id)

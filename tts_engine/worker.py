@@ -63,6 +63,11 @@ class WorkerConfig:
         beats reset a held job's idle time before it could look abandoned (DIA_RECLAIM_AFTER=2 in tests)."""
         return min(self.heartbeat_interval, self.reclaim_after / 4)
 
+    @property
+    def caching(self) -> bool:
+        """Whether lines are cached: a TTL or size of 0 turns the cache off (and Redis refuses a 0 ms expiry)."""
+        return int(self.cache_ttl * 1000) > 0 and self.cache_max_bytes > 0
+
 
 _Waiting = tuple[str, bytes, RenderJob]  # entry id, raw job, decoded job
 
@@ -257,9 +262,7 @@ class Worker:
             self.jobs_failed += 1
             return
         makes_voice = job.clip is not None or job.keep_voice is not None
-        # 0 turns the cache off (and Redis refuses a 0 ms expiry)
-        caching = int(self.config.cache_ttl * 1000) > 0 and self.config.cache_max_bytes > 0
-        cacheable = caching and not makes_voice  # a made voice must be stored every time
+        cacheable = self.config.caching and not makes_voice  # a made voice must be stored every time
         key = cache_key(job, voices, self.renderer.revision) if cacheable else None
         hit = self.store.cache_get(key) if key else None
         result = RenderResult()

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from tests.fakediscord import OPUS_SILENCE, FakeDiscord, Guild, Member, VoiceSession
+from tests.fakediscord import EPHEMERAL, OPUS_SILENCE, FakeDiscord, Guild, Interaction, Member, VoiceSession
 from tests.fakediscord.model import Channel
 from tests.helpers import TOKEN, env_without_settings
 from tests.queue.workers import WorkerProcess
@@ -194,6 +194,13 @@ async def rendered_packets(redis: Redis) -> dict[str, list[bytes]]:
                     attempts.setdefault(event.attempt, []).extend(event.packets)
         found[job_id] = attempts[max(attempts)] if attempts else []
     return found
+
+
+async def private_text(interaction: Interaction) -> str:
+    """The text of the first reply, which must be shown only to the member who asked (ephemeral)."""
+    reply = await interaction.reply()
+    assert int(reply.get("flags") or 0) & EPHEMERAL, f"shown only to its user: {reply}"
+    return str(reply["content"])
 
 
 def ended(session: VoiceSession) -> bool:

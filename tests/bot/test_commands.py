@@ -9,23 +9,13 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from tests.bot.conftest import World, frame_frequencies, make_world
-from tests.fakediscord import CONNECT, EPHEMERAL, MANAGE_GUILD, SPEAK, FakeDiscord, Interaction
+from tests.bot.conftest import World, frame_frequencies, make_world, private_text
+from tests.fakediscord import CONNECT, MANAGE_GUILD, SPEAK, FakeDiscord
 
 
 def near(frequency: float | None, target: float) -> bool:
     """Within the resolution of one 20 ms frame (50 Hz) of `target`; test tones are 200 Hz apart or more."""
     return frequency is not None and abs(frequency - target) < 60
-
-
-def _private(message: dict[str, object]) -> bool:
-    return bool(int(message.get("flags") or 0) & EPHEMERAL)
-
-
-async def _refused(interaction: Interaction) -> str:
-    reply = await interaction.reply()
-    assert _private(reply), f"a refusal is shown only to its user: {reply}"
-    return str(reply["content"])
 
 
 def _tones(world: World) -> object:
@@ -156,7 +146,7 @@ def test_sigusr1_prints_what_each_worker_thread_runs(tone_worker: object) -> Non
 async def test_no_worker_online(world: World, start_bot: object) -> None:
     await start_bot()  # type: ignore[operator]
     interaction = await world.discord.slash(world.guild, world.alice, world.text, "say", text="[S1] Anyone?")
-    assert "No voice worker is running" in await _refused(interaction)
+    assert "No voice worker is running" in await private_text(interaction)
     assert world.discord.sessions(world.guild) == [], "nothing joined for a line that cannot be spoken"
 
 
@@ -164,7 +154,7 @@ async def test_the_caller_must_be_in_voice(world: World, start_bot: object, tone
     tone_worker()  # type: ignore[operator]
     await start_bot()  # type: ignore[operator]
     interaction = await world.discord.slash(world.guild, world.bob, world.text, "say", text="[S1] Hi.")
-    assert "Join a voice channel first" in await _refused(interaction)
+    assert "Join a voice channel first" in await private_text(interaction)
 
 
 @pytest.mark.parametrize(("deny", "missing"), [(CONNECT, "Connect permission"), (SPEAK, "Speak permission")])
@@ -177,7 +167,7 @@ async def test_missing_permissions_are_named(
     tone_worker()  # type: ignore[operator]
     await start_bot()  # type: ignore[operator]
     interaction = await discord.slash(world.guild, world.alice, world.text, "say", text="[S1] Hi.")
-    assert f"missing the {missing} there" in await _refused(interaction)
+    assert f"missing the {missing} there" in await private_text(interaction)
 
 
 async def test_busy_in_another_channel(world: World, start_bot: object, tone_worker: object) -> None:
@@ -186,7 +176,7 @@ async def test_busy_in_another_channel(world: World, start_bot: object, tone_wor
     await world.say("[S1] 500")
     await world.discord.join_voice(world.guild, world.bob, world.cellar)
     interaction = await world.discord.slash(world.guild, world.bob, world.text, "say", text="[S1] Over here!")
-    assert "already speaking in" in await _refused(interaction)
+    assert "already speaking in" in await private_text(interaction)
 
 
 async def test_a_required_role(discord: FakeDiscord, start_bot: object, tone_worker: object) -> None:
@@ -197,7 +187,7 @@ async def test_a_required_role(discord: FakeDiscord, start_bot: object, tone_wor
     tone_worker()  # type: ignore[operator]
     await start_bot(DIA_REQUIRED_ROLE="Bard")  # type: ignore[operator]
     refused = await discord.slash(world.guild, world.alice, world.text, "say", text="[S1] Hi.")
-    assert "You need the Bard role" in await _refused(refused)
+    assert "You need the Bard role" in await private_text(refused)
     allowed = await world.say("[S1] Hi.", member=world.bob)
     assert "Speaking now" in str(allowed["content"])
 
@@ -212,7 +202,7 @@ async def test_only_listeners_or_managers_control_playback(
     await world.say("[S1] 500")
     for command in ("skip", "stop", "leave"):
         refused = await discord.slash(world.guild, world.bob, world.text, command)
-        assert "Only people in my voice channel" in await _refused(refused)
+        assert "Only people in my voice channel" in await private_text(refused)
     allowed = await discord.slash(world.guild, manager, world.text, "skip")
     assert "Skipped" in str((await allowed.reply())["content"])
 

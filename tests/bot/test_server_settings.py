@@ -3,14 +3,8 @@ defaults, without touching other servers."""
 
 from __future__ import annotations
 
-from tests.bot.conftest import make_world
-from tests.fakediscord import EPHEMERAL, MANAGE_GUILD, FakeDiscord, Interaction
-
-
-async def _answer(interaction: Interaction) -> str:
-    reply = await interaction.reply()
-    assert int(reply.get("flags") or 0) & EPHEMERAL, f"shown only to its user: {reply}"  # type: ignore[call-overload]
-    return str(reply["content"])
+from tests.bot.conftest import make_world, private_text
+from tests.fakediscord import MANAGE_GUILD, FakeDiscord
 
 
 async def test_managers_choose_the_roles_of_their_server(discord: FakeDiscord, start_bot: object) -> None:
@@ -23,7 +17,7 @@ async def test_managers_choose_the_roles_of_their_server(discord: FakeDiscord, s
     await start_bot(DIA_REQUIRED_ROLE="Druid")  # type: ignore[operator]
 
     async def run(member: object, command: str, /, **options: object) -> str:
-        return await _answer(await discord.slash(guild, member, world.text, command, **options))  # type: ignore[arg-type]
+        return await private_text(await discord.slash(guild, member, world.text, command, **options))  # type: ignore[arg-type]
 
     synced = discord.commands["settings"]
     assert int(synced["default_member_permissions"]) == MANAGE_GUILD, "Discord shows it to managers only"
@@ -60,7 +54,7 @@ async def test_managers_choose_the_roles_of_their_server(discord: FakeDiscord, s
 
     # Another server still follows the host.
     elsewhere = await discord.slash(other.guild, other.alice, other.text, "say", text="Hi.")
-    assert "needs the Druid role" in await _answer(elsewhere)
+    assert "needs the Druid role" in await private_text(elsewhere)
 
     reset = await run(gm, "settings reset")
     assert "the role Druid (not here) (the bot's default)" in reset and "Manage Server (the bot's default)" in reset
