@@ -6,8 +6,8 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from tests.bot.conftest import World, frame_frequencies
-from tests.bot.test_commands import _refused, near
+from tests.bot.conftest import World, frame_frequencies, private_text
+from tests.bot.test_commands import near
 from tts_engine import job_events, jobs
 
 BAD_INPUT = [
@@ -30,7 +30,7 @@ async def test_bad_input_gets_a_clear_private_reply(world: World, start_bot: obj
     await start_bot()  # type: ignore[operator]
     for text, message in BAD_INPUT:
         interaction = await world.discord.slash(world.guild, world.alice, world.text, "say", text=text)
-        assert message.lower() in (await _refused(interaction)).lower(), text
+        assert message.lower() in (await private_text(interaction)).lower(), text
     assert world.discord.sessions(world.guild) == [], "no bad line joined or queued anything"
     reply = await world.say("[S1] 900")  # and the bot still works
     assert "Speaking now" in str(reply["content"])
