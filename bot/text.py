@@ -18,6 +18,18 @@ from tts_engine.script import Item, ScriptInvalid, ScriptLimits, parse
 _MENTION = re.compile(r"<(@!?|@&|#)(\d{15,21})>")
 _EMOJI = re.compile(r"<a?:(\w{2,32}):\d{15,21}>")
 _URL = re.compile(r"<?https?://[^\s>]+>?")  # with or without Discord's <...> that suppresses the embed
+# Discord markdown (support.discord.com, "Markdown Text 101"): what it formats is read, the marks are not.
+_CODE_BLOCK = re.compile(r"```.*?```", re.DOTALL)
+_SPOILER = re.compile(r"\|\|.+?\|\|", re.DOTALL)
+_MASKED_LINK = re.compile(r"\[([^\[\]\n]+)\]\(<?https?://[^\s)>]+>?\)")
+_LINE_MARK = re.compile(r"^[ \t]*(?:>>> |> |#{1,3} |-# )", re.MULTILINE)
+# Emphasis needs a mark on each side that hugs its words; `_` also needs no letter outside it, as in Discord,
+# so a character name like [Old_Tom] keeps its underscore.
+_EMPHASIS = (
+    re.compile(r"(\*\*|~~|`)(?=\S)(.+?)(?<=\S)\1"),
+    re.compile(r"(?<![*\w])(\*)(?=[^\s*])(.+?)(?<=[^\s*])\*(?![*\w])"),
+    re.compile(r"(?<!\w)(__?)(?=[^\s_])(.+?)(?<=[^\s_])\1(?!\w)"),
+)
 
 
 class TextRejected(ValueError):
@@ -72,8 +84,24 @@ def speakable(text: str, names: Callable[[str, int], str | None], rules: TextRul
         return name if name is not None else {"@": "someone", "@&": "a role", "#": "a channel"}[kind]
 
     text = _MENTION.sub(mention, text)
-    text = _EMOJI.sub(lambda m: m.group(1).replace("_", " "), text)
-    return _URL.sub("a link", text).replace("\t", " ")
+    text = _EMOJI.sub(lambda m: m.group(1).replace("_", " "), _unformat(text))
+    return _URL.sub("a link", text).replace("\t", " ").strip()
+
+
+def _unformat(text: str) -> str:
+    """Discord markdown read as a listener would want it: bold, italics, underline, strikethrough and inline code
+    are their words; a masked link its label; quote, heading and subtext marks go. A code block is "a code
+    block" and a spoiler "a spoiler": hidden text stays hidden, whoever asks to hear the message."""
+    text = _CODE_BLOCK.sub(" a code block ", text)
+    text = _SPOILER.sub("a spoiler", text)
+    text = _MASKED_LINK.sub(lambda m: m.group(1), text)
+    text = _LINE_MARK.sub("", text)
+    previous = None
+    while previous != text:  # nested marks, like ***both*** or __*both*__, come off a layer at a time
+        previous = text
+        for pattern in _EMPHASIS:
+            text = pattern.sub(lambda m: m.group(2), text)
+    return text
 
 
 def _is_zalgo(text: str) -> bool:

@@ -50,6 +50,17 @@ async def _names(guild: discord.Guild, text: str) -> Callable[[str, int], str | 
 class Speak(commands.Cog):
     def __init__(self, bot: DiaBot) -> None:
         self.bot = bot
+        # A context menu cannot be a decorated cog method (discord.py's FAQ): it is made here and added to the
+        # tree while the cog is loaded.
+        self.message_menu = app_commands.guild_only(
+            app_commands.ContextMenu(name="Speak message", callback=self.speak_message)
+        )
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.message_menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.message_menu.name, type=self.message_menu.type)
 
     @app_commands.command(name="say")
     @app_commands.guild_only()
@@ -68,6 +79,26 @@ class Speak(commands.Cog):
         seed: app_commands.Range[int, 0, SEEDS - 1] | None = None,
     ) -> None:
         """Speak a line in your voice channel: [S1]/[S2] for voices, (laughs) and other sounds, (pause 1s)."""
+        await self._speak(interaction, text, export=export, speed=speed, seed=seed)
+
+    async def speak_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """The message menu's "Speak message": a message's text, read as `/say` would read it. A message can hold
+        what a slash option cannot (new lines), so a game master can write a scene in a channel beforehand and
+        play it from there with two clicks. Discord sends the content of the message the menu is used on, so no
+        privileged intent is needed."""
+        if not message.content.strip():
+            raise UserFacingError("that message has no text to speak (only attachments, embeds or stickers)")
+        await self._speak(interaction, message.content)
+
+    async def _speak(
+        self,
+        interaction: discord.Interaction,
+        text: str,
+        *,
+        export: bool = False,
+        speed: float = 1.0,
+        seed: int | None = None,
+    ) -> None:
         member = _member(interaction)
         guild = member.guild
         settings = self.bot.settings

@@ -74,6 +74,17 @@ def names(kind: str, snowflake: int) -> str | None:
         ("<a:party_parrot:123456789012345678> yay", "party parrot yay"),
         ("see https://x.org/a?b=c and <https://y.org>", "see a link and a link"),
         ("[S1] one\ttwo", "[S1] one two"),
+        # Discord markdown: the words are read, the marks are not; hidden text stays hidden.
+        ("[S1] **Hold** the *line*, __now__! ~~no~~ `code` _soft_", "[S1] Hold the line, now! no code soft"),
+        ("***both*** __*mixed*__ **bold *inside* it**", "both mixed bold inside it"),
+        ("> quoted\n# Heading\n-# small print\nplain", "quoted\nHeading\nsmall print\nplain"),
+        ("see [the map](https://x.org/m) now", "see the map now"),
+        ("the killer is ||the butler|| I think", "the killer is a spoiler I think"),
+        ("run this:\n```py\nprint(1)\n```", "run this:\n a code block"),
+        ("[S1] Ha! *(laughs)*", "[S1] Ha! (laughs)"),
+        # Not markdown: names with underscores, arithmetic, a lone star.
+        ("[Old_Tom] Hi [Guard_Captain] snake_case_name", "[Old_Tom] Hi [Guard_Captain] snake_case_name"),
+        ("5 * 3 = 15, a*b*c", "5 * 3 = 15, a*b*c"),
     ],
 )
 def test_text_becomes_speakable(text: str, spoken: str) -> None:

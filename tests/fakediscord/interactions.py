@@ -4,6 +4,9 @@ Shapes follow discord-api-docs (interactions/receiving-and-responding) as discor
 - a subcommand is an option of type 1 inside the command, a subcommand group one of type 2 around it; an
   attachment option (type 11) carries an attachment id resolved in `data.resolved.attachments`, a role option
   (type 8) a role id resolved in `data.resolved.roles`;
+- a message command (command type 3, from a message's context menu) names its message in `data.target_id` and
+  carries it, content included, in `data.resolved.messages` (the one case where an app without the
+  message-content intent is sent a member's message text);
 - a component interaction carries the `message` its component is on: discord.py routes it to the View stored
   under that message id, which it takes from the callback's `response_message_id` (initial response) or the
   returned message (follow-ups and edits), so every one of those must name the real message;
@@ -29,6 +32,7 @@ from tests.fakediscord.model import Channel, Guild, Member, Role, Upload, User, 
 
 APPLICATION_ID = 900_000_000_000_000_000
 COMMAND, COMPONENT, AUTOCOMPLETE = 2, 3, 4  # interaction types
+CHAT_INPUT, MESSAGE_COMMAND = 1, 3  # application command types: slash commands, a message's context menu
 SUB_COMMAND, SUB_COMMAND_GROUP, ROLE, ATTACHMENT = 1, 2, 8, 11  # option types
 # Callback (response) types.
 CHANNEL_MESSAGE, DEFERRED_MESSAGE, DEFERRED_UPDATE, UPDATE_MESSAGE, CHOICES = 4, 5, 6, 7, 8

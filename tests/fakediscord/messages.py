@@ -138,9 +138,19 @@ class Store:
         self.attachments[attachment_id] = attachment
         return attachment
 
-    def create(self, channel_id: int, body: dict[str, Any], uploads: list[Upload], **extra: Any) -> Message:
+    def create(
+        self,
+        channel_id: int,
+        body: dict[str, Any],
+        uploads: list[Upload],
+        *,
+        author: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> Message:
+        """A new message, by the bot unless `author` (a user payload) says otherwise."""
         kind = 20 if "interaction_metadata" in extra else 0  # CHAT_INPUT_COMMAND for interaction messages
-        message = Message(snowflake(), channel_id, self.author, flags=int(body.get("flags") or 0), type=kind)
+        flags = int(body.get("flags") or 0)
+        message = Message(snowflake(), channel_id, author or self.author, flags=flags, type=kind)
         message.extra = extra
         self._apply(message, body, uploads)
         self.messages[message.id] = message

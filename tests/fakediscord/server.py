@@ -21,14 +21,16 @@ from tests.fakediscord.certs import self_signed_context
 from tests.fakediscord.interactions import (
     APPLICATION_ID,
     AUTOCOMPLETE,
+    CHAT_INPUT,
     COMMAND,
     COMPONENT,
+    MESSAGE_COMMAND,
     Desk,
     Interaction,
     command_options,
 )
 from tests.fakediscord.messages import EPHEMERAL, Message, MessageRef, Posted, Store, error, json_response, read_body
-from tests.fakediscord.model import TEXT, Channel, Guild, Member, User, snowflake
+from tests.fakediscord.model import TEXT, Channel, Guild, Member, Upload, User, snowflake
 from tests.fakediscord.voice import VoiceServer, VoiceSession
 
 __all__ = ["APPLICATION_ID", "EPHEMERAL", "FakeDiscord", "Interaction", "Posted"]
@@ -134,6 +136,28 @@ class FakeDiscord:
             data["resolved"] = resolved
         return await self._interact(COMMAND, name, (guild, member, channel), data)
 
+    def user_message(self, member: Member, channel: Channel, content: str, *uploads: Upload) -> Message:
+        """`member` posts `content` (and files) in `channel`. Like Discord to an app without the message-content
+        intent, the emulator sends the bot no event for it: the bot learns of it through `message_command`."""
+        return self.store.create(channel.id, {"content": content}, list(uploads), author=member.user.payload())
+
+    async def message_command(
+        self, guild: Guild, member: Member, channel: Channel, name: str, message: Message, /
+    ) -> Interaction:
+        """`member` picks Apps > `name` in `message`'s context menu. Like a real client, it offers only what the bot
+        synced as a message command."""
+        synced = self.commands.get(name)
+        if synced is None or synced.get("type") != MESSAGE_COMMAND:
+            menus = [n for n, c in self.commands.items() if c.get("type") == MESSAGE_COMMAND]
+            raise LookupError(f"the bot synced no message command {name!r} (it has {menus})")
+        payload = {**message.payload(), "guild_id": str(guild.id)}
+        data = {
+            **self._command_data(guild, name, [], kind=MESSAGE_COMMAND), "target_id": str(message.id),
+            "resolved": {"messages": {str(message.id): payload}},
+        }  # fmt: skip
+        del data["options"]
+        return await self._interact(COMMAND, name, (guild, member, channel), data)
+
     async def click(
         self,
         guild: Guild,
@@ -194,9 +218,11 @@ class FakeDiscord:
 
         await asyncio.wait_for(run(), timeout)
 
-    def _command_data(self, guild: Guild, top: str, options: list[dict[str, Any]]) -> dict[str, Any]:
+    def _command_data(
+        self, guild: Guild, top: str, options: list[dict[str, Any]], *, kind: int = CHAT_INPUT
+    ) -> dict[str, Any]:
         synced = self.commands.get(top, {})
-        data = {"id": synced.get("id", str(snowflake())), "name": top, "type": 1, "options": options}
+        data = {"id": synced.get("id", str(snowflake())), "name": top, "type": kind, "options": options}
         # Discord names the guild only for guild commands (an unsynced one is taken to be the guild's).
         # Commands synced to one dev guild stay usable in every emulated guild, as the tests need.
         if not synced or "guild_id" in synced:
@@ -373,7 +399,9 @@ class FakeDiscord:
     def _sync(self, commands: list[dict[str, Any]], guild: str | None) -> list[dict[str, Any]]:
         synced = []
         for command in commands:
-            entry = {**command, "id": str(snowflake()), "application_id": str(APPLICATION_ID), "version": "1"}
+            # Discord answers with every field; a context menu's description is "" (discord.py reads it).
+            entry = {"description": "", **command, "id": str(snowflake()), "application_id": str(APPLICATION_ID),
+                     "version": "1"}  # fmt: skip
             if guild is not None:
                 entry["guild_id"] = guild
             self.commands[command["name"]] = entry
