@@ -27,7 +27,7 @@ from tts_engine.jobs import QueueLimits
 log = logging.getLogger(__name__)
 
 # Cogs arrive by name so the bot never imports them as modules.
-EXTENSIONS: tuple[str, ...] = ("cogs.voice", "cogs.speak", "cogs.characters", "cogs.settings")
+EXTENSIONS: tuple[str, ...] = ("cogs.voice", "cogs.speak", "cogs.characters", "cogs.settings", "cogs.help")
 
 
 def point_discord_at(settings: BotSettings) -> None:
