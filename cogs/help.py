@@ -1,4 +1,4 @@
-"""/help: what the bot does and how to write for it, shown only to the member who asks.
+"""/help and /status: how to write for the bot, and whether its voice workers are up, shown only to who asks.
 
 The command list is read from the command tree, so it names every command the bot has (a test checks it against
 what was synced); the sounds come from the script parser's own list, and the characters from the server's cast.
@@ -12,6 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from tts_engine import jobs
 from tts_engine.characters import Cast
 from tts_engine.script import CUES
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from bot.client import DiaBot
 
 SHOWN_CHARACTERS = 20
+SHOWN_WORKERS = 10
 # How a member finds the message menu, which has no slash to type.
 MENU_PATH = "right-click a message (long-press on a phone) > Apps >"
 
@@ -81,6 +83,40 @@ class Help(commands.Cog):
             characters += "`/character design` finds a new one. Then `[Name]` speaks with it."
         embed.add_field(name="Characters", value=_fit(characters), inline=False)
         await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    @app_commands.command(name="status")
+    @app_commands.guild_only()
+    async def status(self, interaction: discord.Interaction) -> None:
+        """Whether the voice workers are up, how busy they are, and this server's queue."""
+        assert interaction.guild_id is not None
+        workers = await jobs.live_workers(self.bot.redis)
+        if not workers:
+            await interaction.response.send_message(
+                "🔴 No voice worker is online, so nothing can be spoken now. The bot's host starts one with "
+                "`python -m tts_engine worker` (or `make run`).",
+                ephemeral=True,
+            )
+            return
+        rendering = sum(len(w.get("current_jobs") or []) for w in workers)
+        slots = sum(int(w.get("slots") or 1) for w in workers)
+        waiting = max(0, await jobs.unfinished(self.bot.redis) - rendering)
+        count = f"{len(workers)} voice worker{'s' if len(workers) > 1 else ''}"
+        plural = "s" if rendering != 1 else ""
+        lines = [
+            f"🟢 {count} online. Rendering: {rendering} line{plural} ({slots} at most at once); waiting: {waiting}."
+        ]
+        for worker in workers[:SHOWN_WORKERS]:
+            where = f"{worker.get('device', '?')}, {worker.get('dtype', '?')}"
+            busy = f"rendering {len(worker.get('current_jobs') or [])} of {worker.get('slots', '?')}"
+            lines.append(f"• `{worker.get('host', '?')}` ({where}): {busy}, {int(worker.get('jobs_done') or 0):,} done")
+        if len(workers) > SHOWN_WORKERS:
+            lines.append(f"• and {len(workers) - SHOWN_WORKERS} more")
+        player = self.bot.player(interaction.guild_id)
+        client = player.voice_client()
+        here = f"in {client.channel.mention}" if client is not None and client.is_connected() else "not in voice"
+        queued = len(player.lines) + (player.current is not None)
+        lines.append(f"This server: {here}, {queued} line{'s' if queued != 1 else ''} queued (`/queue` lists them).")
+        await interaction.response.send_message("\n".join(lines), ephemeral=True)
 
 
 def _fit(text: str, limit: int = 1024) -> str:

@@ -378,6 +378,12 @@ async def queued(redis: Redis, guild_id: int) -> list[str]:
     return [member.decode() for member in members]
 
 
+async def unfinished(redis: Redis) -> int:
+    """Lines queued or rendering, for every server: the job stream's entries (a worker deletes a job's entry as it
+    finishes, fails or drops it)."""
+    return int(await redis.xlen(JOBS))
+
+
 async def live_workers(redis: Redis) -> list[dict[str, Any]]:
     """What each live worker last reported (id, model, device, jobs done, current job)."""
     seconds, micros = await redis.time()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from redis.asyncio import Redis
 
-from tests.bot.conftest import World
+from tests.bot.conftest import World, private_text
 from tests.fakediscord import EPHEMERAL
 from tts_engine.characters import DEFAULT, Character, MoodVoice, chars_key, encode_character
 from tts_engine.script import CUES
@@ -40,3 +43,23 @@ async def test_help_names_every_command_and_sound(world: World, start_bot: objec
             chars_key(world.guild.id), name.casefold(), encode_character(Character(name, {DEFAULT: voice}))
         )
     assert "`[Bram]`, `[Old Tom]`" in (await _help(world))["Characters"]
+
+
+async def test_status_tells_whether_workers_are_up_and_busy(
+    world: World, start_bot: object, tone_worker: object
+) -> None:
+    await start_bot()  # type: ignore[operator]
+
+    async def status() -> str:
+        return await private_text(await world.discord.slash(world.guild, world.bob, world.text, "status"))
+
+    assert "No voice worker is online" in await status()
+    tone_worker("--seconds", "8", "--pace")  # type: ignore[operator]
+    await world.say("[S1] 500")
+    deadline = time.monotonic() + 20
+    while "Rendering: 1 line " not in (shown := await status()):  # workers report what they do every 2 s
+        assert time.monotonic() < deadline, shown
+        await asyncio.sleep(0.2)
+    assert "🟢 1 voice worker online" in shown and "waiting: 0" in shown, shown
+    assert "(cpu, float32): rendering 1 of 1, 0 done" in shown, shown
+    assert f"This server: in <#{world.tavern.id}>, 1 line queued" in shown, shown

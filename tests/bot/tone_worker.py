@@ -68,7 +68,11 @@ def main() -> int:
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     renderer = ToneRenderer(args.seconds, args.level, args.pace, args.stall_at, args.stall)
     worker = Worker(
-        redis.Redis.from_url(args.redis_url), redis.Redis.from_url(args.redis_url), renderer, WorkerConfig(block_ms=100)
+        redis.Redis.from_url(args.redis_url),
+        redis.Redis.from_url(args.redis_url),
+        renderer,
+        WorkerConfig(block_ms=100),
+        {"model": "tone", "device": "cpu", "dtype": "float32"},  # what tts_engine/__main__.py reports
     )
     install_signals(worker)
     with contextlib.suppress(ColdShutdown):
