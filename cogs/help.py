@@ -105,10 +105,11 @@ class Help(commands.Cog):
         lines = [
             f"🟢 {count} online. Rendering: {rendering} line{plural} ({slots} at most at once); waiting: {waiting}."
         ]
-        for worker in workers[:SHOWN_WORKERS]:
+        # Numbered, not named: a worker's host name is the host's business, not every member's.
+        for number, worker in enumerate(workers[:SHOWN_WORKERS], start=1):
             where = f"{worker.get('device', '?')}, {worker.get('dtype', '?')}"
             busy = f"rendering {len(worker.get('current_jobs') or [])} of {worker.get('slots', '?')}"
-            lines.append(f"• `{worker.get('host', '?')}` ({where}): {busy}, {int(worker.get('jobs_done') or 0):,} done")
+            lines.append(f"• worker {number} ({where}): {busy}, {int(worker.get('jobs_done') or 0):,} done")
         if len(workers) > SHOWN_WORKERS:
             lines.append(f"• and {len(workers) - SHOWN_WORKERS} more")
         player = self.bot.player(interaction.guild_id)

@@ -61,5 +61,5 @@ async def test_status_tells_whether_workers_are_up_and_busy(
         assert time.monotonic() < deadline, shown
         await asyncio.sleep(0.2)
     assert "🟢 1 voice worker online" in shown and "waiting: 0" in shown, shown
-    assert "(cpu, float32): rendering 1 of 1, 0 done" in shown, shown
+    assert "• worker 1 (cpu, float32): rendering 1 of 1, 0 done" in shown, shown
     assert f"This server: in <#{world.tavern.id}>, 1 line queued" in shown, shown
