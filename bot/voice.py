@@ -157,6 +157,16 @@ class GuildPlayer:
     def busy(self) -> bool:
         return self.current is not None or bool(self.lines)
 
+    @property
+    def queued(self) -> int:
+        """Lines playing or waiting to play."""
+        return len(self.lines) + (self.current is not None)
+
+    def channel(self) -> discord.VoiceChannel | discord.StageChannel | None:
+        """The voice channel the bot is connected to in this guild, if any."""
+        client = self.voice_client()
+        return client.channel if client is not None and client.is_connected() else None
+
     def voice_client(self) -> discord.VoiceClient | None:
         guild = self.services.guild()
         client = guild.voice_client if guild is not None else None
@@ -165,7 +175,7 @@ class GuildPlayer:
     async def enqueue(self, line: Line) -> int:
         """Queue `line` (saved first, so a restart cannot lose it); returns how many lines play before it."""
         await self._keep("saving", self.services.saved.save(self.services.guild_id, line))
-        ahead = len(self.lines) + (self.current is not None)
+        ahead = self.queued
         self.lines.append(line)
         self.held = False
         self._kick()

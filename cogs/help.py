@@ -113,9 +113,8 @@ class Help(commands.Cog):
         if len(workers) > SHOWN_WORKERS:
             lines.append(f"• and {len(workers) - SHOWN_WORKERS} more")
         player = self.bot.player(interaction.guild_id)
-        client = player.voice_client()
-        here = f"in {client.channel.mention}" if client is not None and client.is_connected() else "not in voice"
-        queued = len(player.lines) + (player.current is not None)
+        here = f"in {current.mention}" if (current := player.channel()) is not None else "not in voice"
+        queued = player.queued
         lines.append(f"This server: {here}, {queued} line{'s' if queued != 1 else ''} queued (`/queue` lists them).")
         await interaction.response.send_message("\n".join(lines), ephemeral=True)
 

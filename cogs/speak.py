@@ -123,9 +123,7 @@ class Speak(commands.Cog):
         channel = checks.caller_channel(member)
         checks.can_speak_in(channel, guild.me)
         player = self.bot.player(guild.id)
-        client = player.voice_client()
-        current = client.channel if client is not None and client.is_connected() else None
-        checks.not_busy_elsewhere(current, channel, player.busy)
+        checks.not_busy_elsewhere(player.channel(), channel, player.busy)
 
         max_tokens = round(settings.max_line_seconds * FRAMES_PER_SECOND) + 2
         params = jobs.RenderParams(max_tokens=max_tokens, seed=seed, speed=speed)

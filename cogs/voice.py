@@ -25,10 +25,6 @@ class Voice(commands.Cog):
     def __init__(self, bot: DiaBot) -> None:
         self.bot = bot
 
-    def _current(self, guild_id: int) -> checks.VoiceChannel | None:
-        client = self.bot.player(guild_id).voice_client()
-        return client.channel if client is not None and client.is_connected() else None
-
     @app_commands.command(name="join")
     @app_commands.guild_only()
     async def join(self, interaction: discord.Interaction) -> None:
@@ -38,7 +34,7 @@ class Voice(commands.Cog):
         channel = checks.caller_channel(member)
         checks.can_speak_in(channel, member.guild.me)
         player = self.bot.player(member.guild.id)
-        checks.not_busy_elsewhere(self._current(member.guild.id), channel, player.busy)
+        checks.not_busy_elsewhere(player.channel(), channel, player.busy)
         await interaction.response.defer(thinking=True)
         try:
             await player.connect(channel)
@@ -51,7 +47,7 @@ class Voice(commands.Cog):
     async def leave(self, interaction: discord.Interaction) -> None:
         """Make the bot leave the voice channel, dropping its queue."""
         member = _member(interaction)
-        current = self._current(member.guild.id)
+        current = self.bot.player(member.guild.id).channel()
         if current is None:
             raise UserFacingError("I am not in a voice channel")
         checks.may_control(member, current)
@@ -63,8 +59,9 @@ class Voice(commands.Cog):
     async def skip(self, interaction: discord.Interaction) -> None:
         """Stop the line being spoken and go on with the next one."""
         member = _member(interaction)
-        checks.may_control(member, self._current(member.guild.id))
-        skipped = await self.bot.player(member.guild.id).skip()
+        player = self.bot.player(member.guild.id)
+        checks.may_control(member, player.channel())
+        skipped = await player.skip()
         if skipped is None:
             raise UserFacingError("nothing is being spoken right now")
         await interaction.response.send_message(f"⏭️ Skipped: {skipped.preview}")
@@ -74,8 +71,9 @@ class Voice(commands.Cog):
     async def stop(self, interaction: discord.Interaction) -> None:
         """Stop speaking and clear every queued line of this server."""
         member = _member(interaction)
-        checks.may_control(member, self._current(member.guild.id))
-        dropped = await self.bot.player(member.guild.id).stop()
+        player = self.bot.player(member.guild.id)
+        checks.may_control(member, player.channel())
+        dropped = await player.stop()
         await interaction.response.send_message(f"⏹️ Stopped; {dropped} line{'s' if dropped != 1 else ''} dropped.")
 
     @app_commands.command(name="queue")

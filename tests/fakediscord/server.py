@@ -152,10 +152,9 @@ class FakeDiscord:
             raise LookupError(f"the bot synced no message command {name!r} (it has {menus})")
         payload = {**message.payload(), "guild_id": str(guild.id)}
         data = {
-            **self._command_data(guild, name, [], kind=MESSAGE_COMMAND), "target_id": str(message.id),
+            **self._command_data(guild, name, None, kind=MESSAGE_COMMAND), "target_id": str(message.id),
             "resolved": {"messages": {str(message.id): payload}},
         }  # fmt: skip
-        del data["options"]
         return await self._interact(COMMAND, name, (guild, member, channel), data)
 
     async def click(
@@ -219,10 +218,13 @@ class FakeDiscord:
         await asyncio.wait_for(run(), timeout)
 
     def _command_data(
-        self, guild: Guild, top: str, options: list[dict[str, Any]], *, kind: int = CHAT_INPUT
+        self, guild: Guild, top: str, options: list[dict[str, Any]] | None, *, kind: int = CHAT_INPUT
     ) -> dict[str, Any]:
+        """The interaction's `data` for command `top`: a slash command's `options`; None for a context menu's."""
         synced = self.commands.get(top, {})
-        data = {"id": synced.get("id", str(snowflake())), "name": top, "type": kind, "options": options}
+        data: dict[str, Any] = {"id": synced.get("id", str(snowflake())), "name": top, "type": kind}
+        if options is not None:
+            data["options"] = options
         # Discord names the guild only for guild commands (an unsynced one is taken to be the guild's).
         # Commands synced to one dev guild stay usable in every emulated guild, as the tests need.
         if not synced or "guild_id" in synced:
