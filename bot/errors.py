@@ -1,4 +1,4 @@
-"""User mistakes and the one app-command error handler (python-discord's ErrorHandler idea).
+"""User mistakes and the one error handler, for app commands and for buttons (python-discord's ErrorHandler idea).
 
 A `UserFacingError` (or a rejected text or job) becomes an ephemeral reply saying what to change; anything else
 is a bug: it is logged once with the command, guild and user, and the user gets a short apology.
@@ -58,19 +58,23 @@ async def reply_privately(interaction: discord.Interaction, message: str) -> Non
     await interaction.followup.send(message, ephemeral=True)
 
 
-async def on_app_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
-    original = getattr(error, "original", error)
-    if isinstance(original, UserFacingError | TextRejected | SubmitRejected | CastError):
-        message = _sentence(str(original))
+async def report(interaction: discord.Interaction, error: Exception, where: str) -> None:
+    """Tell the user what went wrong with `where` (a command or a button), privately: their mistake as it is,
+    anything else as a short apology, logged once with the guild and user."""
+    if isinstance(error, UserFacingError | TextRejected | SubmitRejected | CastError):
+        message = _sentence(str(error))
     elif isinstance(error, app_commands.CheckFailure):
         message = _sentence(str(error)) or "You cannot use this command here."
     else:
-        command = interaction.command.qualified_name if interaction.command else "?"
-        log.error(
-            "/%s failed (guild %s, user %s)", command, interaction.guild_id, interaction.user.id, exc_info=original
-        )
+        log.error("%s failed (guild %s, user %s)", where, interaction.guild_id, interaction.user.id, exc_info=error)
         message = "Something went wrong on my side; the bot's host can find the details in its log."
     try:
         await reply_privately(interaction, f"⚠️ {message}")
     except discord.HTTPException:
         log.warning("could not tell user %s about: %s", interaction.user.id, message)
+
+
+async def on_app_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+    original = getattr(error, "original", error)
+    command = interaction.command.qualified_name if interaction.command else "?"
+    await report(interaction, original if isinstance(original, Exception) else error, f"/{command}")

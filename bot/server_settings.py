@@ -17,7 +17,7 @@ Choice = Literal["required_role", "character_role"]
 CHOICES: tuple[Choice, ...] = ("required_role", "character_role")
 
 
-def _key(guild_id: int) -> str:
+def settings_key(guild_id: int) -> str:
     return f"dia:guild:{guild_id}:settings"
 
 
@@ -43,7 +43,7 @@ class ServerSettingsStore:
         self.defaults = defaults
 
     async def get(self, guild_id: int) -> ServerSettings:
-        raw: Any = await self.redis.hgetall(_key(guild_id))
+        raw: Any = await self.redis.hgetall(settings_key(guild_id))
         own = {key.decode(): value.decode() for key, value in raw.items()}
         rules = {
             choice: RoleRule(own[choice] or None, True) if choice in own else RoleRule(self.defaults[choice], False)
@@ -58,8 +58,8 @@ class ServerSettingsStore:
 
     async def set_role(self, guild_id: int, choice: Choice, role_id: int | None) -> None:
         """The server's own choice: a role, or None for no role."""
-        await self.redis.hset(_key(guild_id), choice, "" if role_id is None else str(role_id))
+        await self.redis.hset(settings_key(guild_id), choice, "" if role_id is None else str(role_id))
 
     async def reset(self, guild_id: int) -> None:
         """Back to the host's settings."""
-        await self.redis.delete(_key(guild_id))
+        await self.redis.delete(settings_key(guild_id))

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 import secrets
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
+from redis.exceptions import RedisError
 
-from bot import checks
-from bot.errors import UserFacingError, submit
+from bot import checks, takes
+from bot.errors import UserFacingError, report, submit
 from bot.text import TextRules, mentioned, script_items, speakable
 from bot.voice import Line
 from cogs.voice import _member
@@ -22,6 +25,8 @@ from tts_engine.scene import FRAMES_PER_SECOND, VoiceRef
 
 if TYPE_CHECKING:
     from bot.client import DiaBot
+
+log = logging.getLogger(__name__)
 
 PREVIEW = 80
 MAX_SEGMENTS = 64  # what one job may carry (tts_engine/jobs.py)
@@ -47,6 +52,38 @@ async def _names(guild: discord.Guild, text: str) -> Callable[[str, int], str | 
     return lambda kind, snowflake: names.get((kind, snowflake))
 
 
+AgainButton = discord.ui.Button[discord.ui.View]
+
+
+class PlayAgain(discord.ui.DynamicItem[AgainButton], template=r"dia:again:(?P<job>[0-9a-f]{32})"):
+    """The **Play again** button of a reply: queues that take again in the presser's voice channel, with the
+    checks and limits of /say. Its custom id names the take, so the button works after a restart too."""
+
+    def __init__(self, job_id: str) -> None:
+        button: AgainButton = discord.ui.Button(
+            label="Play again", emoji="🔁", style=discord.ButtonStyle.secondary, custom_id=f"dia:again:{job_id}"
+        )
+        super().__init__(button)
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> PlayAgain:
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        # discord.py only logs what a dynamic item raises: the user hears of it from the bot's one handler.
+        try:
+            bot = interaction.client
+            cog = bot.get_cog(Speak.__cog_name__) if isinstance(bot, commands.Bot) else None
+            if not isinstance(cog, Speak):
+                raise UserFacingError("I am starting up or shutting down; try again in a moment")
+            await cog.play_again(interaction, self.job_id)
+        except Exception as exc:
+            await report(interaction, exc, "Play again")
+
+
 class Speak(commands.Cog):
     def __init__(self, bot: DiaBot) -> None:
         self.bot = bot
@@ -58,9 +95,11 @@ class Speak(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.message_menu)
+        self.bot.add_dynamic_items(PlayAgain)
 
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.message_menu.name, type=self.message_menu.type)
+        self.bot.remove_dynamic_items(PlayAgain)
 
     @app_commands.command(name="say")
     @app_commands.guild_only()
@@ -120,11 +159,6 @@ class Speak(commands.Cog):
         segments = tuple(jobs.Segment(text=p.text, voices=p.voices, pause_after=p.pause_after) for p in planned)
         if len(segments) > MAX_SEGMENTS:
             raise UserFacingError(f"that is {len(segments)} parts to render; at most {MAX_SEGMENTS}: split it up")
-        channel = checks.caller_channel(member)
-        checks.can_speak_in(channel, guild.me)
-        player = self.bot.player(guild.id)
-        checks.not_busy_elsewhere(player.channel(), channel, player.busy)
-
         max_tokens = round(settings.max_line_seconds * FRAMES_PER_SECOND) + 2
         params = jobs.RenderParams(max_tokens=max_tokens, seed=seed, speed=speed)
         # Every take gets a seed the user can give back; the worker caches each line under it, so asking for
@@ -138,6 +172,20 @@ class Speak(commands.Cog):
             export=export,
             render_seed=seed if seed is not None else secrets.randbelow(SEEDS),
         )
+        preview = discord.utils.escape_markdown(" ".join(spoken.split()))
+        preview = preview if len(preview) <= PREVIEW else preview[: PREVIEW - 1] + "…"
+        await self.play(interaction, member, job, preview)
+
+    async def play(
+        self, interaction: discord.Interaction, member: discord.Member, job: jobs.RenderJob, preview: str
+    ) -> None:
+        """Queue `job` in the caller's voice channel and answer with where it is in the queue, its seed and a
+        **Play again** button."""
+        guild = member.guild
+        channel = checks.caller_channel(member)
+        checks.can_speak_in(channel, guild.me)
+        player = self.bot.player(guild.id)
+        checks.not_busy_elsewhere(player.channel(), channel, player.busy)
         await submit(self.bot.redis, job, self.bot.limits, timeout=2.0)  # well inside the 3 s to answer
         await interaction.response.defer(thinking=True)
         try:
@@ -145,14 +193,30 @@ class Speak(commands.Cog):
         except (TimeoutError, discord.ClientException) as exc:
             await jobs.cancel(self.bot.redis, job.job_id)  # never rendered for nobody
             raise UserFacingError(f"I could not join {channel.mention} ({exc or 'timed out'}); try again") from None
-        preview = discord.utils.escape_markdown(" ".join(spoken.split()))
-        preview = preview if len(preview) <= PREVIEW else preview[: PREVIEW - 1] + "…"
         assert interaction.channel_id is not None
-        line = Line(job.job_id, member.id, interaction.channel_id, channel.id, preview, export=export)
+        line = Line(job.job_id, member.id, interaction.channel_id, channel.id, preview, export=job.export)
         ahead = await player.enqueue(line)
+        try:
+            await takes.keep(self.bot.redis, job, preview)
+            view: discord.ui.View = discord.ui.View(timeout=None).add_item(PlayAgain(job.job_id))
+        except RedisError as exc:  # the line plays all the same; only its button is lost
+            log.warning("could not keep take %s for Play again: %s", job.job_id, exc)
+            view = discord.utils.MISSING
         where = "Speaking now" if ahead == 0 else f"Queued after {ahead} line{'s' if ahead > 1 else ''}"
-        again = f"-# seed {job.render_seed}: `/say` the same text with `seed:{job.render_seed}` to hear this take again"
-        await interaction.followup.send(f"🗣️ {where} in {channel.mention}: {preview}\n{again}")
+        seed = job.render_seed
+        again = f"-# seed {seed}: **Play again** below, or `/say` the same text with `seed:{seed}`, plays this take"
+        await interaction.followup.send(f"🗣️ {where} in {channel.mention}: {preview}\n{again}", view=view)
+
+    async def play_again(self, interaction: discord.Interaction, job_id: str) -> None:
+        member = _member(interaction)
+        checks.has_role(member, await self.bot.server_settings.role(member.guild.id, "required_role"))
+        take = await takes.find(self.bot.redis, job_id)
+        if take is None or take.job.guild_id != member.guild.id:
+            days = takes.TAKE_TTL // 86_400
+            raise UserFacingError(
+                f"that take is more than {days} days old; `/say` its text with the seed shown to hear it again"
+            )
+        await self.play(interaction, member, take.again(member.id, interaction.channel_id), take.preview)
 
     @say.autocomplete("text")
     async def _speaker_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

@@ -37,6 +37,7 @@ class BotProcess:
             **settings,
         )  # fmt: skip
         self.discord, self.log_path = discord, log
+        self._readies = discord.readies  # a bot started after another is ready at the next READY, not the last
         self._log = log.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bot"], env=env, stdout=self._log, stderr=subprocess.STDOUT
@@ -47,11 +48,11 @@ class BotProcess:
 
     async def ready(self, timeout: float = 60) -> BotProcess:
         deadline = time.monotonic() + timeout
-        while "say" not in self.discord.commands:  # commands are synced once the cogs are loaded
+        # Commands are synced once the cogs are loaded; READY comes after the gateway is opened.
+        while "say" not in self.discord.commands or self.discord.readies == self._readies:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"the bot did not start:\n{self.log()}")
             await asyncio.sleep(0.02)
-        await asyncio.wait_for(self.discord.ready_sent.wait(), timeout)
         return self
 
     async def stop(self, timeout: float = 30) -> int:

@@ -50,7 +50,8 @@ class FakeDiscord:
         self.commands: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
         self.identified = asyncio.Event()
-        self.ready_sent = asyncio.Event()
+        self.ready_sent = asyncio.Event()  # set while a connected bot has had READY and its guilds
+        self.readies = 0  # how many times READY was sent: a restarted bot is ready once this grows
         self._gateway: web.WebSocketResponse | None = None
         self._pending: set[asyncio.Future[None]] = set()
         self._seq = 0
@@ -297,6 +298,8 @@ class FakeDiscord:
                 await self._ready()
             elif op == 4:
                 await self._voice_state_update(d)
+        if self._gateway is ws:  # the bot went away: interactions wait for the next one to be ready
+            self.ready_sent.clear()
         return ws
 
     def _ack(self, ws: web.WebSocketResponse) -> None:
@@ -315,6 +318,7 @@ class FakeDiscord:
         await self.dispatch("READY", ready)
         for guild in self.guilds.values():
             await self.dispatch("GUILD_CREATE", guild.payload())
+        self.readies += 1
         self.ready_sent.set()
 
     async def _voice_state_update(self, d: dict[str, Any]) -> None:
