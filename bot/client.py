@@ -21,13 +21,16 @@ from bot.errors import on_app_command_error
 from bot.saved import SavedQueues
 from bot.server_settings import ServerSettingsStore
 from bot.voice import GuildPlayer, Services
+from bot.voice_choices import VoiceChoices
 from config.settings import BotSettings
 from tts_engine.jobs import QueueLimits
 
 log = logging.getLogger(__name__)
 
 # Cogs arrive by name so the bot never imports them as modules.
-EXTENSIONS: tuple[str, ...] = ("cogs.voice", "cogs.speak", "cogs.characters", "cogs.settings", "cogs.help")
+EXTENSIONS: tuple[str, ...] = (
+    "cogs.voice", "cogs.speak", "cogs.characters", "cogs.myvoice", "cogs.settings", "cogs.help",
+)  # fmt: skip
 
 
 def point_discord_at(settings: BotSettings) -> None:
@@ -73,6 +76,7 @@ class DiaBot(commands.Bot):
         self.server_settings = ServerSettingsStore(
             redis, {"required_role": settings.required_role, "character_role": settings.character_role}
         )
+        self.voice_choices = VoiceChoices(redis)
         self._resumed = False
         self._closing = False
         self.initial_extensions = tuple(extensions)

@@ -119,11 +119,15 @@ def _is_zalgo(text: str) -> bool:
 
 
 def script_items(
-    text: str, characters: Mapping[str, frozenset[str]] | None = None, limits: ScriptLimits | None = None
+    text: str,
+    characters: Mapping[str, frozenset[str]] | None = None,
+    limits: ScriptLimits | None = None,
+    default: tuple[str, str | None] = ("S1", None),
 ) -> list[Item]:
-    """The parsed script, or `TextRejected` listing each mistake with a snippet of where it is."""
+    """The parsed script, or `TextRejected` listing each mistake with a snippet of where it is; `default` speaks
+    text before the first tag."""
     try:
-        return parse(text, characters=characters, limits=limits)
+        return parse(text, characters=characters, limits=limits, default=default)
     except ScriptInvalid as exc:
         lines = []
         for error in exc.errors[:5]:

@@ -187,6 +187,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         """Give a character another name (lines already queued keep their voice)."""
         member = await self._editor(interaction)
         character = await self._cast(member.guild.id).rename(name, new_name)
+        await self.bot.voice_choices.renamed(member.guild.id, name, character.name)
         await interaction.response.send_message(f"🎭 {discord.utils.escape_markdown(name)} is now {_name(character)}.")
 
     @app_commands.command(name="delete")
@@ -195,6 +196,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         """Delete a character and its voices."""
         member = await self._editor(interaction)
         character = await self._cast(member.guild.id).delete(name)
+        await self.bot.voice_choices.removed(member.guild.id, character.name)
         await interaction.response.send_message(f"🗑️ Deleted {_name(character)} and its voices.")
 
     @mood.command(name="add")
@@ -235,6 +237,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         """Remove one of a character's moods."""
         member = await self._editor(interaction)
         updated = await self._cast(member.guild.id).remove_mood(character, mood)
+        await self.bot.voice_choices.removed(member.guild.id, updated.name, mood.strip())
         await interaction.response.send_message(f"🎭 {_name(updated)} has moods: {_moods(updated)}.")
 
     @app_commands.command(name="export")

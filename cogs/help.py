@@ -64,10 +64,11 @@ class Help(commands.Cog):
         embed.add_field(
             name="Writing a line",
             value=(
-                "`[S1]`, `[S2]`: two voices, new ones for every `/say` (text with no tag is `[S1]`).\n"
+                "`[S1]`, `[S2]`: two voices, new ones for every `/say`. Text with no tag is `[S1]`, or the "
+                "character you chose with `/myvoice set`.\n"
                 f"Sounds: {', '.join(f'({cue})' for cue in CUES)}.\n"
                 "`(pause 1.5s)`, `(pause 500ms)`: silence, up to 10 s.\n"
-                "Every reply shows its take's seed: the same text with that `seed:` plays the take again.\n"
+                "**Play again** under a reply plays that take again; so does the same text with its `seed:`.\n"
                 "Markdown is read as its words; `||spoilers||` stay hidden."
             ),
             inline=False,

@@ -1,4 +1,5 @@
-"""/settings: who may use the bot in this server and who may change its characters, chosen by its managers."""
+"""/settings: who may use the bot in this server, who may change its characters, and the voice of text that
+names no speaker, chosen by its managers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from discord.ext import commands
 
 from bot import checks
 from bot.server_settings import Choice, RoleRule
+from bot.voice_choices import Speaker
+from cogs.myvoice import voice_options
 from cogs.voice import _member
+from tts_engine.characters import Cast
 
 if TYPE_CHECKING:
     from bot.client import DiaBot
@@ -44,9 +48,12 @@ class Settings(commands.GroupCog, group_name="settings", group_description="The 
         use = _role_text(guild, rules.required_role.role, "everyone")
         edit = _role_text(guild, rules.character_role.role, "")
         edit = f"{edit} and Manage Server" if edit else "Manage Server"
+        voice = await self.bot.voice_choices.server(guild.id)
+        spoken = f"**{discord.utils.escape_markdown(voice.tag)}**" if voice else "Dia's `[S1]`, new for every line"
         return (
             f"Who may use the bot: {use}{_origin(rules.required_role)}.\n"
-            f"Who may change characters: {edit}{_origin(rules.character_role)}."
+            f"Who may change characters: {edit}{_origin(rules.character_role)}.\n"
+            f"Who speaks text that names no speaker: {spoken}, unless a member chose a voice with `/myvoice`."
         )
 
     async def _choose(self, interaction: discord.Interaction, choice: Choice, role: discord.Role | None) -> None:
@@ -74,9 +81,26 @@ class Settings(commands.GroupCog, group_name="settings", group_description="The 
         """Choose the role that may create, change and delete characters here."""
         await self._choose(interaction, "character_role", role)
 
+    @app_commands.command(name="voice")
+    @app_commands.describe(character="A character (or Name:mood) of this server; leave out for Dia's [S1]")
+    async def voice(
+        self, interaction: discord.Interaction, character: app_commands.Range[str, 1, 65] | None = None
+    ) -> None:
+        """Choose the voice of text that names no speaker, for members who did not pick one with /myvoice."""
+        member = self._manager(interaction)
+        speaker = None
+        if character is not None:
+            speaker = Speaker.chosen(character, await Cast(self.bot.redis, member.guild.id).moods())
+        await self.bot.voice_choices.choose(member.guild.id, None, speaker)
+        await interaction.response.send_message(f"✅ {await self._describe(member.guild)}", ephemeral=True)
+
+    @voice.autocomplete("character")
+    async def _characters(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return await voice_options(self.bot.redis, interaction, current)
+
     @app_commands.command(name="reset")
     async def reset(self, interaction: discord.Interaction) -> None:
-        """Go back to the bot's default settings for this server."""
+        """Go back to the bot's default settings for this server (roles and voice)."""
         member = self._manager(interaction)
         await self.bot.server_settings.reset(member.guild.id)
         await interaction.response.send_message(f"↩️ {await self._describe(member.guild)}", ephemeral=True)

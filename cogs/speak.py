@@ -22,6 +22,7 @@ from cogs.voice import _member
 from tts_engine import jobs, scene
 from tts_engine.characters import Cast
 from tts_engine.scene import FRAMES_PER_SECOND, VoiceRef
+from tts_engine.script import Turn
 
 if TYPE_CHECKING:
     from bot.client import DiaBot
@@ -146,7 +147,11 @@ class Speak(commands.Cog):
         names = await _names(guild, text) if len(text) <= rules.max_chars else (lambda kind, snowflake: None)
         spoken = speakable(text, names, rules)
         characters = await Cast(self.bot.redis, guild.id).all()
-        items = script_items(spoken, {c.name: c.mood_names for c in characters})
+        moods = {c.name: c.mood_names for c in characters}
+        # Text that names no speaker is the member's chosen voice (/myvoice), else the server's, else [S1].
+        own = await self.bot.voice_choices.for_line(guild.id, member.id, moods)
+        default = (own.name, own.mood) if own is not None else ("S1", None)
+        items = script_items(spoken, moods, default=default)
         voices = {
             (c.name, mood or None): VoiceRef(v.voice_id, v.transcript, v.frames)
             for c in characters
@@ -174,6 +179,8 @@ class Speak(commands.Cog):
         )
         preview = discord.utils.escape_markdown(" ".join(spoken.split()))
         preview = preview if len(preview) <= PREVIEW else preview[: PREVIEW - 1] + "…"
+        if own is not None and any(isinstance(i, Turn) and (i.speaker, i.mood) == default for i in items):
+            preview = f"(as {discord.utils.escape_markdown(own.tag)}) {preview}"
         await self.play(interaction, member, job, preview)
 
     async def play(

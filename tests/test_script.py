@@ -37,6 +37,15 @@ def test_text_without_a_tag_is_s1_and_spoken_parentheses_stay() -> None:
     assert parse("Hello (as always, I hope).") == [Turn("S1", "Hello (as always, I hope).", 0)]
 
 
+def test_text_without_a_tag_can_be_another_default_speaker() -> None:
+    items = parse("Hi. (pause 1s) Still me. [S2] Not me. [Bram] Me again.", characters=CHARACTERS,
+                  default=("Bram", "angry"))  # fmt: skip
+    assert items == [
+        Turn("Bram", "Hi.", 0, "angry"), Pause(1.0, 4), Turn("Bram", "Still me.", 0, "angry"),
+        Turn("S2", "Not me.", 25), Turn("Bram", "Me again.", 38),
+    ]  # fmt: skip
+
+
 def test_characters_and_moods_in_any_case() -> None:
     items = parse("[bram:ANGRY] Out! [Old Nell] Now now.", characters=CHARACTERS)
     assert [(t.speaker, t.mood) for t in items if isinstance(t, Turn)] == [("Bram", "angry"), ("Old Nell", None)]

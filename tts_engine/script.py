@@ -3,7 +3,7 @@
     [S1] Welcome, traveler! (laughs) [S2] Beware the woods. (pause 1.5s) [Bram:angry] Out of my inn!
 
 - Speakers: `[S1]` and `[S2]` are Dia's own voices; `[Name]` is a character of the server and `[Name:mood]`
-  one of its moods. Text before the first tag is spoken by [S1].
+  one of its moods. Text before the first tag is spoken by [S1], or by the caller's `default` speaker.
 - Non-verbal cues: the 21 tags Dia's README lists, e.g. `(laughs)`, `(sighs)`, `(clears throat)`. A short
   lowercase stage direction that is not one of them, like `(grins)` or `(laugh)`, is an error that suggests
   the nearest supported cue; other text in parentheses, like `(as always, I hope)`, is simply spoken.
@@ -107,18 +107,23 @@ class _Builder:
 
 
 def parse(
-    script: str, *, characters: Mapping[str, frozenset[str]] | None = None, limits: ScriptLimits | None = None
+    script: str,
+    *,
+    characters: Mapping[str, frozenset[str]] | None = None,
+    limits: ScriptLimits | None = None,
+    default: tuple[str, str | None] = ("S1", None),
 ) -> list[Item]:
     """Turns and pauses of `script`, or `ScriptInvalid` listing every mistake found.
 
-    `characters` maps each character name of the server (any case) to its moods.
+    `characters` maps each character name of the server (any case) to its moods; `default` is the speaker (and
+    mood) of text before the first tag, as the caller checked it against `characters`.
     """
     limits = limits or ScriptLimits()
     known = {name.casefold(): (name, moods) for name, moods in (characters or {}).items()}
     if len(script) > limits.max_chars:
         raise ScriptInvalid([ScriptError(limits.max_chars, f"the script is {len(script)} characters long; "
                                          f"the limit is {limits.max_chars}")])  # fmt: skip
-    b = _Builder(characters or {}, limits)
+    b = _Builder(characters or {}, limits, speaker=default[0], mood=default[1])
     i = 0
     while i < len(script):
         char = script[i]
