@@ -1,0 +1,142 @@
+"""From a member's text to a line in the guild's queue: the one path of /say, the Speak-message menu, the
+Play again button and the read channel.
+
+`prepare` makes the text speakable, parses it with the server's cast and the member's voice, and plans the
+render job; `enqueue` checks the voice channels, queues the job and the line. Either raises a user-facing
+error (bot/errors.py) that says what to change, before anything is queued.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot import checks
+from bot.errors import UserFacingError, submit
+from bot.text import TextRules, mentioned, script_items, speakable
+from bot.voice import Line
+from tts_engine import jobs, scene
+from tts_engine.characters import Cast
+from tts_engine.scene import FRAMES_PER_SECOND, VoiceRef
+from tts_engine.script import Turn
+
+if TYPE_CHECKING:
+    from bot.checks import VoiceChannel
+    from bot.client import DiaBot
+
+PREVIEW = 80
+MAX_SEGMENTS = 64  # what one job may carry (tts_engine/jobs.py)
+SEEDS = 1_000_000  # a take's seed is below this: short enough to type back into /say
+
+
+@dataclass(frozen=True)
+class Prepared:
+    job: jobs.RenderJob
+    preview: str  # what the reply and /queue show of it
+
+
+async def _names(guild: discord.Guild, text: str) -> Callable[[str, int], str | None]:
+    """Display names of what `text` mentions. Members come from the cache, else one REST fetch each (the bot
+    has no members intent, so most are not cached); `speakable` caps how many there may be."""
+    names: dict[tuple[str, int], str] = {}
+    for kind, snowflake in mentioned(text)[: TextRules().max_mentions]:
+        if kind == "@":
+            member = guild.get_member(snowflake)
+            if member is None:
+                with contextlib.suppress(discord.HTTPException):
+                    member = await guild.fetch_member(snowflake)
+            if member is not None:
+                names[kind, snowflake] = member.display_name
+        elif kind == "@&" and (role := guild.get_role(snowflake)) is not None:
+            names[kind, snowflake] = role.name
+        elif kind == "#" and (channel := guild.get_channel(snowflake)) is not None:
+            names[kind, snowflake] = channel.name
+    return lambda kind, snowflake: names.get((kind, snowflake))
+
+
+async def prepare(
+    bot: DiaBot,
+    member: discord.Member,
+    text: str,
+    channel_id: int | None,
+    *,
+    export: bool = False,
+    speed: float = 1.0,
+    seed: int | None = None,
+) -> Prepared:
+    """The render job for `member`'s `text`; messages about it go to the text channel `channel_id`."""
+    guild = member.guild
+    settings = bot.settings
+    checks.has_role(member, await bot.server_settings.role(guild.id, "required_role"))
+    rules = TextRules(max_chars=settings.max_say_chars)
+    names = await _names(guild, text) if len(text) <= rules.max_chars else (lambda kind, snowflake: None)
+    spoken = speakable(text, names, rules)
+    characters = await Cast(bot.redis, guild.id).all()
+    moods = {c.name: c.mood_names for c in characters}
+    # Text that names no speaker is the member's chosen voice (/myvoice), else the server's, else [S1].
+    own = await bot.voice_choices.for_line(guild.id, member.id, moods)
+    default = (own.name, own.mood) if own is not None else ("S1", None)
+    items = script_items(spoken, moods, default=default)
+    voices = {
+        (c.name, mood or None): VoiceRef(v.voice_id, v.transcript, v.frames)
+        for c in characters
+        for mood, v in c.moods.items()
+    }
+    try:
+        planned = scene.plan(items, voices)
+    except ValueError as exc:  # a voice whose prompt leaves no room: the message names it
+        raise UserFacingError(str(exc)) from None
+    segments = tuple(jobs.Segment(text=p.text, voices=p.voices, pause_after=p.pause_after) for p in planned)
+    if len(segments) > MAX_SEGMENTS:
+        raise UserFacingError(f"that is {len(segments)} parts to render; at most {MAX_SEGMENTS}: split it up")
+    max_tokens = round(settings.max_line_seconds * FRAMES_PER_SECOND) + 2
+    params = jobs.RenderParams(max_tokens=max_tokens, seed=seed, speed=speed)
+    # Every take gets a seed the user can give back; the worker caches each line under it, so asking for
+    # it again replays that take exactly (tts_engine/worker.py).
+    job = jobs.RenderJob(
+        guild_id=guild.id,
+        requester=member.id,
+        segments=segments,
+        params=params,
+        channel_id=channel_id,
+        export=export,
+        render_seed=seed if seed is not None else secrets.randbelow(SEEDS),
+    )
+    preview = discord.utils.escape_markdown(" ".join(spoken.split()))
+    preview = preview if len(preview) <= PREVIEW else preview[: PREVIEW - 1] + "…"
+    if own is not None and any(isinstance(i, Turn) and (i.speaker, i.mood) == default for i in items):
+        preview = f"(as {discord.utils.escape_markdown(own.tag)}) {preview}"
+    return Prepared(job, preview)
+
+
+async def enqueue(
+    bot: DiaBot,
+    member: discord.Member,
+    line: Prepared,
+    text_channel: int,
+    *,
+    answer: Callable[[], Awaitable[object]] | None = None,
+) -> tuple[VoiceChannel, int]:
+    """Queue `line` in `member`'s voice channel: (that channel, how many lines play before it). `answer` is
+    called once the job is queued and before joining voice, which can take seconds: an interaction defers
+    there, within its 3 s."""
+    guild, job = member.guild, line.job
+    channel = checks.caller_channel(member)
+    checks.can_speak_in(channel, guild.me)
+    player = bot.player(guild.id)
+    checks.not_busy_elsewhere(player.channel(), channel, player.busy)
+    await submit(bot.redis, job, bot.limits, timeout=2.0)  # well inside the 3 s to answer
+    if answer is not None:
+        await answer()
+    try:
+        await player.connect(channel)
+    except (TimeoutError, discord.ClientException) as exc:
+        await jobs.cancel(bot.redis, job.job_id)  # never rendered for nobody
+        raise UserFacingError(f"I could not join {channel.mention} ({exc or 'timed out'}); try again") from None
+    queued = Line(job.job_id, member.id, text_channel, channel.id, line.preview, export=job.export)
+    return channel, await player.enqueue(queued)
