@@ -52,7 +52,12 @@ async def _serve(settings: BotSettings, *, sync_global: bool) -> None:
             EXIT_CONFIG,
         ) from exc
     except discord.PrivilegedIntentsRequired as exc:
-        raise StartupError(f"Discord refused a privileged intent: {exc}", EXIT_CONFIG) from exc
+        raise StartupError(
+            "Discord refused the Message Content intent, which DIA_READ_MESSAGES=true asks for: turn on "
+            "Message Content Intent on your application's Bot page at https://discord.com/developers/applications, "
+            "or set DIA_READ_MESSAGES=false",
+            EXIT_CONFIG,
+        ) from exc
     except (aiohttp.ClientConnectionError, TimeoutError) as exc:
         raise StartupError(f"cannot reach Discord at {settings.discord_api_base}: {exc or type(exc).__name__}") from exc
     finally:

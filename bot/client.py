@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # Cogs arrive by name so the bot never imports them as modules.
 EXTENSIONS: tuple[str, ...] = (
-    "cogs.voice", "cogs.speak", "cogs.characters", "cogs.myvoice", "cogs.settings", "cogs.help",
+    "cogs.voice", "cogs.speak", "cogs.reader", "cogs.characters", "cogs.myvoice", "cogs.settings", "cogs.help",
 )  # fmt: skip
 
 
@@ -61,10 +61,12 @@ class DiaBot(commands.Bot):
         sync_global: bool = False,
         **options: Any,
     ) -> None:
-        # A voice bot needs guilds (channels, permissions) and voice states (who is where); no message content.
+        # A voice bot needs guilds (channels, permissions) and voice states (who is where); message content only
+        # when the host lets servers have a read channel (a privileged intent, turned on in the developer portal).
         intents = discord.Intents.none()
         intents.guilds = True
         intents.voice_states = True
+        intents.guild_messages = intents.message_content = settings.read_messages
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options)
         self.settings = settings
         self.redis = redis

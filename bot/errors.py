@@ -25,6 +25,10 @@ class UserFacingError(Exception):
     """A mistake the user can fix; `str()` is shown to them, only to them."""
 
 
+# What a user can fix: said to them as it is. Anything else is a bug.
+USER_ERRORS = (UserFacingError, TextRejected, SubmitRejected, CastError)
+
+
 async def submit(redis: Redis, job: jobs.RenderJob, limits: jobs.QueueLimits, *, timeout: float) -> None:
     """Queue `job`; a queue that does not answer in `timeout` s is a message for the user, not a hang."""
     try:
@@ -61,7 +65,7 @@ async def reply_privately(interaction: discord.Interaction, message: str) -> Non
 async def report(interaction: discord.Interaction, error: Exception, where: str) -> None:
     """Tell the user what went wrong with `where` (a command or a button), privately: their mistake as it is,
     anything else as a short apology, logged once with the guild and user."""
-    if isinstance(error, UserFacingError | TextRejected | SubmitRejected | CastError):
+    if isinstance(error, USER_ERRORS):
         message = _sentence(str(error))
     elif isinstance(error, app_commands.CheckFailure):
         message = _sentence(str(error)) or "You cannot use this command here."

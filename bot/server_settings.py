@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 Choice = Literal["required_role", "character_role"]
 CHOICES: tuple[Choice, ...] = ("required_role", "character_role")
+READ_CHANNEL = "read_channel"  # also in the hash: the channel read aloud, and the voice (bot/voice_choices.py)
 
 
 def settings_key(guild_id: int) -> str:
@@ -60,6 +61,17 @@ class ServerSettingsStore:
         """The server's own choice: a role, or None for no role."""
         await self.redis.hset(settings_key(guild_id), choice, "" if role_id is None else str(role_id))
 
+    async def read_channel(self, guild_id: int) -> int | None:
+        """The channel whose messages are read aloud (`/settings read-channel`), if the server chose one."""
+        value: Any = await self.redis.hget(settings_key(guild_id), READ_CHANNEL)
+        return int(value) if value else None
+
+    async def set_read_channel(self, guild_id: int, channel_id: int | None) -> None:
+        if channel_id is None:
+            await self.redis.hdel(settings_key(guild_id), READ_CHANNEL)
+        else:
+            await self.redis.hset(settings_key(guild_id), READ_CHANNEL, str(channel_id))
+
     async def reset(self, guild_id: int) -> None:
-        """Back to the host's settings."""
+        """Back to the host's settings: its roles, no read channel, Dia's [S1] for untagged text."""
         await self.redis.delete(settings_key(guild_id))

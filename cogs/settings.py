@@ -1,5 +1,5 @@
-"""/settings: who may use the bot in this server, who may change its characters, and the voice of text that
-names no speaker, chosen by its managers."""
+"""/settings: who may use the bot in this server, who may change its characters, the voice of text that names
+no speaker, and the channel read aloud, chosen by its managers."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import checks
+from bot.errors import UserFacingError
 from bot.server_settings import Choice, RoleRule
 from bot.voice_choices import Speaker
 from cogs.myvoice import voice_options
@@ -48,12 +49,17 @@ class Settings(commands.GroupCog, group_name="settings", group_description="The 
         use = _role_text(guild, rules.required_role.role, "everyone")
         edit = _role_text(guild, rules.character_role.role, "")
         edit = f"{edit} and Manage Server" if edit else "Manage Server"
+        read = await self.bot.server_settings.read_channel(guild.id)
+        reading = f"<#{read}>" if read is not None else "none"
+        if read is not None and not self.bot.settings.read_messages:
+            reading += " (not read: the bot's host turned reading off)"
         voice = await self.bot.voice_choices.server(guild.id)
         spoken = f"**{discord.utils.escape_markdown(voice.tag)}**" if voice else "Dia's `[S1]`, new for every line"
         return (
             f"Who may use the bot: {use}{_origin(rules.required_role)}.\n"
             f"Who may change characters: {edit}{_origin(rules.character_role)}.\n"
-            f"Who speaks text that names no speaker: {spoken}, unless a member chose a voice with `/myvoice`."
+            f"Who speaks text that names no speaker: {spoken}, unless a member chose a voice with `/myvoice`.\n"
+            f"Channel read aloud: {reading}."
         )
 
     async def _choose(self, interaction: discord.Interaction, choice: Choice, role: discord.Role | None) -> None:
@@ -98,9 +104,27 @@ class Settings(commands.GroupCog, group_name="settings", group_description="The 
     async def _characters(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return await voice_options(self.bot.redis, interaction, current)
 
+    @app_commands.command(name="read-channel")
+    @app_commands.describe(channel="The channel whose messages are read aloud (leave out to read none)")
+    async def read_channel(
+        self, interaction: discord.Interaction, channel: discord.TextChannel | discord.VoiceChannel | None = None
+    ) -> None:
+        """Read aloud what members in voice write in a channel, as if they had used /say."""
+        member = self._manager(interaction)
+        if channel is not None:
+            if not self.bot.settings.read_messages:
+                raise UserFacingError(
+                    "the bot's host has not turned on reading messages: it needs DIA_READ_MESSAGES=true and the "
+                    "Message Content intent on the bot's page in the Discord developer portal"
+                )
+            if not channel.permissions_for(member.guild.me).view_channel:
+                raise UserFacingError(f"I cannot see {channel.mention}: give me View Channel there first")
+        await self.bot.server_settings.set_read_channel(member.guild.id, channel.id if channel else None)
+        await interaction.response.send_message(f"✅ {await self._describe(member.guild)}", ephemeral=True)
+
     @app_commands.command(name="reset")
     async def reset(self, interaction: discord.Interaction) -> None:
-        """Go back to the bot's default settings for this server (roles and voice)."""
+        """Go back to the bot's default settings for this server (roles, voice, no read channel)."""
         member = self._manager(interaction)
         await self.bot.server_settings.reset(member.guild.id)
         await interaction.response.send_message(f"↩️ {await self._describe(member.guild)}", ephemeral=True)

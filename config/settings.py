@@ -99,6 +99,9 @@ class BotSettings(CommonSettings):
     character_role: str | None = Field(
         None, description="role name or id that may create, change or delete characters (unset: Manage Server)"
     )
+    read_messages: bool = Field(
+        False, description="let servers pick a channel whose messages are read aloud (needs the Message Content intent)"
+    )
 
     @field_validator("discord_token")
     @classmethod

@@ -125,6 +125,11 @@ def command_options(
         elif isinstance(value, Role):
             resolved.setdefault("roles", {})[str(value.id)] = value.payload()
             option["value"] = str(value.id)
+        elif isinstance(value, Channel):
+            # A partial channel with the caller's permissions in it; discord.py resolves it from its cache.
+            partial = {k: v for k, v in value.payload().items() if k in ("id", "type", "name", "parent_id")}
+            resolved.setdefault("channels", {})[str(value.id)] = {**partial, "permissions": "0"}
+            option["value"] = str(value.id)
         if key == focused:
             option["focused"] = True
         typed.append(option)
@@ -138,6 +143,8 @@ def option_type(value: Any) -> int:
         return ATTACHMENT
     if isinstance(value, Role):
         return ROLE
+    if isinstance(value, Channel):
+        return 7  # CHANNEL
     if isinstance(value, bool):
         return 5
     if isinstance(value, int):

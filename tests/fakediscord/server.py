@@ -33,6 +33,9 @@ from tests.fakediscord.messages import EPHEMERAL, Message, MessageRef, Posted, S
 from tests.fakediscord.model import TEXT, Channel, Guild, Member, Upload, User, snowflake
 from tests.fakediscord.voice import VoiceServer, VoiceSession
 
+GUILD_MESSAGES = 1 << 9
+MESSAGE_CONTENT = 1 << 15  # privileged
+
 __all__ = ["APPLICATION_ID", "EPHEMERAL", "FakeDiscord", "Interaction", "Posted"]
 
 Handler = Callable[[web.Request, list[str]], Awaitable[web.Response | None]]
@@ -52,6 +55,10 @@ class FakeDiscord:
         self.identified = asyncio.Event()
         self.ready_sent = asyncio.Event()  # set while a connected bot has had READY and its guilds
         self.readies = 0  # how many times READY was sent: a restarted bot is ready once this grows
+        self.intents = 0  # what the bot asked for in IDENTIFY
+        # Whether the application has the Message Content intent turned on in the developer portal; without
+        # it, Discord closes a gateway that asks for it with 4014.
+        self.message_content_allowed = True
         self._gateway: web.WebSocketResponse | None = None
         self._pending: set[asyncio.Future[None]] = set()
         self._seq = 0
@@ -128,7 +135,8 @@ class FakeDiscord:
 
     async def slash(self, guild: Guild, member: Member, channel: Channel, name: str, /, **options: Any) -> Interaction:
         """`member` runs `/name` in text `channel`: "cmd", "cmd sub" or "cmd group sub". Options are keyword
-        arguments: str, int, float, bool, a `Role`, or an `Upload` for an attachment option (served to the bot)."""
+        arguments: str, int, float, bool, a `Role`, a `Channel`, or an `Upload` for an attachment option (served
+        to the bot)."""
         top, typed, resolved = command_options(
             name, options, lambda u: self.store.attach(channel.id, u, ephemeral=True)
         )
@@ -138,9 +146,22 @@ class FakeDiscord:
         return await self._interact(COMMAND, name, (guild, member, channel), data)
 
     def user_message(self, member: Member, channel: Channel, content: str, *uploads: Upload) -> Message:
-        """`member` posts `content` (and files) in `channel`. Like Discord to an app without the message-content
-        intent, the emulator sends the bot no event for it: the bot learns of it through `message_command`."""
+        """`member` posts `content` (and files) in `channel`, and the bot hears nothing of it (as an app without
+        the guild-messages intent): it learns of it through `message_command`. `chat` is the same, heard."""
         return self.store.create(channel.id, {"content": content}, list(uploads), author=member.user.payload())
+
+    async def chat(self, guild: Guild, member: Member, channel: Channel, content: str) -> Message:
+        """`member` posts `content` in `channel`; like Discord, the gateway sends MESSAGE_CREATE if the bot asked
+        for guild messages, with the content only if it also has the Message Content intent."""
+        message = self.user_message(member, channel, content)
+        if self.intents & GUILD_MESSAGES:
+            payload = message.payload()
+            member_data = {k: v for k, v in member.payload().items() if k != "user"}
+            text = content if self.intents & MESSAGE_CONTENT else ""
+            await self.dispatch(
+                "MESSAGE_CREATE", {**payload, "content": text, "guild_id": str(guild.id), "member": member_data}
+            )
+        return message
 
     async def message_command(
         self, guild: Guild, member: Member, channel: Channel, name: str, message: Message, /
@@ -294,6 +315,10 @@ class FakeDiscord:
                 # thread has noted the send, and it then warns of a 40 s lag that never happened.
                 asyncio.get_running_loop().call_later(0.05, self._ack, ws)
             elif op == 2:
+                self.intents = int(d.get("intents") or 0)
+                if self.intents & MESSAGE_CONTENT and not self.message_content_allowed:
+                    await ws.close(code=4014, message=b"Disallowed intent(s).")
+                    break
                 self.identified.set()
                 await self._ready()
             elif op == 4:

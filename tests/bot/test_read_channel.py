@@ -1,0 +1,76 @@
+"""The read channel: what members in voice write in it is spoken, with the Message Content intent the host
+turned on; everything else in the server is left alone."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from config.startup import EXIT_CONFIG
+from tests.bot.conftest import BotProcess, World, frame_frequencies, private_text
+from tests.fakediscord import MANAGE_GUILD, FakeDiscord
+from tests.fakediscord.server import MESSAGE_CONTENT
+
+
+async def test_messages_in_the_read_channel_are_spoken(
+    world: World, start_bot: object, tone_worker: object, redis: Redis
+) -> None:
+    world.alice.roles.append(world.guild.role("Game master", MANAGE_GUILD).id)
+    off_topic = world.guild.text_channel("off-topic")
+    tone_worker("--seconds", "0.5")  # type: ignore[operator]
+    await start_bot(DIA_READ_MESSAGES="true")  # type: ignore[operator]
+    assert world.discord.intents & MESSAGE_CONTENT, "the bot asks for message content"
+    chat, slash, guild = world.discord.chat, world.discord.slash, world.guild
+    assert "Channel read aloud: none." in await private_text(
+        await slash(guild, world.alice, world.text, "settings show")
+    )
+    await chat(guild, world.alice, world.text, "[S1] 300")  # no read channel yet
+
+    chosen = await private_text(
+        await slash(guild, world.alice, world.text, "settings read-channel", channel=world.text)
+    )
+    assert f"Channel read aloud: <#{world.text.id}>." in chosen, chosen
+    await chat(guild, world.bob, world.text, "[S1] 400")  # bob is in no voice channel: only chatting
+    await chat(guild, world.alice, off_topic, "[S1] 500")  # another channel
+    await chat(guild, world.alice, world.text, "[S1] Well met. (grins)")
+    (note,) = await world.discord.wait_posted(world.text)
+    assert note.content.startswith("⚠️ Not spoken:") and "(grins) is not a sound Dia can make" in note.content
+    await chat(guild, world.alice, world.text, "[S1] 700")
+
+    session = await world.session()
+    await session.wait_for(lambda s: len(s.audio()) >= 25, timeout=60)
+    await asyncio.sleep(1.0)  # anything queued before the 700 would have played first, and after it, by now
+    heard = [f for f in frame_frequencies(session) if f is not None]
+    assert heard and all(abs(f - 700) < 60 for f in heard), "only alice's line in the read channel is spoken"
+    assert len(world.discord.posted) == 1, "one note, for the one mistake; nothing said about the rest"
+
+    # Choosing no channel stops the reading.
+    assert "Channel read aloud: none." in await private_text(
+        await slash(guild, world.alice, world.text, "settings read-channel")
+    )
+    assert await redis.hget(f"dia:guild:{guild.id}:settings", "read_channel") is None
+
+
+async def test_reading_is_the_hosts_choice(world: World, start_bot: object) -> None:
+    world.alice.roles.append(world.guild.role("Game master", MANAGE_GUILD).id)
+    await start_bot()  # type: ignore[operator]
+    assert not world.discord.intents & MESSAGE_CONTENT, "no privileged intent unless the host asks for it"
+    refused = await private_text(
+        await world.discord.slash(world.guild, world.alice, world.text, "settings read-channel", channel=world.text)
+    )
+    assert "DIA_READ_MESSAGES=true" in refused and "Message Content intent" in refused, refused
+
+
+async def test_a_refused_intent_stops_the_bot_with_the_fix(
+    discord: FakeDiscord, world: World, redis_server: str, tmp_path: Path
+) -> None:
+    discord.message_content_allowed = False  # not turned on in the developer portal
+    bot = BotProcess(discord, redis_server, tmp_path / "bot.log", DIA_READ_MESSAGES="true")
+    deadline = time.monotonic() + 60
+    while bot.process.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert await bot.stop() == EXIT_CONFIG, bot.log()
+    assert "turn on Message Content Intent" in bot.log() and "DIA_READ_MESSAGES=false" in bot.log(), bot.log()
