@@ -82,6 +82,8 @@ class Choices:
 
 
 class VoiceChoices:
+    """Reads and changes members' and servers' voice choices."""
+
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 

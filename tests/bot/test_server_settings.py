@@ -21,7 +21,8 @@ async def test_managers_choose_the_roles_of_their_server(discord: FakeDiscord, s
 
     synced = discord.commands["settings"]
     assert int(synced["default_member_permissions"]) == MANAGE_GUILD, "Discord shows it to managers only"
-    assert {o["name"] for o in synced["options"]} == {"show", "role", "character-role", "voice", "read-channel", "reset"}
+    subcommands = {o["name"] for o in synced["options"]}
+    assert subcommands == {"show", "role", "character-role", "voice", "read-channel", "reset"}
 
     # The host's role, which this server does not have: the message says who can fix it.
     assert "needs the Druid role, which this server does not have" in await run(world.alice, "say", text="Hi.")
