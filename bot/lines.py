@@ -59,6 +59,11 @@ async def _names(guild: discord.Guild, text: str) -> Callable[[str, int], str | 
     return lambda kind, snowflake: names.get((kind, snowflake))
 
 
+async def may_use(bot: DiaBot, member: discord.Member) -> None:
+    """Raise unless `member` has the role the server (or the host) requires to use the bot."""
+    checks.has_role(member, await bot.server_settings.role(member.guild.id, "required_role"))
+
+
 async def prepare(
     bot: DiaBot,
     member: discord.Member,
@@ -72,7 +77,7 @@ async def prepare(
     """The render job for `member`'s `text`; messages about it go to the text channel `channel_id`."""
     guild = member.guild
     settings = bot.settings
-    checks.has_role(member, await bot.server_settings.role(guild.id, "required_role"))
+    await may_use(bot, member)
     rules = TextRules(max_chars=settings.max_say_chars)
     names = await _names(guild, text) if len(text) <= rules.max_chars else (lambda kind, snowflake: None)
     spoken = speakable(text, names, rules)

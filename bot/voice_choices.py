@@ -66,19 +66,23 @@ class Speaker:
         found = speaker.resolve(cast)
         if found is not None:
             return found
-        name = next((n for n in cast if n.casefold() == speaker.name.casefold()), None)
-        if name is None:
+        character = Speaker(speaker.name).resolve(cast)
+        if character is None:
             close = difflib.get_close_matches(speaker.name, list(cast), n=1)
             hint = f" (did you mean {close[0]}?)" if close else " (`/character list` shows the cast)"
             raise UserFacingError(f"there is no character named {speaker.name} in this server{hint}")
-        moods = ", ".join(sorted(cast[name])) or "none yet"
-        raise UserFacingError(f"{name} has no mood '{speaker.mood}' (moods: {moods})")
+        moods = ", ".join(sorted(cast[character.name])) or "none yet"
+        raise UserFacingError(f"{character.name} has no mood '{speaker.mood}' (moods: {moods})")
 
 
 @dataclass(frozen=True)
 class Choices:
     member: Speaker | None
     server: Speaker | None
+
+    def live(self, cast: Mapping[str, frozenset[str]]) -> Choices:
+        """The choices the cast still has, as it spells them."""
+        return Choices(self.member and self.member.resolve(cast), self.server and self.server.resolve(cast))
 
 
 class VoiceChoices:
@@ -101,11 +105,8 @@ class VoiceChoices:
     async def for_line(self, guild_id: int, member_id: int, cast: Mapping[str, frozenset[str]]) -> Speaker | None:
         """The voice of untagged text in a member's line: theirs, else the server's, if the cast still has it;
         None for Dia's `[S1]`."""
-        choices = await self.get(guild_id, member_id)
-        for choice in (choices.member, choices.server):
-            if choice is not None and (found := choice.resolve(cast)) is not None:
-                return found
-        return None
+        live = (await self.get(guild_id, member_id)).live(cast)
+        return live.member or live.server
 
     async def choose(self, guild_id: int, member_id: int | None, speaker: Speaker | None) -> None:
         """A member's (`member_id`) or the server's (None) choice; `speaker` None forgets it."""

@@ -13,7 +13,7 @@ from discord import app_commands
 from discord.ext import commands
 from redis.asyncio import Redis
 
-from bot import checks
+from bot import lines
 from bot.voice_choices import Choices, Speaker, speaker_choices
 from cogs.voice import _member
 from tts_engine.characters import Cast
@@ -45,7 +45,7 @@ class MyVoice(commands.GroupCog, group_name="myvoice", group_description="Your v
 
     async def _member(self, interaction: discord.Interaction) -> discord.Member:
         member = _member(interaction)
-        checks.has_role(member, await self.bot.server_settings.role(member.guild.id, "required_role"))
+        await lines.may_use(self.bot, member)
         return member
 
     @app_commands.command(name="set")
@@ -79,9 +79,8 @@ class MyVoice(commands.GroupCog, group_name="myvoice", group_description="Your v
         member = await self._member(interaction)
         cast = await Cast(self.bot.redis, member.guild.id).moods()
         choices = await self.bot.voice_choices.get(member.guild.id, member.id)
-        live = Choices(choices.member and choices.member.resolve(cast), choices.server and choices.server.resolve(cast))
         await interaction.response.send_message(
-            f"🎙️ Text you do not give a speaker is spoken by {describe(live)}.", ephemeral=True
+            f"🎙️ Text you do not give a speaker is spoken by {describe(choices.live(cast))}.", ephemeral=True
         )
 
     @set_.autocomplete("character")

@@ -11,7 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 from redis.exceptions import RedisError
 
-from bot import checks, lines, takes
+from bot import lines, takes
 from bot.errors import UserFacingError, report
 from cogs.voice import _member
 from tts_engine.characters import Cast
@@ -135,7 +135,7 @@ class Speak(commands.Cog):
 
     async def play_again(self, interaction: discord.Interaction, job_id: str) -> None:
         member = _member(interaction)
-        checks.has_role(member, await self.bot.server_settings.role(member.guild.id, "required_role"))
+        await lines.may_use(self.bot, member)
         take = await takes.find(self.bot.redis, job_id)
         if take is None or take.job.guild_id != member.guild.id:
             days = takes.TAKE_TTL // 86_400

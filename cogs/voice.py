@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import checks
+from bot import checks, lines
 from bot.errors import UserFacingError
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ class Voice(commands.Cog):
     async def join(self, interaction: discord.Interaction) -> None:
         """Bring the bot into your voice channel."""
         member = _member(interaction)
-        checks.has_role(member, await self.bot.server_settings.role(member.guild.id, "required_role"))
+        await lines.may_use(self.bot, member)
         channel = checks.caller_channel(member)
         checks.can_speak_in(channel, member.guild.me)
         player = self.bot.player(member.guild.id)
