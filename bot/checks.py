@@ -57,13 +57,14 @@ def has_role(member: discord.Member, required: str | None) -> None:
     raise UserFacingError(f"you need the {role.name} role to use this bot here")
 
 
-def may_edit_characters(member: discord.Member, role: str | None) -> None:
-    """Characters are changed by people with Manage Server, or with the server's character role."""
+def may_edit_characters(member: discord.Member, role: str | None, doing: str = "changing characters") -> None:
+    """Characters (and pronunciations) are changed by people with Manage Server, or with the server's character
+    role."""
     if member.guild_permissions.manage_guild or (role is not None and _holds(member, role)):
         return
     found = find_role(member.guild, role) if role is not None else None
     needed = f"the {found.name} role or " if found is not None else ""
-    raise UserFacingError(f"changing characters needs {needed}the Manage Server permission")
+    raise UserFacingError(f"{doing} needs {needed}the Manage Server permission")
 
 
 def manages_server(member: discord.Member) -> None:

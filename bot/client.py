@@ -18,6 +18,7 @@ from discord.ext import commands
 from redis.asyncio import Redis
 
 from bot.errors import on_app_command_error
+from bot.pronunciations import Pronunciations
 from bot.saved import SavedQueues
 from bot.server_settings import ServerSettingsStore
 from bot.voice import GuildPlayer, Services
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 
 # Cogs arrive by name so the bot never imports them as modules.
 EXTENSIONS: tuple[str, ...] = (
-    "cogs.voice", "cogs.speak", "cogs.reader", "cogs.characters", "cogs.myvoice", "cogs.settings", "cogs.help",
+    "cogs.voice", "cogs.speak", "cogs.reader", "cogs.characters", "cogs.myvoice", "cogs.pronounce", "cogs.settings",
+    "cogs.help",
 )  # fmt: skip
 
 
@@ -79,6 +81,7 @@ class DiaBot(commands.Bot):
             redis, {"required_role": settings.required_role, "character_role": settings.character_role}
         )
         self.voice_choices = VoiceChoices(redis)
+        self.pronunciations = Pronunciations(redis)
         self._resumed = False
         self._closing = False
         self.initial_extensions = tuple(extensions)

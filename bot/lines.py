@@ -1,9 +1,10 @@
 """From a member's text to a line in the guild's queue: the one path of /say, the Speak-message menu, the
 Play again button and the read channel.
 
-`prepare` makes the text speakable, parses it with the server's cast and the member's voice, and plans the
-render job; `enqueue` checks the voice channels, queues the job and the line. Either raises a user-facing
-error (bot/errors.py) that says what to change, before anything is queued.
+`prepare` makes the text speakable, parses it with the server's cast and the member's voice, respells the
+server's `/pronounce` words and plans the render job; `enqueue` checks the voice channels, queues the job and
+the line. Either raises a user-facing error (bot/errors.py) that says what to change, before anything is
+queued.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ async def prepare(
     own = await bot.voice_choices.for_line(guild.id, member.id, moods)
     default = (own.name, own.mood) if own is not None else ("S1", None)
     items = script_items(spoken, moods, default=default)
+    items = (await bot.pronunciations.respeller(guild.id)).script(items)  # the words only: tags and cues stay
     voices = {
         (c.name, mood or None): VoiceRef(v.voice_id, v.transcript, v.frames)
         for c in characters

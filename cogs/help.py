@@ -60,7 +60,8 @@ class Help(commands.Cog):
             ),
             colour=discord.Colour.blurple(),
         )
-        embed.add_field(name="Commands", value=_fit("\n".join(command_lines(self.bot.tree))), inline=False)
+        for number, block in enumerate(_packed(command_lines(self.bot.tree))):
+            embed.add_field(name="Commands" if number == 0 else "Commands (continued)", value=block, inline=False)
         embed.add_field(
             name="Writing a line",
             value=(
@@ -118,6 +119,18 @@ class Help(commands.Cog):
         queued = player.queued
         lines.append(f"This server: {here}, {queued} line{'s' if queued != 1 else ''} queued (`/queue` lists them).")
         await interaction.response.send_message("\n".join(lines), ephemeral=True)
+
+
+def _packed(lines: list[str], limit: int = 1024) -> list[str]:
+    """Whole lines packed into as few embed fields as they need (a field holds at most 1024 characters)."""
+    blocks: list[str] = []
+    for line in lines:
+        line = _fit(line, limit)
+        if blocks and len(blocks[-1]) + 1 + len(line) <= limit:
+            blocks[-1] += "\n" + line
+        else:
+            blocks.append(line)
+    return blocks
 
 
 def _fit(text: str, limit: int = 1024) -> str:

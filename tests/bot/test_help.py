@@ -20,6 +20,9 @@ async def _help(world: World) -> dict[str, str]:
     (embed,) = reply["embeds"]  # type: ignore[misc]
     fields = {field["name"]: field["value"] for field in embed["fields"]}
     assert all(len(value) <= 1024 for value in fields.values()), "Discord refuses a longer embed field"
+    assert sum(len(f["name"]) + len(f["value"]) for f in embed["fields"]) + len(embed["description"]) <= 6000
+    # The command list takes as many fields as it needs, in order.
+    fields["Commands"] = "\n".join(f["value"] for f in embed["fields"] if f["name"].startswith("Commands"))
     return fields
 
 

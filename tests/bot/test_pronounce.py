@@ -1,0 +1,110 @@
+"""/pronounce: a server's respellings reach what Dia reads, never its tags or cues; who may change them."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.errors import UserFacingError
+from bot.pronunciations import Pronunciation, Pronunciations, Respeller, entry
+from tests.bot.conftest import World, private_text
+from tests.bot.test_my_voice import add_character, take_of
+from tests.fakediscord import MANAGE_GUILD
+from tts_engine.script import Pause, Turn, parse
+
+
+def test_whole_words_in_any_case_longest_first() -> None:
+    respell = Respeller(
+        [Pronunciation("Vex", "Vecks"), Pronunciation("Lord Vex", "Lord Veeks"), entry("D&D", "D and D")]
+    )
+    assert (
+        respell.text("vex, VEX! Lord Vex met Vexa and LORD   vex.")
+        == "Vecks, Vecks! Lord Veeks met Vexa and LORD   Vecks."
+    )
+    assert respell.text("We play d&d tonight") == "We play D and D tonight"
+    assert Respeller([]).text("vex") == "vex"
+
+
+def test_cues_tags_and_pauses_are_left_alone() -> None:
+    respell = Respeller([Pronunciation("laughs", "laffs"), Pronunciation("Bram", "Brahm")])
+    items = parse("[Bram] Bram laughs (laughs) (pause 1s) [S2] (LAUGHS) no", characters={"Bram": frozenset()})
+    respelled = respell.script(items)
+    turns = [i for i in respelled if isinstance(i, Turn)]
+    assert [t.text for t in turns] == ["Brahm laffs (laughs)", "(LAUGHS) no"]
+    assert [t.speaker for t in turns] == ["Bram", "S2"] and any(isinstance(i, Pause) for i in respelled)
+
+
+@pytest.mark.parametrize(
+    ("word", "sounds", "message"),
+    [
+        ("--", "x", "the word needs at least one letter or digit"),
+        ("Xyr", "[S2] gotcha", "the respelling cannot hold '['"),
+        ("Xyr", "Zeer (laughs)", "cannot hold '('"),
+        ("Xyr\u200b", "Zeer", "the word holds an invisible control character (U+200B)"),
+        ("x" * 41, "y", "the word is 41 characters; at most 40"),
+    ],
+)
+def test_bad_entries_say_what_to_change(word: str, sounds: str, message: str) -> None:
+    with pytest.raises(UserFacingError, match=re.escape(message)):
+        entry(word, sounds)
+
+
+async def test_the_store_caps_replaces_and_removes(redis: Redis) -> None:
+    store = Pronunciations(redis, cap=2)
+    await store.set(1, entry("Xyrrith", "Zeer-ith"))
+    await store.set(1, entry("Vex", "Vecks"))
+    await store.set(1, entry("xyrrith", "Zeer-rith"))  # a replacement, not a third entry
+    with pytest.raises(UserFacingError, match="has 2 pronunciations, the most it may have"):
+        await store.set(1, entry("Orc", "Ork"))
+    await store.set(2, entry("Orc", "Ork"))  # another server has its own
+    assert await store.all(1) == [Pronunciation("Vex", "Vecks"), Pronunciation("xyrrith", "Zeer-rith")]
+    assert await store.remove(1, "  VEX ") == Pronunciation("Vex", "Vecks")
+    assert await store.remove(1, "vex") is None
+    assert [p.word for p in await store.all(1)] == ["xyrrith"]
+
+
+async def test_a_respelled_word_is_what_the_worker_reads(
+    world: World, start_bot: object, tone_worker: object, redis: Redis
+) -> None:
+    await add_character(redis, world.guild.id, "Xyrrith")
+    world.alice.roles.append(world.guild.role("Game master", MANAGE_GUILD).id)  # known to the bot at its login
+    tone_worker("--seconds", "0.3")  # type: ignore[operator]
+    await start_bot(DIA_RATE_BURST="10")  # type: ignore[operator]
+    slash = world.discord.slash
+
+    async def reply(member: Any, command: str, **options: Any) -> dict[str, Any]:
+        return await (await slash(world.guild, member, world.text, command, **options)).reply()
+
+    async def private(member: Any, command: str, **options: Any) -> str:
+        return await private_text(await slash(world.guild, member, world.text, command, **options))
+
+    # Changing them is for the cast's editors; anyone may read them.
+    assert "Changing pronunciations needs the Manage Server permission" in await private(
+        world.bob, "pronounce set", word="Xyrrith", sounds_like="660"
+    )
+    assert "respells no words yet" in await private(world.bob, "pronounce list")
+    assert "cannot hold '['" in await private(world.alice, "pronounce set", word="Xyrrith", sounds_like="[S2] 660")
+    said = await reply(world.alice, "pronounce set", word="xyrrith", sounds_like="660")
+    assert "**xyrrith** → 660" in said["content"] and not int(said.get("flags") or 0), said
+    await reply(world.alice, "pronounce set", word="Tom", sounds_like="Tohm")
+
+    # The spoken words are respelled, the character tag of the same name is not; the reply shows what was typed.
+    said = await world.say("[Xyrrith] I am XYRRITH (laughs) [S2] Hail Xyrrith the Great")
+    assert "I am XYRRITH" in str(said["content"]), said
+    segments = (await take_of(world, said, redis)).segments
+    assert "I am 660 (laughs)" in segments[0].text and "Hail 660 the Great" in segments[0].text, segments
+    assert "[S1]" in segments[0].text and "Xyrrith" not in segments[0].text.replace("[Xyrrith]", "")
+
+    listed = (await reply(world.bob, "pronounce list"))["embeds"][0]
+    assert listed["title"] == "Pronunciations (2)" and listed["description"] == "**Tom** → Tohm\n**xyrrith** → 660"
+    choices = await world.discord.autocomplete(
+        world.guild, world.alice, world.text, "pronounce remove", option="word", value=""
+    )
+    assert [c["value"] for c in choices] == ["Tom", "xyrrith"]
+    assert "its own way again" in (await reply(world.alice, "pronounce remove", word="XYRRITH"))["content"]
+    assert "There is no pronunciation for “Xyrrith”" in await private(world.alice, "pronounce remove", word="Xyrrith")
+    said = await world.say("Hail Xyrrith 550")
+    assert "Hail Xyrrith 550" in (await take_of(world, said, redis)).segments[0].text
