@@ -1,7 +1,8 @@
 """What a user typed into /say, made speakable or refused with a message that says what to change.
 
 Pure functions (no discord import), in the spirit of Discord-TTS's `process_msg::clean`: mentions become the
-names they point to, custom emoji their names, links "a link"; mass mentions, invisible control characters,
+names they point to, custom emoji their names, links "a link", timestamps (`<t:1700000000:R>`) the date or
+"in 3 hours" they show, command mentions (`</say:id>`) "slash say"; mass mentions, invisible control characters,
 zalgo text and over-long text are refused. The script itself (speakers, cues, pauses) is checked by
 tts_engine.script, whose positions are turned into snippets a user can find.
 """
@@ -9,14 +10,20 @@ tts_engine.script, whose positions are turned into snippets a user can find.
 from __future__ import annotations
 
 import re
+import time
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from tts_engine.script import Item, ScriptInvalid, ScriptLimits, parse
 
 _MENTION = re.compile(r"<(@!?|@&|#)(\d{15,21})>")
 _EMOJI = re.compile(r"<a?:(\w{2,32}):\d{15,21}>")
+# Discord's message formatting (discord.com/developers/docs/reference#message-formatting): a timestamp shows in
+# each reader's own time zone, which a voice cannot, so times are said in UTC; a relative one needs no zone.
+_TIMESTAMP = re.compile(r"<t:(-?\d{1,13})(?::([tTdDfFR]))?>")
+_COMMAND = re.compile(r"</([\w-]{1,32}(?: [\w-]{1,32}){0,2}):\d{15,21}>")
 _URL = re.compile(r"<?https?://[^\s>]+>?")  # with or without Discord's <...> that suppresses the embed
 # Discord markdown (support.discord.com, "Markdown Text 101"): what it formats is read, the marks are not.
 _CODE_BLOCK = re.compile(r"```.*?```", re.DOTALL)
@@ -51,10 +58,14 @@ def mentioned(text: str) -> list[tuple[str, int]]:
     return found
 
 
-def speakable(text: str, names: Callable[[str, int], str | None], rules: TextRules | None = None) -> str:
-    """`text` with mentions, emoji and links turned into words; `TextRejected` for what cannot be spoken.
+def speakable(
+    text: str, names: Callable[[str, int], str | None], rules: TextRules | None = None, now: float | None = None
+) -> str:
+    """`text` with mentions, emoji, timestamps and links turned into words; `TextRejected` for what cannot be
+    spoken.
 
-    `names(kind, id)` gives the display name of a member ("@"), role ("@&") or channel ("#"), or None.
+    `names(kind, id)` gives the display name of a member ("@"), role ("@&") or channel ("#"), or None; `now`
+    (a Unix time, by default the clock's) is what relative timestamps count from.
     """
     rules = rules or TextRules()
     text = text.strip()
@@ -84,8 +95,38 @@ def speakable(text: str, names: Callable[[str, int], str | None], rules: TextRul
         return name if name is not None else {"@": "someone", "@&": "a role", "#": "a channel"}[kind]
 
     text = _MENTION.sub(mention, text)
+    now = time.time() if now is None else now
+    text = _TIMESTAMP.sub(lambda m: _when(int(m.group(1)), m.group(2) or "f", now), text)
+    text = _COMMAND.sub(lambda m: "slash " + m.group(1), text)
     text = _EMOJI.sub(lambda m: m.group(1).replace("_", " "), _unformat(text))
     return _URL.sub("a link", text).replace("\t", " ").strip()
+
+
+def _when(seconds: int, style: str, now: float) -> str:
+    """A timestamp as a listener would want to hear it: "in 3 hours", or a date and time in UTC."""
+    if style == "R":
+        return _relative(seconds - now)
+    try:
+        moment = datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):  # beyond what a date can be
+        return "a date"
+    day = f"{moment:%B} {moment.day}, {moment.year}"
+    clock = f"{moment:%H:%M} UTC"
+    return {"t": clock, "T": clock, "d": day, "D": day, "F": f"{moment:%A}, {day} at {clock}"}.get(
+        style, f"{day} at {clock}"
+    )
+
+
+def _relative(delta: float) -> str:
+    """Like Discord's relative timestamps: "in 5 minutes", "2 days ago"."""
+    size = abs(delta)
+    if size < 45:
+        return "now" if size < 1 else "in a few seconds" if delta > 0 else "a few seconds ago"
+    units = (("year", 365.25 * 86400), ("month", 30.44 * 86400), ("day", 86400.0), ("hour", 3600.0))
+    unit, length = next(((u, n) for u, n in units if size >= n * 0.9), ("minute", 60.0))
+    count = max(1, round(size / length))
+    amount = f"{'an' if unit == 'hour' else 'a'} {unit}" if count == 1 else f"{count} {unit}s"
+    return f"in {amount}" if delta > 0 else f"{amount} ago"
 
 
 def _unformat(text: str) -> str:

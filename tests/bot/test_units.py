@@ -91,6 +91,27 @@ def test_text_becomes_speakable(text: str, spoken: str) -> None:
     assert speakable(text, names) == spoken
 
 
+@pytest.mark.parametrize(
+    ("text", "spoken"),
+    [
+        ("at <t:1700000000:t>", "at 22:13 UTC"),
+        ("on <t:1700000000:D>!", "on November 14, 2023!"),
+        ("<t:1700000000>", "November 14, 2023 at 22:13 UTC"),
+        ("<t:1700000000:F>", "Tuesday, November 14, 2023 at 22:13 UTC"),
+        ("starts <t:1700010800:R>", "starts in 3 hours"),
+        ("<t:1700003600:R> <t:1699999700:R> <t:1699913600:R>", "in an hour 5 minutes ago a day ago"),
+        ("<t:1731536000:R>", "in a year"),
+        ("<t:9999999999999:f>", "a date"),
+        (
+            "use </say:123456789012345678> or </character create:123456789012345678>",
+            "use slash say or slash character create",
+        ),
+    ],
+)
+def test_timestamps_and_commands_are_read_as_discord_shows_them(text: str, spoken: str) -> None:
+    assert speakable(text, names, now=1_700_000_000) == spoken
+
+
 def test_known_mentions_become_names() -> None:
     text = "<@000000000000000001> guard <@&000000000000000002> in <#000000000000000003>"
     ids = {("@", 1): "Bram", ("@&", 2): "Guards", ("#", 3): "tavern"}
