@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 CACHE_INDEX = "dia:cache:index"
 CACHE_SIZES = "dia:cache:sizes"
+CACHE_BYTES = "dia:cache:bytes"  # the sum of CACHE_SIZES
 RUNNING_TTL_MS = 3_600_000  # an output stream whose job never ends still goes away
 
 # The codes behind an event go in with it, so the log never lags what played, and a stale attempt (the attempt
@@ -94,32 +95,40 @@ redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
 return now_ms
 """
 
-# Entries and their sizes are indexed so the cache stays under its byte budget: expired entries leave the
-# index first, then the oldest go until the new one fits.
+# Entries are indexed by when they expire, with their sizes, so the cache stays under its byte budget: expired
+# entries leave the index first, then those closest to expiring (the oldest, as workers share one TTL) go until
+# the new one fits. The total is kept beside the sizes, so a put costs the entries it drops, not the whole
+# index; a Redis written before the total existed has it summed once (its entries, indexed by when they were
+# written, count as expired).
 _CACHE_PUT_LUA = """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local ttl, budget = tonumber(ARGV[2]), tonumber(ARGV[3])
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  local total = 0
+  for _, size in ipairs(redis.call('HVALS', KEYS[3])) do total = total + tonumber(size) end
+  redis.call('SET', KEYS[4], total)
+end
 local function drop(member)
+  local size = redis.call('HGET', KEYS[3], member)
+  if size then redis.call('DECRBY', KEYS[4], size) end
   redis.call('DEL', member)
   redis.call('ZREM', KEYS[2], member)
   redis.call('HDEL', KEYS[3], member)
 end
-for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms - ttl)) do drop(member) end
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms)) do drop(member) end
 if redis.call('HEXISTS', KEYS[3], KEYS[1]) == 1 then drop(KEYS[1]) end
-local total = 0
-for _, size in ipairs(redis.call('HVALS', KEYS[3])) do total = total + tonumber(size) end
 local size = string.len(ARGV[1])
 if size > budget then return 0 end
-while total + size > budget do
+while tonumber(redis.call('GET', KEYS[4])) + size > budget do
   local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)
   if #oldest == 0 then break end
-  total = total - tonumber(redis.call('HGET', KEYS[3], oldest[1]) or 0)
   drop(oldest[1])
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-redis.call('ZADD', KEYS[2], now_ms, KEYS[1])
+redis.call('ZADD', KEYS[2], now_ms + ttl, KEYS[1])
 redis.call('HSET', KEYS[3], KEYS[1], size)
+redis.call('INCRBY', KEYS[4], size)
 return 1
 """
 
@@ -267,7 +276,7 @@ class WorkerStore:
 
     def cache_put(self, key: str, value: dict[str, Any], *, ttl_ms: int, max_bytes: int) -> bool:
         data = msgpack.packb({"v": SCHEMA_VERSION, "cache": value}, use_bin_type=True)
-        return bool(self._cache_put(keys=[key, CACHE_INDEX, CACHE_SIZES], args=[data, ttl_ms, max_bytes]))
+        return bool(self._cache_put(keys=[key, CACHE_INDEX, CACHE_SIZES, CACHE_BYTES], args=[data, ttl_ms, max_bytes]))
 
 
 def cache_key(job: RenderJob, voices: dict[str, VoiceRecord], revision: str) -> str:
