@@ -15,7 +15,10 @@ from redis.asyncio import Redis
 
 Choice = Literal["required_role", "character_role"]
 CHOICES: tuple[Choice, ...] = ("required_role", "character_role")
-READ_CHANNEL = "read_channel"  # also in the hash: the channel read aloud, and the voice (bot/voice_choices.py)
+# Also in the hash: the channel read aloud, the prefix of messages there it skips, and the voice
+# (bot/voice_choices.py).
+READ_CHANNEL = "read_channel"
+READ_SKIP = "read_skip"
 
 
 def settings_key(guild_id: int) -> str:
@@ -63,14 +66,26 @@ class ServerSettingsStore:
 
     async def read_channel(self, guild_id: int) -> int | None:
         """The channel whose messages are read aloud (`/settings read-channel`), if the server chose one."""
-        value: Any = await self.redis.hget(settings_key(guild_id), READ_CHANNEL)
-        return int(value) if value else None
+        return (await self.reading(guild_id))[0]
 
-    async def set_read_channel(self, guild_id: int, channel_id: int | None) -> None:
+    async def reading(self, guild_id: int) -> tuple[int | None, str | None]:
+        """The channel read aloud, and the prefix that keeps a message there from being read (None: none)."""
+        raw: Any = await self.redis.hmget(settings_key(guild_id), [READ_CHANNEL, READ_SKIP])
+        channel, skip = raw
+        return (int(channel) if channel else None), (skip.decode() if skip else None)
+
+    async def set_read_channel(self, guild_id: int, channel_id: int | None, skip: str | None = None) -> None:
+        key = settings_key(guild_id)
         if channel_id is None:
-            await self.redis.hdel(settings_key(guild_id), READ_CHANNEL)
-        else:
-            await self.redis.hset(settings_key(guild_id), READ_CHANNEL, str(channel_id))
+            await self.redis.hdel(key, READ_CHANNEL, READ_SKIP)
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, READ_CHANNEL, str(channel_id))
+            if skip:
+                pipe.hset(key, READ_SKIP, skip)
+            else:
+                pipe.hdel(key, READ_SKIP)
+            await pipe.execute()
 
     async def reset(self, guild_id: int) -> None:
         """Back to the host's settings: its roles, no read channel, Dia's [S1] for untagged text."""

@@ -3,7 +3,8 @@ spoken as if they had used /say, in their `/myvoice` voice.
 
 The TTS bots' "setup channel" (research/discord.md §1.6): for members who cannot or would rather not speak.
 It needs the privileged Message Content intent, so a host turns it on with `DIA_READ_MESSAGES`. Someone who is
-not in a voice channel is only chatting, and is left alone; any other reason a message is not spoken is said in
+not in a voice channel is only chatting, and is left alone, as is a message that starts with the server's skip
+prefix (`/settings read-channel ... skip:`); any other reason a message is not spoken is said in
 a short reply that removes itself, as a message has no private answer.
 """
 
@@ -41,8 +42,10 @@ class Reader(commands.Cog):
             or not message.content.strip()
             or member.voice is None
             or member.voice.channel is None
-            or await self.bot.server_settings.read_channel(member.guild.id) != message.channel.id
         ):
+            return
+        channel, skip = await self.bot.server_settings.reading(member.guild.id)
+        if channel != message.channel.id or (skip is not None and message.content.lstrip().startswith(skip)):
             return
         try:
             line = await lines.prepare(self.bot, member, message.content, message.channel.id)

@@ -49,8 +49,10 @@ class Settings(commands.GroupCog, group_name="settings", group_description="The 
         use = _role_text(guild, rules.required_role.role, "everyone")
         edit = _role_text(guild, rules.character_role.role, "")
         edit = f"{edit} and Manage Server" if edit else "Manage Server"
-        read = await self.bot.server_settings.read_channel(guild.id)
+        read, skip = await self.bot.server_settings.reading(guild.id)
         reading = f"<#{read}>" if read is not None else "none"
+        if read is not None and skip is not None:
+            reading += f", except messages that start with `{skip}`"
         if read is not None and not self.bot.settings.read_messages:
             reading += " (not read: the bot's host turned reading off)"
         voice = await self.bot.voice_choices.server(guild.id)
@@ -105,12 +107,21 @@ class Settings(commands.GroupCog, group_name="settings", group_description="The 
         return await voice_options(self.bot.redis, interaction, current)
 
     @app_commands.command(name="read-channel")
-    @app_commands.describe(channel="The channel whose messages are read aloud (leave out to read none)")
+    @app_commands.describe(
+        channel="The channel whose messages are read aloud (leave out to read none)",
+        skip="Messages that start with this are not read, e.g. ! for other bots' commands or // for side talk",
+    )
     async def read_channel(
-        self, interaction: discord.Interaction, channel: discord.TextChannel | discord.VoiceChannel | None = None
+        self,
+        interaction: discord.Interaction,
+        channel: discord.TextChannel | discord.VoiceChannel | None = None,
+        skip: app_commands.Range[str, 1, 8] | None = None,
     ) -> None:
         """Read aloud what members in voice write in a channel, as if they had used /say."""
         member = self._manager(interaction)
+        skip = skip.strip() or None if skip is not None else None
+        if skip is not None and channel is None:
+            raise UserFacingError("`skip` goes with a channel: choose the channel to read too")
         if channel is not None:
             if not self.bot.settings.read_messages:
                 raise UserFacingError(
@@ -119,7 +130,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="The 
                 )
             if not channel.permissions_for(member.guild.me).view_channel:
                 raise UserFacingError(f"I cannot see {channel.mention}: give me View Channel there first")
-        await self.bot.server_settings.set_read_channel(member.guild.id, channel.id if channel else None)
+        await self.bot.server_settings.set_read_channel(member.guild.id, channel.id if channel else None, skip)
         await interaction.response.send_message(f"✅ {await self._describe(member.guild)}", ephemeral=True)
 
     @app_commands.command(name="reset")

@@ -29,10 +29,14 @@ async def test_messages_in_the_read_channel_are_spoken(
     )
     await chat(guild, world.alice, world.text, "[S1] 300")  # no read channel yet
 
-    chosen = await private_text(
-        await slash(guild, world.alice, world.text, "settings read-channel", channel=world.text)
+    assert "`skip` goes with a channel" in await private_text(
+        await slash(guild, world.alice, world.text, "settings read-channel", skip="//")
     )
-    assert f"Channel read aloud: <#{world.text.id}>." in chosen, chosen
+    chosen = await private_text(
+        await slash(guild, world.alice, world.text, "settings read-channel", channel=world.text, skip="//")
+    )
+    assert f"Channel read aloud: <#{world.text.id}>, except messages that start with `//`." in chosen, chosen
+    await chat(guild, world.alice, world.text, "  // 800 (grins)")  # side talk: neither spoken nor answered
     await chat(guild, world.bob, world.text, "[S1] 400")  # bob is in no voice channel: only chatting
     await chat(guild, world.alice, off_topic, "[S1] 500")  # another channel
     await chat(guild, world.alice, world.text, "[S1] Well met. (grins)")
@@ -51,7 +55,7 @@ async def test_messages_in_the_read_channel_are_spoken(
     assert "Channel read aloud: none." in await private_text(
         await slash(guild, world.alice, world.text, "settings read-channel")
     )
-    assert await redis.hget(f"dia:guild:{guild.id}:settings", "read_channel") is None
+    assert await redis.hmget(f"dia:guild:{guild.id}:settings", ["read_channel", "read_skip"]) == [None, None]
 
 
 async def test_reading_is_the_hosts_choice(world: World, start_bot: object) -> None:
