@@ -51,6 +51,14 @@ async def test_messages_in_the_read_channel_are_spoken(
     assert heard and all(abs(f - 700) < 60 for f in heard), "only alice's line in the read channel is spoken"
     assert len(world.discord.posted) == 1, "one note, for the one mistake; nothing said about the rest"
 
+    # The bot hears its own note in the read channel, as on Discord, and it is in voice now: still not read.
+    assert world.bot_channel() == world.tavern.id
+    await chat(guild, world.alice, world.text, "[S1] Well met again. (grins)")
+    await world.discord.wait_posted(world.text, count=2)
+    packets = len(session.audio())
+    await asyncio.sleep(1.0)
+    assert len(world.discord.posted) == 2 and len(session.audio()) == packets, "no note on a note, nothing spoken"
+
     # Choosing no channel stops the reading.
     assert "Channel read aloud: none." in await private_text(
         await slash(guild, world.alice, world.text, "settings read-channel")

@@ -154,14 +154,16 @@ class FakeDiscord:
         """`member` posts `content` in `channel`; like Discord, the gateway sends MESSAGE_CREATE if the bot asked
         for guild messages, with the content only if it also has the Message Content intent."""
         message = self.user_message(member, channel, content)
-        if self.intents & GUILD_MESSAGES:
-            payload = message.payload()
-            member_data = {k: v for k, v in member.payload().items() if k != "user"}
-            text = content if self.intents & MESSAGE_CONTENT else ""
-            await self.dispatch(
-                "MESSAGE_CREATE", {**payload, "content": text, "guild_id": str(guild.id), "member": member_data}
-            )
+        await self._message_created(guild, member, message, content if self.intents & MESSAGE_CONTENT else "")
         return message
+
+    async def _message_created(self, guild: Guild, member: Member, message: Message, content: str) -> None:
+        if self.intents & GUILD_MESSAGES:
+            member_data = {k: v for k, v in member.payload().items() if k != "user"}
+            await self.dispatch(
+                "MESSAGE_CREATE",
+                {**message.payload(), "content": content, "guild_id": str(guild.id), "member": member_data},
+            )
 
     async def message_command(
         self, guild: Guild, member: Member, channel: Channel, name: str, message: Message, /
@@ -409,7 +411,12 @@ class FakeDiscord:
         channel_id = int(parts[1])
         if len(parts) == 3 and request.method == "POST":
             body, uploads = await read_body(request)
-            return json_response(self.store.post(channel_id, body, uploads).payload())
+            message = self.store.post(channel_id, body, uploads)
+            # Like Discord, the bot hears its own message too, content included (the intent is for others').
+            guild = next((g for g in self.guilds.values() if any(c.id == channel_id for c in g.channels)), None)
+            if guild is not None:
+                await self._message_created(guild, guild.members[self.bot.id], message, message.content)
+            return json_response(message.payload())
         message = self.store.messages.get(int(parts[3])) if len(parts) == 4 and parts[3].isdigit() else None
         # Ephemeral messages exist only for their interaction's webhook, never for the channel API.
         if message is None or message.deleted or message.channel_id != channel_id or message.ephemeral:
