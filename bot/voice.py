@@ -241,6 +241,20 @@ class GuildPlayer:
             client.stop()
         return line
 
+    async def withdraw(self, requester: int) -> tuple[Line, bool] | None:
+        """Take back `requester`'s latest line: out of the queue if it waits, stopped if it plays. The line and
+        whether it was playing; None if they have no line here."""
+        waiting = next((line for line in reversed(self.lines) if line.requester == requester), None)
+        if waiting is not None:
+            self.lines.remove(waiting)
+            await self._keep("updating", self.services.saved.forget(self.services.guild_id, waiting))
+            await jobs.cancel(self.services.redis, waiting.job_id)  # the worker drops it, rendering or not
+            return waiting, False
+        if self.current is not None and self.current.requester == requester:
+            skipped = await self.skip()
+            return (skipped, True) if skipped is not None else None
+        return None
+
     async def stop(self) -> int:
         """Skip the current line and cancel every queued one; returns how many were dropped."""
         dropped = list(self.lines)

@@ -66,6 +66,20 @@ class Voice(commands.Cog):
             raise UserFacingError("nothing is being spoken right now")
         await interaction.response.send_message(f"⏭️ Skipped: {skipped.preview}")
 
+    @app_commands.command(name="unsay")
+    @app_commands.guild_only()
+    async def unsay(self, interaction: discord.Interaction) -> None:
+        """Take back your latest line: it leaves the queue, or stops if it is being spoken."""
+        member = _member(interaction)
+        taken = await self.bot.player(member.guild.id).withdraw(member.id)
+        if taken is None:
+            raise UserFacingError("you have no line waiting or being spoken here")
+        line, playing = taken
+        await interaction.response.send_message(
+            f"↩️ {'Stopped' if playing else 'Took back'}: {line.preview}",
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
     @app_commands.command(name="stop")
     @app_commands.guild_only()
     async def stop(self, interaction: discord.Interaction) -> None:

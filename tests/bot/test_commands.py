@@ -75,6 +75,34 @@ async def test_stop_clears_the_queue(world: World, start_bot: object, tone_worke
     assert "Nothing is queued" in str((await queue.reply())["content"])
 
 
+async def test_unsay_takes_back_the_caller_s_latest_line(
+    world: World, start_bot: object, tone_worker: object, redis: Redis
+) -> None:
+    world.guild.voice[world.bob.user.id] = world.tavern.id
+    tone_worker("--seconds", "4", "--pace")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    for member, frequency in ((world.alice, 500), (world.bob, 900), (world.alice, 1300), (world.bob, 1700)):
+        await world.say(f"[S1] {frequency}", member)
+    session = await world.session()
+    await session.wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
+    saved = f"dia:bot:lines:{world.guild.id}"  # bot/saved.py: kept to play after a restart
+    assert await redis.llen(saved) == 4
+
+    async def unsay(member: object) -> str:
+        interaction = await world.discord.slash(world.guild, member, world.text, "unsay")  # type: ignore[arg-type]
+        return str((await interaction.reply())["content"])
+
+    assert "Took back: [S1] 1300" in await unsay(world.alice), "the latest of hers, not the one playing"
+    assert "Took back: [S1] 1700" in await unsay(world.bob)
+    assert "Took back: [S1] 900" in await unsay(world.bob)
+    assert "You have no line waiting or being spoken here" in await unsay(world.bob)
+    assert "Stopped: [S1] 500" in await unsay(world.alice)
+    await asyncio.sleep(1.5)
+    heard = {round(f, -2) for f in frame_frequencies(session) if f}
+    assert heard == {500}, "nothing taken back is spoken"
+    assert await redis.llen(saved) == 0, "nor kept for after a restart"
+
+
 async def test_leave_mid_line(world: World, start_bot: object, tone_worker: object) -> None:
     tone_worker("--seconds", "4", "--pace")  # type: ignore[operator]
     await start_bot()  # type: ignore[operator]
