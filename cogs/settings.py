@@ -119,7 +119,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="The 
     ) -> None:
         """Read aloud what members in voice write in a channel, as if they had used /say."""
         member = self._manager(interaction)
-        skip = skip.strip() or None if skip is not None else None
+        skip = (skip or "").strip() or None
         if skip is not None and channel is None:
             raise UserFacingError("`skip` goes with a channel: choose the channel to read too")
         if channel is not None:
