@@ -1,10 +1,7 @@
 """Voice playback: the worker's Opus packets straight into discord.py, one guild queue at a time.
 
-discord.py's AudioPlayer thread calls `read()` every 20 ms and must get one packet at once: a blocking read
-makes it burst afterwards to catch up, and `b''` means the end (discord/player.py). So an asyncio task fills
-a thread-safe jitter buffer from the job's event stream; playback starts after a small pre-buffer; on an
-underrun the source returns Opus silence; `b''` comes only once the end event is drained (research/discord.md
-§3.4, §5). The bot does no audio processing: it forwards packets.
+An asyncio task fills the line's jitter buffer (bot/playback.py) from the job's event stream; playback starts
+after a small pre-buffer (research/discord.md §3.4, §5). The bot does no audio processing: it forwards packets.
 """
 
 from __future__ import annotations
@@ -12,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -22,71 +18,12 @@ from typing import Protocol
 import discord
 from redis.asyncio import Redis
 
+from bot.playback import JitterBuffer, StreamedOpusSource
 from tts_engine import job_events, jobs
 
 log = logging.getLogger(__name__)
 
-OPUS_SILENCE = b"\xf8\xff\xfe"
 SHUTDOWN_GRACE = 5.0  # seconds the bot's close waits for each player to stop
-
-
-class JitterBuffer:
-    """Packets from the event loop to the player thread. `read` never blocks."""
-
-    def __init__(self) -> None:
-        self._packets: deque[bytes] = deque()
-        self._lock = threading.Lock()
-        self._ended = False
-        self.played = 0
-        self.underruns = 0
-
-    def put(self, packets: list[bytes]) -> None:
-        with self._lock:
-            self._packets.extend(packets)
-
-    def end(self) -> None:
-        """No more packets will come: drain what is left, then report the end."""
-        with self._lock:
-            self._ended = True
-
-    def drop(self) -> None:
-        """Stop now: forget what is buffered and end."""
-        with self._lock:
-            self._packets.clear()
-            self._ended = True
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._packets)
-
-    @property
-    def exhausted(self) -> bool:
-        """Ended with nothing left to play."""
-        with self._lock:
-            return self._ended and not self._packets
-
-    def read(self) -> bytes:
-        with self._lock:
-            if self._packets:
-                self.played += 1
-                return self._packets.popleft()
-            if self._ended:
-                return b""
-            self.underruns += 1
-            return OPUS_SILENCE
-
-
-class StreamedOpusSource(discord.AudioSource):
-    """A discord.py source over a jitter buffer; its packets are Opus already."""
-
-    def __init__(self, buffer: JitterBuffer) -> None:
-        self.buffer = buffer
-
-    def read(self) -> bytes:
-        return self.buffer.read()
-
-    def is_opus(self) -> bool:
-        return True
 
 
 @dataclass

@@ -52,7 +52,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="The 
         read, skip = await self.bot.server_settings.reading(guild.id)
         reading = f"<#{read}>" if read is not None else "none"
         if read is not None and skip is not None:
-            reading += f", except messages that start with `{skip}`"
+            reading += f", except messages that start with “{discord.utils.escape_markdown(skip)}”"
         if read is not None and not self.bot.settings.read_messages:
             reading += " (not read: the bot's host turned reading off)"
         voice = await self.bot.voice_choices.server(guild.id)

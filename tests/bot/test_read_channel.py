@@ -35,7 +35,7 @@ async def test_messages_in_the_read_channel_are_spoken(
     chosen = await private_text(
         await slash(guild, world.alice, world.text, "settings read-channel", channel=world.text, skip="//")
     )
-    assert f"Channel read aloud: <#{world.text.id}>, except messages that start with `//`." in chosen, chosen
+    assert f"Channel read aloud: <#{world.text.id}>, except messages that start with “//”." in chosen, chosen
     await chat(guild, world.alice, world.text, "  // 800 (grins)")  # side talk: neither spoken nor answered
     await chat(guild, world.bob, world.text, "[S1] 400")  # bob is in no voice channel: only chatting
     await chat(guild, world.alice, off_topic, "[S1] 500")  # another channel

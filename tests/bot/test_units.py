@@ -13,8 +13,9 @@ import pytest
 from redis.asyncio import Redis
 
 from bot import voice
+from bot.playback import OPUS_SILENCE, JitterBuffer, StreamedOpusSource
 from bot.text import TextRejected, TextRules, mentioned, speakable
-from bot.voice import OPUS_SILENCE, GuildPlayer, JitterBuffer, Line, Services, StreamedOpusSource
+from bot.voice import GuildPlayer, Line, Services
 
 
 def test_silence_on_underrun_and_the_end_only_after_the_end() -> None:
