@@ -13,7 +13,6 @@ Each server's entries are the hash `dia:guild:{id}:pronounce`: the case-folded w
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bot.errors import UserFacingError
+from bot.text import invisible
 from tts_engine.script import CUES, Item, Turn
 
 MAX_ENTRIES = 200
@@ -56,8 +56,8 @@ def _checked(text: str, what: str, most: int) -> str:
         raise UserFacingError(f"the {what} is {len(text)} characters; at most {most}")
     if bad := [c for c in text if c in _FORBIDDEN]:
         raise UserFacingError(f"the {what} cannot hold {bad[0]!r}: brackets and parentheses are script syntax")
-    if bad := [c for c in text if unicodedata.category(c) in ("Cc", "Cf")]:
-        raise UserFacingError(f"the {what} holds an invisible control character (U+{ord(bad[0]):04X}): remove it")
+    if (char := invisible(text)) is not None:  # after the join above, no new line or tab is left
+        raise UserFacingError(f"the {what} holds an invisible control character (U+{ord(char):04X}): remove it")
     return text
 
 
@@ -104,19 +104,15 @@ class Pronunciations:
     async def all(self, guild_id: int) -> list[Pronunciation]:
         """The server's entries, by word."""
         raw: Any = await self.redis.hgetall(_key(guild_id))
-        found = []
-        for value in raw.values():
-            word, _, sounds = value.decode().partition("\0")
-            found.append(Pronunciation(word, sounds))
-        return sorted(found, key=lambda e: e.word.casefold())
+        return sorted((_decoded(value) for value in raw.values()), key=lambda e: e.word.casefold())
 
     async def respeller(self, guild_id: int) -> Respeller:
         return Respeller(await self.all(guild_id))
 
     async def set(self, guild_id: int, pronunciation: Pronunciation) -> None:
         """Add or replace the entry for its word; a `UserFacingError` when the server has `cap` already."""
-        stored = f"{pronunciation.word}\0{pronunciation.sounds}"
-        if not await self._put(keys=[_key(guild_id)], args=[pronunciation.word.casefold(), stored, self.cap]):
+        args: list[str | int] = [pronunciation.word.casefold(), _encoded(pronunciation), self.cap]
+        if not await self._put(keys=[_key(guild_id)], args=args):
             raise UserFacingError(f"this server has {self.cap} pronunciations, the most it may have; remove some first")
 
     async def remove(self, guild_id: int, word: str) -> Pronunciation | None:
@@ -126,7 +122,13 @@ class Pronunciations:
             pipe.hget(key, field)
             pipe.hdel(key, field)
             value, _ = await pipe.execute()
-        if value is None:
-            return None
-        word, _, sounds = value.decode().partition("\0")
-        return Pronunciation(word, sounds)
+        return _decoded(value) if value is not None else None
+
+
+def _encoded(pronunciation: Pronunciation) -> str:
+    return f"{pronunciation.word}\0{pronunciation.sounds}"
+
+
+def _decoded(value: bytes) -> Pronunciation:
+    word, _, sounds = value.decode().partition("\0")
+    return Pronunciation(word, sounds)

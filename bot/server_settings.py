@@ -64,12 +64,9 @@ class ServerSettingsStore:
         """The server's own choice: a role, or None for no role."""
         await self.redis.hset(settings_key(guild_id), choice, "" if role_id is None else str(role_id))
 
-    async def read_channel(self, guild_id: int) -> int | None:
-        """The channel whose messages are read aloud (`/settings read-channel`), if the server chose one."""
-        return (await self.reading(guild_id))[0]
-
     async def reading(self, guild_id: int) -> tuple[int | None, str | None]:
-        """The channel read aloud, and the prefix that keeps a message there from being read (None: none)."""
+        """The channel read aloud (`/settings read-channel`), if the server chose one, and the prefix that keeps a
+        message there from being read (None: none)."""
         raw: Any = await self.redis.hmget(settings_key(guild_id), [READ_CHANNEL, READ_SKIP])
         channel, skip = raw
         return (int(channel) if channel else None), (skip.decode() if skip else None)

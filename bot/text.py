@@ -58,6 +58,15 @@ def mentioned(text: str) -> list[tuple[str, int]]:
     return found
 
 
+def invisible(text: str) -> str | None:
+    """The first invisible control or format character in `text` (a new line or tab is not one), if any: such
+    characters could hide words or forge what Dia reads."""
+    return next(
+        (c for c in text if unicodedata.category(c) == "Cf" or (unicodedata.category(c) == "Cc" and c not in "\n\t")),
+        None,
+    )
+
+
 def speakable(
     text: str, names: Callable[[str, int], str | None], rules: TextRules | None = None, now: float | None = None
 ) -> str:
@@ -80,11 +89,9 @@ def speakable(
     mentions = _MENTION.findall(text)
     if len(mentions) > rules.max_mentions:
         raise TextRejected(f"that is {len(mentions)} mentions; at most {rules.max_mentions} can be read out")
-    for char in text:
-        category = unicodedata.category(char)
-        if (category == "Cc" and char not in "\n\t") or category == "Cf":
-            code = f"U+{ord(char):04X}"
-            raise TextRejected(f"the text holds invisible control characters (like {code}): remove them and try again")
+    if (char := invisible(text)) is not None:
+        code = f"U+{ord(char):04X}"
+        raise TextRejected(f"the text holds invisible control characters (like {code}): remove them and try again")
     if _is_zalgo(text):
         raise TextRejected("that looks like zalgo text (letters buried in stacked marks): Dia cannot read it")
 
