@@ -9,6 +9,13 @@ from bot.errors import UserFacingError
 VoiceChannel = discord.VoiceChannel | discord.StageChannel
 
 
+def server_member(interaction: discord.Interaction) -> discord.Member:
+    """The caller, as a member of the server the command was used in."""
+    if not isinstance(interaction.user, discord.Member) or interaction.guild is None:
+        raise UserFacingError("this command works in a server, not in direct messages")
+    return interaction.user
+
+
 def caller_channel(member: discord.Member) -> VoiceChannel:
     """The voice channel the caller is in."""
     channel = member.voice.channel if member.voice is not None else None

@@ -65,6 +65,12 @@ async def may_use(bot: DiaBot, member: discord.Member) -> None:
     checks.has_role(member, await bot.server_settings.role(member.guild.id, "required_role"))
 
 
+async def may_edit(bot: DiaBot, member: discord.Member, doing: str = "changing characters") -> None:
+    """Raise unless `member` may change the server's cast and pronunciations: the server's character role, else
+    Manage Server."""
+    checks.may_edit_characters(member, await bot.server_settings.role(member.guild.id, "character_role"), doing)
+
+
 async def prepare(
     bot: DiaBot,
     member: discord.Member,
@@ -74,8 +80,10 @@ async def prepare(
     export: bool = False,
     speed: float = 1.0,
     seed: int | None = None,
+    said_by: str | None = None,
 ) -> Prepared:
-    """The render job for `member`'s `text`; messages about it go to the text channel `channel_id`."""
+    """The render job for `member`'s `text`; messages about it go to the text channel `channel_id`. `said_by`
+    (a name from `text.sayable_name`) is said first in the member's voice: "Ann said, ..." (the read channel)."""
     guild = member.guild
     settings = bot.settings
     await may_use(bot, member)
@@ -87,7 +95,8 @@ async def prepare(
     # Text that names no speaker is the member's chosen voice (/myvoice), else the server's, else [S1].
     own = await bot.voice_choices.for_line(guild.id, member.id, moods)
     default = (own.name, own.mood) if own is not None else ("S1", None)
-    items = script_items(spoken, moods, default=default)
+    script = f"{said_by} said, {spoken}" if said_by else spoken  # before any tag: in the member's voice
+    items = script_items(script, moods, default=default)
     items = (await bot.pronunciations.respeller(guild.id)).script(items)  # the words only: tags and cues stay
     voices = {
         (c.name, mood or None): VoiceRef(v.voice_id, v.transcript, v.frames)

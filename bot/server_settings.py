@@ -15,10 +15,11 @@ from redis.asyncio import Redis
 
 Choice = Literal["required_role", "character_role"]
 CHOICES: tuple[Choice, ...] = ("required_role", "character_role")
-# Also in the hash: the channel read aloud, the prefix of messages there it skips, and the voice
-# (bot/voice_choices.py).
+# Also in the hash: the channel read aloud, the prefix of messages there it skips, whether it says who wrote
+# them ("0": no; absent: yes), and the voice (bot/voice_choices.py).
 READ_CHANNEL = "read_channel"
 READ_SKIP = "read_skip"
+READ_NAMES = "read_names"
 
 
 def settings_key(guild_id: int) -> str:
@@ -31,6 +32,16 @@ class RoleRule:
 
     role: str | None
     own: bool
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The channel read aloud (None: none), the prefix that keeps a message there from being read (None: none),
+    and whether the writer's name is said before their message."""
+
+    channel: int | None = None
+    skip: str | None = None
+    names: bool = True
 
 
 @dataclass(frozen=True)
@@ -64,24 +75,30 @@ class ServerSettingsStore:
         """The server's own choice: a role, or None for no role."""
         await self.redis.hset(settings_key(guild_id), choice, "" if role_id is None else str(role_id))
 
-    async def reading(self, guild_id: int) -> tuple[int | None, str | None]:
-        """The channel read aloud (`/settings read-channel`), if the server chose one, and the prefix that keeps a
-        message there from being read (None: none)."""
-        raw: Any = await self.redis.hmget(settings_key(guild_id), [READ_CHANNEL, READ_SKIP])
-        channel, skip = raw
-        return (int(channel) if channel else None), (skip.decode() if skip else None)
+    async def reading(self, guild_id: int) -> Reading:
+        """How the server's channel is read aloud (`/settings read-channel`)."""
+        raw: Any = await self.redis.hmget(settings_key(guild_id), [READ_CHANNEL, READ_SKIP, READ_NAMES])
+        channel, skip, names = raw
+        if not channel:
+            return Reading()
+        return Reading(int(channel), skip.decode() if skip else None, names != b"0")
 
-    async def set_read_channel(self, guild_id: int, channel_id: int | None, skip: str | None = None) -> None:
+    async def set_reading(self, guild_id: int, reading: Reading) -> None:
+        """Read `reading.channel` from now on; None reads none and forgets the rest."""
         key = settings_key(guild_id)
-        if channel_id is None:
-            await self.redis.hdel(key, READ_CHANNEL, READ_SKIP)
+        if reading.channel is None:
+            await self.redis.hdel(key, READ_CHANNEL, READ_SKIP, READ_NAMES)
             return
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, READ_CHANNEL, str(channel_id))
-            if skip:
-                pipe.hset(key, READ_SKIP, skip)
+            pipe.hset(key, READ_CHANNEL, str(reading.channel))
+            if reading.skip:
+                pipe.hset(key, READ_SKIP, reading.skip)
             else:
                 pipe.hdel(key, READ_SKIP)
+            if reading.names:
+                pipe.hdel(key, READ_NAMES)
+            else:
+                pipe.hset(key, READ_NAMES, "0")
             await pipe.execute()
 
     async def reset(self, guild_id: int) -> None:

@@ -109,6 +109,16 @@ def speakable(
     return _URL.sub("a link", text).replace("\t", " ").strip()
 
 
+def sayable_name(name: str, limit: int = 32) -> str | None:
+    """A display name as it can be said before someone's message: letters, digits and the marks inside names
+    (' - .) only, so neither a script tag, a cue nor zalgo can come in through a name; None if nothing is left
+    (a name of emoji, say)."""
+    kept = [ch if unicodedata.category(ch)[0] in "LN" or ch in "'-." else " " for ch in name]
+    words = "".join(kept).split()
+    said = " ".join(words)[:limit].strip(" '-.")
+    return said or None
+
+
 def _when(seconds: int, style: str, now: float) -> str:
     """A timestamp as a listener would want to hear it: "in 3 hours", or a date and time in UTC."""
     if style == "R":

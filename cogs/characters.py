@@ -9,9 +9,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import casting, checks
+from bot import casting, checks, lines
 from bot.errors import UserFacingError
-from cogs.voice import _member
 from tts_engine.characters import DEFAULT, Cast, Character, clean_name
 from tts_engine.jobs import VoiceRecord
 
@@ -44,8 +43,8 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
 
     async def _editor(self, interaction: discord.Interaction) -> discord.Member:
         """The caller, if they may change the cast: the server's character role, else Manage Server."""
-        member = _member(interaction)
-        checks.may_edit_characters(member, await self.bot.server_settings.role(member.guild.id, "character_role"))
+        member = checks.server_member(interaction)
+        await lines.may_edit(self.bot, member)
         return member
 
     def _requester(self, interaction: discord.Interaction, member: discord.Member) -> casting.Requester:
@@ -150,7 +149,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     @app_commands.command(name="list")
     async def list_(self, interaction: discord.Interaction) -> None:
         """Show the server's characters."""
-        member = _member(interaction)
+        member = checks.server_member(interaction)
         characters = await self._cast(member.guild.id).all()
         if not characters:
             await interaction.response.send_message("No characters yet: make one with `/character create` or "
@@ -166,7 +165,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     @app_commands.describe(name="Which character")
     async def show(self, interaction: discord.Interaction, name: str) -> None:
         """Show a character's voices and what each was made from."""
-        member = _member(interaction)
+        member = checks.server_member(interaction)
         character = await self._cast(member.guild.id).get(name)
         if character is None:
             raise UserFacingError(f"there is no character named {name}")
@@ -244,7 +243,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     @app_commands.describe(name="Only this character (default: the whole cast)")
     async def export(self, interaction: discord.Interaction, name: str | None = None) -> None:
         """Download the cast as a file that /character import reads on another server."""
-        member = _member(interaction)
+        member = checks.server_member(interaction)
         cast = self._cast(member.guild.id)
         if name is not None and await cast.get(name) is None:
             raise UserFacingError(f"there is no character named {name}")

@@ -13,9 +13,8 @@ from discord import app_commands
 from discord.ext import commands
 from redis.asyncio import Redis
 
-from bot import lines
+from bot import checks, lines
 from bot.voice_choices import Choices, Speaker, speaker_choices
-from cogs.voice import _member
 from tts_engine.characters import Cast
 
 if TYPE_CHECKING:
@@ -44,7 +43,7 @@ class MyVoice(commands.GroupCog, group_name="myvoice", group_description="Your v
         super().__init__()
 
     async def _member(self, interaction: discord.Interaction) -> discord.Member:
-        member = _member(interaction)
+        member = checks.server_member(interaction)
         await lines.may_use(self.bot, member)
         return member
 

@@ -15,7 +15,6 @@ from discord.ext import commands
 from bot import checks, lines
 from bot.errors import UserFacingError
 from bot.pronunciations import MAX_SOUNDS, MAX_WORD, Pronunciation, entry
-from cogs.voice import _member
 
 if TYPE_CHECKING:
     from bot.client import DiaBot
@@ -34,9 +33,8 @@ class Pronounce(commands.GroupCog, group_name="pronounce", group_description="Ho
         super().__init__()
 
     async def _editor(self, interaction: discord.Interaction) -> discord.Member:
-        member = _member(interaction)
-        role = await self.bot.server_settings.role(member.guild.id, "character_role")
-        checks.may_edit_characters(member, role, doing="changing pronunciations")
+        member = checks.server_member(interaction)
+        await lines.may_edit(self.bot, member, doing="changing pronunciations")
         return member
 
     @app_commands.command(name="set")
@@ -72,7 +70,7 @@ class Pronounce(commands.GroupCog, group_name="pronounce", group_description="Ho
     @app_commands.command(name="list")
     async def list_(self, interaction: discord.Interaction) -> None:
         """The words this server respells, and how."""
-        member = _member(interaction)
+        member = checks.server_member(interaction)
         await lines.may_use(self.bot, member)
         found = await self.bot.pronunciations.all(member.guild.id)
         if not found:

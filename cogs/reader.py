@@ -6,11 +6,18 @@ It needs the privileged Message Content intent, so a host turns it on with `DIA_
 not in a voice channel is only chatting, and is left alone, as is a message that starts with the server's skip
 prefix (`/settings read-channel ... skip:`); any other reason a message is not spoken is said in
 a short reply that removes itself, as a message has no private answer.
+
+Unless the server turned it off (`names:False`), the writer's name is said first ("Ann said, ...") when the
+message before was someone else's or a while ago, as the TTS bots' "xsaid" does: in a busy channel listeners
+otherwise cannot tell who wrote what, as members who chose no voice all sound alike.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections import defaultdict
 from typing import TYPE_CHECKING
 
 import discord
@@ -18,6 +25,7 @@ from discord.ext import commands
 
 from bot import lines
 from bot.errors import USER_ERRORS
+from bot.text import sayable_name
 
 if TYPE_CHECKING:
     from bot.client import DiaBot
@@ -26,11 +34,23 @@ log = logging.getLogger(__name__)
 
 NOTE_SECONDS = 30.0  # how long a note about a message that was not spoken stays
 READ_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+NAME_AGAIN_SECONDS = 60.0  # a writer's next message within this is not introduced again
 
 
 class Reader(commands.Cog):
     def __init__(self, bot: DiaBot) -> None:
         self.bot = bot
+        self._last: dict[int, tuple[int, float]] = {}  # guild -> the writer of its last message read, and when
+        # discord.py runs each message's handler as its own task: one at a time per guild, so that messages
+        # written a moment apart are queued in the order they were written.
+        self._turns: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def _introduce(self, member: discord.Member) -> str | None:
+        """The name to say before `member`'s message: none if their last one was just read."""
+        writer, at = self._last.get(member.guild.id, (None, 0.0))
+        if writer == member.id and time.monotonic() - at < NAME_AGAIN_SECONDS:
+            return None
+        return sayable_name(member.display_name)
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -44,12 +64,18 @@ class Reader(commands.Cog):
             or member.voice.channel is None
         ):
             return
-        channel, skip = await self.bot.server_settings.reading(member.guild.id)
-        if channel != message.channel.id or (skip is not None and message.content.lstrip().startswith(skip)):
-            return
+        async with self._turns[member.guild.id]:  # taken before any await: in the order the messages came
+            reading = await self.bot.server_settings.reading(member.guild.id)
+            skip = reading.skip
+            if reading.channel == message.channel.id and not (skip and message.content.lstrip().startswith(skip)):
+                await self._read(message, member, reading.names)
+
+    async def _read(self, message: discord.Message, member: discord.Member, names: bool) -> None:
+        said_by = self._introduce(member) if names else None
         try:
-            line = await lines.prepare(self.bot, member, message.content, message.channel.id)
+            line = await lines.prepare(self.bot, member, message.content, message.channel.id, said_by=said_by)
             await lines.enqueue(self.bot, member, line, message.channel.id)
+            self._last[member.guild.id] = (member.id, time.monotonic())
         except USER_ERRORS as exc:
             await self._note(message, str(exc))
         except Exception:

@@ -11,10 +11,9 @@ from discord.ext import commands
 
 from bot import checks
 from bot.errors import UserFacingError
-from bot.server_settings import Choice, RoleRule
+from bot.server_settings import Choice, Reading, RoleRule
 from bot.voice_choices import Speaker
 from cogs.myvoice import voice_options
-from cogs.voice import _member
 from tts_engine.characters import Cast
 
 if TYPE_CHECKING:
@@ -40,7 +39,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="The 
         super().__init__()
 
     def _manager(self, interaction: discord.Interaction) -> discord.Member:
-        member = _member(interaction)
+        member = checks.server_member(interaction)
         checks.manages_server(member)  # Discord hides the commands from others, unless a server lets them see
         return member
 
@@ -49,11 +48,13 @@ class Settings(commands.GroupCog, group_name="settings", group_description="The 
         use = _role_text(guild, rules.required_role.role, "everyone")
         edit = _role_text(guild, rules.character_role.role, "")
         edit = f"{edit} and Manage Server" if edit else "Manage Server"
-        read, skip = await self.bot.server_settings.reading(guild.id)
-        reading = f"<#{read}>" if read is not None else "none"
-        if read is not None and skip is not None:
-            reading += f", except messages that start with “{discord.utils.escape_markdown(skip)}”"
-        if read is not None and not self.bot.settings.read_messages:
+        read = await self.bot.server_settings.reading(guild.id)
+        reading = f"<#{read.channel}>" if read.channel is not None else "none"
+        if read.channel is not None and read.skip is not None:
+            reading += f", except messages that start with “{discord.utils.escape_markdown(read.skip)}”"
+        if read.channel is not None:
+            reading += "; the writer's name is said first" if read.names else "; without the writer's name"
+        if read.channel is not None and not self.bot.settings.read_messages:
             reading += " (not read: the bot's host turned reading off)"
         voice = await self.bot.voice_choices.server(guild.id)
         spoken = f"**{discord.utils.escape_markdown(voice.tag)}**" if voice else "Dia's `[S1]`, new for every line"
@@ -110,18 +111,21 @@ class Settings(commands.GroupCog, group_name="settings", group_description="The 
     @app_commands.describe(
         channel="The channel whose messages are read aloud (leave out to read none)",
         skip="Messages that start with this are not read, e.g. ! for other bots' commands or // for side talk",
+        names="Say who wrote a message before it, when the one before was someone else's (default: yes)",
     )
     async def read_channel(
         self,
         interaction: discord.Interaction,
         channel: discord.TextChannel | discord.VoiceChannel | None = None,
         skip: app_commands.Range[str, 1, 8] | None = None,
+        names: bool | None = None,
     ) -> None:
         """Read aloud what members in voice write in a channel, as if they had used /say."""
         member = self._manager(interaction)
         skip = (skip or "").strip() or None
-        if skip is not None and channel is None:
-            raise UserFacingError("`skip` goes with a channel: choose the channel to read too")
+        for option, given in (("skip", skip is not None), ("names", names is not None)):
+            if given and channel is None:
+                raise UserFacingError(f"`{option}` goes with a channel: choose the channel to read too")
         if channel is not None:
             if not self.bot.settings.read_messages:
                 raise UserFacingError(
@@ -130,7 +134,8 @@ class Settings(commands.GroupCog, group_name="settings", group_description="The 
                 )
             if not channel.permissions_for(member.guild.me).view_channel:
                 raise UserFacingError(f"I cannot see {channel.mention}: give me View Channel there first")
-        await self.bot.server_settings.set_read_channel(member.guild.id, channel.id if channel else None, skip)
+        reading = Reading(channel.id, skip, names is not False) if channel is not None else Reading()
+        await self.bot.server_settings.set_reading(member.guild.id, reading)
         await interaction.response.send_message(f"✅ {await self._describe(member.guild)}", ephemeral=True)
 
     @app_commands.command(name="reset")

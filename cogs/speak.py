@@ -11,9 +11,8 @@ from discord import app_commands
 from discord.ext import commands
 from redis.exceptions import RedisError
 
-from bot import lines, takes
+from bot import checks, lines, takes
 from bot.errors import UserFacingError, report
-from cogs.voice import _member
 from tts_engine.characters import Cast
 
 if TYPE_CHECKING:
@@ -108,7 +107,7 @@ class Speak(commands.Cog):
         speed: float = 1.0,
         seed: int | None = None,
     ) -> None:
-        member = _member(interaction)
+        member = checks.server_member(interaction)
         line = await lines.prepare(
             self.bot, member, text, interaction.channel_id, export=export, speed=speed, seed=seed
         )
@@ -134,7 +133,7 @@ class Speak(commands.Cog):
         await interaction.followup.send(f"🗣️ {where} in {channel.mention}: {line.preview}\n{again}", view=view)
 
     async def play_again(self, interaction: discord.Interaction, job_id: str) -> None:
-        member = _member(interaction)
+        member = checks.server_member(interaction)
         await lines.may_use(self.bot, member)
         take = await takes.find(self.bot.redis, job_id)
         if take is None or take.job.guild_id != member.guild.id:

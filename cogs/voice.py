@@ -15,12 +15,6 @@ if TYPE_CHECKING:
     from bot.client import DiaBot
 
 
-def _member(interaction: discord.Interaction) -> discord.Member:
-    if not isinstance(interaction.user, discord.Member) or interaction.guild is None:
-        raise UserFacingError("this command works in a server, not in direct messages")
-    return interaction.user
-
-
 class Voice(commands.Cog):
     def __init__(self, bot: DiaBot) -> None:
         self.bot = bot
@@ -29,7 +23,7 @@ class Voice(commands.Cog):
     @app_commands.guild_only()
     async def join(self, interaction: discord.Interaction) -> None:
         """Bring the bot into your voice channel."""
-        member = _member(interaction)
+        member = checks.server_member(interaction)
         await lines.may_use(self.bot, member)
         channel = checks.caller_channel(member)
         checks.can_speak_in(channel, member.guild.me)
@@ -46,7 +40,7 @@ class Voice(commands.Cog):
     @app_commands.guild_only()
     async def leave(self, interaction: discord.Interaction) -> None:
         """Make the bot leave the voice channel, dropping its queue."""
-        member = _member(interaction)
+        member = checks.server_member(interaction)
         current = self.bot.player(member.guild.id).channel()
         if current is None:
             raise UserFacingError("I am not in a voice channel")
@@ -58,7 +52,7 @@ class Voice(commands.Cog):
     @app_commands.guild_only()
     async def skip(self, interaction: discord.Interaction) -> None:
         """Stop the line being spoken and go on with the next one."""
-        member = _member(interaction)
+        member = checks.server_member(interaction)
         player = self.bot.player(member.guild.id)
         checks.may_control(member, player.channel())
         skipped = await player.skip()
@@ -70,7 +64,7 @@ class Voice(commands.Cog):
     @app_commands.guild_only()
     async def unsay(self, interaction: discord.Interaction) -> None:
         """Take back your latest line: it leaves the queue, or stops if it is being spoken."""
-        member = _member(interaction)
+        member = checks.server_member(interaction)
         taken = await self.bot.player(member.guild.id).withdraw(member.id)
         if taken is None:
             raise UserFacingError("you have no line waiting or being spoken here")
@@ -84,7 +78,7 @@ class Voice(commands.Cog):
     @app_commands.guild_only()
     async def stop(self, interaction: discord.Interaction) -> None:
         """Stop speaking and clear every queued line of this server."""
-        member = _member(interaction)
+        member = checks.server_member(interaction)
         player = self.bot.player(member.guild.id)
         checks.may_control(member, player.channel())
         dropped = await player.stop()
@@ -94,7 +88,7 @@ class Voice(commands.Cog):
     @app_commands.guild_only()
     async def queue(self, interaction: discord.Interaction) -> None:
         """Show what is being spoken and what comes next."""
-        member = _member(interaction)
+        member = checks.server_member(interaction)
         player = self.bot.player(member.guild.id)
         if not player.busy:
             await interaction.response.send_message("Nothing is queued. Use `/say` to make me speak.", ephemeral=True)

@@ -35,7 +35,7 @@ async def test_messages_in_the_read_channel_are_spoken(
     chosen = await private_text(
         await slash(guild, world.alice, world.text, "settings read-channel", channel=world.text, skip="//")
     )
-    assert f"Channel read aloud: <#{world.text.id}>, except messages that start with “//”." in chosen, chosen
+    assert f"Channel read aloud: <#{world.text.id}>, except messages that start with “//”;" in chosen, chosen
     await chat(guild, world.alice, world.text, "  // 800 (grins)")  # side talk: neither spoken nor answered
     await chat(guild, world.bob, world.text, "[S1] 400")  # bob is in no voice channel: only chatting
     await chat(guild, world.alice, off_topic, "[S1] 500")  # another channel
@@ -86,3 +86,61 @@ async def test_a_refused_intent_stops_the_bot_with_the_fix(
         await asyncio.sleep(0.05)
     assert await bot.stop() == EXIT_CONFIG, bot.log()
     assert "turn on Message Content Intent" in bot.log() and "DIA_READ_MESSAGES=false" in bot.log(), bot.log()
+
+
+def tone_runs(frequencies: list[float | None]) -> list[int]:
+    """The tones heard one after another, to the nearest 100 Hz: runs of at least 3 packets (the packets where one
+    tone fades into the next have no clean pitch)."""
+    runs: list[tuple[int, int]] = []
+    for frequency in frequencies:
+        if frequency is None:
+            continue
+        tone = round(frequency, -2)
+        if runs and runs[-1][0] == tone:
+            runs[-1] = (tone, runs[-1][1] + 1)
+        else:
+            runs.append((tone, 1))
+    return [tone for tone, count in runs if count >= 3]
+
+
+async def test_the_writer_is_named_when_another_wrote_before(
+    world: World, start_bot: object, tone_worker: object
+) -> None:
+    """The tone worker sounds the last number of a segment, so "Lady 900 said, hello" is heard as 900 Hz and a
+    plain "hello" as 440 (to the nearest 100: 400)."""
+    world.alice.roles.append(world.guild.role("Game master", MANAGE_GUILD).id)
+    world.alice.nick = "Lady 900 (laughs) ✨"  # a cue in a name is not one: only letters and digits are said
+    world.bob.nick = "[S2] Sir 600"
+    world.guild.voice[world.bob.user.id] = world.tavern.id
+    tone_worker("--seconds", "0.4")  # type: ignore[operator]
+    await start_bot(DIA_READ_MESSAGES="true")  # type: ignore[operator]
+    chat, slash, guild = world.discord.chat, world.discord.slash, world.guild
+    chosen = await private_text(
+        await slash(guild, world.alice, world.text, "settings read-channel", channel=world.text)
+    )
+    assert f"Channel read aloud: <#{world.text.id}>; the writer's name is said first." in chosen, chosen
+    heard: list[int] = []
+
+    async def read(member: object, content: str, tone: int) -> None:
+        await chat(guild, member, world.text, content)  # type: ignore[arg-type]
+        heard.append(tone)
+        live = await world.session()
+        await live.wait_for(lambda s: tone_runs(frame_frequencies(s)) == heard, timeout=30)
+
+    # The bot joins voice on the first message; the session exists from then on.
+    await chat(guild, world.alice, world.text, "hello")
+    heard.append(900)
+    live = await world.session()
+    await live.wait_for(lambda s: tone_runs(frame_frequencies(s)) == heard, timeout=60)
+    await read(world.alice, "and hello again", 400)  # the same writer just now: no name
+    await read(world.bob, "hi", 600)  # another writer: his name, in his voice before his own tags
+    await read(world.alice, "welcome", 900)  # and back
+
+    assert "without the writer's name" in await private_text(
+        await slash(guild, world.alice, world.text, "settings read-channel", channel=world.text, names=False)
+    )
+    await read(world.bob, "bye", 400)
+    assert "`names` goes with a channel" in await private_text(
+        await slash(guild, world.alice, world.text, "settings read-channel", names=True)
+    )
+    assert not world.discord.posted, "nothing was refused"

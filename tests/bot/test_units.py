@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from bot import voice
 from bot.playback import OPUS_SILENCE, JitterBuffer, StreamedOpusSource
-from bot.text import TextRejected, TextRules, mentioned, speakable
+from bot.text import TextRejected, TextRules, mentioned, sayable_name, speakable
 from bot.voice import GuildPlayer, Line, Services
 
 
@@ -65,6 +65,23 @@ NAMES = {("@", 1): "Bram", ("@&", 2): "Guards", ("#", 3): "tavern"}
 
 def names(kind: str, snowflake: int) -> str | None:
     return NAMES.get((kind, snowflake))
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("Ann", "Ann"),
+        ("Zoë O'Brien-Smith", "Zoë O'Brien-Smith"),
+        ("[S2] (laughs) Bob", "S2 laughs Bob"),  # neither a tag nor a cue comes in through a name
+        ("✨ xX_Gamer_Xx ✨", "xX Gamer Xx"),
+        ("B\u0336\u0337o\u0338b", "B o b"),  # zalgo's marks go
+        ("🐉🐉", None),
+        ("...", None),
+        ("A" * 40, "A" * 32),
+    ],
+)
+def test_a_name_is_said_with_its_letters_only(name: str, said: str | None) -> None:
+    assert sayable_name(name) == said
 
 
 @pytest.mark.parametrize(

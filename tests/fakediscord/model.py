@@ -108,9 +108,10 @@ class Channel:
 class Member:
     user: User
     roles: list[int] = field(default_factory=list)
+    nick: str | None = None  # the member's name in this server
 
     def payload(self) -> dict[str, Any]:
-        return {"user": self.user.payload(), "roles": [str(r) for r in self.roles], "nick": None, "flags": 0,
+        return {"user": self.user.payload(), "roles": [str(r) for r in self.roles], "nick": self.nick, "flags": 0,
                 "joined_at": "2026-01-01T00:00:00+00:00", "deaf": False, "mute": False, "pending": False}  # fmt: skip
 
 
