@@ -21,6 +21,7 @@ from bot.errors import on_app_command_error
 from bot.pronunciations import Pronunciations
 from bot.saved import SavedQueues
 from bot.server_settings import ServerSettingsStore
+from bot.text import counted
 from bot.voice import GuildPlayer, Services
 from bot.voice_choices import VoiceChoices
 from config.settings import BotSettings
@@ -171,7 +172,7 @@ class DiaBot(commands.Bot):
             if not waiting:
                 continue
             log.info("resuming %d saved lines in guild %d", waiting, guild_id)
-            count = f"{waiting} line{'s' if waiting > 1 else ''}"
+            count = counted(waiting, "line")
             await self.post(lines[0].text_channel, f"▶️ Back after a restart: playing the {count} that waited.", None)
 
     async def on_voice_state_update(

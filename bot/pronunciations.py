@@ -7,11 +7,13 @@ Dia reads bytes, not a dictionary, so a made-up name like "Xyrrith" comes out as
 forge one. Matching is whole-word and case-insensitive, the longest entry first ("Lord Vex" before "Vex").
 
 Each server's entries are the hash `dia:guild:{id}:pronounce`: the case-folded word to `word\\0respelling`
-(the word as first typed, for the list).
+(the word as first typed, for the list). A whole-cast `/character export` carries them too, as
+`"pronunciations": [{"word": ..., "sounds_like": ...}]`, and `/character import` adds those a server lacks.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -35,6 +37,24 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HLEN', KEYS[1]) <
   return 1
 end
 return 0
+"""
+# Adds the entries whose words the server lacks (ARGV: cap, then field and value pairs), all or none: the number
+# added, or -1 if that would make more than `cap`.
+_ADD_MISSING_LUA = """
+local missing = {}
+for i = 2, #ARGV, 2 do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then
+    table.insert(missing, ARGV[i])
+    table.insert(missing, ARGV[i + 1])
+  end
+end
+if redis.call('HLEN', KEYS[1]) + #missing / 2 > tonumber(ARGV[1]) then
+  return -1
+end
+if #missing > 0 then
+  redis.call('HSET', KEYS[1], unpack(missing))
+end
+return #missing / 2
 """
 
 
@@ -100,6 +120,7 @@ class Pronunciations:
         self.redis = redis
         self.cap = cap
         self._put = redis.register_script(_PUT_LUA)
+        self._add_missing = redis.register_script(_ADD_MISSING_LUA)
 
     async def all(self, guild_id: int) -> list[Pronunciation]:
         """The server's entries, by word."""
@@ -115,6 +136,18 @@ class Pronunciations:
         if not await self._put(keys=[_key(guild_id)], args=args):
             raise UserFacingError(f"this server has {self.cap} pronunciations, the most it may have; remove some first")
 
+    async def add_missing(self, guild_id: int, entries: Sequence[Pronunciation]) -> int:
+        """Add the entries for words the server does not respell yet, keeping its own for the others: how many
+        were added. All or none: a `UserFacingError` if the server would have more than `cap`."""
+        fields = {e.word.casefold(): _encoded(e) for e in entries}  # the file's last entry for a word wins
+        args: list[str | int] = [self.cap, *(x for pair in fields.items() for x in pair)]
+        added = int(await self._add_missing(keys=[_key(guild_id)], args=args))
+        if added < 0:
+            raise UserFacingError(
+                f"the file's pronunciations would give this server more than {self.cap}; remove some first"
+            )
+        return added
+
     async def remove(self, guild_id: int, word: str) -> Pronunciation | None:
         """Forget the entry for `word` (any case); the entry it was, or None if there was none."""
         key, field = _key(guild_id), " ".join(word.split()).casefold()
@@ -123,6 +156,35 @@ class Pronunciations:
             pipe.hdel(key, field)
             value, _ = await pipe.execute()
         return _decoded(value) if value is not None else None
+
+
+def exported(entries: Iterable[Pronunciation]) -> list[dict[str, str]]:
+    """The entries as a cast export file keeps them."""
+    return [{"word": e.word, "sounds_like": e.sounds} for e in entries]
+
+
+def from_export(data: bytes) -> list[Pronunciation]:
+    """The pronunciations of a cast export file (none if it has none), each checked as `/pronounce set` checks
+    it; a `UserFacingError` names the first bad one. The rest of the file is checked by `Cast.import_`."""
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return []  # not JSON at all: the cast's import says so
+    listed = body.get("pronunciations") if isinstance(body, dict) else None
+    if listed is None:
+        return []
+    if not isinstance(listed, list) or len(listed) > MAX_ENTRIES:
+        raise UserFacingError(f"the file's pronunciations are not a list of at most {MAX_ENTRIES}")
+    found = []
+    for index, item in enumerate(listed):
+        word, sounds = (item.get("word"), item.get("sounds_like")) if isinstance(item, dict) else (None, None)
+        if not isinstance(word, str) or not isinstance(sounds, str):
+            raise UserFacingError(f"pronunciation {index + 1} of the file has no word or no sounds_like")
+        try:
+            found.append(entry(word, sounds))
+        except UserFacingError as exc:
+            raise UserFacingError(f"pronunciation {index + 1} of the file (“{word[:MAX_WORD]}”): {exc}") from None
+    return found
 
 
 def _encoded(pronunciation: Pronunciation) -> str:

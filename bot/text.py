@@ -109,6 +109,11 @@ def speakable(
     return _URL.sub("a link", text).replace("\t", " ").strip()
 
 
+def counted(count: int, noun: str) -> str:
+    """ "1 line", "2 lines": `noun` takes an s unless there is exactly one."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def sayable_name(name: str, limit: int = 32) -> str | None:
     """A display name as it can be said before someone's message: letters, digits and the marks inside names
     (' - .) only, so neither a script tag, a cue nor zalgo can come in through a name; None if nothing is left

@@ -9,8 +9,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import casting, checks, lines
+from bot import casting, checks, lines, pronunciations
 from bot.errors import UserFacingError
+from bot.text import counted
 from tts_engine.characters import DEFAULT, Cast, Character, clean_name
 from tts_engine.jobs import VoiceRecord
 
@@ -247,11 +248,14 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         cast = self._cast(member.guild.id)
         if name is not None and await cast.get(name) is None:
             raise UserFacingError(f"there is no character named {name}")
-        data = await cast.export([name] if name else None)
+        # The whole cast carries the server's pronunciations too: its names often need them.
+        words = await self.bot.pronunciations.all(member.guild.id) if name is None else []
+        data = await cast.export([name] if name else None, {"pronunciations": pronunciations.exported(words)})
         if len(data) > EXPORT_LIMIT:
             raise UserFacingError("the cast is too big for one file; export characters one at a time with name:")
         file = discord.File(io.BytesIO(data), filename="characters.json")
-        await interaction.response.send_message("📦 The cast, voices included:", file=file, ephemeral=True)
+        what = f", and this server's {len(words)} pronunciations" if words else ""
+        await interaction.response.send_message(f"📦 The cast, voices included{what}:", file=file, ephemeral=True)
 
     @app_commands.command(name="import")
     @app_commands.describe(file="A file made by /character export")
@@ -261,9 +265,19 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         if file.size > 2 * EXPORT_LIMIT:
             raise UserFacingError(f"the file is {file.size / 2**20:.1f} MiB; an export is at most 8 MiB")
         await interaction.response.defer(thinking=True, ephemeral=True)
-        made = await self._cast(member.guild.id).import_(await file.read(), created_by=member.id)
-        names = ", ".join(_name(c) for c in made)
-        await interaction.followup.send(f"📦 Imported {len(made)} characters: {names}", ephemeral=True)
+        data = await file.read()
+        words = pronunciations.from_export(data)  # checked before any character is added
+        made = await self._cast(member.guild.id).import_(data, created_by=member.id)
+        said = f"📦 Imported {counted(len(made), 'character')}: {', '.join(_name(c) for c in made)}"
+        if words:
+            try:
+                added = await self.bot.pronunciations.add_missing(member.guild.id, words)
+                kept = len({w.word.casefold() for w in words}) - added
+                said += f"\n🗣️ And {counted(added, 'pronunciation')}"
+                said += f"; this server keeps its own for {counted(kept, 'other word')}." if kept else "."
+            except UserFacingError as exc:
+                said += f"\n⚠️ but not the file's pronunciations: {exc}"
+        await interaction.followup.send(said, ephemeral=True)
 
     @show.autocomplete("name")
     @rename.autocomplete("name")

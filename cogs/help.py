@@ -12,6 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.text import counted
 from tts_engine import jobs
 from tts_engine.characters import Cast
 from tts_engine.script import CUES
@@ -102,10 +103,9 @@ class Help(commands.Cog):
         rendering = sum(len(w.get("current_jobs") or []) for w in workers)
         slots = sum(int(w.get("slots") or 1) for w in workers)
         waiting = max(0, await jobs.unfinished(self.bot.redis) - rendering)
-        count = f"{len(workers)} voice worker{'s' if len(workers) > 1 else ''}"
-        plural = "s" if rendering != 1 else ""
+        count = counted(len(workers), "voice worker")
         lines = [
-            f"🟢 {count} online. Rendering: {rendering} line{plural} ({slots} at most at once); waiting: {waiting}."
+            f"🟢 {count} online. Rendering: {counted(rendering, 'line')} ({slots} at most at once); waiting: {waiting}."
         ]
         # Numbered, not named: a worker's host name is the host's business, not every member's.
         for number, worker in enumerate(workers[:SHOWN_WORKERS], start=1):
@@ -117,7 +117,7 @@ class Help(commands.Cog):
         player = self.bot.player(interaction.guild_id)
         here = f"in {current.mention}" if (current := player.channel()) is not None else "not in voice"
         queued = player.queued
-        lines.append(f"This server: {here}, {queued} line{'s' if queued != 1 else ''} queued (`/queue` lists them).")
+        lines.append(f"This server: {here}, {counted(queued, 'line')} queued (`/queue` lists them).")
         await interaction.response.send_message("\n".join(lines), ephemeral=True)
 
 

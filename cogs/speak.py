@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from bot import checks, lines, takes
 from bot.errors import UserFacingError, report
+from bot.text import counted
 from tts_engine.characters import Cast
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ class Speak(commands.Cog):
         except RedisError as exc:  # the line plays all the same; only its button is lost
             log.warning("could not keep take %s for Play again: %s", job.job_id, exc)
             view = discord.utils.MISSING
-        where = "Speaking now" if ahead == 0 else f"Queued after {ahead} line{'s' if ahead > 1 else ''}"
+        where = "Speaking now" if ahead == 0 else f"Queued after {counted(ahead, 'line')}"
         seed = job.render_seed
         again = f"-# seed {seed}: **Play again** below, or `/say` the same text with `seed:{seed}`, plays this take"
         await interaction.followup.send(f"🗣️ {where} in {channel.mention}: {line.preview}\n{again}", view=view)

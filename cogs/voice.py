@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot import checks, lines
 from bot.errors import UserFacingError
+from bot.text import counted
 
 if TYPE_CHECKING:
     from bot.client import DiaBot
@@ -82,7 +83,7 @@ class Voice(commands.Cog):
         player = self.bot.player(member.guild.id)
         checks.may_control(member, player.channel())
         dropped = await player.stop()
-        await interaction.response.send_message(f"⏹️ Stopped; {dropped} line{'s' if dropped != 1 else ''} dropped.")
+        await interaction.response.send_message(f"⏹️ Stopped; {counted(dropped, 'line')} dropped.")
 
     @app_commands.command(name="queue")
     @app_commands.guild_only()

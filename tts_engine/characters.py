@@ -207,8 +207,9 @@ class Cast:
 
         return await self._transact(change)
 
-    async def export(self, names: list[str] | None = None) -> bytes:
-        """The cast (or the named characters) as a JSON file with every voice's codes."""
+    async def export(self, names: list[str] | None = None, extra: dict[str, Any] | None = None) -> bytes:
+        """The cast (or the named characters) as a JSON file with every voice's codes; `extra` are more fields of
+        the file (the bot's pronunciations), which `import_` leaves to whoever added them."""
         characters = await self.all()
         if names is not None:
             wanted = {n.casefold() for n in names}
@@ -225,7 +226,7 @@ class Cast:
                 for mood, v in c.moods.items() if v.voice_id in records
             }  # fmt: skip
             entries.append({"name": c.name, "description": c.description, "moods": moods})
-        body = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "characters": entries}
+        body = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "characters": entries, **(extra or {})}
         return json.dumps(body, indent=1).encode()
 
     async def import_(self, data: bytes, *, created_by: int = 0) -> list[Character]:

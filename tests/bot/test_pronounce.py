@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -9,10 +10,11 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.errors import UserFacingError
-from bot.pronunciations import Pronunciation, Pronunciations, Respeller, entry
+from bot.pronunciations import Pronunciation, Pronunciations, Respeller, entry, exported, from_export
 from tests.bot.conftest import World, private_text
 from tests.bot.test_my_voice import add_character, take_of
-from tests.fakediscord import MANAGE_GUILD
+from tests.fakediscord import MANAGE_GUILD, Upload
+from tts_engine.characters import Cast
 from tts_engine.script import Pause, Turn, parse
 
 
@@ -108,3 +110,72 @@ async def test_a_respelled_word_is_what_the_worker_reads(
     assert "There is no pronunciation for “Xyrrith”" in await private(world.alice, "pronounce remove", word="Xyrrith")
     said = await world.say("Hail Xyrrith 550")
     assert "Hail Xyrrith 550" in (await take_of(world, said, redis)).segments[0].text
+
+
+async def test_an_import_adds_what_the_server_lacks_all_or_none(redis: Redis) -> None:
+    store = Pronunciations(redis, cap=3)
+    await store.set(1, entry("Xyrrith", "Zeer-ith"))
+    file = [entry("XYRRITH", "Ksi-rith"), entry("Vex", "Vecks"), entry("Orc", "Ork")]
+    with pytest.raises(UserFacingError, match="would give this server more than 3"):
+        await store.add_missing(1, [*file, entry("Elf", "Elf")])
+    assert [p.word for p in await store.all(1)] == ["Xyrrith"], "nothing added"
+    assert await store.add_missing(1, file) == 2
+    assert await store.all(1) == [Pronunciation("Orc", "Ork"), Pronunciation("Vex", "Vecks"),
+                                  Pronunciation("Xyrrith", "Zeer-ith")]  # fmt: skip
+    assert await store.add_missing(1, file) == 0, "a full server may still import what it has"
+
+
+@pytest.mark.parametrize(
+    ("listed", "message"),
+    [
+        ({"word": "Vex"}, "pronunciation 1 of the file has no word or no sounds_like"),
+        ({"word": "Vex", "sounds_like": "[S2] Vecks"}, "pronunciation 1 of the file (“Vex”): the respelling cannot"),
+        ("Vex", "pronunciation 1 of the file has no word"),
+    ],
+)
+def test_a_files_pronunciations_are_checked_as_typed_ones(listed: Any, message: str) -> None:
+    with pytest.raises(UserFacingError, match=re.escape(message)):
+        from_export(json.dumps({"format": "x", "pronunciations": [listed]}).encode())
+    assert from_export(b"not json") == [] and from_export(b'{"characters": []}') == []
+    assert from_export(json.dumps({"pronunciations": exported([entry("Vex", "Vecks")])}).encode()) == [
+        Pronunciation("Vex", "Vecks")
+    ]
+
+
+async def test_the_cast_export_carries_the_pronunciations(world: World, start_bot: object, redis: Redis) -> None:
+    await add_character(redis, world.guild.id, "Bram")
+    world.alice.roles.append(world.guild.role("Game master", MANAGE_GUILD).id)
+    await start_bot()  # type: ignore[operator]
+    store, gid = Pronunciations(redis), world.guild.id
+    await store.set(gid, entry("Xyrrith", "Zeer-ith"))
+    await store.set(gid, entry("Vex", "Vecks"))
+
+    async def reply(command: str, **options: Any) -> Any:
+        interaction = await world.discord.slash(world.guild, world.alice, world.text, command, **options)
+        await interaction.wait(lambda i: i._visible() is not None, timeout=60)
+        return interaction
+
+    whole = await reply("character export")
+    assert "The cast, voices included, and this server's 2 pronunciations" in str((await whole.reply())["content"])
+    data = whole.original.files["characters.json"]
+    assert json.loads(data)["pronunciations"] == [{"word": "Vex", "sounds_like": "Vecks"},
+                                                 {"word": "Xyrrith", "sounds_like": "Zeer-ith"}]  # fmt: skip
+    one = await reply("character export", name="Bram")
+    assert json.loads(one.original.files["characters.json"])["pronunciations"] == [], "only with the whole cast"
+
+    # A bad pronunciation refuses the whole file before any character is added.
+    await Cast(redis, gid).delete("Bram")
+    damaged = json.loads(data)
+    damaged["pronunciations"][1]["sounds_like"] = "Zeer (laughs)"
+    refused = await reply("character import", file=Upload("cast.json", json.dumps(damaged).encode()))
+    assert "Pronunciation 2 of the file (“Xyrrith”)" in str((await refused.reply())["content"])
+    assert await Cast(redis, gid).all() == []
+
+    # The server's own respelling of a word stays; what it lacks is added.
+    await store.remove(gid, "Vex")
+    await store.set(gid, entry("Xyrrith", "Ksi-rith"))
+    imported = await reply("character import", file=Upload("cast.json", data))
+    said = str((await imported.reply())["content"])
+    assert "Imported 1 character: **Bram**" in said, said
+    assert "And 1 pronunciation; this server keeps its own for 1 other word." in said, said
+    assert await store.all(gid) == [Pronunciation("Vex", "Vecks"), Pronunciation("Xyrrith", "Ksi-rith")]
