@@ -11,6 +11,7 @@ from discord.ext import commands
 
 from bot import casting, checks, lines, pronunciations
 from bot.errors import UserFacingError
+from bot.pages import send_pages
 from bot.text import counted
 from tts_engine.characters import DEFAULT, Cast, Character, clean_name
 from tts_engine.jobs import VoiceRecord
@@ -158,9 +159,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
             return
         rows = [f"{_name(c)} (moods: {_moods(c)})" + (f": {c.description}" if c.description else "")
                 for c in characters]  # fmt: skip
-        text = "\n".join(rows)
-        text = text if len(text) <= 1900 else text[:1900] + f"\n… {len(characters)} characters in all"
-        await interaction.response.send_message(text, ephemeral=True)
+        await send_pages(interaction, f"Characters ({len(characters)})", rows)
 
     @app_commands.command(name="show")
     @app_commands.describe(name="Which character")

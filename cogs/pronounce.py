@@ -14,12 +14,11 @@ from discord.ext import commands
 
 from bot import checks, lines
 from bot.errors import UserFacingError
+from bot.pages import send_pages
 from bot.pronunciations import MAX_SOUNDS, MAX_WORD, Pronunciation, entry
 
 if TYPE_CHECKING:
     from bot.client import DiaBot
-
-LIST_CHARS = 3800  # an embed's description holds 4096
 
 
 def _shown(pronunciation: Pronunciation) -> str:
@@ -78,17 +77,7 @@ class Pronounce(commands.GroupCog, group_name="pronounce", group_description="Ho
                 "This server respells no words yet: `/pronounce set Xyrrith Zeer-ith` adds one.", ephemeral=True
             )
             return
-        shown: list[str] = []
-        size = 0
-        for pronunciation in found:
-            line = _shown(pronunciation)
-            if size + len(line) + 1 > LIST_CHARS:
-                shown.append(f"… and {len(found) - len(shown)} more")
-                break
-            shown.append(line)
-            size += len(line) + 1
-        embed = discord.Embed(title=f"Pronunciations ({len(found)})", description="\n".join(shown))
-        await interaction.response.send_message(embed=embed, ephemeral=True)
+        await send_pages(interaction, f"Pronunciations ({len(found)})", [_shown(p) for p in found])
 
     @remove.autocomplete("word")
     async def _words(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

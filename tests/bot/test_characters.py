@@ -188,8 +188,9 @@ async def test_design_again_then_list_show_rename(world: World, start_bot: Any, 
     kept = await world.discord.click(world.guild, world.alice, world.text, second, "keep-2")
     assert "Kept voice 3 for **Mira**" in str((await kept.reply())["content"])
 
-    listed = await answer(world, "character list")
-    assert "**Mira** (moods: none): a scout" in listed
+    listing = await world.discord.slash(world.guild, world.alice, world.text, "character list")
+    (listed,) = (await listing.reply())["embeds"]
+    assert listed["title"] == "Characters (1)" and "**Mira** (moods: none): a scout" in listed["description"], listed
     shown = await answer(world, "character show", name="mira")
     assert "**Mira**: a scout" in shown and "“Well met, traveler." in shown
     renamed = await world.discord.slash(world.guild, world.alice, world.text, "character rename", name="Mira",

@@ -10,10 +10,11 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.errors import UserFacingError
+from bot.pages import paginate
 from bot.pronunciations import Pronunciation, Pronunciations, Respeller, entry, exported, from_export
 from tests.bot.conftest import World, private_text
 from tests.bot.test_my_voice import add_character, take_of
-from tests.fakediscord import MANAGE_GUILD, Upload
+from tests.fakediscord import EPHEMERAL, MANAGE_GUILD, Upload
 from tts_engine.characters import Cast
 from tts_engine.script import Pause, Turn, parse
 
@@ -179,3 +180,43 @@ async def test_the_cast_export_carries_the_pronunciations(world: World, start_bo
     assert "Imported 1 character: **Bram**" in said, said
     assert "And 1 pronunciation; this server keeps its own for 1 other word." in said, said
     assert await store.all(gid) == [Pronunciation("Vex", "Vecks"), Pronunciation("Xyrrith", "Ksi-rith")]
+
+
+def test_rows_are_packed_into_pages_whole() -> None:
+    rows = [f"row {i:02} " + "x" * 40 for i in range(30)]  # 47 characters each
+    pages = paginate(rows, limit=200)
+    assert [page.split("\n") for page in pages] == [rows[i : i + 4] for i in range(0, 30, 4)]
+    assert all(len(page) <= 200 for page in pages)
+    assert paginate(["y" * 300], limit=200) == ["y" * 199 + "…"]
+    assert paginate([], limit=200) == [""]
+
+
+async def test_a_long_list_turns_its_pages(world: World, start_bot: object, redis: Redis) -> None:
+    await start_bot()  # type: ignore[operator]
+    store = Pronunciations(redis)
+    words = [f"Word{i:03}" for i in range(200)]
+    for word in words:
+        await store.set(world.guild.id, entry(word, f"{word} " + "spelled out " * 5))
+    interaction = await world.discord.slash(world.guild, world.bob, world.text, "pronounce list")
+    reply = await interaction.reply()
+    assert int(reply.get("flags") or 0) & EPHEMERAL
+    message = world.discord.message(reply)
+    seen: list[str] = []
+    footers = []
+    while True:
+        (embed,) = message.embeds
+        assert embed["title"] == "Pronunciations (200)" and len(embed["description"]) <= 4096
+        seen += [row.split("**")[1] for row in embed["description"].split("\n")]
+        footers.append(embed["footer"]["text"])
+        back, forward = message.buttons()
+        assert back.get("disabled", False) == (len(footers) == 1)
+        if forward.get("disabled"):
+            break
+        turned = await world.discord.click(world.guild, world.bob, world.text, message, forward["custom_id"])
+        await turned.reply()
+    assert seen == words, "every entry once, in order"
+    pages = len(footers)
+    assert pages > 1 and footers == [f"Page {n} of {pages}" for n in range(1, pages + 1)]
+    turned = await world.discord.click(world.guild, world.bob, world.text, message, back["custom_id"])
+    await turned.reply()
+    assert message.embeds[0]["footer"]["text"] == f"Page {pages - 1} of {pages}"
