@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot import checks, lines
 from bot.errors import UserFacingError
+from bot.pages import send_pages
 from bot.text import counted
 
 if TYPE_CHECKING:
@@ -98,8 +99,8 @@ class Voice(commands.Cog):
         if player.current is not None:
             rows.append(f"🗣️ now: {player.current.preview} (<@{player.current.requester}>)")
         rows += [f"{i}. {line.preview} (<@{line.requester}>)" for i, line in enumerate(player.lines, start=1)]
-        shown = "\n".join(rows[:20]) + (f"\n… and {len(rows) - 20} more" if len(rows) > 20 else "")
-        await interaction.response.send_message(shown, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
+        # An embed: a full queue of long lines is more than a message's 2000 characters, and its mentions never ping.
+        await send_pages(interaction, f"Queue ({counted(len(rows), 'line')})", rows)
 
 
 async def setup(bot: DiaBot) -> None:

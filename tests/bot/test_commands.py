@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.bot.conftest import World, frame_frequencies, make_world, private_text
-from tests.fakediscord import CONNECT, MANAGE_GUILD, SPEAK, FakeDiscord
+from tests.fakediscord import CONNECT, EPHEMERAL, MANAGE_GUILD, SPEAK, FakeDiscord
 
 
 def near(frequency: float | None, target: float) -> bool:
@@ -140,12 +140,23 @@ async def test_export_posts_the_line_as_a_file(world: World, start_bot: object, 
 
 async def test_queue_lists_the_lines(world: World, start_bot: object, tone_worker: object) -> None:
     tone_worker("--seconds", "3", "--pace")  # type: ignore[operator]
-    await start_bot()  # type: ignore[operator]
+    await start_bot(DIA_RATE_BURST="20")  # type: ignore[operator]
     await world.say("[S1] The first line 500.")
     await world.say("[S2] The second line 700.")
+    # A full queue of long lines: more than one message's 2000 characters.
+    long = [f"[S1] Line {n}: " + "a long line " * 8 for n in range(3, 21)]
+    for text in long:
+        await world.say(text)
     queue = await world.discord.slash(world.guild, world.alice, world.text, "queue")
-    shown = str((await queue.reply())["content"])
-    assert "now: [S1] The first line 500." in shown and "1. [S2] The second line 700." in shown
+    reply = await queue.reply()
+    assert int(reply.get("flags") or 0) & EPHEMERAL
+    (shown,) = reply["embeds"]
+    assert shown["title"] == "Queue (20 lines)", shown
+    rows = shown["description"].split("\n")
+    assert rows[0] == f"🗣️ now: [S1] The first line 500. (<@{world.alice.user.id}>)"
+    assert rows[1] == f"1. [S2] The second line 700. (<@{world.alice.user.id}>)"
+    assert len(rows) == 20 and rows[-1].startswith("19. [S1] Line 20: a long line a long"), rows[-1]
+    assert len(shown["description"]) > 2000, "more than a plain message could hold"
 
 
 async def test_sigusr1_logs_what_each_task_waits_on(world: World, start_bot: object) -> None:
