@@ -125,6 +125,8 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
             await self._absent(cast, name)
         elif await cast.get(name) is None:
             raise UserFacingError(f"there is no character named {name} to give a mood; design it without a mood first")
+        else:
+            await cast.can_add_mood(name, mood)
         await interaction.response.defer(thinking=True, ephemeral=True)
         requester = self._requester(interaction, member)
         line = sample_line or casting.DESIGN_LINE
@@ -174,9 +176,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
             label = "voice" if mood == DEFAULT else f"mood {mood}"
             lines.append(f"• {label}: {casting.seconds(voice.frames):.1f} s, “{voice.transcript[:120]}”")
         lines.append(f"Made by <@{character.created_by}>.")
-        await interaction.response.send_message(
-            "\n".join(lines), ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
-        )
+        await send_pages(interaction, character.name, lines)
 
     @app_commands.command(name="rename")
     @app_commands.describe(name="Which character", new_name="Its new name")
@@ -220,8 +220,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         if not consent:
             raise UserFacingError(CONSENT)
         cast = self._cast(member.guild.id)
-        if await cast.get(character) is None:
-            raise UserFacingError(f"there is no character named {character}")
+        await cast.can_add_mood(character, mood)  # before the clip is turned into a voice
         voice_id, record = await self._voice_from_clip(interaction, member, clip, transcript)
         updated = await cast.add_mood(character, mood, voice_id)
         await interaction.followup.send(

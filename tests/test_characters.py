@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tts_engine import jobs
-from tts_engine.characters import DEFAULT, Cast, CastError, chars_key, clean_name
+from tts_engine.characters import DEFAULT, MAX_MOODS, Cast, CastError, chars_key, clean_name
 
 GUILD = 77
 
@@ -112,6 +112,29 @@ async def test_moods_rename_delete(redis: Redis) -> None:
     deleted = await cast.delete("old bram")
     assert not await redis.exists(jobs.voice_key(GUILD, deleted.moods[DEFAULT].voice_id))
     assert [c.name for c in await cast.all()] == ["Mira"]
+
+
+async def test_a_character_has_at_most_max_moods(redis: Redis) -> None:
+    cast = Cast(redis, GUILD)
+    await cast.create("Bram", await pending(redis, vid(1)))
+    for n in range(MAX_MOODS):
+        await cast.add_mood("Bram", f"mood{n}", await pending(redis, vid(100 + n)))
+    with pytest.raises(CastError, match=f"Bram has {MAX_MOODS} moods, the most"):
+        await cast.can_add_mood("bram", "one more")
+    with pytest.raises(CastError, match=f"Bram has {MAX_MOODS} moods, the most"):
+        await cast.add_mood("Bram", "one more", await pending(redis, vid(99)))
+    with pytest.raises(CastError, match="already has a mood named MOOD3"):
+        await cast.can_add_mood("Bram", "MOOD3")
+    with pytest.raises(CastError, match=r"no character named Brom \(did you mean Bram\?\)"):
+        await cast.can_add_mood("Brom", "sad")
+    await cast.remove_mood("Bram", "mood0")
+    assert (await cast.can_add_mood("Bram", "one more")).name == "Bram", "room again"
+
+    body = json.loads(await cast.export())
+    body["characters"][0]["moods"]["extra"] = body["characters"][0]["moods"]["mood1"]
+    body["characters"][0]["moods"]["extra2"] = body["characters"][0]["moods"]["mood1"]
+    with pytest.raises(CastError, match=f"Bram in the file has {MAX_MOODS + 1} moods; a character may have"):
+        await Cast(redis, GUILD + 1).import_(json.dumps(body).encode())
 
 
 async def test_export_then_import_elsewhere(redis: Redis) -> None:

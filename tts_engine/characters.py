@@ -34,6 +34,7 @@ from tts_engine.jobs import ContractError, VoiceRecord, _pack, _unpack, decode_v
 EXPORT_FORMAT = "dia-voice-bot/characters"
 EXPORT_VERSION = 1
 DEFAULT = ""  # the mood name of a character's default voice
+MAX_MOODS = 20  # beside the default voice: enough for any NPC, and /character show fits one embed
 CHANNELS = 9
 CODEBOOK = 1024  # DAC codes are 0..1023
 MAX_VOICE_FRAMES = 30 * 87  # a 30 s clip at 86.1 frames/s
@@ -145,13 +146,20 @@ class Cast:
 
         return await self._transact(change)
 
+    async def can_add_mood(self, name: str, mood: str) -> Character:
+        """The character, if it can take `mood`: asked before a voice is made for it, as that takes a while."""
+        async with self.redis.pipeline() as pipe:
+            await pipe.watch(self.key)  # runs the reads at once, as in a transaction (nothing is written)
+            character = await self._existing(pipe, name)
+        _room_for(character, clean_name(mood, "mood"))
+        return character
+
     async def add_mood(self, name: str, mood: str, voice_id: str) -> Character:
         mood = clean_name(mood, "mood")
 
         async def change(pipe: Pipeline) -> Character:
             character = await self._existing(pipe, name)
-            if mood.casefold() in {m.casefold() for m in character.moods}:
-                raise CastError(f"{character.name} already has a mood named {mood}; remove it first")
+            _room_for(character, mood)
             voice = await self._voice(pipe, voice_id)
             updated = Character(character.name, {**character.moods, mood: voice}, character.description,
                                 character.created_by, character.created_at)  # fmt: skip
@@ -284,6 +292,13 @@ class Cast:
                     continue  # someone changed the cast meanwhile: read it again
 
 
+def _room_for(character: Character, mood: str) -> None:
+    if mood.casefold() in {m.casefold() for m in character.moods}:
+        raise CastError(f"{character.name} already has a mood named {mood}; remove it first")
+    if len(character.mood_names) >= MAX_MOODS:
+        raise CastError(f"{character.name} has {MAX_MOODS} moods, the most a character may have; remove one first")
+
+
 def _multi(pipe: Pipeline) -> None:
     """Start queueing the transaction's writes (redis-py leaves `multi` untyped)."""
     pipe.multi()  # type: ignore[no-untyped-call]
@@ -316,6 +331,8 @@ def parse_export(data: bytes) -> list[tuple[str, str, dict[str, VoiceRecord]]]:
         moods_in = entry.get("moods")
         if not isinstance(moods_in, dict) or DEFAULT not in moods_in:
             raise CastError(f"{name} in the file has no default voice")
+        if len(moods_in) - 1 > MAX_MOODS:
+            raise CastError(f"{name} in the file has {len(moods_in) - 1} moods; a character may have {MAX_MOODS}")
         moods = {(clean_name(m, "mood") if m else DEFAULT): _voice_from_export(name, m, v) for m, v in moods_in.items()}
         description = entry.get("description")
         entries.append((name, description[:300] if isinstance(description, str) else "", moods))

@@ -191,8 +191,10 @@ async def test_design_again_then_list_show_rename(world: World, start_bot: Any, 
     listing = await world.discord.slash(world.guild, world.alice, world.text, "character list")
     (listed,) = (await listing.reply())["embeds"]
     assert listed["title"] == "Characters (1)" and "**Mira** (moods: none): a scout" in listed["description"], listed
-    shown = await answer(world, "character show", name="mira")
-    assert "**Mira**: a scout" in shown and "“Well met, traveler." in shown
+    showing = await world.discord.slash(world.guild, world.alice, world.text, "character show", name="mira")
+    (shown,) = (await showing.reply())["embeds"]
+    assert shown["title"] == "Mira" and "**Mira**: a scout" in shown["description"], shown
+    assert "“Well met, traveler." in shown["description"], shown
     renamed = await world.discord.slash(world.guild, world.alice, world.text, "character rename", name="Mira",
                                         new_name="Mira Swift")  # fmt: skip
     assert "Mira is now **Mira Swift**" in str((await renamed.reply())["content"])
