@@ -78,11 +78,12 @@ async def prepare(
     channel_id: int | None,
     *,
     export: bool = False,
-    speed: float = 1.0,
+    speed: float | None = None,
     seed: int | None = None,
     said_by: str | None = None,
 ) -> Prepared:
-    """The render job for `member`'s `text`; messages about it go to the text channel `channel_id`. `said_by`
+    """The render job for `member`'s `text`; messages about it go to the text channel `channel_id`. `speed`
+    None is the member's own (`/myvoice speed`). `said_by`
     (a name from `text.sayable_name`) is said first in the member's voice: "Ann said, ..." (the read channel)."""
     guild = member.guild
     settings = bot.settings
@@ -111,6 +112,8 @@ async def prepare(
     if len(segments) > MAX_SEGMENTS:
         raise UserFacingError(f"that is {len(segments)} parts to render; at most {MAX_SEGMENTS}: split it up")
     max_tokens = round(settings.max_line_seconds * FRAMES_PER_SECOND) + 2
+    if speed is None:
+        speed = await bot.voice_choices.speed(guild.id, member.id)
     params = jobs.RenderParams(max_tokens=max_tokens, seed=seed, speed=speed)
     # Every take gets a seed the user can give back; the worker caches each line under it, so asking for
     # it again replays that take exactly (tts_engine/worker.py).

@@ -6,6 +6,10 @@ A choice is a speaker tag of the server's cast, `Name` or `Name:mood`. Members' 
 (bot/server_settings.py), so `/settings reset` forgets it with the rest. The character commands keep them in
 step with the cast: a rename moves the choices along, a deletion drops them. A choice whose character is gone
 anyway (another release, an import race) is passed over when a line is spoken, never an error.
+
+A member's speaking speed (`/myvoice speed`) is theirs too: the hash `dia:guild:{id}:speeds`, with no field for
+the normal 1.0. It applies to each of their lines that asks for no speed of its own (the read channel's, and a
+`/say` without `speed:`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ SERVER_FIELD = "voice"
 
 def _members_key(guild_id: int) -> str:
     return f"dia:guild:{guild_id}:voices"
+
+
+def _speeds_key(guild_id: int) -> str:
+    return f"dia:guild:{guild_id}:speeds"
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,17 @@ class VoiceChoices:
         None for Dia's `[S1]`."""
         live = (await self.get(guild_id, member_id)).live(cast)
         return live.member or live.server
+
+    async def speed(self, guild_id: int, member_id: int) -> float:
+        """The member's speaking speed: 1.0 unless they chose another."""
+        value: Any = await self.redis.hget(_speeds_key(guild_id), str(member_id))
+        return float(value) if value else 1.0
+
+    async def choose_speed(self, guild_id: int, member_id: int, speed: float) -> None:
+        if speed == 1.0:
+            await self.redis.hdel(_speeds_key(guild_id), str(member_id))
+        else:
+            await self.redis.hset(_speeds_key(guild_id), str(member_id), repr(speed))
 
     async def choose(self, guild_id: int, member_id: int | None, speaker: Speaker | None) -> None:
         """A member's (`member_id`) or the server's (None) choice; `speaker` None forgets it."""

@@ -2,6 +2,8 @@
 
 Like the per-user voice of the TTS bots (research/discord.md §1.6), drawn from the server's cast: with
 `/myvoice set Bram`, `/say Hello!` is `[Bram] Hello!`, while `[S1]`, `[S2]` and other tags speak as they say.
+`/myvoice speed` is how fast a member's lines are spoken unless a `/say` asks for a speed of its own, like the
+TTS bots' per-user speaking rate; it is what the read channel, which has no options, needs most.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ async def voice_options(redis: Redis, interaction: discord.Interaction, typed: s
     assert interaction.guild_id is not None
     cast = await Cast(redis, interaction.guild_id).moods()
     return [app_commands.Choice(name=tag, value=tag) for tag in speaker_choices(cast, typed)]
+
+
+def pace(speed: float) -> str:
+    """How fast a member's lines are spoken, as a sentence."""
+    if speed == 1.0:
+        return "Your lines are spoken at the normal speed."
+    return f"Your lines are spoken at {speed:g} times the normal speed."
 
 
 def describe(choices: Choices) -> str:
@@ -78,8 +87,21 @@ class MyVoice(commands.GroupCog, group_name="myvoice", group_description="Your v
         member = await self._member(interaction)
         cast = await Cast(self.bot.redis, member.guild.id).moods()
         choices = await self.bot.voice_choices.get(member.guild.id, member.id)
+        speed = await self.bot.voice_choices.speed(member.guild.id, member.id)
         await interaction.response.send_message(
-            f"🎙️ Text you do not give a speaker is spoken by {describe(choices.live(cast))}.", ephemeral=True
+            f"🎙️ Text you do not give a speaker is spoken by {describe(choices.live(cast))}. {pace(speed)}",
+            ephemeral=True,
+        )
+
+    @app_commands.command(name="speed")
+    @app_commands.describe(speed="From 0.75 (slower) to 1.5 (faster), pitch kept; 1 is normal")
+    async def speed(self, interaction: discord.Interaction, speed: app_commands.Range[float, 0.75, 1.5]) -> None:
+        """How fast your lines are spoken, unless a /say gives its own speed."""
+        member = await self._member(interaction)
+        speed = round(speed, 2)
+        await self.bot.voice_choices.choose_speed(member.guild.id, member.id, speed)
+        await interaction.response.send_message(
+            f"⏩ {pace(speed)} A `/say` with `speed:` still speaks at the speed it asks for.", ephemeral=True
         )
 
     @set_.autocomplete("character")

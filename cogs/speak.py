@@ -76,7 +76,7 @@ class Speak(commands.Cog):
     @app_commands.describe(
         text="What to say, e.g. [S1] Welcome, traveler! (laughs) [S2] Beware the woods.",
         export="Also post the spoken line as an audio file when it is done",
-        speed="Speaking speed from 0.75 (slower) to 1.5 (faster), pitch kept; default 1",
+        speed="Speaking speed from 0.75 (slower) to 1.5 (faster), pitch kept; default: yours (/myvoice speed), or 1",
         seed="Hear a take again: the seed shown when it was spoken (with the same text)",
     )
     async def say(
@@ -84,7 +84,7 @@ class Speak(commands.Cog):
         interaction: discord.Interaction,
         text: app_commands.Range[str, 1, 6000],
         export: bool = False,
-        speed: app_commands.Range[float, 0.75, 1.5] = 1.0,
+        speed: app_commands.Range[float, 0.75, 1.5] | None = None,
         seed: app_commands.Range[int, 0, lines.SEEDS - 1] | None = None,
     ) -> None:
         """Speak a line in your voice channel: [S1]/[S2] for voices, (laughs) and other sounds, (pause 1s)."""
@@ -105,7 +105,7 @@ class Speak(commands.Cog):
         text: str,
         *,
         export: bool = False,
-        speed: float = 1.0,
+        speed: float | None = None,
         seed: int | None = None,
     ) -> None:
         member = checks.server_member(interaction)

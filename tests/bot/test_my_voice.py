@@ -93,3 +93,27 @@ async def test_untagged_text_speaks_in_the_chosen_voice(
     # The server's voice is one of its settings: /settings reset forgets it with the rest.
     assert "names no speaker: **Brannoc**" in await private(world.alice, "settings voice", character="brannoc")
     assert "names no speaker: Dia's `[S1]`" in await private(world.alice, "settings reset")
+
+
+async def test_a_members_speed_applies_where_a_line_asks_for_none(
+    world: World, start_bot: object, tone_worker: object, redis: Redis
+) -> None:
+    world.guild.voice[world.bob.user.id] = world.tavern.id
+    tone_worker("--seconds", "0.3")  # type: ignore[operator]
+    await start_bot(DIA_RATE_BURST="10")  # type: ignore[operator]
+
+    async def private(member: Any, command: str, **options: Any) -> str:
+        return await private_text(await world.discord.slash(world.guild, member, world.text, command, **options))
+
+    async def speed_of(text: str, member: Any = None, **options: Any) -> float:
+        return (await take_of(world, await world.say(text, member, **options), redis)).params.speed
+
+    assert "normal speed" in await private(world.alice, "myvoice show")
+    assert "at 1.25 times the normal speed" in await private(world.alice, "myvoice speed", speed=1.25)
+    assert "at 1.25 times the normal speed" in await private(world.alice, "myvoice show")
+    assert await speed_of("440") == 1.25
+    assert await speed_of("550", speed=0.8) == 0.8, "a /say's own speed wins"
+    assert await speed_of("660", world.bob) == 1.0, "another member's lines keep theirs"
+    assert "normal speed" in await private(world.alice, "myvoice speed", speed=1.0)
+    assert await speed_of("770") == 1.0
+    assert not await redis.hgetall(f"dia:guild:{world.guild.id}:speeds"), "the normal speed is no entry"
