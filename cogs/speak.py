@@ -76,7 +76,7 @@ class Speak(commands.Cog):
     @app_commands.describe(
         text="What to say, e.g. [S1] Welcome, traveler! (laughs) [S2] Beware the woods.",
         export="Also post the spoken line as an audio file when it is done",
-        speed="Speaking speed from 0.75 (slower) to 1.5 (faster), pitch kept; default: yours (/myvoice speed), or 1",
+        speed="From 0.75 (slower) to 1.5 (faster), pitch kept; default: yours (/myvoice speed), else 1",
         seed="Hear a take again: the seed shown when it was spoken (with the same text)",
     )
     async def say(

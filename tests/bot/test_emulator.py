@@ -24,6 +24,7 @@ from discord import app_commands
 from bot.errors import reply_privately
 from tests.fakediscord import EPHEMERAL, FakeDiscord, Interaction, Message, Upload
 from tests.fakediscord.model import Channel, Guild, Member
+from tests.fakediscord.server import command_problems
 
 CLIP = b"RIFF" + bytes(range(256)) * 40
 TAKES = {f"take{i}.ogg": b"OggS" + bytes([i]) * (1000 + i) for i in range(1, 4)}
@@ -289,3 +290,32 @@ async def test_what_discord_refuses_is_refused(tiny: Setup) -> None:
             assert response.status == 400 and (await response.json())["code"] == 40060
         async with session.get(f"{tiny.discord.store.base}/attachments/1/2/missing.wav") as response:
             assert response.status == 404
+
+
+def test_commands_discord_would_refuse_are_refused() -> None:
+    """Discord refuses a whole sync over one bad field, which leaves a bot with no commands: the emulator does
+    too, so every bot test checks the bot's real commands against these limits as it syncs them."""
+    good = {"name": "say", "type": 1, "description": "Speak.", "options": [
+        {"name": "text", "type": 3, "description": "What to say", "required": True},
+        {"name": "speed", "type": 10, "description": "How fast"},
+    ]}  # fmt: skip
+    assert command_problems(good) == []
+    assert command_problems({"name": "Speak message", "type": 3, "description": ""}) == [], "a menu may"
+    bad = {"name": "Say", "type": 1, "description": "x" * 101, "options": [
+        {"name": "speed", "type": 10, "description": ""},
+        {"name": "text", "type": 3, "description": "What to say", "required": True},
+    ]}  # fmt: skip
+    assert command_problems(bad) == [
+        "Say: name must be 1-32 lower-case letters, digits, - or _",
+        "Say: description must be 1-100 characters, not 101",
+        "Say: required options must come before optional ones",
+        "Say speed: description must be 1-100 characters, not 0",
+    ]
+    group = {"name": "character", "type": 1, "description": "Cast", "options": [
+        {"name": "mood", "type": 2, "description": "Moods", "options": [
+            {"name": "add", "type": 1, "description": "d" * 100, "options": [
+                {"name": "c", "type": 3, "description": "Which", "choices": [{"name": "a", "value": "a"}] * 26},
+            ]},
+        ]},
+    ]}  # fmt: skip
+    assert command_problems(group) == ["character mood add c: more than 25 choices"]

@@ -38,6 +38,17 @@ async def test_help_names_every_command_and_sound(world: World, start_bot: objec
     assert "mood add, mood remove" in fields["Commands"]
     assert fields["Commands"].startswith("`/say`: Speak a line"), "what most members come for comes first"
     assert all(f"({cue})" in fields["Writing a line"] for cue in CUES)
+
+    def descriptions(entry: dict[str, object], path: str) -> list[tuple[str, str]]:
+        found = [(path, str(entry.get("description", "")))]
+        for option in entry.get("options") or []:  # type: ignore[attr-defined]
+            found += descriptions(option, f"{path} {option['name']}")
+        return found
+
+    # discord.py cuts a description over Discord's 100 characters at a word, ending it with "…": members would
+    # see half a sentence. (What Discord itself refuses, the emulator's sync refuses.)
+    cut = [(path, d) for name, c in synced.items() for path, d in descriptions(c, name) if d.endswith("…")]
+    assert not cut, cut
     assert "/character create" in fields["Characters"], "a server without characters is told how to make one"
 
     voice = MoodVoice("v1", "[S1] Welcome.", 300)

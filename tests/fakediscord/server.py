@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -393,7 +394,11 @@ class FakeDiscord:
     async def _applications(self, request: web.Request, parts: list[str]) -> web.Response | None:
         if request.method != "PUT" or parts[-1] != "commands":
             return None
-        return json_response(self._sync(await request.json(), guild=parts[3] if len(parts) > 4 else None))
+        commands = await request.json()
+        problems = [p for c in commands for p in command_problems(c)]
+        if problems:  # Discord refuses the whole sync, and the bot has no commands
+            return error(400, 50035, "Invalid Form Body: " + "; ".join(problems))
+        return json_response(self._sync(commands, guild=parts[3] if len(parts) > 4 else None))
 
     async def _interactions(self, request: web.Request, parts: list[str]) -> web.Response | None:
         return await self.desk.callback(request, parts[2]) if parts[-1] == "callback" else None
@@ -445,6 +450,49 @@ class FakeDiscord:
             self.commands[command["name"]] = entry
             synced.append(entry)
         return synced
+
+
+_COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")  # Discord's pattern, less its other scripts' marks
+SUBCOMMAND, SUBCOMMAND_GROUP = 1, 2
+
+
+def command_problems(command: dict[str, Any], where: str = "") -> list[str]:
+    """What Discord's API would refuse in a command it is asked to register (docs: Application Commands,
+    "Application Command Naming" and the limits of each field): names of 1-32 lower-case word characters,
+    descriptions of 1-100 characters (a context menu has neither rule), at most 25 options and 25 choices,
+    required options first, and at most 4000 characters of names, descriptions and choices in all."""
+    name = str(command.get("name", ""))
+    here = f"{where}{name}"
+    problems = []
+    menu = not where and command.get("type", CHAT_INPUT) != CHAT_INPUT
+    if menu and not 1 <= len(name) <= 32:
+        problems.append(f"{here}: a menu's name must be 1-32 characters")
+    if not menu and (not _COMMAND_NAME.match(name) or name != name.lower()):
+        problems.append(f"{here}: name must be 1-32 lower-case letters, digits, - or _")
+    description = str(command.get("description") or "")
+    if not menu and not 1 <= len(description) <= 100:
+        problems.append(f"{here}: description must be 1-100 characters, not {len(description)}")
+    options = command.get("options") or []
+    if len(options) > 25:
+        problems.append(f"{here}: more than 25 options")
+    required = [bool(o.get("required")) for o in options if o.get("type") not in (SUBCOMMAND, SUBCOMMAND_GROUP)]
+    if required != sorted(required, reverse=True):
+        problems.append(f"{here}: required options must come before optional ones")
+    for option in options:
+        problems += command_problems(option, f"{here} ")
+        if len(option.get("choices") or []) > 25:
+            problems.append(f"{here} {option.get('name')}: more than 25 choices")
+    if not where and not menu and _characters(command) > 4000:
+        problems.append(f"{here}: more than 4000 characters in all")
+    return problems
+
+
+def _characters(command: dict[str, Any]) -> int:
+    total = len(command.get("name", "")) + len(command.get("description", ""))
+    for option in command.get("options") or []:
+        total += _characters(option)
+        total += sum(len(str(c.get("name", ""))) + len(str(c.get("value", ""))) for c in option.get("choices") or [])
+    return total
 
 
 def text_channels(guild: Guild) -> list[Channel]:
