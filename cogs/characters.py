@@ -171,12 +171,12 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         character = await self._cast(member.guild.id).get(name)
         if character is None:
             raise UserFacingError(f"there is no character named {name}")
-        lines = [_name(character) + (f": {character.description}" if character.description else "")]
+        rows = [_name(character) + (f": {character.description}" if character.description else "")]
         for mood, voice in sorted(character.moods.items()):
             label = "voice" if mood == DEFAULT else f"mood {mood}"
-            lines.append(f"• {label}: {casting.seconds(voice.frames):.1f} s, “{voice.transcript[:120]}”")
-        lines.append(f"Made by <@{character.created_by}>.")
-        await send_pages(interaction, character.name, lines)
+            rows.append(f"• {label}: {casting.seconds(voice.frames):.1f} s, “{voice.transcript[:120]}”")
+        rows.append(f"Made by <@{character.created_by}>.")
+        await send_pages(interaction, character.name, rows)
 
     @app_commands.command(name="rename")
     @app_commands.describe(name="Which character", new_name="Its new name")

@@ -12,6 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.pages import paginate
 from bot.text import counted
 from tts_engine import jobs
 from tts_engine.characters import Cast
@@ -20,6 +21,7 @@ from tts_engine.script import CUES
 if TYPE_CHECKING:
     from bot.client import DiaBot
 
+FIELD_CHARS = 1024  # what an embed field holds
 SHOWN_CHARACTERS = 20
 SHOWN_WORKERS = 10
 # How a member finds the message menu, which has no slash to type.
@@ -61,7 +63,9 @@ class Help(commands.Cog):
             ),
             colour=discord.Colour.blurple(),
         )
-        for number, block in enumerate(_packed(command_lines(self.bot.tree))):
+        # Whole lines, in as many fields as they need.
+        listed = [_fit(line) for line in command_lines(self.bot.tree)]
+        for number, block in enumerate(paginate(listed, limit=FIELD_CHARS)):
             embed.add_field(name="Commands" if number == 0 else "Commands (continued)", value=block, inline=False)
         embed.add_field(
             name="Writing a line",
@@ -121,19 +125,7 @@ class Help(commands.Cog):
         await interaction.response.send_message("\n".join(lines), ephemeral=True)
 
 
-def _packed(lines: list[str], limit: int = 1024) -> list[str]:
-    """Whole lines packed into as few embed fields as they need (a field holds at most 1024 characters)."""
-    blocks: list[str] = []
-    for line in lines:
-        line = _fit(line, limit)
-        if blocks and len(blocks[-1]) + 1 + len(line) <= limit:
-            blocks[-1] += "\n" + line
-        else:
-            blocks.append(line)
-    return blocks
-
-
-def _fit(text: str, limit: int = 1024) -> str:
+def _fit(text: str, limit: int = FIELD_CHARS) -> str:
     """An embed field holds at most 1024 characters; the end is cut at a line or word, marked with an ellipsis."""
     if len(text) <= limit:
         return text
