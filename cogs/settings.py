@@ -49,13 +49,14 @@ class Settings(commands.GroupCog, group_name="settings", group_description="The 
         edit = _role_text(guild, rules.character_role.role, "")
         edit = f"{edit} and Manage Server" if edit else "Manage Server"
         read = await self.bot.server_settings.reading(guild.id)
-        reading = f"<#{read.channel}>" if read.channel is not None else "none"
-        if read.channel is not None and read.skip is not None:
-            reading += f", except messages that start with “{discord.utils.escape_markdown(read.skip)}”"
+        reading = "none"
         if read.channel is not None:
+            reading = f"<#{read.channel}>"
+            if read.skip is not None:
+                reading += f", except messages that start with “{discord.utils.escape_markdown(read.skip)}”"
             reading += "; the writer's name is said first" if read.names else "; without the writer's name"
-        if read.channel is not None and not self.bot.settings.read_messages:
-            reading += " (not read: the bot's host turned reading off)"
+            if not self.bot.settings.read_messages:
+                reading += " (not read: the bot's host turned reading off)"
         voice = await self.bot.voice_choices.server(guild.id)
         spoken = f"**{discord.utils.escape_markdown(voice.tag)}**" if voice else "Dia's `[S1]`, new for every line"
         return (
