@@ -140,10 +140,11 @@ async def enqueue(
     text_channel: int,
     *,
     answer: Callable[[], Awaitable[object]] | None = None,
+    message_id: int | None = None,
 ) -> tuple[VoiceChannel, int]:
     """Queue `line` in `member`'s voice channel: (that channel, how many lines play before it). `answer` is
     called once the job is queued and before joining voice, which can take seconds: an interaction defers
-    there, within its 3 s."""
+    there, within its 3 s. `message_id` is the message the line speaks, if any: deleting it takes the line back."""
     guild, job = member.guild, line.job
     channel = checks.caller_channel(member)
     checks.can_speak_in(channel, guild.me)
@@ -157,5 +158,7 @@ async def enqueue(
     except (TimeoutError, discord.ClientException) as exc:
         await jobs.cancel(bot.redis, job.job_id)  # never rendered for nobody
         raise UserFacingError(f"I could not join {channel.mention} ({exc or 'timed out'}); try again") from None
-    queued = Line(job.job_id, member.id, text_channel, channel.id, line.preview, export=job.export)
+    queued = Line(
+        job.job_id, member.id, text_channel, channel.id, line.preview, export=job.export, message_id=message_id
+    )
     return channel, await player.enqueue(queued)

@@ -32,14 +32,15 @@ def _key(guild_id: int) -> str:
 
 
 def _encode(line: Line) -> str:
-    # Deterministic, so that LREM finds exactly the entry `save` wrote.
+    # Deterministic, so that LREM finds exactly the entry `save` wrote. A field that is None is left out: an
+    # entry saved before the field existed then reads and writes back the same, and so is still found.
     data = asdict(line)
-    return json.dumps({name: data[name] for name in _STORED}, sort_keys=True)
+    return json.dumps({name: data[name] for name in _STORED if data[name] is not None}, sort_keys=True)
 
 
 def _decode(raw: bytes | str) -> Line:
     data: dict[str, Any] = json.loads(raw)
-    return Line(**{name: data[name] for name in _STORED})
+    return Line(**{name: data[name] for name in _STORED if name in data})
 
 
 class SavedQueues:

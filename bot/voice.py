@@ -11,7 +11,7 @@ import io
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,6 +36,7 @@ class Line:
     voice_channel: int
     preview: str
     export: bool = False
+    message_id: int | None = None  # the message it speaks (read channel, Speak message): deleting it takes it back
     queued_at: float = field(default_factory=time.monotonic)
 
 
@@ -184,13 +185,30 @@ class GuildPlayer:
         waiting = next((line for line in reversed(self.lines) if line.requester == requester), None)
         if waiting is not None:
             self.lines.remove(waiting)
-            await self._keep("updating", self.services.saved.forget(self.services.guild_id, waiting))
-            await jobs.cancel(self.services.redis, waiting.job_id)  # the worker drops it, rendering or not
+            await self._forget([waiting])
             return waiting, False
         if self.current is not None and self.current.requester == requester:
             skipped = await self.skip()
             return (skipped, True) if skipped is not None else None
         return None
+
+    async def withdraw_messages(self, message_ids: Collection[int]) -> list[Line]:
+        """Take back the lines that speak these messages (they were deleted): out of the queue if they wait,
+        stopped if one plays. The lines taken back."""
+        taken = [line for line in self.lines if line.message_id in message_ids]
+        for line in taken:  # all before the first await, while none of them can start playing
+            self.lines.remove(line)
+        await self._forget(taken)
+        if self.current is not None and self.current.message_id in message_ids:
+            skipped = await self.skip()
+            taken += [skipped] if skipped is not None else []
+        return taken
+
+    async def _forget(self, dropped: list[Line]) -> None:
+        """Lines taken out of the queue: no longer saved, and the worker drops them, rendering or not."""
+        for line in dropped:
+            await self._keep("updating", self.services.saved.forget(self.services.guild_id, line))
+            await jobs.cancel(self.services.redis, line.job_id)
 
     async def stop(self) -> int:
         """Skip the current line and cancel every queued one; returns how many were dropped."""

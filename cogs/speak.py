@@ -97,7 +97,7 @@ class Speak(commands.Cog):
         privileged intent is needed."""
         if not message.content.strip():
             raise UserFacingError("that message has no text to speak (only attachments, embeds or stickers)")
-        await self._speak(interaction, message.content)
+        await self._speak(interaction, message.content, message_id=message.id)
 
     async def _speak(
         self,
@@ -107,19 +107,33 @@ class Speak(commands.Cog):
         export: bool = False,
         speed: float | None = None,
         seed: int | None = None,
+        message_id: int | None = None,
     ) -> None:
         member = checks.server_member(interaction)
         line = await lines.prepare(
             self.bot, member, text, interaction.channel_id, export=export, speed=speed, seed=seed
         )
-        await self.play(interaction, member, line)
+        await self.play(interaction, member, line, message_id=message_id)
 
-    async def play(self, interaction: discord.Interaction, member: discord.Member, line: lines.Prepared) -> None:
+    async def play(
+        self,
+        interaction: discord.Interaction,
+        member: discord.Member,
+        line: lines.Prepared,
+        *,
+        message_id: int | None = None,
+    ) -> None:
         """Queue the line in the caller's voice channel and answer with where it is in the queue, its seed and a
-        **Play again** button."""
+        **Play again** button. `message_id`: the message the line speaks (the menu's), which takes it back if
+        deleted."""
         assert interaction.channel_id is not None
         channel, ahead = await lines.enqueue(
-            self.bot, member, line, interaction.channel_id, answer=lambda: interaction.response.defer(thinking=True)
+            self.bot,
+            member,
+            line,
+            interaction.channel_id,
+            answer=lambda: interaction.response.defer(thinking=True),
+            message_id=message_id,
         )
         job = line.job
         try:

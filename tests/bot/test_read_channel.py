@@ -4,6 +4,7 @@ turned on; everything else in the server is left alone."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from redis.asyncio import Redis
 from config.startup import EXIT_CONFIG
 from tests.bot.conftest import BotProcess, World, frame_frequencies, private_text
 from tests.fakediscord import MANAGE_GUILD, FakeDiscord
+from tests.fakediscord.messages import Message
 from tests.fakediscord.server import MESSAGE_CONTENT
 
 
@@ -144,3 +146,55 @@ async def test_the_writer_is_named_when_another_wrote_before(
         await slash(guild, world.alice, world.text, "settings read-channel", names=True)
     )
     assert not world.discord.posted, "nothing was refused"
+
+
+async def test_a_deleted_message_is_not_spoken(
+    world: World, start_bot: object, tone_worker: object, redis: Redis
+) -> None:
+    """Deleting a message takes back its line: out of the queue if it waits (one deletion or a purge, whether its
+    line was queued yet or not), stopped if it plays; a line spoken from the message menu too."""
+    world.alice.roles.append(world.guild.role("Game master", MANAGE_GUILD).id)
+    world.guild.voice[world.bob.user.id] = world.tavern.id
+    tone_worker("--seconds", "1.5")  # type: ignore[operator]
+    await start_bot(DIA_READ_MESSAGES="true")  # type: ignore[operator]
+    chat, guild, fake = world.discord.chat, world.guild, world.discord
+    await private_text(
+        await fake.slash(guild, world.alice, world.text, "settings read-channel", channel=world.text, names=False)
+    )
+    saved = f"dia:bot:lines:{guild.id}"
+
+    async def kept(message: Message) -> None:
+        """Wait until the message's line is queued (the bot saves each line it queues, with its message)."""
+        deadline = time.monotonic() + 30
+        while message.id not in {json.loads(raw).get("message_id") for raw in await redis.lrange(saved, 0, -1)}:
+            assert time.monotonic() < deadline, await redis.lrange(saved, 0, -1)
+            await asyncio.sleep(0.02)
+
+    await chat(guild, world.alice, world.text, "[S1] 700")
+    session = await world.session()
+    await session.wait_for(lambda s: tone_runs(frame_frequencies(s)) == [700], timeout=60)
+    gone = await chat(guild, world.alice, world.text, "[S1] 500")
+    await chat(guild, world.bob, world.text, "[S1] 300")
+    await kept(gone)
+    await fake.delete(guild, gone)  # queued already: it leaves the queue
+    purged = [
+        await chat(guild, who, world.text, f"[S1] {tone}") for who, tone in [(world.alice, 600), (world.bob, 800)]
+    ]
+    await fake.delete(guild, *purged)  # at once: while they are still being read, most likely
+    menu_line = fake.user_message(world.bob, world.text, "[S1] 200")
+    await fake.message_command(guild, world.alice, world.text, "Speak message", menu_line)
+    await kept(menu_line)
+    await fake.delete(guild, menu_line)
+
+    playing = await chat(guild, world.alice, world.text, "[S1] 900")
+    await chat(guild, world.bob, world.text, "[S1] 400")
+    await session.wait_for(lambda s: tone_runs(frame_frequencies(s))[-1:] == [900], timeout=30)
+    await fake.delete(guild, playing)  # it stops, and the next plays
+    await session.wait_for(lambda s: tone_runs(frame_frequencies(s)) == [700, 300, 900, 400], timeout=30)
+    await asyncio.sleep(2.0)  # time enough for a line taken back, had it been queued after the 400 instead
+    frequencies = frame_frequencies(session)
+    assert tone_runs(frequencies) == [700, 300, 900, 400], tone_runs(frequencies)
+    cut = sum(1 for f in frequencies if f is not None and abs(f - 900) < 60)
+    assert cut < 60, f"the deleted line stopped early, not after its 75 packets: {cut}"
+    assert await redis.llen(saved) == 0, "nothing taken back is kept for a restart"
+    assert not [p for p in fake.posted if p.channel_id == world.text.id and "Not spoken" in p.content]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from redis.asyncio import Redis
 
@@ -73,3 +74,19 @@ async def test_a_saved_line_whose_job_is_gone_is_dropped(redis: Redis) -> None:
     assert await redis.llen("dia:bot:lines:7") == 1
     await saved.forget(7, loaded[7][0])  # equal fields, a new queued_at: still found
     assert not await redis.exists("dia:bot:lines:7")
+
+
+async def test_lines_saved_before_an_upgrade_still_load_and_are_forgotten(redis: Redis) -> None:
+    """An entry saved by a bot from before `Line.message_id` reads back with none, and its forget finds it; a line
+    with a message keeps it across a restart, so deleting that message after the restart still takes it back."""
+    saved = SavedQueues(redis)
+    old = {"job_id": "job-old", "requester": 1, "text_channel": 10, "voice_channel": 20, "preview": "old"}
+    await redis.rpush("dia:bot:lines:7", json.dumps({**old, "export": False}, sort_keys=True))
+    await saved.save(7, Line("job-new", 1, 10, 20, "new", message_id=99))
+    for job in ("job-old", "job-new"):
+        await redis.xadd(jobs.out_key(job), {b"e": b"x"})
+    loaded = await saved.load()
+    assert [(line.job_id, line.message_id) for line in loaded[7]] == [("job-old", None), ("job-new", 99)]
+    for line in loaded[7]:
+        await saved.forget(7, line)
+    assert not await redis.exists("dia:bot:lines:7"), "both entries were found again"

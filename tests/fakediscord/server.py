@@ -166,6 +166,23 @@ class FakeDiscord:
                 {**message.payload(), "content": content, "guild_id": str(guild.id), "member": member_data},
             )
 
+    async def delete(self, guild: Guild, *messages: Message) -> None:
+        """Messages of one channel deleted by their writer or a moderator: like Discord, the gateway sends
+        MESSAGE_DELETE for one and MESSAGE_DELETE_BULK for several (a purge) if the bot asked for guild
+        messages."""
+        (channel_id,) = {message.channel_id for message in messages}
+        for message in messages:
+            self.store.delete(message)
+        await self._messages_deleted(guild, channel_id, [message.id for message in messages])
+
+    async def _messages_deleted(self, guild: Guild, channel_id: int, ids: list[int]) -> None:
+        if self.intents & GUILD_MESSAGES:
+            where = {"channel_id": str(channel_id), "guild_id": str(guild.id)}
+            if len(ids) == 1:
+                await self.dispatch("MESSAGE_DELETE", {"id": str(ids[0]), **where})
+            else:
+                await self.dispatch("MESSAGE_DELETE_BULK", {"ids": [str(i) for i in ids], **where})
+
     async def message_command(
         self, guild: Guild, member: Member, channel: Channel, name: str, message: Message, /
     ) -> Interaction:
@@ -418,7 +435,7 @@ class FakeDiscord:
             body, uploads = await read_body(request)
             message = self.store.post(channel_id, body, uploads)
             # Like Discord, the bot hears its own message too, content included (the intent is for others').
-            guild = next((g for g in self.guilds.values() if any(c.id == channel_id for c in g.channels)), None)
+            guild = self._guild_of(channel_id)
             if guild is not None:
                 await self._message_created(guild, guild.members[self.bot.id], message, message.content)
             return json_response(message.payload())
@@ -431,8 +448,14 @@ class FakeDiscord:
             self.store.edit(message, body, uploads)
         elif request.method == "DELETE":
             self.store.delete(message)
+            guild = self._guild_of(channel_id)
+            if guild is not None:  # the bot hears its own deletions too
+                await self._messages_deleted(guild, channel_id, [message.id])
             return web.Response(status=204)
         return json_response(message.payload())
+
+    def _guild_of(self, channel_id: int) -> Guild | None:
+        return next((g for g in self.guilds.values() if any(c.id == channel_id for c in g.channels)), None)
 
     def _application(self) -> dict[str, Any]:
         owner = {"id": "1", "username": "host", "discriminator": "0", "avatar": None}
