@@ -81,16 +81,23 @@ async def prepare(
     speed: float | None = None,
     seed: int | None = None,
     said_by: str | None = None,
+    attached: str | None = None,
 ) -> Prepared:
     """The render job for `member`'s `text`; messages about it go to the text channel `channel_id`. `speed`
-    None is the member's own (`/myvoice speed`). `said_by`
-    (a name from `text.sayable_name`) is said first in the member's voice: "Ann said, ..." (the read channel)."""
+    None is the member's own (`/myvoice speed`). The read channel's message also has `said_by` (a name from
+    `text.sayable_name`), said first in the member's voice ("Ann said, ..."), and `attached` (from
+    `text.attached`), said last ("Attached: an image."); with `attached`, `text` may be empty ("Ann sent an
+    image.")."""
     guild = member.guild
     settings = bot.settings
     await may_use(bot, member)
     rules = TextRules(max_chars=settings.max_say_chars)
-    names = await _names(guild, text) if len(text) <= rules.max_chars else (lambda kind, snowflake: None)
-    spoken = speakable(text, names, rules)
+    if attached and not text.strip():  # a message of files only
+        spoken = f"{said_by} sent {attached}." if said_by else f"Attached: {attached}."
+        said_by = None  # said already
+    else:
+        names = await _names(guild, text) if len(text) <= rules.max_chars else (lambda kind, snowflake: None)
+        spoken = speakable(text, names, rules) + (f" Attached: {attached}." if attached else "")
     characters = await Cast(bot.redis, guild.id).all()
     moods = {c.name: c.mood_names for c in characters}
     # Text that names no speaker is the member's chosen voice (/myvoice), else the server's, else [S1].

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -112,6 +113,27 @@ def speakable(
 def counted(count: int, noun: str) -> str:
     """ "1 line", "2 lines": `noun` takes an s unless there is exactly one."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def attachment_kind(filename: str, content_type: str | None, *, voice_message: bool = False) -> str:
+    """What an attachment is, as a listener would want to hear it named. A spoiler file (SPOILER_ in its name)
+    is only "a spoiler", as hidden text is (`speakable`): its kind would give it away."""
+    if filename.startswith("SPOILER_"):
+        return "spoiler"
+    if voice_message:
+        return "voice message"
+    family = (content_type or "").partition("/")[0]
+    return {"image": "image", "video": "video", "audio": "audio file"}.get(family, "file")
+
+
+def attached(kinds: Sequence[str]) -> str | None:
+    """What a message carries besides its text, said in a few words: "an image", "2 images and a sticker";
+    `kinds` are `attachment_kind`s (and "sticker"), one per thing. None for nothing."""
+    parts = [
+        f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}" if count == 1 else counted(count, kind)
+        for kind, count in Counter(kinds).items()  # in the order they first came
+    ]
+    return None if not parts else parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
 
 
 def sayable_name(name: str, limit: int = 32) -> str | None:

@@ -9,7 +9,9 @@ a short reply that removes itself, as a message has no private answer.
 
 Unless the server turned it off (`names:False`), the writer's name is said first ("Ann said, ...") when the
 message before was someone else's or a while ago, as the TTS bots' "xsaid" does: in a busy channel listeners
-otherwise cannot tell who wrote what, as members who chose no voice all sound alike.
+otherwise cannot tell who wrote what, as members who chose no voice all sound alike. What a message carries
+besides its text is said after it, in a few words ("Attached: an image."), as listeners cannot see it; a
+message of files only is "Ann sent an image."
 
 A message deleted before it is spoken (by its writer, or by a moderator) is not spoken: its line leaves the
 queue, or stops if it plays. This holds for lines of the Speak-message menu too, as deletions reach the bot
@@ -29,9 +31,8 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot import lines
+from bot import lines, text
 from bot.errors import USER_ERRORS
-from bot.text import sayable_name
 
 if TYPE_CHECKING:
     from bot.client import DiaBot
@@ -58,7 +59,7 @@ class Reader(commands.Cog):
         writer, at = self._last.get(member.guild.id, (None, 0.0))
         if writer == member.id and time.monotonic() - at < NAME_AGAIN_SECONDS:
             return None
-        return sayable_name(member.display_name)
+        return text.sayable_name(member.display_name)
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -67,7 +68,7 @@ class Reader(commands.Cog):
             not isinstance(member, discord.Member)  # a direct message, or a webhook's
             or member.bot
             or message.type not in READ_TYPES
-            or not message.content.strip()
+            or not (message.content.strip() or message.attachments or message.stickers)
             or member.voice is None
             or member.voice.channel is None
         ):
@@ -81,8 +82,13 @@ class Reader(commands.Cog):
     async def _read(self, message: discord.Message, member: discord.Member, names: bool) -> None:
         deleted = self._deleted[member.guild.id]
         said_by = self._introduce(member) if names else None
+        voice = message.flags.voice
+        kinds = [text.attachment_kind(a.filename, a.content_type, voice_message=voice) for a in message.attachments]
+        attached = text.attached(kinds + ["sticker"] * len(message.stickers))
         try:
-            line = await lines.prepare(self.bot, member, message.content, message.channel.id, said_by=said_by)
+            line = await lines.prepare(
+                self.bot, member, message.content, message.channel.id, said_by=said_by, attached=attached
+            )
             await lines.enqueue(self.bot, member, line, message.channel.id, message_id=message.id)
         except USER_ERRORS as exc:
             if message.id not in deleted:  # a note on a deleted message has nothing to answer

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from config.startup import EXIT_CONFIG
 from tests.bot.conftest import BotProcess, World, frame_frequencies, private_text
-from tests.fakediscord import MANAGE_GUILD, FakeDiscord
+from tests.fakediscord import MANAGE_GUILD, FakeDiscord, Upload
 from tests.fakediscord.messages import Message
 from tests.fakediscord.server import MESSAGE_CONTENT
 
@@ -198,3 +198,38 @@ async def test_a_deleted_message_is_not_spoken(
     assert cut < 60, f"the deleted line stopped early, not after its 75 packets: {cut}"
     assert await redis.llen(saved) == 0, "nothing taken back is kept for a restart"
     assert not [p for p in fake.posted if p.channel_id == world.text.id and "Not spoken" in p.content]
+
+
+async def test_what_a_message_carries_is_said(
+    world: World, start_bot: object, tone_worker: object, redis: Redis
+) -> None:
+    """Files and stickers are said in a few words after the text (a spoiler file only as "a spoiler"), and a
+    message of files only is "Sir 600 sent an image."; the tone worker sounds the last number of each line."""
+    world.alice.roles.append(world.guild.role("Game master", MANAGE_GUILD).id)
+    world.guild.voice[world.bob.user.id] = world.tavern.id
+    world.bob.nick = "Sir 600"
+    tone_worker("--seconds", "1.5")  # type: ignore[operator]
+    await start_bot(DIA_READ_MESSAGES="true")  # type: ignore[operator]
+    chat, guild, fake = world.discord.chat, world.guild, world.discord
+    await private_text(await fake.slash(guild, world.alice, world.text, "settings read-channel", channel=world.text))
+    await chat(guild, world.alice, world.text, "[S1] 700")
+    session = await world.session()
+    await session.wait_for(lambda s: tone_runs(frame_frequencies(s)) == [700], timeout=60)
+
+    png = b"\x89PNG\r\n\x1a\n"
+    await chat(guild, world.bob, world.text, "", Upload("map.png", png))
+    files = Upload("a.png", png), Upload("notes.txt", b"..."), Upload("SPOILER_twist.ogg", b"OggS")
+    await chat(guild, world.bob, world.text, "look 300", *files, stickers=["Wave 999"])
+    deadline = time.monotonic() + 30
+    while await redis.llen(f"dia:bot:lines:{guild.id}") < 3:  # both queued behind the 700 (saved as they are)
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    queue = await fake.slash(guild, world.alice, world.text, "queue")
+    rows = (await queue.reply())["embeds"][0]["description"].split("\n")
+    bob = f"(<@{world.bob.user.id}>)"
+    assert rows[1:] == [
+        f"1. Sir 600 sent an image. {bob}",
+        f"2. look 300 Attached: an image, a file, a spoiler and a sticker. {bob}",  # his again: no name
+    ], rows
+    await session.wait_for(lambda s: tone_runs(frame_frequencies(s)) == [700, 600, 300], timeout=30)
+    assert not fake.posted, "nothing was refused"

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from bot import voice
 from bot.playback import OPUS_SILENCE, JitterBuffer, StreamedOpusSource
-from bot.text import TextRejected, TextRules, mentioned, sayable_name, speakable
+from bot.text import TextRejected, TextRules, attached, attachment_kind, mentioned, sayable_name, speakable
 from bot.voice import GuildPlayer, Line, Services
 
 
@@ -82,6 +82,25 @@ def names(kind: str, snowflake: int) -> str | None:
 )
 def test_a_name_is_said_with_its_letters_only(name: str, said: str | None) -> None:
     assert sayable_name(name) == said
+
+
+@pytest.mark.parametrize(
+    ("files", "said"),
+    [
+        ([], None),
+        ([("cat.png", "image/png")], "an image"),
+        ([("a.png", "image/png"), ("clip.mp4", "video/mp4"), ("b.gif", "image/gif")], "2 images and a video"),
+        ([("song.mp3", "audio/mpeg"), ("x.bin", None), ("y", "application/pdf")], "an audio file and 2 files"),
+        ([("SPOILER_ending.png", "image/png")], "a spoiler"),  # hidden as hidden text is: not even its kind
+    ],
+)
+def test_what_a_message_carries_is_said_in_a_few_words(files: list[tuple[str, str | None]], said: str) -> None:
+    assert attached([attachment_kind(name, kind) for name, kind in files]) == said
+
+
+def test_a_voice_message_and_stickers_are_named() -> None:
+    kinds = [attachment_kind("voice-message.ogg", "audio/ogg", voice_message=True), "sticker", "sticker"]
+    assert attached(kinds) == "a voice message and 2 stickers"
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import asyncio
 import json
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -146,25 +146,36 @@ class FakeDiscord:
             data["resolved"] = resolved
         return await self._interact(COMMAND, name, (guild, member, channel), data)
 
-    def user_message(self, member: Member, channel: Channel, content: str, *uploads: Upload) -> Message:
-        """`member` posts `content` (and files) in `channel`, and the bot hears nothing of it (as an app without
-        the guild-messages intent): it learns of it through `message_command`. `chat` is the same, heard."""
-        return self.store.create(channel.id, {"content": content}, list(uploads), author=member.user.payload())
+    def user_message(
+        self, member: Member, channel: Channel, content: str, *uploads: Upload, stickers: Sequence[str] = ()
+    ) -> Message:
+        """`member` posts `content` (and files, and stickers by name) in `channel`, and the bot hears nothing of it
+        (as an app without the guild-messages intent): it learns of it through `message_command`. `chat` is the
+        same, heard."""
+        items = [{"id": str(snowflake()), "name": name, "format_type": 1} for name in stickers]
+        extra = {"sticker_items": items} if items else {}
+        return self.store.create(channel.id, {"content": content}, list(uploads), author=member.user.payload(), **extra)
 
-    async def chat(self, guild: Guild, member: Member, channel: Channel, content: str) -> Message:
+    async def chat(
+        self,
+        guild: Guild,
+        member: Member,
+        channel: Channel,
+        content: str,
+        *uploads: Upload,
+        stickers: Sequence[str] = (),
+    ) -> Message:
         """`member` posts `content` in `channel`; like Discord, the gateway sends MESSAGE_CREATE if the bot asked
-        for guild messages, with the content only if it also has the Message Content intent."""
-        message = self.user_message(member, channel, content)
-        await self._message_created(guild, member, message, content if self.intents & MESSAGE_CONTENT else "")
+        for guild messages, with the content and attachments only if it also has the Message Content intent."""
+        message = self.user_message(member, channel, content, *uploads, stickers=stickers)
+        await self._message_created(guild, member, message, heard=bool(self.intents & MESSAGE_CONTENT))
         return message
 
-    async def _message_created(self, guild: Guild, member: Member, message: Message, content: str) -> None:
+    async def _message_created(self, guild: Guild, member: Member, message: Message, *, heard: bool) -> None:
         if self.intents & GUILD_MESSAGES:
             member_data = {k: v for k, v in member.payload().items() if k != "user"}
-            await self.dispatch(
-                "MESSAGE_CREATE",
-                {**message.payload(), "content": content, "guild_id": str(guild.id), "member": member_data},
-            )
+            payload = message.payload() | ({} if heard else {"content": "", "attachments": [], "embeds": []})
+            await self.dispatch("MESSAGE_CREATE", {**payload, "guild_id": str(guild.id), "member": member_data})
 
     async def delete(self, guild: Guild, *messages: Message) -> None:
         """Messages of one channel deleted by their writer or a moderator: like Discord, the gateway sends
@@ -437,7 +448,7 @@ class FakeDiscord:
             # Like Discord, the bot hears its own message too, content included (the intent is for others').
             guild = self._guild_of(channel_id)
             if guild is not None:
-                await self._message_created(guild, guild.members[self.bot.id], message, message.content)
+                await self._message_created(guild, guild.members[self.bot.id], message, heard=True)
             return json_response(message.payload())
         message = self.store.messages.get(int(parts[3])) if len(parts) == 4 and parts[3].isdigit() else None
         # Ephemeral messages exist only for their interaction's webhook, never for the channel API.
