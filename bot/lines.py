@@ -101,7 +101,8 @@ async def prepare(
     characters = await Cast(bot.redis, guild.id).all()
     moods = {c.name: c.mood_names for c in characters}
     # Text that names no speaker is the member's chosen voice (/myvoice), else the server's, else [S1].
-    own = await bot.voice_choices.for_line(guild.id, member.id, moods)
+    chosen = await bot.voice_choices.for_line(guild.id, member.id, moods)
+    own = chosen.voice
     default = (own.name, own.mood) if own is not None else ("S1", None)
     script = f"{said_by} said, {spoken}" if said_by else spoken  # before any tag: in the member's voice
     items = script_items(script, moods, default=default)
@@ -119,9 +120,7 @@ async def prepare(
     if len(segments) > MAX_SEGMENTS:
         raise UserFacingError(f"that is {len(segments)} parts to render; at most {MAX_SEGMENTS}: split it up")
     max_tokens = round(settings.max_line_seconds * FRAMES_PER_SECOND) + 2
-    if speed is None:
-        speed = await bot.voice_choices.speed(guild.id, member.id)
-    params = jobs.RenderParams(max_tokens=max_tokens, seed=seed, speed=speed)
+    params = jobs.RenderParams(max_tokens=max_tokens, seed=seed, speed=chosen.speed if speed is None else speed)
     # Every take gets a seed the user can give back; the worker caches each line under it, so asking for
     # it again replays that take exactly (tts_engine/worker.py).
     job = jobs.RenderJob(

@@ -87,10 +87,17 @@ class Speaker:
 class Choices:
     member: Speaker | None
     server: Speaker | None
+    speed: float = 1.0  # the member's (`/myvoice speed`)
+
+    @property
+    def voice(self) -> Speaker | None:
+        """The voice of text that names no speaker: the member's, else the server's; None for Dia's `[S1]`."""
+        return self.member or self.server
 
     def live(self, cast: Mapping[str, frozenset[str]]) -> Choices:
         """The choices the cast still has, as it spells them."""
-        return Choices(self.member and self.member.resolve(cast), self.server and self.server.resolve(cast))
+        member, server = self.member and self.member.resolve(cast), self.server and self.server.resolve(cast)
+        return Choices(member, server, self.speed)
 
 
 class VoiceChoices:
@@ -100,26 +107,21 @@ class VoiceChoices:
         self.redis = redis
 
     async def get(self, guild_id: int, member_id: int) -> Choices:
+        """The member's choices (voice and speed) and the server's voice, in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(_members_key(guild_id), str(member_id))
             pipe.hget(settings_key(guild_id), SERVER_FIELD)
-            own, server = await pipe.execute()
-        return Choices(_speaker(own), _speaker(server))
+            pipe.hget(_speeds_key(guild_id), str(member_id))
+            own, server, speed = await pipe.execute()
+        return Choices(_speaker(own), _speaker(server), float(speed) if speed else 1.0)
 
     async def server(self, guild_id: int) -> Speaker | None:
         value: Any = await self.redis.hget(settings_key(guild_id), SERVER_FIELD)
         return _speaker(value)
 
-    async def for_line(self, guild_id: int, member_id: int, cast: Mapping[str, frozenset[str]]) -> Speaker | None:
-        """The voice of untagged text in a member's line: theirs, else the server's, if the cast still has it;
-        None for Dia's `[S1]`."""
-        live = (await self.get(guild_id, member_id)).live(cast)
-        return live.member or live.server
-
-    async def speed(self, guild_id: int, member_id: int) -> float:
-        """The member's speaking speed: 1.0 unless they chose another."""
-        value: Any = await self.redis.hget(_speeds_key(guild_id), str(member_id))
-        return float(value) if value else 1.0
+    async def for_line(self, guild_id: int, member_id: int, cast: Mapping[str, frozenset[str]]) -> Choices:
+        """The choices for a member's line, without voices the cast no longer has."""
+        return (await self.get(guild_id, member_id)).live(cast)
 
     async def choose_speed(self, guild_id: int, member_id: int, speed: float) -> None:
         if speed == 1.0:

@@ -86,10 +86,9 @@ class MyVoice(commands.GroupCog, group_name="myvoice", group_description="Your v
         """Who speaks your lines where they name no speaker."""
         member = await self._member(interaction)
         cast = await Cast(self.bot.redis, member.guild.id).moods()
-        choices = await self.bot.voice_choices.get(member.guild.id, member.id)
-        speed = await self.bot.voice_choices.speed(member.guild.id, member.id)
+        choices = await self.bot.voice_choices.for_line(member.guild.id, member.id, cast)
         await interaction.response.send_message(
-            f"🎙️ Text you do not give a speaker is spoken by {describe(choices.live(cast))}. {pace(speed)}",
+            f"🎙️ Text you do not give a speaker is spoken by {describe(choices)}. {pace(choices.speed)}",
             ephemeral=True,
         )
 
