@@ -59,15 +59,6 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         await interaction.response.defer(thinking=True, ephemeral=True)
         return await casting.voice_from_clip(self._requester(interaction, member), clip, transcript)
 
-    async def _absent(self, cast: Cast, name: str) -> None:
-        """Fail fast, before any rendering, when the name is taken or the cast is full (checked again on write)."""
-        existing = await cast.get(name)
-        if existing is not None:
-            raise UserFacingError(f"there is already a character named {existing.name}")
-        count = await cast.count()
-        if count >= cast.cap:
-            raise UserFacingError(f"this server has {count} characters, the most it may have; delete some first")
-
     # ---- commands --------------------------------------------------------------------------------------------
 
     @app_commands.command(name="create")
@@ -93,7 +84,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
             raise UserFacingError(CONSENT)
         cast = self._cast(member.guild.id)
         name = clean_name(name)
-        await self._absent(cast, name)
+        await cast.can_create(name)  # before the voice is made
         voice_id, record = await self._voice_from_clip(interaction, member, clip, transcript)
         character = await cast.create(name, voice_id, mood=mood, created_by=member.id)
         kept = f"{casting.seconds(record.frames):.1f} s of your clip (“{record.transcript}”)"
@@ -122,7 +113,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         cast = self._cast(member.guild.id)
         name = clean_name(name)
         if mood is None:
-            await self._absent(cast, name)
+            await cast.can_create(name)  # before the voice is made
         elif await cast.get(name) is None:
             raise UserFacingError(f"there is no character named {name} to give a mood; design it without a mood first")
         else:

@@ -130,12 +130,7 @@ class Cast:
         mood = clean_name(mood, "mood") if mood else None
 
         async def change(pipe: Pipeline) -> Character:
-            taken: Any = await pipe.hget(self.key, name.casefold())
-            if taken is not None:
-                raise CastError(f"there is already a character named {decode_character(taken).name}")
-            count = await pipe.hlen(self.key)
-            if count >= self.cap:
-                raise CastError(f"this server has {count} characters, the most it may have; delete some first")
+            await self._room_for_new(pipe, name)
             voice = await self._voice(pipe, voice_id)
             moods = {DEFAULT: voice} | ({mood: voice} if mood else {})
             character = Character(name, moods, description[:300], created_by)
@@ -145,6 +140,20 @@ class Cast:
             return character
 
         return await self._transact(change)
+
+    async def can_create(self, name: str) -> None:
+        """Raise unless a character `name` can be made: asked before its voice is made, as that takes a while."""
+        async with self.redis.pipeline() as pipe:
+            await pipe.watch(self.key)  # runs the reads at once, as in a transaction (nothing is written)
+            await self._room_for_new(pipe, clean_name(name))
+
+    async def _room_for_new(self, pipe: Pipeline, name: str) -> None:
+        taken: Any = await pipe.hget(self.key, name.casefold())
+        if taken is not None:
+            raise CastError(f"there is already a character named {decode_character(taken).name}")
+        count = await pipe.hlen(self.key)
+        if count >= self.cap:
+            raise CastError(f"this server has as many characters as it may have ({count}); delete some first")
 
     async def can_add_mood(self, name: str, mood: str) -> Character:
         """The character, if it can take `mood`: asked before a voice is made for it, as that takes a while."""
@@ -247,8 +256,8 @@ class Cast:
                 raise CastError("these characters already exist here: " + ", ".join(taken) + "; rename or delete them")
             count = await pipe.hlen(self.key)
             if count + len(entries) > self.cap:
-                raise CastError(f"the file has {len(entries)} characters and this server has {count}; "
-                                f"together that is more than {self.cap}")  # fmt: skip
+                raise CastError(f"the file's characters ({len(entries)}) and this server's ({count}) are more "
+                                f"than the {self.cap} it may have")  # fmt: skip
             _multi(pipe)
             made = []
             for name, description, moods in entries:

@@ -137,7 +137,7 @@ async def test_mistakes_are_private_and_leave_nothing(
     short_clip = make_clip(tmp_path, "short.wav", 1.0).read_bytes()
     await refused("character create", "already a character named Bram", name="bram", clip=Upload("a.wav", good),
                   **create)  # fmt: skip
-    await refused("character create", "1 characters, the most it may have", name="Mira",
+    await refused("character create", "as many characters as it may have (1)", name="Mira",
                   clip=Upload("a.wav", good), **create)  # fmt: skip
     await refused("character mood add", "no character named Brom", character="Brom", mood="angry",
                   clip=Upload("a.wav", good), **create)  # fmt: skip
