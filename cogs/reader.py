@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NOTE_SECONDS = 30.0  # how long a note about a message that was not spoken stays
 READ_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 NAME_AGAIN_SECONDS = 60.0  # a writer's next message within this is not introduced again
 RECENT_DELETIONS = 200  # per guild: more than a bulk delete (100) and the messages waiting to be prepared
@@ -123,7 +122,12 @@ class Reader(commands.Cog):
 
     async def _note(self, message: discord.Message, text: str) -> None:
         try:
-            await message.reply(f"⚠️ Not spoken: {text}", delete_after=NOTE_SECONDS, mention_author=False, silent=True)
+            await message.reply(
+                f"⚠️ Not spoken: {text}",
+                delete_after=self.bot.settings.read_note_seconds,
+                mention_author=False,
+                silent=True,
+            )
         except discord.HTTPException as exc:
             log.warning("could not tell %s why message %s was not spoken: %s", message.author.id, message.id, exc)
 

@@ -102,6 +102,9 @@ class BotSettings(CommonSettings):
     read_messages: bool = Field(
         False, description="let servers pick a channel whose messages are read aloud (needs the Message Content intent)"
     )
+    read_note_seconds: float = Field(
+        30.0, gt=0, le=86_400, description="how long the read channel's note on a message it did not speak stays"
+    )
 
     @field_validator("discord_token")
     @classmethod

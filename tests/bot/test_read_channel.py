@@ -23,7 +23,7 @@ async def test_messages_in_the_read_channel_are_spoken(
     world.alice.roles.append(world.guild.role("Game master", MANAGE_GUILD).id)
     off_topic = world.guild.text_channel("off-topic")
     tone_worker("--seconds", "0.5")  # type: ignore[operator]
-    await start_bot(DIA_READ_MESSAGES="true")  # type: ignore[operator]
+    await start_bot(DIA_READ_MESSAGES="true", DIA_READ_NOTE_SECONDS="4")  # type: ignore[operator]
     assert world.discord.intents & MESSAGE_CONTENT, "the bot asks for message content"
     chat, slash, guild = world.discord.chat, world.discord.slash, world.guild
     assert "Channel read aloud: none." in await private_text(
@@ -44,6 +44,7 @@ async def test_messages_in_the_read_channel_are_spoken(
     await chat(guild, world.alice, world.text, "[S1] Well met. (grins)")
     (note,) = await world.discord.wait_posted(world.text)
     assert note.content.startswith("⚠️ Not spoken:") and "(grins) is not a sound Dia can make" in note.content
+    assert note.message is not None and not note.message.deleted
     await chat(guild, world.alice, world.text, "[S1] 700")
 
     session = await world.session()
@@ -66,6 +67,8 @@ async def test_messages_in_the_read_channel_are_spoken(
         await slash(guild, world.alice, world.text, "settings read-channel")
     )
     assert await redis.hmget(f"dia:guild:{guild.id}:settings", ["read_channel", "read_skip"]) == [None, None]
+    # The notes remove themselves after DIA_READ_NOTE_SECONDS.
+    await world.discord.wait_until(lambda: all(p.message and p.message.deleted for p in world.discord.posted), 10)
 
 
 async def test_reading_is_the_hosts_choice(world: World, start_bot: object) -> None:
