@@ -13,9 +13,8 @@ Each server's entries are the hash `dia:guild:{id}:pronounce`: the case-folded w
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -163,14 +162,10 @@ def exported(entries: Iterable[Pronunciation]) -> list[dict[str, str]]:
     return [{"word": e.word, "sounds_like": e.sounds} for e in entries]
 
 
-def from_export(data: bytes) -> list[Pronunciation]:
-    """The pronunciations of a cast export file (none if it has none), each checked as `/pronounce set` checks
-    it; a `UserFacingError` names the first bad one. The rest of the file is checked by `Cast.import_`."""
-    try:
-        body = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return []  # not JSON at all: the cast's import says so
-    listed = body.get("pronunciations") if isinstance(body, dict) else None
+def from_export(extra: Mapping[str, Any]) -> list[Pronunciation]:
+    """The pronunciations among a cast export file's other fields (`ExportFile.extra`; none if it has none),
+    each checked as `/pronounce set` checks it; a `UserFacingError` names the first bad one."""
+    listed = extra.get("pronunciations")
     if listed is None:
         return []
     if not isinstance(listed, list) or len(listed) > MAX_ENTRIES:

@@ -13,7 +13,7 @@ from bot import casting, checks, lines, pronunciations
 from bot.errors import UserFacingError
 from bot.pages import send_pages
 from bot.text import counted
-from tts_engine.characters import DEFAULT, Cast, Character, clean_name
+from tts_engine.characters import DEFAULT, Cast, Character, clean_name, read_export
 from tts_engine.jobs import VoiceRecord
 
 if TYPE_CHECKING:
@@ -255,8 +255,9 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
             raise UserFacingError(f"the file is {file.size / 2**20:.1f} MiB; an export is at most 8 MiB")
         await interaction.response.defer(thinking=True, ephemeral=True)
         data = await file.read()
-        words = pronunciations.from_export(data)  # checked before any character is added
-        made = await self._cast(member.guild.id).import_(data, created_by=member.id)
+        export = read_export(data)
+        words = pronunciations.from_export(export.extra)  # checked before any character is added
+        made = await self._cast(member.guild.id).import_(export, created_by=member.id)
         said = f"📦 Imported {counted(len(made), 'character')}: {', '.join(_name(c) for c in made)}"
         if words:
             try:

@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tts_engine import jobs
-from tts_engine.characters import DEFAULT, MAX_MOODS, Cast, CastError, chars_key, clean_name
+from tts_engine.characters import DEFAULT, MAX_MOODS, Cast, CastError, chars_key, clean_name, read_export
 
 GUILD = 77
 
@@ -134,7 +134,7 @@ async def test_a_character_has_at_most_max_moods(redis: Redis) -> None:
     body["characters"][0]["moods"]["extra"] = body["characters"][0]["moods"]["mood1"]
     body["characters"][0]["moods"]["extra2"] = body["characters"][0]["moods"]["mood1"]
     with pytest.raises(CastError, match=f"Bram in the file has {MAX_MOODS + 1} moods; a character may have"):
-        await Cast(redis, GUILD + 1).import_(json.dumps(body).encode())
+        await Cast(redis, GUILD + 1).import_(read_export(json.dumps(body).encode()))
 
 
 async def test_export_then_import_elsewhere(redis: Redis) -> None:
@@ -144,7 +144,7 @@ async def test_export_then_import_elsewhere(redis: Redis) -> None:
     await cast.create("Mira", await pending(redis, vid(3), "Hello.", 300))
     data = await cast.export()
     other = Cast(redis, GUILD + 1)
-    made = await other.import_(data, created_by=9)
+    made = await other.import_(read_export(data), created_by=9)
     assert [c.name for c in made] == ["Bram", "Mira"]
     for original, copy in zip(await cast.all(), await other.all(), strict=True):
         assert original.name == copy.name and set(original.moods) == set(copy.moods)
@@ -153,7 +153,7 @@ async def test_export_then_import_elsewhere(redis: Redis) -> None:
             b = await redis.get(jobs.voice_key(GUILD + 1, copy.moods[mood].voice_id))
             assert a == b, "the same transcript and codes"
     with pytest.raises(CastError, match="already exist here: Bram, Mira"):
-        await other.import_(data)
+        await other.import_(read_export(data))
     only = json.loads(await cast.export(["mira"]))
     assert [c["name"] for c in only["characters"]] == ["Mira"]
 
@@ -193,7 +193,7 @@ async def test_a_corrupt_import_writes_nothing(redis: Redis, corrupt: Any, messa
     target = Cast(redis, GUILD + 1)
     before = await snapshot(redis)
     with pytest.raises(CastError, match=message):
-        await target.import_(data)
+        await target.import_(read_export(data))
     assert await snapshot(redis) == before
 
 
@@ -208,5 +208,5 @@ async def test_import_beyond_the_cap_writes_nothing(redis: Redis) -> None:
     with pytest.raises(
         CastError, match=r"the file.s characters \(3\) and this server.s \(2\) are more than the 4 it may have"
     ):
-        await target.import_(await cast.export())
+        await target.import_(read_export(await cast.export()))
     assert await snapshot(redis) == before

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
@@ -246,9 +246,9 @@ class Cast:
         body = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "characters": entries, **(extra or {})}
         return json.dumps(body, indent=1).encode()
 
-    async def import_(self, data: bytes, *, created_by: int = 0) -> list[Character]:
-        """Add every character of an export file, or none: `CastError` names the first problem."""
-        entries = parse_export(data)
+    async def import_(self, export: ExportFile, *, created_by: int = 0) -> list[Character]:
+        """Add every character of an export file (`read_export`), or none: `CastError` names the problem."""
+        entries = export.characters
 
         async def change(pipe: Pipeline) -> list[Character]:
             taken = [e[0] for e in entries if await pipe.hexists(self.key, e[0].casefold())]
@@ -318,8 +318,16 @@ def _closest(name: str, names: list[str]) -> str | None:
     return next((n for n in names if found and n.casefold() == found[0]), None)
 
 
-def parse_export(data: bytes) -> list[tuple[str, str, dict[str, VoiceRecord]]]:
-    """(name, description, mood -> voice) of each character in an export file, all checked."""
+class ExportFile(NamedTuple):
+    """An export file, read and checked: (name, description, mood -> voice) of each character, and the file's
+    other fields (`extra` of `Cast.export`)."""
+
+    characters: list[tuple[str, str, dict[str, VoiceRecord]]]
+    extra: dict[str, Any]
+
+
+def read_export(data: bytes) -> ExportFile:
+    """An export file's characters, all checked (`CastError` names the first problem), and its other fields."""
     try:
         body = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -347,7 +355,7 @@ def parse_export(data: bytes) -> list[tuple[str, str, dict[str, VoiceRecord]]]:
         entries.append((name, description[:300] if isinstance(description, str) else "", moods))
     if not entries:
         raise CastError("the file has no characters")
-    return entries
+    return ExportFile(entries, {k: v for k, v in body.items() if k not in {"format", "version", "characters"}})
 
 
 def _voice_from_export(name: str, mood: str, body: Any) -> VoiceRecord:
