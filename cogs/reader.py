@@ -120,10 +120,10 @@ class Reader(commands.Cog):
             for line in await player.withdraw_messages(message_ids):
                 log.info("message %s was deleted: its line %s is taken back", line.message_id, line.job_id)
 
-    async def _note(self, message: discord.Message, text: str) -> None:
+    async def _note(self, message: discord.Message, why: str) -> None:
         try:
             await message.reply(
-                f"⚠️ Not spoken: {text}",
+                f"⚠️ Not spoken: {why}",
                 delete_after=self.bot.settings.read_note_seconds,
                 mention_author=False,
                 silent=True,
