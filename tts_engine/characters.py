@@ -107,9 +107,6 @@ class Cast:
         raw: Any = await self.redis.hgetall(self.key)
         return sorted((decode_character(v) for v in raw.values()), key=lambda c: c.name.casefold())
 
-    async def count(self) -> int:
-        return int(await self.redis.hlen(self.key))
-
     async def get(self, name: str) -> Character | None:
         raw: Any = await self.redis.hget(self.key, name.casefold())
         return None if raw is None else decode_character(raw)
