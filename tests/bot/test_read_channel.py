@@ -14,6 +14,7 @@ from config.startup import EXIT_CONFIG
 from tests.bot.conftest import BotProcess, World, frame_frequencies, private_text
 from tests.fakediscord import MANAGE_GUILD, FakeDiscord, Upload
 from tests.fakediscord.messages import Message
+from tests.fakediscord.model import Guild
 from tests.fakediscord.server import MESSAGE_CONTENT
 
 
@@ -151,6 +152,15 @@ async def test_the_writer_is_named_when_another_wrote_before(
     assert not world.discord.posted, "nothing was refused"
 
 
+async def queued(redis: Redis, guild: Guild, message: Message) -> None:
+    """Wait until the message's line is queued (the bot saves each line it queues, with its message)."""
+    saved = f"dia:bot:lines:{guild.id}"
+    deadline = time.monotonic() + 30
+    while message.id not in {json.loads(raw).get("message_id") for raw in await redis.lrange(saved, 0, -1)}:
+        assert time.monotonic() < deadline, await redis.lrange(saved, 0, -1)
+        await asyncio.sleep(0.02)
+
+
 async def test_a_deleted_message_is_not_spoken(
     world: World, start_bot: object, tone_worker: object, redis: Redis
 ) -> None:
@@ -166,19 +176,12 @@ async def test_a_deleted_message_is_not_spoken(
     )
     saved = f"dia:bot:lines:{guild.id}"
 
-    async def kept(message: Message) -> None:
-        """Wait until the message's line is queued (the bot saves each line it queues, with its message)."""
-        deadline = time.monotonic() + 30
-        while message.id not in {json.loads(raw).get("message_id") for raw in await redis.lrange(saved, 0, -1)}:
-            assert time.monotonic() < deadline, await redis.lrange(saved, 0, -1)
-            await asyncio.sleep(0.02)
-
     await chat(guild, world.alice, world.text, "[S1] 700")
     session = await world.session()
     await session.wait_for(lambda s: tone_runs(frame_frequencies(s)) == [700], timeout=60)
     await chat(guild, world.bob, world.text, "[S1] 300")
     gone = await chat(guild, world.alice, world.text, "[S1] 500")  # behind the 300: time to take it back
-    await kept(gone)
+    await queued(redis, guild, gone)
     await fake.delete(guild, gone)  # queued already: it leaves the queue
     purged = [
         await chat(guild, who, world.text, f"[S1] {tone}") for who, tone in [(world.alice, 600), (world.bob, 800)]
@@ -186,7 +189,7 @@ async def test_a_deleted_message_is_not_spoken(
     await fake.delete(guild, *purged)  # at once: while they are still being read, most likely
     menu_line = fake.user_message(world.bob, world.text, "[S1] 200")
     await fake.message_command(guild, world.alice, world.text, "Speak message", menu_line)
-    await kept(menu_line)
+    await queued(redis, guild, menu_line)
     await fake.delete(guild, menu_line)
 
     playing = await chat(guild, world.alice, world.text, "[S1] 900")
@@ -220,13 +223,11 @@ async def test_what_a_message_carries_is_said(
     await session.wait_for(lambda s: tone_runs(frame_frequencies(s)) == [700], timeout=60)
 
     png = b"\x89PNG\r\n\x1a\n"
-    await chat(guild, world.bob, world.text, "", Upload("map.png", png))
+    picture = await chat(guild, world.bob, world.text, "", Upload("map.png", png))
     files = Upload("a.png", png), Upload("notes.txt", b"..."), Upload("SPOILER_twist.ogg", b"OggS")
-    await chat(guild, world.bob, world.text, "look 300", *files, stickers=["Wave 999"])
-    deadline = time.monotonic() + 30
-    while await redis.llen(f"dia:bot:lines:{guild.id}") < 3:  # both behind the 700, saved as they are queued
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
+    files_and_text = await chat(guild, world.bob, world.text, "look 300", *files, stickers=["Wave 999"])
+    for message in (picture, files_and_text):  # both behind the 700
+        await queued(redis, guild, message)
     queue = await fake.slash(guild, world.alice, world.text, "queue")
     rows = (await queue.reply())["embeds"][0]["description"].split("\n")
     bob = f"(<@{world.bob.user.id}>)"
