@@ -18,6 +18,7 @@ from discord.ext import commands
 from redis.asyncio import Redis
 
 from bot.errors import on_app_command_error
+from bot.lines import RecentDeletions
 from bot.pronunciations import Pronunciations
 from bot.saved import SavedQueues
 from bot.server_settings import ServerSettingsStore
@@ -31,8 +32,8 @@ log = logging.getLogger(__name__)
 
 # Cogs arrive by name so the bot never imports them as modules.
 EXTENSIONS: tuple[str, ...] = (
-    "cogs.voice", "cogs.speak", "cogs.reader", "cogs.characters", "cogs.myvoice", "cogs.pronounce", "cogs.settings",
-    "cogs.help",
+    "cogs.voice", "cogs.speak", "cogs.reader", "cogs.deletions", "cogs.characters", "cogs.myvoice", "cogs.pronounce",
+    "cogs.settings", "cogs.help",
 )  # fmt: skip
 
 
@@ -83,6 +84,7 @@ class DiaBot(commands.Bot):
         )
         self.voice_choices = VoiceChoices(redis)
         self.pronunciations = Pronunciations(redis)
+        self.deleted = RecentDeletions()  # heard by cogs/deletions.py, with the guild-messages intent
         self._resumed = False
         self._closing = False
         self.initial_extensions = tuple(extensions)

@@ -4,14 +4,16 @@ Play again button and the read channel.
 `prepare` makes the text speakable, parses it with the server's cast and the member's voice, respells the
 server's `/pronounce` words and plans the render job; `enqueue` checks the voice channels, queues the job and
 the line. Either raises a user-facing error (bot/errors.py) that says what to change, before anything is
-queued.
+queued. A line that speaks a message the message's deletion takes back (cogs/deletions.py); `RecentDeletions`
+covers a message deleted before its line was queued.
 """
 
 from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Awaitable, Callable
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,12 +35,28 @@ if TYPE_CHECKING:
 PREVIEW = 80
 MAX_SEGMENTS = 64  # what one job may carry (tts_engine/jobs.py)
 SEEDS = 1_000_000  # a take's seed is below this: short enough to type back into /say
+RECENT_DELETIONS = 200  # per guild: more than a bulk delete (100) and the messages waiting to be prepared
 
 
 @dataclass(frozen=True)
 class Prepared:
     job: jobs.RenderJob
     preview: str  # what the reply and /queue show of it
+
+
+class RecentDeletions:
+    """The latest messages deleted in each guild. A message can be deleted while its line is prepared or waits
+    for the messages before it, when there is no line yet to take back: `enqueue` looks here once it is queued."""
+
+    def __init__(self) -> None:
+        self._ids: defaultdict[int, deque[int]] = defaultdict(lambda: deque(maxlen=RECENT_DELETIONS))
+
+    def add(self, guild_id: int, message_ids: Iterable[int]) -> None:
+        self._ids[guild_id].extend(message_ids)
+
+    def has(self, guild_id: int, message_id: int) -> bool:
+        ids = self._ids.get(guild_id)
+        return ids is not None and message_id in ids
 
 
 async def _names(guild: discord.Guild, text: str) -> Callable[[str, int], str | None]:
@@ -150,7 +168,8 @@ async def enqueue(
 ) -> tuple[VoiceChannel, int]:
     """Queue `line` in `member`'s voice channel: (that channel, how many lines play before it). `answer` is
     called once the job is queued and before joining voice, which can take seconds: an interaction defers
-    there, within its 3 s. `message_id` is the message the line speaks, if any: deleting it takes the line back."""
+    there, within its 3 s. `message_id` is the message the line speaks, if any: deleting it takes the line back,
+    and a message deleted already is an error (after `answer`)."""
     guild, job = member.guild, line.job
     channel = checks.caller_channel(member)
     checks.can_speak_in(channel, guild.me)
@@ -167,4 +186,10 @@ async def enqueue(
     queued = Line(
         job.job_id, member.id, text_channel, channel.id, line.preview, export=job.export, message_id=message_id
     )
-    return channel, await player.enqueue(queued)
+    ahead = await player.enqueue(queued)
+    # Checked before any await, so the line cannot have started: deleted before it was queued, the deletion found
+    # no line to take back then.
+    if message_id is not None and bot.deleted.has(guild.id, message_id):
+        await player.withdraw_messages({message_id})
+        raise UserFacingError("that message was deleted before it was spoken")
+    return channel, ahead

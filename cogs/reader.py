@@ -13,10 +13,7 @@ otherwise cannot tell who wrote what, as members who chose no voice all sound al
 besides its text is said after it, in a few words ("Attached: an image."), as listeners cannot see it; a
 message of files only is "Ann sent an image."
 
-A message deleted before it is spoken (by its writer, or by a moderator) is not spoken: its line leaves the
-queue, or stops if it plays. This holds for lines of the Speak-message menu too, as deletions reach the bot
-with the same intent (guild messages). A deletion can come while the message is still being prepared, so the
-ids of the latest ones are kept for a while and checked once its line is queued.
+A message deleted before it is spoken (by its writer, or by a moderator) is not spoken (cogs/deletions.py).
 """
 
 from __future__ import annotations
@@ -24,8 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict, deque
-from collections.abc import Collection
+from collections import defaultdict
 from typing import TYPE_CHECKING
 
 import discord
@@ -41,7 +37,6 @@ log = logging.getLogger(__name__)
 
 READ_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 NAME_AGAIN_SECONDS = 60.0  # a writer's next message within this is not introduced again
-RECENT_DELETIONS = 200  # per guild: more than a bulk delete (100) and the messages waiting to be prepared
 
 
 class Reader(commands.Cog):
@@ -51,7 +46,6 @@ class Reader(commands.Cog):
         # discord.py runs each message's handler as its own task: one at a time per guild, so that messages
         # written a moment apart are queued in the order they were written.
         self._turns: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._deleted: defaultdict[int, deque[int]] = defaultdict(lambda: deque(maxlen=RECENT_DELETIONS))
 
     def _introduce(self, member: discord.Member) -> str | None:
         """The name to say before `member`'s message: none if their last one was just read."""
@@ -79,7 +73,6 @@ class Reader(commands.Cog):
                 await self._read(message, member, reading.names)
 
     async def _read(self, message: discord.Message, member: discord.Member, names: bool) -> None:
-        deleted = self._deleted[member.guild.id]
         said_by = self._introduce(member) if names else None
         voice = message.flags.voice
         kinds = [text.attachment_kind(a.filename, a.content_type, voice_message=voice) for a in message.attachments]
@@ -90,35 +83,13 @@ class Reader(commands.Cog):
             )
             await lines.enqueue(self.bot, member, line, message.channel.id, message_id=message.id)
         except USER_ERRORS as exc:
-            if message.id not in deleted:  # a note on a deleted message has nothing to answer
+            if not self.bot.deleted.has(member.guild.id, message.id):  # a note on a deleted message answers nothing
                 await self._note(message, str(exc))
         except Exception:
             log.exception("reading message %s (guild %s) failed", message.id, member.guild.id)
             await self._note(message, "something went wrong on my side; the bot's host can find it in the log")
         else:
-            # Deleted before its line was queued (waiting for the messages before it, or while it was prepared):
-            # the deletion found no line then. Checked before any await, so the line cannot have started.
-            if message.id in deleted:
-                await self.bot.player(member.guild.id).withdraw_messages({message.id})
-            else:
-                self._last[member.guild.id] = (member.id, time.monotonic())
-
-    @commands.Cog.listener()
-    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
-        if payload.guild_id is not None:
-            await self._take_back(payload.guild_id, {payload.message_id})
-
-    @commands.Cog.listener()
-    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
-        if payload.guild_id is not None:
-            await self._take_back(payload.guild_id, payload.message_ids)
-
-    async def _take_back(self, guild_id: int, message_ids: Collection[int]) -> None:
-        self._deleted[guild_id].extend(message_ids)
-        player = self.bot.players.get(guild_id)  # none: nothing was queued in this guild
-        if player is not None:
-            for line in await player.withdraw_messages(message_ids):
-                log.info("message %s was deleted: its line %s is taken back", line.message_id, line.job_id)
+            self._last[member.guild.id] = (member.id, time.monotonic())
 
     async def _note(self, message: discord.Message, why: str) -> None:
         try:

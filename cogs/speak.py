@@ -137,7 +137,7 @@ class Speak(commands.Cog):
         )
         job = line.job
         try:
-            await takes.keep(self.bot.redis, job, line.preview)
+            await takes.keep(self.bot.redis, job, line.preview, message_id)
             view: discord.ui.View = discord.ui.View(timeout=None).add_item(PlayAgain(job.job_id))
         except RedisError as exc:  # the line plays all the same; only its button is lost
             log.warning("could not keep take %s for Play again: %s", job.job_id, exc)
@@ -145,7 +145,21 @@ class Speak(commands.Cog):
         where = "Speaking now" if ahead == 0 else f"Queued after {counted(ahead, 'line')}"
         seed = job.render_seed
         again = f"-# seed {seed}: **Play again** below, or `/say` the same text with `seed:{seed}`, plays this take"
-        await interaction.followup.send(f"🗣️ {where} in {channel.mention}: {line.preview}\n{again}", view=view)
+        reply = await interaction.followup.send(
+            f"🗣️ {where} in {channel.mention}: {line.preview}\n{again}", view=view, wait=True
+        )
+        if message_id is not None:
+            await self._shows(member.guild.id, message_id, takes.Reply(reply.channel.id, reply.id, job.job_id))
+
+    async def _shows(self, guild_id: int, message_id: int, reply: takes.Reply) -> None:
+        """`reply` shows message `message_id`'s text: remembered, so that deleting the message clears it."""
+        try:
+            await takes.shown_in(self.bot.redis, guild_id, message_id, reply)
+        except RedisError as exc:
+            log.warning("could not remember reply %d to message %d: %s", reply.reply_id, message_id, exc)
+            return
+        if self.bot.deleted.has(guild_id, message_id):  # deleted while the reply was sent: it found no reply then
+            await takes.retract(self.bot, self.bot.redis, guild_id, {message_id})
 
     async def play_again(self, interaction: discord.Interaction, job_id: str) -> None:
         member = checks.server_member(interaction)
@@ -154,10 +168,11 @@ class Speak(commands.Cog):
         if take is None or take.job.guild_id != member.guild.id:
             days = takes.TAKE_TTL // 86_400
             raise UserFacingError(
-                f"that take is more than {days} days old; `/say` its text with the seed shown to hear it again"
+                f"that take is gone: it is more than {days} days old, or the message it spoke was deleted; `/say` its "
+                "text with the seed shown to hear it again"
             )
         job = take.again(member.id, interaction.channel_id)
-        await self.play(interaction, member, lines.Prepared(job, take.preview))
+        await self.play(interaction, member, lines.Prepared(job, take.preview), message_id=take.message_id)
 
     @say.autocomplete("text")
     async def _speaker_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

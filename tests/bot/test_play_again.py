@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
+import msgpack
 from redis.asyncio import Redis
 
 from bot import takes
 from tests.bot.conftest import World, frame_frequencies, private_text
 from tests.fakediscord import EPHEMERAL
+from tts_engine import jobs
 
 
 async def test_a_take_plays_again_from_its_button(
@@ -53,3 +58,27 @@ async def test_a_take_plays_again_from_its_button(
     await redis.delete(f"dia:take:{job_id}")
     gone = await private_text(await click(world.guild, world.bob, world.text, reply, button["custom_id"]))
     assert "more than 7 days old" in gone and "seed" in gone, gone
+
+
+async def test_a_take_knows_its_message_and_its_replies_are_claimed_once(redis: Redis) -> None:
+    """A take keeps the message it speaks; one kept before takes had messages reads as none. A deleted message's
+    replies are handed out once, however many ask (a deletion, and a reply that saw it while being sent), and
+    their takes go with them."""
+    job = jobs.RenderJob(guild_id=7, requester=1, segments=(jobs.Segment(text="[S1] Hi."),))
+    await takes.keep(redis, job, "Hi.", message_id=42)
+    found = await takes.find(redis, job.job_id)
+    assert found is not None and found.message_id == 42 and found.job == job and found.preview == "Hi."
+    older = {"job": jobs.encode_job(job), "preview": "Hi."}
+    await redis.set(f"dia:take:{job.job_id}", msgpack.packb(older, use_bin_type=True))
+    found = await takes.find(redis, job.job_id)
+    assert found is not None and found.message_id is None
+
+    await takes.keep(redis, job, "Hi.", message_id=42)
+    shown = [takes.Reply(5, 100 + n, job.job_id if n == 0 else uuid.uuid4().hex) for n in range(2)]
+    for reply in shown:
+        await takes.shown_in(redis, 7, 42, reply)
+    await takes.shown_in(redis, 7, 43, takes.Reply(5, 200, uuid.uuid4().hex))
+    first, second = await asyncio.gather(takes.claim(redis, 7, {42}), takes.claim(redis, 7, {42, 44}))
+    assert sorted(first + second, key=lambda r: r.reply_id) == shown and not (first and second), (first, second)
+    assert await takes.find(redis, job.job_id) is None, "the take of a deleted message is gone"
+    assert [r.reply_id for r in await takes.claim(redis, 7, {43})] == [200], "another message's replies stay"

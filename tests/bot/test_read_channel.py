@@ -10,6 +10,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
+from bot import takes
 from config.startup import EXIT_CONFIG
 from tests.bot.conftest import BotProcess, World, frame_frequencies, private_text
 from tests.fakediscord import MANAGE_GUILD, FakeDiscord, Upload
@@ -165,7 +166,8 @@ async def test_a_deleted_message_is_not_spoken(
     world: World, start_bot: object, tone_worker: object, redis: Redis
 ) -> None:
     """Deleting a message takes back its line: out of the queue if it waits (one deletion or a purge, whether its
-    line was queued yet or not), stopped if it plays; a line spoken from the message menu too."""
+    line was queued yet or not), stopped if it plays; a line spoken from the message menu too, and played again
+    from its reply, and the replies no longer show the message."""
     world.alice.roles.append(world.guild.role("Game master", MANAGE_GUILD).id)
     world.guild.voice[world.bob.user.id] = world.tavern.id
     tone_worker("--seconds", "2.5")  # type: ignore[operator]
@@ -188,9 +190,17 @@ async def test_a_deleted_message_is_not_spoken(
     ]
     await fake.delete(guild, *purged)  # at once: while they are still being read, most likely
     menu_line = fake.user_message(world.bob, world.text, "[S1] 200")
-    await fake.message_command(guild, world.alice, world.text, "Speak message", menu_line)
-    await queued(redis, guild, menu_line)
-    await fake.delete(guild, menu_line)
+    shown = [await (await fake.message_command(guild, world.alice, world.text, "Speak message", menu_line)).reply()]
+    (button,) = fake.message(shown[0]).buttons()  # type: ignore[arg-type]
+    shown.append(await (await fake.click(guild, world.bob, world.text, shown[0], button["custom_id"])).reply())
+    assert all("200" in str(reply["content"]) for reply in shown), shown
+    replies = f"dia:replies:{guild.id}:{menu_line.id}"
+    while await redis.scard(replies) < 2:  # both replies known (else the deletion finds one only as they are sent)
+        await asyncio.sleep(0.02)
+    await fake.delete(guild, menu_line)  # its line and its replay leave the queue; the replies stop showing it
+    await fake.wait_until(lambda: all(fake.message(reply).content == takes.RETRACTED for reply in shown))
+    assert not [c for reply in shown for c in fake.message(reply).walk()], "no Play again for a deleted message"
+    assert not await redis.keys("dia:take:*") and not await redis.keys("dia:replies:*"), "nothing kept of it"
 
     playing = await chat(guild, world.alice, world.text, "[S1] 900")
     await chat(guild, world.bob, world.text, "[S1] 400")
