@@ -149,13 +149,15 @@ class GuildPlayer:
     async def connect(self, channel: discord.VoiceChannel | discord.StageChannel) -> discord.VoiceClient:
         """Be in `channel`: join it, or move there."""
         client = self.voice_client()
-        if client is not None and client.is_connected():
-            if client.channel.id != channel.id:
-                await client.move_to(channel)
+        if client is not None and client.is_connected() and client.channel.id == channel.id:
             return client
-        if client is not None:
-            # A voice client that is not connected is one discord.py failed to reconnect (its socket reader can
-            # sit in a 30 s select() on the old UDP socket and miss IP discovery): start over with a fresh one.
+        # discord.py's socket reader goes back into a 30 s select() on the UDP socket right after each IP
+        # discovery, and a reconnect's new socket is not seen until that returns: a move (`move_to`) within 30 s
+        # of joining, or a reconnect discord.py gave up on, hangs there and fails. A fresh client has a fresh one.
+        if client is not None and client.is_connected():
+            log.info("moving from %s to %s", client.channel, channel)
+            await client.disconnect(force=True)
+        elif client is not None:
             log.info("replacing a half-connected voice client in %s", channel.guild)
             await client.disconnect(force=True)
         connected: discord.VoiceProtocol = await channel.connect(timeout=20.0, reconnect=True, self_deaf=True)

@@ -263,3 +263,24 @@ async def test_the_bot_leaves_when_idle(world: World, start_bot: object, tone_wo
     session = await world.session()
     await asyncio.wait_for(session.closed.wait(), 15)
     assert len(session.audio()) == 26, "it left after the line, not during it"
+
+
+async def test_join_and_moving_to_another_channel(world: World, start_bot: object, tone_worker: object) -> None:
+    """/join brings the bot into the caller's channel; a line asked for from another channel while none plays moves
+    it there, and it speaks there."""
+    tone_worker("--seconds", "0.5")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    fake = world.discord
+    assert "I am not in a voice channel" in await private_text(
+        await fake.slash(world.guild, world.alice, world.text, "leave")
+    )
+    joined = await (await fake.slash(world.guild, world.alice, world.text, "join")).reply()
+    assert f"Joined <#{world.tavern.id}>" in str(joined["content"]) and world.bot_channel() == world.tavern.id
+    await fake.join_voice(world.guild, world.bob, world.cellar)
+    moved = await world.say("[S1] 900", member=world.bob)
+    assert f"Speaking now in <#{world.cellar.id}>" in str(moved["content"]), moved
+    session = await fake.session(world.guild)
+    await session.wait_for(lambda s: len(s.audio()) >= 20, timeout=60)
+    assert session.channel_id == world.cellar.id and world.bot_channel() == world.cellar.id
+    heard = [f for f in frame_frequencies(session) if f is not None]
+    assert heard and all(near(f, 900) for f in heard), heard

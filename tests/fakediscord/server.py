@@ -125,6 +125,10 @@ class FakeDiscord:
             state["channel_id"] = None
         await self.dispatch("VOICE_STATE_UPDATE", state)
 
+    async def move_bot(self, guild: Guild, channel: Channel) -> None:
+        """A moderator drags the bot into another voice channel (Move Members)."""
+        await self._place_bot(guild, channel.id)
+
     async def kick_bot(self, guild: Guild) -> None:
         """A moderator disconnects the bot from voice: its state goes to no channel and the voice socket closes."""
         guild.voice.pop(self.bot.id, None)
@@ -380,22 +384,34 @@ class FakeDiscord:
     async def _voice_state_update(self, d: dict[str, Any]) -> None:
         guild = self.guilds[int(d["guild_id"])]
         channel_id = d.get("channel_id")
-        bot = self.bot.id
         if channel_id is None:
+            bot = self.bot.id
             guild.voice.pop(bot, None)
             state = guild.voice_state(bot)
             state["channel_id"] = None
             await self.dispatch("VOICE_STATE_UPDATE", state)
             return
-        guild.voice[bot] = int(channel_id)
+        await self._place_bot(guild, int(channel_id))
+
+    async def _place_bot(self, guild: Guild, channel_id: int) -> None:
+        """The bot is in `channel_id` now (it asked, or a moderator moved it): its voice state, and a voice server
+        for that channel with a new token. Moved from another channel, its old voice connection ends with 4014
+        (discord.py then connects again with the new token)."""
+        bot = self.bot.id
+        moved_from = guild.voice.get(bot)
+        guild.voice[bot] = channel_id
         guild.sessions[bot] = os.urandom(8).hex()
         assert self.voice is not None
-        session = self.voice.expect(guild.id, int(channel_id))
+        earlier = self.sessions(guild)
+        session = self.voice.expect(guild.id, channel_id)
         await self.dispatch("VOICE_STATE_UPDATE", guild.voice_state(bot))
         endpoint = f"127.0.0.1:{self.voice.ws_port}"
         await self.dispatch(
             "VOICE_SERVER_UPDATE", {"token": session.token, "guild_id": str(guild.id), "endpoint": endpoint}
         )
+        if moved_from is not None and moved_from != channel_id:
+            for old in earlier:
+                await old.drop(4014)
 
     # ---- REST ------------------------------------------------------------------------------------------------
 
