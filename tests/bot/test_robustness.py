@@ -40,10 +40,14 @@ async def test_bad_input_gets_a_clear_private_reply(world: World, start_bot: obj
 
 
 async def test_mentions_are_spoken_as_names(world: World, start_bot: object, tone_worker: object) -> None:
+    guards = world.guild.role("Guards")  # before the bot starts: the roles come with the guild
     tone_worker("--seconds", "0.4")  # type: ignore[operator]
     await start_bot()  # type: ignore[operator]
-    reply = await world.say(f"[S1] Welcome, <@{world.bob.user.id}>! See <https://example.com>.")
-    assert "Welcome, bob! See a link" in str(reply["content"])
+    text = (
+        f"[S1] Welcome, <@{world.bob.user.id}>! Ask <@&{guards.id}> in <#{world.cellar.id}>. See <https://example.com>."
+    )
+    reply = await world.say(text)
+    assert "Welcome, bob! Ask Guards in Cellar. See a link" in str(reply["content"]), reply
 
 
 async def _ended(redis: Redis, job_id: str) -> bool:
@@ -137,3 +141,24 @@ async def test_kicked_from_voice_the_queue_waits(world: World, start_bot: object
     await second.wait_for(lambda s: sum(near(f, 700) for f in frame_frequencies(s)) >= 10, timeout=60)
     heard = [f for f in frame_frequencies(second) if f]
     assert near(heard[0], 1500) and near(heard[-1], 700)
+
+
+async def test_dragged_into_another_channel_it_speaks_there(
+    world: World, start_bot: object, tone_worker: object
+) -> None:
+    """A moderator moves the bot into another voice channel mid-line: it reconnects there and the queue goes on."""
+    tone_worker("--seconds", "3", "--pace")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    world.guild.voice[world.bob.user.id] = world.cellar.id
+    await world.say("[S1] 500")
+    await world.say("[S1] 1500")
+    first = await world.session()
+    await first.wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
+    await world.discord.move_bot(world.guild, world.cellar)
+    while (second := await world.session()) is first:
+        await asyncio.sleep(0.01)
+    assert second.channel_id == world.cellar.id
+    await second.wait_for(lambda s: sum(near(f, 1500) for f in frame_frequencies(s)) >= 10, timeout=60)
+    heard = [f for f in frame_frequencies(second) if f]
+    assert near(heard[0], 500) and near(heard[-1], 1500), "the line goes on where it was, then the next"
+    assert world.bot_channel() == world.cellar.id and not world.discord.posted, "nothing was lost"
