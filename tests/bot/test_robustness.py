@@ -162,3 +162,22 @@ async def test_dragged_into_another_channel_it_speaks_there(
     heard = [f for f in frame_frequencies(second) if f]
     assert near(heard[0], 500) and near(heard[-1], 1500), "the line goes on where it was, then the next"
     assert world.bot_channel() == world.cellar.id and not world.discord.posted, "nothing was lost"
+
+
+async def test_a_stalled_redis_is_a_message_then_forgotten(
+    world: World, start_bot: object, tone_worker: object, redis: Redis
+) -> None:
+    """While Redis takes no writes (a stalled disk under its append-only file, say), /say answers within
+    Discord's 3 s that the queue is not answering, and nothing is queued; once Redis is back, /say works."""
+    tone_worker("--seconds", "0.4")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    await redis.execute_command("CLIENT", "PAUSE", 4000, "WRITE")
+    started = asyncio.get_running_loop().time()
+    refused = await world.discord.slash(world.guild, world.alice, world.text, "say", text="[S1] 500")
+    assert "The job queue is not answering; try again in a moment" in await private_text(refused)
+    assert asyncio.get_running_loop().time() - started < 3.0, "answered within Discord's 3 s"
+    await redis.execute_command("CLIENT", "UNPAUSE")
+    assert world.discord.sessions(world.guild) == [] and await redis.llen(f"dia:bot:lines:{world.guild.id}") == 0
+    reply = await world.say("[S1] 500")
+    assert "Speaking now" in str(reply["content"]), reply
+    await (await world.session()).wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
