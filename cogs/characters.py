@@ -114,9 +114,10 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         name = clean_name(name)
         if mood is None:
             await cast.can_create(name)  # before the voice is made
-        elif await cast.get(name) is None:
+        elif (existing := await cast.get(name)) is None:
             raise UserFacingError(f"there is no character named {name} to give a mood; design it without a mood first")
         else:
+            name = existing.name  # as the cast writes it, not as typed
             await cast.can_add_mood(name, mood)
         await interaction.response.defer(thinking=True, ephemeral=True)
         requester = self._requester(interaction, member)

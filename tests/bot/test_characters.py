@@ -151,6 +151,11 @@ async def test_mistakes_are_private_and_leave_nothing(
                   clip=Upload("big.wav", b"\0" * (10 * 2**20 + 1)), **create)  # fmt: skip
     await refused("character mood add", "consent:True", character="Bram", mood="angry", clip=Upload("a.wav", good),
                   transcript="Hello.", consent=False)  # fmt: skip
+    await refused("character create", "consent:True", name="Mira", clip=Upload("a.wav", good), transcript="Hello.",
+                  consent=False)  # fmt: skip
+    await refused("character design", "no character named Mira to give a mood; design it without a mood first",
+                  name="Mira", description="a scout", mood="angry")  # fmt: skip
+    await refused("character show", "no character named Mira", name="Mira")
     await refused("character mood add", "cannot be a mood", character="Bram", mood="!!", clip=Upload("a.wav", good),
                   **create)  # fmt: skip
     await refused("character delete", "needs the Manage Server permission", member=world.bob, name="Bram")
@@ -169,10 +174,14 @@ async def test_mistakes_are_private_and_leave_nothing(
 
 
 @pytest.mark.timeout(400)
-async def test_design_again_then_list_show_rename(world: World, start_bot: Any, dia_worker: Any, redis: Redis) -> None:
+async def test_design_again_then_list_show_rename_and_moods(
+    world: World, start_bot: Any, dia_worker: Any, redis: Redis, tmp_path: Path
+) -> None:
     game_master(world)
     dia_worker()
     await start_bot(DIA_MAX_LINE_SECONDS="1", DIA_RATE_BURST="10")
+    empty = await world.discord.slash(world.guild, world.alice, world.text, "character list")
+    assert "No characters yet" in str((await empty.reply())["content"])
     design = await world.discord.slash(world.guild, world.alice, world.text, "character design", name="Mira",
                                        description="a scout")  # fmt: skip
     await design.wait(lambda i: i.original is not None and bool(i.original.files), timeout=180)
@@ -205,6 +214,21 @@ async def test_design_again_then_list_show_rename(world: World, start_bot: Any, 
     names = await world.discord.autocomplete(world.guild, world.alice, world.text, "character mood remove",
                                              option="character", value="swift")  # fmt: skip
     assert [c["value"] for c in names] == ["Mira Swift"], "names containing what was typed come too"
+
+    # A mood designed for the character, and another copied from a clip.
+    angry = await world.discord.slash(world.guild, world.alice, world.text, "character design", name="mira swift",
+                                      description="when crossed", mood="angry")  # fmt: skip
+    await angry.wait(lambda i: i.original is not None and bool(i.original.files), timeout=180)
+    assert angry.original is not None and "Three voices for Mira Swift (angry)" in angry.original.content
+    kept = await world.discord.click(world.guild, world.alice, world.text, angry.original, "keep-0")
+    assert "Kept voice 1 for **Mira Swift**" in str((await kept.reply())["content"])
+    clip = make_clip(tmp_path, "calm.wav", 5.0).read_bytes()
+    calm = await answer(world, "character mood add", character="Mira Swift", mood="calm",
+                        clip=Upload("calm.wav", clip), transcript="All is well.", consent=True)  # fmt: skip
+    assert "Mira Swift** has a new mood: `[Mira Swift:calm]` (5.0 s of your clip)" in calm, calm
+    (mira,) = await Cast(redis, world.guild.id).all()
+    assert sorted(mira.moods) == ["", "angry", "calm"] and mira.moods["calm"].transcript == "All is well."
+    assert mira.description == "a scout", "a mood's design leaves the character's description alone"
 
 
 def _sounding(packets: list[bytes]) -> list[bytes]:
