@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from bot.client import DiaBot
 
 EXPORT_LIMIT = 8 * 2**20  # bytes; Discord lets a bot upload at least 10 MiB
+IMPORT_LIMIT = 2 * EXPORT_LIMIT  # bytes: room for an export saved again with indentation
 CONSENT = "confirm with consent:True that the person whose voice this is agreed to have it copied"
 
 
@@ -252,8 +253,9 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     async def import_(self, interaction: discord.Interaction, file: discord.Attachment) -> None:
         """Add the characters of an export file to this server (all of them, or none)."""
         member = await self._editor(interaction)
-        if file.size > 2 * EXPORT_LIMIT:
-            raise UserFacingError(f"the file is {file.size / 2**20:.1f} MiB; an export is at most 8 MiB")
+        if file.size > IMPORT_LIMIT:
+            limit = IMPORT_LIMIT // 2**20
+            raise UserFacingError(f"the file is {file.size / 2**20:.1f} MiB; an export file is at most {limit} MiB")
         await interaction.response.defer(thinking=True, ephemeral=True)
         data = await file.read()
         export = read_export(data)

@@ -156,6 +156,9 @@ async def test_mistakes_are_private_and_leave_nothing(
     await refused("character design", "no character named Mira to give a mood; design it without a mood first",
                   name="Mira", description="a scout", mood="angry")  # fmt: skip
     await refused("character show", "no character named Mira", name="Mira")
+    await refused("character export", "no character named Mira", name="Mira")
+    await refused("character import", "the file is 16.0 MiB; an export file is at most 16 MiB",
+                  file=Upload("cast.json", b" " * (16 * 2**20 + 1)))  # fmt: skip
     await refused("character mood add", "cannot be a mood", character="Bram", mood="!!", clip=Upload("a.wav", good),
                   **create)  # fmt: skip
     await refused("character delete", "needs the Manage Server permission", member=world.bob, name="Bram")
