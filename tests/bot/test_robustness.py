@@ -6,8 +6,9 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from tests.bot.conftest import World, frame_frequencies, private_text
+from tests.bot.conftest import World, frame_frequencies, make_world, private_text
 from tests.bot.test_commands import near
+from tests.fakediscord import FakeDiscord
 from tts_engine import job_events, jobs
 
 BAD_INPUT = [
@@ -181,3 +182,23 @@ async def test_a_stalled_redis_is_a_message_then_forgotten(
     reply = await world.say("[S1] 500")
     assert "Speaking now" in str(reply["content"]), reply
     await (await world.session()).wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
+
+
+async def test_a_fault_of_ours_is_an_apology_logged_once(
+    discord: FakeDiscord, start_bot: object, tone_worker: object, redis: Redis
+) -> None:
+    """State the bot cannot read (here, a server's settings damaged in Redis) is a bug, not the user's mistake:
+    a short private apology, one log entry with the command, server and user, and every other server is
+    served as before."""
+    world, other = make_world(discord), make_world(discord, "Other")
+    tone_worker("--seconds", "0.4")  # type: ignore[operator]
+    bot = await start_bot()  # type: ignore[operator]
+    await redis.set(f"dia:guild:{world.guild.id}:settings", "not a hash")
+    failed = await discord.slash(world.guild, world.alice, world.text, "say", text="[S1] 500")
+    assert "Something went wrong on my side" in await private_text(failed)
+    logged = [line for line in bot.log().splitlines() if "failed (guild" in line]  # type: ignore[attr-defined]
+    assert len(logged) == 1, logged
+    assert f"guild {world.guild.id}, user {world.alice.user.id}" in logged[0] and "/say" in logged[0], logged
+    reply = await other.say("[S1] 900")
+    assert "Speaking now" in str(reply["content"]), reply
+    await (await other.session()).wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
