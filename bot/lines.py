@@ -4,8 +4,8 @@ Play again button and the read channel.
 `prepare` makes the text speakable, parses it with the server's cast and the member's voice, respells the
 server's `/pronounce` words and plans the render job; `enqueue` checks the voice channels, queues the job and
 the line. Either raises a user-facing error (bot/errors.py) that says what to change, before anything is
-queued. A line that speaks a message the message's deletion takes back (cogs/deletions.py); `RecentDeletions`
-covers a message deleted before its line was queued.
+queued. Deleting the message a line speaks takes the line back (cogs/deletions.py); `RecentDeletions` covers a
+message deleted before its line was queued.
 """
 
 from __future__ import annotations
