@@ -16,11 +16,10 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from tests.fakediscord import EPHEMERAL, OPUS_SILENCE, FakeDiscord, Guild, Interaction, Member, VoiceSession
+from tests.fakediscord import EPHEMERAL, FakeDiscord, Guild, Interaction, Member, VoiceSession
 from tests.fakediscord.model import Channel
 from tests.helpers import TOKEN, env_without_settings
 from tests.queue.workers import WorkerProcess
@@ -211,15 +210,5 @@ def ended(session: VoiceSession) -> bool:
 
 
 def frame_frequencies(session: VoiceSession) -> list[float | None]:
-    """The dominant frequency of each received packet; None for a quiet one or a silence filler (the first filler
-    after sound decodes to that sound's fading tail, as CELT frames overlap: a short burst with no clean pitch)."""
-    pcm = session.pcm()[:, 0]
-    result: list[float | None] = []
-    for i, packet in enumerate(session.packets):
-        frame = pcm[i * 960 : (i + 1) * 960]
-        if packet.opus == OPUS_SILENCE or np.sqrt(np.mean(frame**2)) < 0.01:
-            result.append(None)
-            continue
-        spectrum = np.abs(np.fft.rfft(frame * np.hanning(960), n=9600))
-        result.append(float(np.fft.rfftfreq(9600, 1 / 48000)[np.argmax(spectrum)]))
-    return result
+    """The dominant frequency of each received packet (`VoiceSession.frequencies`)."""
+    return session.frequencies()

@@ -50,6 +50,11 @@ class VoiceSession:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     websocket: web.WebSocketResponse | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # What has been decoded so far: packets only ever arrive at the end, and tests ask again after each one, so
+    # each packet is decoded once (a full decode every time made a long session's waits lag behind the audio).
+    _decoder: OpusDecoder | None = field(default=None, repr=False, compare=False)
+    _decoded: list[np.ndarray] = field(default_factory=list, repr=False, compare=False)
+    _pitches: list[float | None] = field(default_factory=list, repr=False, compare=False)
 
     def audio(self) -> list[Packet]:
         """Packets that carry sound (not Opus silence frames)."""
@@ -57,9 +62,27 @@ class VoiceSession:
 
     def pcm(self) -> np.ndarray:
         """Every packet decoded with libopus, as discord.py's receivers would: float32 stereo (N, 2)."""
-        decoder = OpusDecoder()
-        raw = b"".join(decoder.decode(p.opus) for p in self.packets)
-        return np.frombuffer(raw, dtype="<i2").reshape(-1, 2).astype(np.float32) / 32768
+        if self._decoder is None:
+            self._decoder = OpusDecoder()
+        for packet in self.packets[len(self._decoded) :]:
+            raw = self._decoder.decode(packet.opus)
+            self._decoded.append(np.frombuffer(raw, dtype="<i2").reshape(-1, 2).astype(np.float32) / 32768)
+        return np.concatenate(self._decoded) if self._decoded else np.zeros((0, 2), np.float32)
+
+    def frequencies(self) -> list[float | None]:
+        """The dominant frequency of each packet; None for a quiet one or a silence filler (the first filler after
+        sound decodes to that sound's fading tail, as CELT frames overlap: a short burst with no clean pitch)."""
+        self.pcm()
+        for packet, decoded in zip(
+            self.packets[len(self._pitches) :], self._decoded[len(self._pitches) :], strict=False
+        ):
+            frame = decoded[:, 0]
+            if packet.opus == OPUS_SILENCE or np.sqrt(np.mean(frame**2)) < 0.01:
+                self._pitches.append(None)
+                continue
+            spectrum = np.abs(np.fft.rfft(frame * np.hanning(len(frame)), n=9600))
+            self._pitches.append(float(np.fft.rfftfreq(9600, 1 / 48000)[np.argmax(spectrum)]))
+        return list(self._pitches)
 
     async def wait_for(self, predicate: Any, timeout: float = 30) -> None:
         """Wait until `predicate(self)` holds, re-checking whenever a packet or message arrives."""
