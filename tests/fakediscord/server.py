@@ -131,10 +131,7 @@ class FakeDiscord:
 
     async def kick_bot(self, guild: Guild) -> None:
         """A moderator disconnects the bot from voice: its state goes to no channel and the voice socket closes."""
-        guild.voice.pop(self.bot.id, None)
-        state = guild.voice_state(self.bot.id)
-        state["channel_id"] = None
-        await self.dispatch("VOICE_STATE_UPDATE", state)
+        await self._unplace_bot(guild)
         for session in self.sessions(guild):
             await session.drop(4014)
 
@@ -385,13 +382,16 @@ class FakeDiscord:
         guild = self.guilds[int(d["guild_id"])]
         channel_id = d.get("channel_id")
         if channel_id is None:
-            bot = self.bot.id
-            guild.voice.pop(bot, None)
-            state = guild.voice_state(bot)
-            state["channel_id"] = None
-            await self.dispatch("VOICE_STATE_UPDATE", state)
-            return
-        await self._place_bot(guild, int(channel_id))
+            await self._unplace_bot(guild)
+        else:
+            await self._place_bot(guild, int(channel_id))
+
+    async def _unplace_bot(self, guild: Guild) -> None:
+        """The bot is in no voice channel now (it left, or a moderator disconnected it)."""
+        guild.voice.pop(self.bot.id, None)
+        state = guild.voice_state(self.bot.id)
+        state["channel_id"] = None
+        await self.dispatch("VOICE_STATE_UPDATE", state)
 
     async def _place_bot(self, guild: Guild, channel_id: int) -> None:
         """The bot is in `channel_id` now (it asked, or a moderator moved it): its voice state, and a voice server

@@ -62,20 +62,15 @@ class VoiceSession:
 
     def pcm(self) -> np.ndarray:
         """Every packet decoded with libopus, as discord.py's receivers would: float32 stereo (N, 2)."""
-        if self._decoder is None:
-            self._decoder = OpusDecoder()
-        for packet in self.packets[len(self._decoded) :]:
-            raw = self._decoder.decode(packet.opus)
-            self._decoded.append(np.frombuffer(raw, dtype="<i2").reshape(-1, 2).astype(np.float32) / 32768)
+        self._decode_new()
         return np.concatenate(self._decoded) if self._decoded else np.zeros((0, 2), np.float32)
 
     def frequencies(self) -> list[float | None]:
         """The dominant frequency of each packet; None for a quiet one or a silence filler (the first filler after
         sound decodes to that sound's fading tail, as CELT frames overlap: a short burst with no clean pitch)."""
-        self.pcm()
-        for packet, decoded in zip(
-            self.packets[len(self._pitches) :], self._decoded[len(self._pitches) :], strict=False
-        ):
+        self._decode_new()
+        done = len(self._pitches)
+        for packet, decoded in zip(self.packets[done:], self._decoded[done:], strict=True):
             frame = decoded[:, 0]
             if packet.opus == OPUS_SILENCE or np.sqrt(np.mean(frame**2)) < 0.01:
                 self._pitches.append(None)
@@ -83,6 +78,14 @@ class VoiceSession:
             spectrum = np.abs(np.fft.rfft(frame * np.hanning(len(frame)), n=9600))
             self._pitches.append(float(np.fft.rfftfreq(9600, 1 / 48000)[np.argmax(spectrum)]))
         return list(self._pitches)
+
+    def _decode_new(self) -> None:
+        """Decode the packets that arrived since the last call, in order (the decoder carries state across them)."""
+        if self._decoder is None:
+            self._decoder = OpusDecoder()
+        for packet in self.packets[len(self._decoded) :]:
+            raw = self._decoder.decode(packet.opus)
+            self._decoded.append(np.frombuffer(raw, dtype="<i2").reshape(-1, 2).astype(np.float32) / 32768)
 
     async def wait_for(self, predicate: Any, timeout: float = 30) -> None:
         """Wait until `predicate(self)` holds, re-checking whenever a packet or message arrives."""
