@@ -14,6 +14,10 @@ from config.logs import configure_logging, log_tasks
 from config.settings import BotSettings, SettingsError, load_settings
 from config.startup import EXIT_CONFIG, EXIT_OK, StartupError, fail
 
+# A command that waits on Redis still answers within Discord's 3 s when Redis stalls (bot/errors.py). The bot's
+# blocking reads (a job's audio, tts_engine/job_events.py) block for 1 s, well under it.
+REDIS_ANSWER_S = 2.0
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bot", description="The Dia voice bot's Discord process.")
@@ -33,7 +37,7 @@ async def _serve(settings: BotSettings, *, sync_global: bool) -> None:
 
     point_discord_at(settings)
     try:
-        redis = await jobs.connect(settings.require_redis_url())
+        redis = await jobs.connect(settings.require_redis_url(), socket_timeout=REDIS_ANSWER_S)
     except jobs.RedisUnavailable as exc:
         raise StartupError(str(exc)) from exc
     connector = None if settings.discord_voice_tls_verify else aiohttp.TCPConnector(ssl=False)

@@ -1,7 +1,9 @@
 """User mistakes and the one error handler, for app commands and for buttons (python-discord's ErrorHandler idea).
 
-A `UserFacingError` (or a rejected text or job) becomes an ephemeral reply saying what to change; anything else
-is a bug: it is logged once with the command, guild and user, and the user gets a short apology.
+A `UserFacingError` (or a rejected text or job) becomes an ephemeral reply saying what to change. Redis not
+answering (down, or stalled past the client's socket timeout, which `__main__` keeps inside Discord's 3 s to
+answer) is no one's mistake: the user is told to try again and the host gets one warning. Anything else is a
+bug: it is logged once with the command, guild and user, and the user gets a short apology.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import logging
 import discord
 from discord import app_commands
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.text import TextRejected
 from tts_engine import jobs
@@ -27,6 +31,9 @@ class UserFacingError(Exception):
 
 # What a user can fix: said to them as it is. Anything else is a bug.
 USER_ERRORS = (UserFacingError, TextRejected, SubmitRejected, CastError)
+# Redis away: a refused connection fails at once, a stall at the client's socket timeout.
+REDIS_AWAY = (RedisConnectionError, RedisTimeoutError)
+REDIS_AWAY_MESSAGE = "my database (Redis) is not answering; try again in a moment"
 
 
 async def submit(redis: Redis, job: jobs.RenderJob, limits: jobs.QueueLimits, *, timeout: float) -> None:
@@ -35,7 +42,7 @@ async def submit(redis: Redis, job: jobs.RenderJob, limits: jobs.QueueLimits, *,
         async with asyncio.timeout(timeout):  # (not wait_for: on Python 3.11 it can lose a cancel, see bot/voice.py)
             await jobs.submit(redis, job, limits)
     except TimeoutError:
-        raise UserFacingError("the job queue is not answering; try again in a moment") from None
+        raise UserFacingError(REDIS_AWAY_MESSAGE) from None
 
 
 def _sentence(message: str) -> str:
@@ -69,6 +76,9 @@ async def report(interaction: discord.Interaction, error: Exception, where: str)
         message = _sentence(str(error))
     elif isinstance(error, app_commands.CheckFailure):
         message = _sentence(str(error)) or "You cannot use this command here."
+    elif isinstance(error, REDIS_AWAY):
+        log.warning("%s: Redis did not answer (guild %s): %s", where, interaction.guild_id, error)
+        message = _sentence(REDIS_AWAY_MESSAGE)
     else:
         log.error("%s failed (guild %s, user %s)", where, interaction.guild_id, interaction.user.id, exc_info=error)
         message = "Something went wrong on my side; the bot's host can find the details in its log."

@@ -56,8 +56,11 @@ class SavedQueues:
             pipe.expire(key, RESUME_WINDOW)
             await pipe.execute()
 
-    async def forget(self, guild_id: int, line: Line) -> None:
-        await self.redis.lrem(_key(guild_id), 1, _encode(line))
+    async def forget(self, guild_id: int, *lines: Line) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip for any number of lines
+            for line in lines:
+                pipe.lrem(_key(guild_id), 1, _encode(line))
+            await pipe.execute()
 
     async def forget_all(self, guild_id: int) -> None:
         await self.redis.delete(_key(guild_id))

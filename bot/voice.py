@@ -17,6 +17,7 @@ from typing import Protocol
 
 import discord
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bot.playback import JitterBuffer, StreamedOpusSource
 from tts_engine import job_events, jobs
@@ -170,10 +171,16 @@ class GuildPlayer:
 
     async def skip(self) -> Line | None:
         """Stop the current line at once (the worker is told to stop rendering it)."""
+        line = self._silence()
+        if line is not None:
+            await self._cancel([line])
+        return line
+
+    def _silence(self) -> Line | None:
+        # Before any await: the line stops even while Redis, which hears of it next, does not answer.
         line = self.current
         if line is None:
             return None
-        await jobs.cancel(self.services.redis, line.job_id)
         if self._buffer is not None:
             self._buffer.drop()
         client = self.voice_client()
@@ -187,7 +194,7 @@ class GuildPlayer:
         waiting = next((line for line in reversed(self.lines) if line.requester == requester), None)
         if waiting is not None:
             self.lines.remove(waiting)
-            await self._forget([waiting])
+            await self._drop([waiting])
             return waiting, False
         if self.current is not None and self.current.requester == requester:
             skipped = await self.skip()
@@ -200,27 +207,34 @@ class GuildPlayer:
         taken = [line for line in self.lines if line.message_id in message_ids]
         for line in taken:  # all before the first await, while none of them can start playing
             self.lines.remove(line)
-        await self._forget(taken)
-        if self.current is not None and self.current.message_id in message_ids:
-            skipped = await self.skip()
-            taken += [skipped] if skipped is not None else []
-        return taken
-
-    async def _forget(self, dropped: list[Line]) -> None:
-        """Lines taken out of the queue: no longer saved, and the worker drops them, rendering or not."""
-        for line in dropped:
-            await self._keep("updating", self.services.saved.forget(self.services.guild_id, line))
-            await jobs.cancel(self.services.redis, line.job_id)
+        playing = self._silence() if self.current is not None and self.current.message_id in message_ids else None
+        await self._drop(taken, playing)
+        return taken + ([playing] if playing is not None else [])
 
     async def stop(self) -> int:
         """Skip the current line and cancel every queued one; returns how many were dropped."""
         dropped = list(self.lines)
         self.lines.clear()
-        await self._keep("clearing", self.services.saved.forget_all(self.services.guild_id))
-        for line in dropped:
-            await jobs.cancel(self.services.redis, line.job_id)
-        skipped = await self.skip()
+        skipped = self._silence()
+        await self._drop(dropped, skipped, everything=True)
         return len(dropped) + (skipped is not None)
+
+    async def _drop(self, waiting: list[Line], playing: Line | None = None, *, everything: bool = False) -> None:
+        """Lines taken out of the queue (`everything`: the whole queue), and the one silenced: no longer saved,
+        and the worker drops them, rendering or not. The saved queue and the job queue are told at once, so a
+        Redis that does not answer holds the caller for one socket timeout, however many lines."""
+        saved, guild_id = self.services.saved, self.services.guild_id
+        unsave = saved.forget_all(guild_id) if everything else saved.forget(guild_id, *waiting)
+        cancelled = [*waiting, playing] if playing is not None else waiting
+        await asyncio.gather(self._keep("updating", unsave), self._cancel(cancelled))
+
+    async def _cancel(self, lines: list[Line]) -> None:
+        # The lines are out of the queue already; a cancel that fails costs only the worker's time on them.
+        job_ids = [line.job_id for line in lines]
+        try:
+            await jobs.cancel(self.services.redis, *job_ids)
+        except RedisError as exc:
+            log.warning("could not tell the worker to drop jobs %s: %s", ", ".join(job_ids), exc)
 
     async def leave(self) -> None:
         await self.stop()

@@ -28,7 +28,7 @@ import discord
 from discord.ext import commands
 
 from bot import lines, text
-from bot.errors import USER_ERRORS
+from bot.errors import REDIS_AWAY, REDIS_AWAY_MESSAGE, USER_ERRORS
 
 if TYPE_CHECKING:
     from bot.client import DiaBot
@@ -67,7 +67,13 @@ class Reader(commands.Cog):
         ):
             return
         async with self._turns[member.guild.id]:  # taken before any await: in the order the messages came
-            reading = await self.bot.server_settings.reading(member.guild.id)
+            try:
+                reading = await self.bot.server_settings.reading(member.guild.id)
+            except REDIS_AWAY as exc:  # not knowing the read channel, there is no one to tell
+                log.warning(
+                    "message %s (guild %s) not read: Redis did not answer: %s", message.id, member.guild.id, exc
+                )
+                return
             skip = reading.skip
             if reading.channel == message.channel.id and not (skip and message.content.lstrip().startswith(skip)):
                 await self._read(message, member, reading.names)
@@ -85,6 +91,9 @@ class Reader(commands.Cog):
         except USER_ERRORS as exc:
             if not self.bot.deleted.has(member.guild.id, message.id):  # a note on a deleted message answers nothing
                 await self._note(message, str(exc))
+        except REDIS_AWAY as exc:
+            log.warning("reading message %s (guild %s): Redis did not answer: %s", message.id, member.guild.id, exc)
+            await self._note(message, REDIS_AWAY_MESSAGE)
         except Exception:
             log.exception("reading message %s (guild %s) failed", message.id, member.guild.id)
             await self._note(message, "something went wrong on my side; the bot's host can find it in the log")

@@ -254,9 +254,12 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=user + netloc))
 
 
-async def connect(url: str, *, timeout: float = 5.0) -> Redis:
-    """A client for `url` that has answered PING, or `RedisUnavailable`."""
-    client = Redis.from_url(url, socket_connect_timeout=timeout, health_check_interval=30)
+async def connect(url: str, *, timeout: float = 5.0, socket_timeout: float | None = None) -> Redis:
+    """A client for `url` that has answered PING, or `RedisUnavailable`. With `socket_timeout`, a command whose
+    answer takes longer raises redis' TimeoutError (blocking reads must block for less)."""
+    client = Redis.from_url(
+        url, socket_connect_timeout=timeout, socket_timeout=socket_timeout, health_check_interval=30
+    )
     try:
         async with asyncio.timeout(timeout):
             await client.ping()
@@ -367,9 +370,13 @@ async def submit(redis: Redis, job: RenderJob, limits: QueueLimits | None = None
     raise RateLimited(f"you are sending lines too fast; try again in {seconds:.0f} s", retry_after=seconds)
 
 
-async def cancel(redis: Redis, job_id: str) -> None:
-    """Ask the job to stop: a queued job ends before it starts, a running one within one batch."""
-    await redis.set(cancel_key(job_id), b"1", ex=3600)
+async def cancel(redis: Redis, *job_ids: str) -> None:
+    """Ask the jobs to stop: a queued job ends before it starts, a running one within one batch. One round trip
+    for any number of jobs."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.set(cancel_key(job_id), b"1", ex=3600)
+        await pipe.execute()
 
 
 async def queued(redis: Redis, guild_id: int) -> list[str]:

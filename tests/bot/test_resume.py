@@ -87,6 +87,5 @@ async def test_lines_saved_before_an_upgrade_still_load_and_are_forgotten(redis:
         await redis.xadd(jobs.out_key(job), {b"e": b"x"})
     loaded = await saved.load()
     assert [(line.job_id, line.message_id) for line in loaded[7]] == [("job-old", None), ("job-new", 99)]
-    for line in loaded[7]:
-        await saved.forget(7, line)
+    await saved.forget(7, *loaded[7])  # several at once, in one round trip
     assert not await redis.exists("dia:bot:lines:7"), "both entries were found again"

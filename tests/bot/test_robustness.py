@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from tests.bot.conftest import World, frame_frequencies, make_world, private_text
 from tests.bot.test_commands import near
-from tests.fakediscord import FakeDiscord
+from tests.fakediscord import MANAGE_GUILD, FakeDiscord
 from tts_engine import job_events, jobs
 
 BAD_INPUT = [
@@ -175,13 +175,49 @@ async def test_a_stalled_redis_is_a_message_then_forgotten(
     await redis.execute_command("CLIENT", "PAUSE", 4000, "WRITE")
     started = asyncio.get_running_loop().time()
     refused = await world.discord.slash(world.guild, world.alice, world.text, "say", text="[S1] 500")
-    assert "The job queue is not answering; try again in a moment" in await private_text(refused)
+    assert "My database (Redis) is not answering; try again in a moment" in await private_text(refused)
     assert asyncio.get_running_loop().time() - started < 3.0, "answered within Discord's 3 s"
     await redis.execute_command("CLIENT", "UNPAUSE")
     assert world.discord.sessions(world.guild) == [] and await redis.llen(f"dia:bot:lines:{world.guild.id}") == 0
     reply = await world.say("[S1] 500")
     assert "Speaking now" in str(reply["content"]), reply
     await (await world.session()).wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
+
+
+async def test_while_redis_stalls_commands_answer_in_time_and_stop_stops(
+    world: World, start_bot: object, tone_worker: object, redis: Redis
+) -> None:
+    """Redis takes no writes while a line plays. A command that writes before it answers (/pronounce set) says
+    so within Discord's 3 s (the bot's socket timeout); /stop silences the line at once and answers in time too,
+    though it cannot tell the worker; the host gets warnings, not tracebacks; once Redis is back, all is well."""
+    tone_worker("--seconds", "4", "--pace")  # type: ignore[operator]
+    world.alice.roles.append(world.guild.role("Game master", MANAGE_GUILD).id)  # known to the bot at its login
+    bot = await start_bot()  # type: ignore[operator]
+    await world.say("[S1] 500")
+    await world.say("[S1] 900")
+    session = await world.session()
+    await session.wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
+    clock = asyncio.get_running_loop()
+    await redis.execute_command("CLIENT", "PAUSE", 8000, "WRITE")
+    started = clock.time()
+    refused = await world.discord.slash(
+        world.guild, world.alice, world.text, "pronounce set", word="Xyrrith", sounds_like="Zeer-ith"
+    )
+    assert "My database (Redis) is not answering; try again in a moment" in await private_text(refused)
+    assert clock.time() - started < 3.0, "answered within Discord's 3 s"
+    at_stop, started = len(session.packets), clock.time()
+    stop = await world.discord.slash(world.guild, world.alice, world.text, "stop")
+    assert "2 lines dropped" in str((await stop.reply())["content"])
+    assert clock.time() - started < 3.0, "answered within Discord's 3 s"
+    await redis.execute_command("CLIENT", "UNPAUSE")
+    await asyncio.sleep(1.0)
+    heard = [f for f in frame_frequencies(session)[at_stop:] if f]
+    assert len(heard) <= 10 and all(near(f, 500) for f in heard), "silent within 200 ms, and nothing after"
+    log = bot.log()  # type: ignore[attr-defined]
+    assert "/pronounce set: Redis did not answer" in log and "could not tell the worker to drop jobs" in log, log
+    assert "Traceback" not in log, log
+    assert "Speaking now" in str((await world.say("[S1] 1300"))["content"])
+    await session.wait_for(lambda s: sum(near(f, 1300) for f in frame_frequencies(s) if f) >= 10, timeout=60)
 
 
 async def test_a_fault_of_ours_is_an_apology_logged_once(

@@ -137,6 +137,13 @@ async def test_cancel_sets_the_flag(redis: Redis) -> None:
     await jobs.cancel(redis, "abc")
     assert await redis.get(jobs.cancel_key("abc")) == b"1"
     assert 3500 < await redis.ttl(jobs.cancel_key("abc")) <= 3600
+    await jobs.cancel(redis, "def", "ghi")  # several in one round trip
+    assert await redis.mget([jobs.cancel_key("def"), jobs.cancel_key("ghi"), jobs.cancel_key("jkl")]) == [
+        b"1",
+        b"1",
+        None,
+    ]
+    await jobs.cancel(redis)  # none: nothing to do
 
 
 async def write(redis: Redis, job_id: str, *events: jobs.Event) -> list[str]:
