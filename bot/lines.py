@@ -5,16 +5,16 @@ Play again button and the read channel.
 server's `/pronounce` words and plans the render job; `enqueue` checks the voice channels, queues the job and
 the line. Either raises a user-facing error (bot/errors.py) that says what to change, before anything is
 queued. Deleting the message a line speaks takes the line back (cogs/deletions.py); `RecentDeletions` covers a
-message deleted before its line was queued.
+message deleted before its line was queued. `requeue` puts an edited message's new line in its old one's place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import secrets
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import discord
@@ -38,7 +38,7 @@ SEEDS = 1_000_000  # a take's seed is below this: short enough to type back into
 RECENT_DELETIONS = 200  # per guild: more than a bulk delete (100) and the messages waiting to be prepared
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Prepared:
     job: jobs.RenderJob
     preview: str  # what the reply and /queue show of it
@@ -193,3 +193,17 @@ async def enqueue(
         await player.withdraw_messages({message_id})
         raise UserFacingError("that message was deleted before it was spoken")
     return channel, ahead
+
+
+async def requeue(bot: DiaBot, line: Prepared, old_job_id: str) -> bool:
+    """Queue `line` in the place of the waiting line of job `old_job_id`, as the message it speaks was edited:
+    False, with nothing queued, if that line no longer waits (it started playing meanwhile, or was taken back)."""
+    player = bot.player(line.job.guild_id)
+    old = player.waiting(old_job_id)
+    if old is None:
+        return False
+    await submit(bot.redis, line.job, bot.limits, timeout=2.0)
+    if await player.replace(old_job_id, dataclasses.replace(old, job_id=line.job.job_id, preview=line.preview)):
+        return True
+    await jobs.cancel(bot.redis, line.job.job_id)  # never rendered for nobody
+    return False

@@ -27,6 +27,18 @@ _PREFIX = "dia:bot:lines:"
 _STORED = tuple(f.name for f in fields(Line) if f.name != "queued_at")  # a wait restarts with the bot
 
 
+# KEYS: the guild's saved queue; ARGV: the old entry, the new one, the queue's TTL.
+_REPLACE = """
+local at = redis.call('LPOS', KEYS[1], ARGV[1])
+if at then
+  redis.call('LSET', KEYS[1], at, ARGV[2])
+else
+  redis.call('RPUSH', KEYS[1], ARGV[2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+"""
+
+
 def _key(guild_id: int) -> str:
     return f"{_PREFIX}{guild_id}"
 
@@ -47,6 +59,7 @@ class SavedQueues:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._order = asyncio.Lock()  # saves reach Redis in the order lines were queued
+        self._replace = redis.register_script(_REPLACE)
 
     async def save(self, guild_id: int, line: Line) -> None:
         async with self._order:
@@ -61,6 +74,11 @@ class SavedQueues:
             for line in lines:
                 pipe.lrem(_key(guild_id), 1, _encode(line))
             await pipe.execute()
+
+    async def replace(self, guild_id: int, old: Line, new: Line) -> None:
+        """`new` where `old` was saved; at the end if `old` is not there (its save failed)."""
+        async with self._order:
+            await self._replace(keys=[_key(guild_id)], args=[_encode(old), _encode(new), RESUME_WINDOW])
 
     async def forget_all(self, guild_id: int) -> None:
         await self.redis.delete(_key(guild_id))

@@ -45,7 +45,8 @@ class LineStore(Protocol):
     """Where queued lines outlive the bot (bot/saved.py)."""
 
     async def save(self, guild_id: int, line: Line) -> None: ...
-    async def forget(self, guild_id: int, line: Line) -> None: ...
+    async def forget(self, guild_id: int, *lines: Line) -> None: ...
+    async def replace(self, guild_id: int, old: Line, new: Line) -> None: ...
     async def forget_all(self, guild_id: int) -> None: ...
 
 
@@ -200,6 +201,29 @@ class GuildPlayer:
             skipped = await self.skip()
             return (skipped, True) if skipped is not None else None
         return None
+
+    def waiting(self, job_id: str) -> Line | None:
+        """The line of job `job_id` if it waits in the queue (not playing, not played)."""
+        return next((line for line in self.lines if line.job_id == job_id), None)
+
+    async def replace(self, job_id: str, new: Line) -> bool:
+        """Put `new` in the place of the waiting line of job `job_id` (its message was edited): False, and nothing
+        changed, if that line no longer waits. The old line's job is cancelled."""
+        old = self.waiting(job_id)
+        if old is None:
+            return False
+        self.lines[self.lines.index(old)] = new  # before any await: the old line cannot have started
+        await self._keep("updating", self.services.saved.replace(self.services.guild_id, old, new))
+        await self._cancel([old])
+        return True
+
+    async def withdraw_line(self, job_id: str) -> Line | None:
+        """Take the waiting line of job `job_id` out of the queue; None if it no longer waits."""
+        line = self.waiting(job_id)
+        if line is not None:
+            self.lines.remove(line)
+            await self._drop([line])
+        return line
 
     async def withdraw_messages(self, message_ids: Collection[int]) -> list[Line]:
         """Take back the lines that speak these messages (they were deleted): out of the queue if they wait,

@@ -248,3 +248,63 @@ async def test_what_a_message_carries_is_said(
     ], rows
     await session.wait_for(lambda s: tone_runs(frame_frequencies(s)) == [700, 600, 300], timeout=30)
     assert not fake.posted, "nothing was refused"
+
+
+async def saved_job(redis: Redis, guild: Guild, message: Message) -> str | None:
+    """The job of the message's line in the guild's saved queue, if it is there."""
+    entries = [json.loads(raw) for raw in await redis.lrange(f"dia:bot:lines:{guild.id}", 0, -1)]
+    return next((entry["job_id"] for entry in entries if entry.get("message_id") == message.id), None)
+
+
+async def test_an_edited_message_is_read_again_in_its_place(
+    world: World, start_bot: object, tone_worker: object, redis: Redis
+) -> None:
+    """A message edited while its line waits is read again, and its new line keeps the old one's place; an edit
+    that only adds a link's preview changes nothing; a message that was not spoken for a mistake is read once
+    its writer fixes it; an edit to the skip prefix takes the line back; a line spoken already stays spoken."""
+    world.alice.roles.append(world.guild.role("Game master", MANAGE_GUILD).id)
+    world.guild.voice[world.bob.user.id] = world.tavern.id
+    tone_worker("--seconds", "4")  # type: ignore[operator]
+    await start_bot(DIA_READ_MESSAGES="true")  # type: ignore[operator]
+    chat, edit, guild, fake = world.discord.chat, world.discord.edit, world.guild, world.discord
+    await private_text(
+        await fake.slash(guild, world.alice, world.text, "settings read-channel", channel=world.text, skip="//",
+                         names=False)
+    )  # fmt: skip
+    first = await chat(guild, world.alice, world.text, "[S1] 700")
+    session = await world.session()
+    await session.wait_for(lambda s: tone_runs(frame_frequencies(s)) == [700], timeout=60)
+
+    typo = await chat(guild, world.bob, world.text, "[S1] 300")
+    behind = await chat(guild, world.alice, world.text, "[S1] 500 see https://example.com")
+    for message in (typo, behind):
+        await queued(redis, guild, message)
+    old_job, behind_job = await saved_job(redis, guild, typo), await saved_job(redis, guild, behind)
+    await edit(guild, world.bob, typo, content="[S1] 400")
+    deadline = time.monotonic() + 30
+    while await saved_job(redis, guild, typo) in (old_job, None):
+        assert time.monotonic() < deadline, await redis.lrange(f"dia:bot:lines:{guild.id}", 0, -1)
+        await asyncio.sleep(0.02)
+    rows = (await (await fake.slash(guild, world.alice, world.text, "queue")).reply())["embeds"][0]["description"]
+    assert "400" in rows and "300" not in rows and rows.index("400") < rows.index("500"), rows
+    await edit(guild, world.alice, behind, embeds=[{"type": "link", "url": "https://example.com"}])
+
+    mistake = await chat(guild, world.alice, world.text, "[S1] 800 (grins)")  # read after the preview's edit
+    (note,) = await fake.wait_posted(world.text)
+    assert "(grins) is not a sound Dia can make" in note.content, note.content
+    assert await saved_job(redis, guild, behind) == behind_job, "a link's preview is no reason to read it again"
+    await edit(guild, world.alice, mistake, content="[S1] 800")
+    await queued(redis, guild, mistake)
+    second_thoughts = await chat(guild, world.bob, world.text, "[S1] 200")
+    await queued(redis, guild, second_thoughts)
+    await edit(guild, world.bob, second_thoughts, content="// [S1] 200")
+    while await saved_job(redis, guild, second_thoughts) is not None:
+        await asyncio.sleep(0.02)
+
+    await session.wait_for(lambda s: tone_runs(frame_frequencies(s)) == [700, 400, 500, 800], timeout=60)
+    await session.wait_for(ended, timeout=30)
+    await edit(guild, world.alice, first, content="[S1] 900")  # spoken already: it stays as it was
+    await asyncio.sleep(2.0)  # time enough for anything queued by mistake to start
+    assert tone_runs(frame_frequencies(session)) == [700, 400, 500, 800], tone_runs(frame_frequencies(session))
+    assert await redis.llen(f"dia:bot:lines:{guild.id}") == 0
+    assert [p.content for p in fake.posted if p.channel_id == world.text.id] == [note.content], "one note only"

@@ -89,3 +89,23 @@ async def test_lines_saved_before_an_upgrade_still_load_and_are_forgotten(redis:
     assert [(line.job_id, line.message_id) for line in loaded[7]] == [("job-old", None), ("job-new", 99)]
     await saved.forget(7, *loaded[7])  # several at once, in one round trip
     assert not await redis.exists("dia:bot:lines:7"), "both entries were found again"
+
+
+async def test_an_edited_line_is_saved_in_the_place_of_the_old(redis: Redis) -> None:
+    """`replace` keeps the queue's order after a restart; a line whose save had failed is saved at the end."""
+    saved = SavedQueues(redis)
+    a, b, c = (Line(f"job-{name}", 1, 10, 20, name, message_id=i) for i, name in enumerate("abc"))
+    for line in (a, b, c):
+        await saved.save(7, line)
+        await redis.xadd(jobs.out_key(line.job_id), {b"e": b"x"})
+    edited = Line("job-b2", 1, 10, 20, "b, edited", message_id=1)
+    await redis.xadd(jobs.out_key(edited.job_id), {b"e": b"x"})
+    await redis.expire("dia:bot:lines:7", 5)
+    await saved.replace(7, b, edited)
+    assert [line.job_id for line in (await saved.load())[7]] == ["job-a", "job-b2", "job-c"]
+    assert await redis.ttl("dia:bot:lines:7") > 500, "a change renews the queue's lapse"
+    unsaved = Line("job-d", 1, 10, 20, "d", message_id=3)
+    await saved.replace(7, unsaved, Line("job-d2", 1, 10, 20, "d, edited", message_id=3))
+    assert [json.loads(raw)["job_id"] for raw in await redis.lrange("dia:bot:lines:7", 0, -1)] == [
+        "job-a", "job-b2", "job-c", "job-d2"
+    ]  # fmt: skip

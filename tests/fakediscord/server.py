@@ -169,14 +169,22 @@ class FakeDiscord:
         """`member` posts `content` in `channel`; like Discord, the gateway sends MESSAGE_CREATE if the bot asked
         for guild messages, with the content and attachments only if it also has the Message Content intent."""
         message = self.user_message(member, channel, content, *uploads, stickers=stickers)
-        await self._message_created(guild, member, message, heard=bool(self.intents & MESSAGE_CONTENT))
+        await self._message_event("MESSAGE_CREATE", guild, member, message, heard=bool(self.intents & MESSAGE_CONTENT))
         return message
 
-    async def _message_created(self, guild: Guild, member: Member, message: Message, *, heard: bool) -> None:
+    async def _message_event(self, event: str, guild: Guild, member: Member, message: Message, *, heard: bool) -> None:
         if self.intents & GUILD_MESSAGES:
             member_data = {k: v for k, v in member.payload().items() if k != "user"}
             payload = message.payload() | ({} if heard else {"content": "", "attachments": [], "embeds": []})
-            await self.dispatch("MESSAGE_CREATE", {**payload, "guild_id": str(guild.id), "member": member_data})
+            await self.dispatch(event, {**payload, "guild_id": str(guild.id), "member": member_data})
+
+    async def edit(self, guild: Guild, member: Member, message: Message, **changes: Any) -> Message:
+        """`member` edits their message (`content`, `attachments` kept by id, as the REST API takes them), or
+        Discord does (`embeds`: a link's preview arrives as an edit). Like Discord, the gateway sends MESSAGE_UPDATE
+        with the whole message if the bot asked for guild messages, its content only with Message Content."""
+        self.store.edit(message, changes, [])
+        await self._message_event("MESSAGE_UPDATE", guild, member, message, heard=bool(self.intents & MESSAGE_CONTENT))
+        return message
 
     async def delete(self, guild: Guild, *messages: Message) -> None:
         """Messages of one channel deleted by their writer or a moderator: like Discord, the gateway sends
@@ -464,7 +472,7 @@ class FakeDiscord:
             # Like Discord, the bot hears its own message too, content included (the intent is for others').
             guild = self._guild_of(channel_id)
             if guild is not None:
-                await self._message_created(guild, guild.members[self.bot.id], message, heard=True)
+                await self._message_event("MESSAGE_CREATE", guild, guild.members[self.bot.id], message, heard=True)
             return json_response(message.payload())
         message = self.store.messages.get(int(parts[3])) if len(parts) == 4 and parts[3].isdigit() else None
         # Ephemeral messages exist only for their interaction's webhook, never for the channel API.
