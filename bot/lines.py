@@ -202,7 +202,9 @@ async def requeue(bot: DiaBot, line: Prepared, old_job_id: str) -> bool:
     old = player.waiting(old_job_id)
     if old is None:
         return False
-    await submit(bot.redis, line.job, bot.limits, timeout=2.0)
+    # The server's queue does not grow (the old job is cancelled next): a queue at its cap takes the edit too.
+    limits = dataclasses.replace(bot.limits, guild_cap=bot.limits.guild_cap + 1)
+    await submit(bot.redis, line.job, limits, timeout=2.0)
     if await player.replace(old_job_id, dataclasses.replace(old, job_id=line.job.job_id, preview=line.preview)):
         return True
     await jobs.cancel(bot.redis, line.job.job_id)  # never rendered for nobody

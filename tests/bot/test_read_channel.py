@@ -17,6 +17,7 @@ from tests.fakediscord import MANAGE_GUILD, FakeDiscord, Upload
 from tests.fakediscord.messages import Message
 from tests.fakediscord.model import Guild
 from tests.fakediscord.server import MESSAGE_CONTENT
+from tts_engine import jobs
 
 
 async def test_messages_in_the_read_channel_are_spoken(
@@ -308,3 +309,26 @@ async def test_an_edited_message_is_read_again_in_its_place(
     assert tone_runs(frame_frequencies(session)) == [700, 400, 500, 800], tone_runs(frame_frequencies(session))
     assert await redis.llen(f"dia:bot:lines:{guild.id}") == 0
     assert [p.content for p in fake.posted if p.channel_id == world.text.id] == [note.content], "one note only"
+
+
+async def test_an_edit_at_the_queue_cap_replaces_its_line(
+    world: World, start_bot: object, tone_worker: object, redis: Redis
+) -> None:
+    """An edit does not add to the server's queue, so a queue at its cap takes it too."""
+    world.alice.roles.append(world.guild.role("Game master", MANAGE_GUILD).id)
+    world.guild.voice[world.bob.user.id] = world.tavern.id
+    tone_worker("--seconds", "3", "--pace")  # type: ignore[operator]
+    await start_bot(DIA_READ_MESSAGES="true", DIA_GUILD_QUEUE_CAP="2")  # type: ignore[operator]
+    chat, guild, fake = world.discord.chat, world.guild, world.discord
+    await private_text(
+        await fake.slash(guild, world.alice, world.text, "settings read-channel", channel=world.text, names=False)
+    )
+    await chat(guild, world.alice, world.text, "[S1] 700")
+    session = await world.session()
+    await session.wait_for(lambda s: tone_runs(frame_frequencies(s)) == [700], timeout=60)
+    typo = await chat(guild, world.bob, world.text, "[S1] 300")
+    await queued(redis, guild, typo)
+    assert await redis.zcard(jobs.guild_queue_key(guild.id)) == 2, "the queue is at its cap"
+    await fake.edit(guild, world.bob, typo, content="[S1] 400")
+    await session.wait_for(lambda s: tone_runs(frame_frequencies(s)) == [700, 400], timeout=60)
+    assert not fake.posted, "nothing was refused"
