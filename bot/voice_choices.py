@@ -14,7 +14,6 @@ the normal 1.0. It applies to each of their lines that asks for no speed of its 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,7 @@ from redis.exceptions import WatchError
 
 from bot.errors import UserFacingError
 from bot.server_settings import settings_key
-from tts_engine.script import DIA_SPEAKERS
+from tts_engine.script import DIA_SPEAKERS, closest
 
 SERVER_FIELD = "voice"
 
@@ -76,8 +75,8 @@ class Speaker:
             return found
         character = Speaker(speaker.name).resolve(cast)
         if character is None:
-            close = difflib.get_close_matches(speaker.name, list(cast), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else " (`/character list` shows the cast)"
+            close = closest(speaker.name, cast)
+            hint = f" (did you mean {close}?)" if close else " (`/character list` shows the cast)"
             raise UserFacingError(f"there is no character named {speaker.name} in this server{hint}")
         moods = ", ".join(sorted(cast[character.name])) or "none yet"
         raise UserFacingError(f"{character.name} has no mood '{speaker.mood}' (moods: {moods})")

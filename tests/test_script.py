@@ -65,6 +65,7 @@ def test_every_supported_cue_passes() -> None:
         ("[S1][S2] hi", 0, "[S1] says nothing"),
         ("[S1:happy] hi", 0, "has no moods"),
         ("[Brom] hi", 0, "no character named Brom in this server (did you mean [Bram]?)"),
+        ("[brom] hi", 0, "no character named brom in this server (did you mean [Bram]?)"),  # whatever the case
         ("[Bram:sad] hi", 0, "Bram has no mood 'sad' (moods: angry, drunk)"),
         ("[S1] (laugh) ha", 5, "did you mean (laughs)?"),
         ("[S1] (smirks) ha", 5, "is not a sound Dia can make"),

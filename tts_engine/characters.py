@@ -13,7 +13,6 @@ Export files are JSON (codes base64, int16 little-endian), to move a cast betwee
 from __future__ import annotations
 
 import base64
-import difflib
 import json
 import re
 import struct
@@ -30,6 +29,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from tts_engine.jobs import ContractError, VoiceRecord, _pack, _unpack, decode_voice, encode_voice, voice_key
+from tts_engine.script import closest
 
 EXPORT_FORMAT = "dia-voice-bot/characters"
 EXPORT_VERSION = 1
@@ -275,7 +275,7 @@ class Cast:
         if raw is None:
             everyone: Any = await pipe.hgetall(self.key)
             names = [decode_character(v).name for v in everyone.values()]
-            close = _closest(name, names)
+            close = closest(name, names)
             raise CastError(f"there is no character named {name}" + (f" (did you mean {close}?)" if close else ""))
         return decode_character(raw)
 
@@ -308,11 +308,6 @@ def _room_for(character: Character, mood: str) -> None:
 def _multi(pipe: Pipeline) -> None:
     """Start queueing the transaction's writes (redis-py leaves `multi` untyped)."""
     pipe.multi()  # type: ignore[no-untyped-call]
-
-
-def _closest(name: str, names: list[str]) -> str | None:
-    found = difflib.get_close_matches(name.casefold(), [n.casefold() for n in names], n=1)
-    return next((n for n in names if found and n.casefold() == found[0]), None)
 
 
 class ExportFile(NamedTuple):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 CUES = (
@@ -159,6 +159,14 @@ def parse(
     return b.items
 
 
+def closest(name: str, names: Iterable[str]) -> str | None:
+    """The one of `names` most like `name`, as `names` spells it; None if none is close. Case does not count, as
+    in names: "brom" is close to "Bram"."""
+    spelled = {n.casefold(): n for n in names}
+    found = difflib.get_close_matches(name.casefold(), list(spelled), n=1)
+    return spelled[found[0]] if found else None
+
+
 def _speaker_tag(b: _Builder, inner: str, position: int, known: dict[str, tuple[str, frozenset[str]]]) -> None:
     b.close_turn(explicit_end=True)
     name, _, mood = inner.partition(":")
@@ -175,8 +183,8 @@ def _speaker_tag(b: _Builder, inner: str, position: int, known: dict[str, tuple[
     entry = known.get(name.casefold())
     if entry is None:
         names = [canonical for canonical, _ in known.values()]
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f" (did you mean [{close[0]}]?)" if close else " (create it with /character create, or use [S1]/[S2])"
+        close = closest(name, names)
+        hint = f" (did you mean [{close}]?)" if close else " (create it with /character create, or use [S1]/[S2])"
         b.errors.append(ScriptError(position, f"there is no character named {name} in this server{hint}"))
         b.speaker, b.mood = name, None
         return
