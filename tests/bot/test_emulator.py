@@ -111,6 +111,14 @@ async def refuse(interaction: discord.Interaction[Tiny], name: str) -> None:
     await reply_privately(interaction, f"I could not find {name}.")
 
 
+async def slow(interaction: discord.Interaction[Tiny], name: str) -> None:
+    await asyncio.sleep(3.2)
+    try:
+        await interaction.response.send_message(f"Found {name}, too late.")
+    except discord.NotFound as exc:
+        interaction.client.seen.append(("late", exc.code))
+
+
 async def post(interaction: discord.Interaction[Tiny], name: str) -> None:
     assert isinstance(interaction.channel, discord.TextChannel)
     view = Takes()
@@ -139,6 +147,7 @@ def commands() -> list[app_commands.Group | Command]:
     character.command(name="render", description="Render takes")(render)
     character.command(name="post", description="Post takes")(post)
     character.command(name="refuse", description="Defer publicly, then refuse privately")(refuse)
+    character.command(name="slow", description="Answer after Discord's 3 s")(slow)
     spoken: Command = app_commands.Command(name="say", description="Say a line", callback=say)
     spoken.autocomplete("text")(complete_speakers)
     return [character, spoken]
@@ -290,6 +299,19 @@ async def test_what_discord_refuses_is_refused(tiny: Setup) -> None:
             assert response.status == 400 and (await response.json())["code"] == 40060
         async with session.get(f"{tiny.discord.store.base}/attachments/1/2/missing.wav") as response:
             assert response.status == 404
+
+
+async def test_an_answer_after_3_s_is_refused(tiny: Setup) -> None:
+    """Discord gives an interaction's first answer 3 s: later, the bot gets 10062, and a test that waits for the
+    answer fails at once, saying why."""
+    interaction = await tiny.slash("character slow", name="Bram")
+    with pytest.raises(AssertionError, match=r"answered /character slow 3\.\d s after it was used, past Discord's 3 s"):
+        await interaction.reply()
+    for _ in range(200):  # the client hears of the refusal just after the test does
+        if tiny.client.seen:
+            break
+        await asyncio.sleep(0.01)
+    assert tiny.client.seen == [("late", 10062)] and not interaction.responses
 
 
 def test_commands_discord_would_refuse_are_refused() -> None:

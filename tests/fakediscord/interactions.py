@@ -11,7 +11,9 @@ Shapes follow discord-api-docs (interactions/receiving-and-responding) as discor
   under that message id, which it takes from the callback's `response_message_id` (initial response) or the
   returned message (follow-ups and edits), so every one of those must name the real message;
 - the callback answers `{"interaction", "resource"}` because discord.py asks `with_response=1`.
-Behaviour kept from Discord: one callback per interaction (40060 after that); the first follow-up after a
+Behaviour kept from Discord: the first callback within 3 s of the interaction (10062 Unknown interaction after
+that, and the test that waits for the answer fails, saying so); one callback per interaction (40060 after that);
+the first follow-up after a
 "thinking" defer replaces the placeholder and keeps the defer's visibility; UPDATE_MESSAGE (7) and
 DEFERRED_UPDATE_MESSAGE (6) make @original the message whose component was used.
 """
@@ -34,6 +36,7 @@ APPLICATION_ID = 900_000_000_000_000_000
 COMMAND, COMPONENT, AUTOCOMPLETE = 2, 3, 4  # interaction types
 CHAT_INPUT, MESSAGE_COMMAND = 1, 3  # application command types: slash commands, a message's context menu
 SUB_COMMAND, SUB_COMMAND_GROUP, ROLE, ATTACHMENT = 1, 2, 8, 11  # option types
+ANSWER_WITHIN = 3.0  # seconds Discord gives the first answer to an interaction
 # Callback (response) types.
 CHANNEL_MESSAGE, DEFERRED_MESSAGE, DEFERRED_UPDATE, UPDATE_MESSAGE, CHOICES = 4, 5, 6, 7, 8
 
@@ -60,6 +63,7 @@ class Interaction:
     shown: list[dict[str, Any]] = field(default_factory=list)
     original: Message | None = None
     followups: list[Message] = field(default_factory=list)
+    late: float | None = None  # the bot's first answer came this many seconds after the interaction: refused
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -75,6 +79,11 @@ class Interaction:
 
         async def run() -> None:
             while not predicate(self):
+                if self.late is not None:
+                    raise AssertionError(
+                        f"the bot first answered /{self.name} {self.late:.1f} s after it was used, past Discord's "
+                        f"{ANSWER_WITHIN:g} s: Discord refused the answer (10062 Unknown interaction)"
+                    )
                 self.changed.clear()
                 await self.changed.wait()
 
@@ -188,6 +197,11 @@ class Desk:
         """POST /interactions/{id}/{token}/callback: the initial response."""
         interaction = self.interactions.get(token)
         if interaction is None:
+            return error(404, 10062, "Unknown interaction")
+        waited = time.monotonic() - interaction.sent
+        if not interaction.responses and waited > ANSWER_WITHIN:
+            interaction.late = waited
+            interaction.changed.set()
             return error(404, 10062, "Unknown interaction")
         if interaction.responses:
             return error(400, 40060, "Interaction has already been acknowledged.")
