@@ -61,6 +61,11 @@ def _said(message: discord.Message) -> tuple[str, tuple[int, ...]]:
     return message.content, tuple(attachment.id for attachment in message.attachments)
 
 
+def _has_something(message: discord.Message) -> bool:
+    """Whether there is anything to read: text, files or stickers."""
+    return bool(message.content.strip() or message.attachments or message.stickers)
+
+
 class Reader(commands.Cog):
     def __init__(self, bot: DiaBot) -> None:
         self.bot = bot
@@ -98,7 +103,7 @@ class Reader(commands.Cog):
             not isinstance(member, discord.Member)  # a direct message, or a webhook's
             or member.bot
             or message.type not in READ_TYPES
-            or not (message.content.strip() or message.attachments or message.stickers)
+            or not _has_something(message)
             or member.voice is None
             or member.voice.channel is None
         ):
@@ -124,9 +129,8 @@ class Reader(commands.Cog):
             player = self.bot.players.get(member.guild.id)
             if heard.job_id is not None and (player is None or player.waiting(heard.job_id) is None):
                 return  # spoken already, or being spoken: too late to change
-            empty = not (message.content.strip() or message.attachments or message.stickers)
-            if empty or await self._reading(message, member.guild.id) is None:
-                # Now starts with the skip prefix (or the read channel moved): no longer to be spoken.
+            if not _has_something(message) or await self._reading(message, member.guild.id) is None:
+                # Emptied, or now starts with the skip prefix (or the read channel moved): no longer to be spoken.
                 await self._taken_back(member.guild.id, heard.job_id)
                 self._heard[member.guild.id].pop(message.id, None)
                 return

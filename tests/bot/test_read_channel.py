@@ -156,11 +156,16 @@ async def test_the_writer_is_named_when_another_wrote_before(
 
 async def queued(redis: Redis, guild: Guild, message: Message) -> None:
     """Wait until the message's line is queued (the bot saves each line it queues, with its message)."""
-    saved = f"dia:bot:lines:{guild.id}"
     deadline = time.monotonic() + 30
-    while message.id not in {json.loads(raw).get("message_id") for raw in await redis.lrange(saved, 0, -1)}:
-        assert time.monotonic() < deadline, await redis.lrange(saved, 0, -1)
+    while await saved_job(redis, guild, message) is None:
+        assert time.monotonic() < deadline, await redis.lrange(f"dia:bot:lines:{guild.id}", 0, -1)
         await asyncio.sleep(0.02)
+
+
+async def saved_job(redis: Redis, guild: Guild, message: Message) -> str | None:
+    """The job of the message's line in the guild's saved queue, if it is there."""
+    entries = [json.loads(raw) for raw in await redis.lrange(f"dia:bot:lines:{guild.id}", 0, -1)]
+    return next((entry["job_id"] for entry in entries if entry.get("message_id") == message.id), None)
 
 
 async def test_a_deleted_message_is_not_spoken(
@@ -249,12 +254,6 @@ async def test_what_a_message_carries_is_said(
     ], rows
     await session.wait_for(lambda s: tone_runs(frame_frequencies(s)) == [700, 600, 300], timeout=30)
     assert not fake.posted, "nothing was refused"
-
-
-async def saved_job(redis: Redis, guild: Guild, message: Message) -> str | None:
-    """The job of the message's line in the guild's saved queue, if it is there."""
-    entries = [json.loads(raw) for raw in await redis.lrange(f"dia:bot:lines:{guild.id}", 0, -1)]
-    return next((entry["job_id"] for entry in entries if entry.get("message_id") == message.id), None)
 
 
 async def test_an_edited_message_is_read_again_in_its_place(
