@@ -23,6 +23,7 @@ from discord import app_commands
 
 from bot.errors import reply_privately
 from tests.fakediscord import EPHEMERAL, FakeDiscord, Interaction, Message, Upload
+from tests.fakediscord.limits import choices_problems, message_problems
 from tests.fakediscord.model import Channel, Guild, Member
 from tests.fakediscord.server import command_problems
 
@@ -299,6 +300,57 @@ async def test_what_discord_refuses_is_refused(tiny: Setup) -> None:
             assert response.status == 400 and (await response.json())["code"] == 40060
         async with session.get(f"{tiny.discord.store.base}/attachments/1/2/missing.wav") as response:
             assert response.status == 404
+
+
+async def test_a_message_discord_would_refuse_is_refused(tiny: Setup) -> None:
+    """Discord answers an over-long or empty message with a 400 and the member sees nothing: the emulator
+    refuses it too, and a test waiting for that answer fails at once, saying why."""
+    with pytest.raises(AssertionError, match=r"refused what the bot sent about /say: content: 2001 characters"):
+        await (await tiny.slash("say", text="x" * 2001)).reply()
+    with pytest.raises(AssertionError, match="Cannot send an empty message"):
+        await (await tiny.slash("say", text="")).reply()
+    assert tiny.discord.store.refused == [
+        "/say's answer: content: 2001 characters, more than 2000",
+        "/say's answer: Cannot send an empty message",
+    ]
+    assert (await (await tiny.slash("say", text="x" * 2000)).reply())["content"] == "x" * 2000
+
+
+def test_message_limits() -> None:
+    """Each of Discord's limits on a message and an autocomplete answer, at and past its edge."""
+    button = {"type": 2, "style": 1, "label": "Keep", "custom_id": "keep"}
+    row = {"type": 1, "components": [{**button, "custom_id": f"b{i}"} for i in range(5)]}
+    fine = {"content": "x" * 2000, "embeds": [{"title": "t" * 256, "description": "d" * 4096}], "components": [row]}
+    assert message_problems(fine, [], new=True) == []
+    assert message_problems({}, [Upload("a.ogg", b"OggS")], new=True) == [], "a file alone is a message"
+    assert message_problems({"content": ""}, [], new=False) == [], "an edit may leave the text empty"
+    link = {"type": 2, "style": 5, "label": "Docs", "url": "https://example.com"}
+    too_much = {
+        "content": "x" * 2001,
+        "embeds": [{"description": "d" * 4097, "footer": {"text": "f" * 2000}}],
+        "components": [
+            {"type": 1, "components": [{**button, "custom_id": f"b{i}"} for i in range(6)]},
+            {"type": 1, "components": [{**button, "label": "l" * 81}, button, link]},
+            {"type": 1, "components": [{"type": 3, "custom_id": "pick", "options": []}]},
+        ],
+    }
+    assert message_problems(too_much, [Upload("big.ogg", bytes(10 * 2**20 + 1))], new=True) == [
+        "content: 2001 characters, more than 2000",
+        "embeds.0.description: 4097 characters, more than 4096",
+        "embeds: 6097 characters in all, more than 6000",
+        "components.0: 6 buttons, more than 5",
+        "components.1.label: 81 characters, more than 80",
+        "components.2.options: 0, not 1-25",
+        "components: custom_id 'keep' is used twice",
+        f"files: big.ogg is {10 * 2**20 + 1} bytes, more than {10 * 2**20}",
+    ]
+    choices = [{"name": f"c{i}", "value": f"c{i}"} for i in range(25)]
+    assert choices_problems({"choices": choices}) == []
+    assert choices_problems({"choices": [*choices, {"name": "", "value": "v" * 101}]}) == [
+        "choices: 26, more than 25",
+        "choices.25.name: 0 characters, not 1-100",
+        "choices.25.value: 101 characters, more than 100",
+    ]
 
 
 async def test_an_answer_after_3_s_is_refused(tiny: Setup) -> None:

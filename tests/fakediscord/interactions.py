@@ -29,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakediscord.limits import choices_problems, message_problems
 from tests.fakediscord.messages import EPHEMERAL, LOADING, Attachment, Message, Store, error, json_response, read_body
 from tests.fakediscord.model import Channel, Guild, Member, Role, Upload, User, snowflake
 
@@ -64,6 +65,7 @@ class Interaction:
     original: Message | None = None
     followups: list[Message] = field(default_factory=list)
     late: float | None = None  # the bot's first answer came this many seconds after the interaction: refused
+    refused: str | None = None  # why Discord refused something the bot sent about it (tests/fakediscord/limits.py)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -84,6 +86,8 @@ class Interaction:
                         f"the bot first answered /{self.name} {self.late:.1f} s after it was used, past Discord's "
                         f"{ANSWER_WITHIN:g} s: Discord refused the answer (10062 Unknown interaction)"
                     )
+                if self.refused is not None:
+                    raise AssertionError(f"Discord refused what the bot sent about /{self.name}: {self.refused}")
                 self.changed.clear()
                 await self.changed.wait()
 
@@ -209,6 +213,9 @@ class Desk:
         kind = int(body["type"])
         if kind in (DEFERRED_UPDATE, UPDATE_MESSAGE) and interaction.message is None:
             return error(400, 50035, "Invalid Form Body: only a component interaction can update its message")
+        refused = self._refuse(interaction, "answer", _answer_problems(kind, body, uploads))
+        if refused is not None:
+            return refused
         message = self._respond(interaction, kind, body.get("data") or {}, uploads)
         interaction.responses.append((time.monotonic(), body))
         interaction.changed.set()
@@ -232,12 +239,22 @@ class Desk:
             return error(404, 10008, "Unknown Message")
         if request.method == "PATCH":
             body, uploads = await read_body(request)
+            refused = self._refuse(interaction, "edit", message_problems(body, uploads, new=False))
+            if refused is not None:
+                return refused
             interaction.record(self.store.edit(target, body, uploads), webhook=True)
         elif request.method == "DELETE":
             self.store.delete(target)
             interaction.changed.set()
             return web.Response(status=204)
         return json_response(target.payload())
+
+    def _refuse(self, interaction: Interaction, what: str, problems: list[str]) -> web.Response | None:
+        refused = self.store.refuse(f"/{interaction.name}'s {what}", problems)
+        if refused is not None:
+            interaction.refused = "; ".join(problems)
+            interaction.changed.set()
+        return refused
 
     def _respond(
         self, interaction: Interaction, kind: int, data: dict[str, Any], uploads: list[Upload]
@@ -261,6 +278,9 @@ class Desk:
 
     async def _followup(self, request: web.Request, interaction: Interaction) -> web.Response:
         body, uploads = await read_body(request)
+        refused = self._refuse(interaction, "follow-up", message_problems(body, uploads, new=True))
+        if refused is not None:
+            return refused
         original = interaction.original
         if original is not None and not original.deleted and original.flags & LOADING:
             # The first follow-up after a "thinking" defer replaces the placeholder and keeps the defer's
@@ -281,6 +301,15 @@ class Desk:
             interaction.channel_id, body, uploads, webhook_id=str(APPLICATION_ID),
             application_id=str(APPLICATION_ID), interaction_metadata=metadata,
         )  # fmt: skip
+
+
+def _answer_problems(kind: int, body: dict[str, Any], uploads: list[Upload]) -> list[str]:
+    data = body.get("data") or {}
+    if kind == CHOICES:
+        return choices_problems(data)
+    if kind in (CHANNEL_MESSAGE, UPDATE_MESSAGE):
+        return message_problems(data, uploads, new=kind == CHANNEL_MESSAGE)
+    return []
 
 
 def _target(interaction: Interaction, ref: str) -> Message | None:

@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
 
+from tests.fakediscord.limits import EMPTY
 from tests.fakediscord.model import Upload, snowflake
 
 EPHEMERAL = 1 << 6
@@ -130,6 +131,17 @@ class Store:
         self.attachments: dict[int, Attachment] = {}
         self.posted: list[Posted] = []
         self.changed = asyncio.Event()
+        # Bodies Discord would have refused (tests/fakediscord/limits.py): a bot test fails on any it did not expect.
+        self.refused: list[str] = []
+
+    def refuse(self, where: str, problems: list[str]) -> web.Response | None:
+        """Discord's 400 for a body with these problems, noted in `refused`; None if there are none."""
+        if not problems:
+            return None
+        self.refused.append(f"{where}: {'; '.join(problems)}")
+        if problems == [EMPTY]:
+            return error(400, 50006, EMPTY)
+        return error(400, 50035, "Invalid Form Body: " + "; ".join(problems))
 
     def attach(self, channel_id: int, upload: Upload, *, ephemeral: bool = False) -> Attachment:
         attachment_id = snowflake()

@@ -4,7 +4,8 @@ The bot reaches it only through its testing settings (REST base URL, gateway URL
 tests drive it like users: someone joins a voice channel, runs /say, clicks a button, types into an
 autocompleted option. Gotchas that discord.py 2.7.1 imposes are kept (research/discord.md §3.4): JSON
 responses carry exactly `Content-Type: application/json`, the gateway answers in plain text frames.
-Interactions live in interactions.py, messages and the files on them in messages.py.
+Interactions live in interactions.py, messages and the files on them in messages.py. A message or autocomplete
+answer Discord would refuse (limits.py) gets Discord's 400 and is noted in `store.refused`, which fails a bot test.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tests.fakediscord.interactions import (
     Interaction,
     command_options,
 )
+from tests.fakediscord.limits import message_problems
 from tests.fakediscord.messages import EPHEMERAL, Message, MessageRef, Posted, Store, error, json_response, read_body
 from tests.fakediscord.model import TEXT, Channel, Guild, Member, Upload, User, snowflake
 from tests.fakediscord.voice import VoiceServer, VoiceSession
@@ -468,6 +470,9 @@ class FakeDiscord:
         channel_id = int(parts[1])
         if len(parts) == 3 and request.method == "POST":
             body, uploads = await read_body(request)
+            refused = self.store.refuse(f"POST {request.path}", message_problems(body, uploads, new=True))
+            if refused is not None:
+                return refused
             message = self.store.post(channel_id, body, uploads)
             # Like Discord, the bot hears its own message too, content included (the intent is for others').
             guild = self._guild_of(channel_id)
@@ -480,6 +485,9 @@ class FakeDiscord:
             return error(404, 10008, "Unknown Message")
         if request.method == "PATCH":
             body, uploads = await read_body(request)
+            refused = self.store.refuse(f"PATCH {request.path}", message_problems(body, uploads, new=False))
+            if refused is not None:
+                return refused
             self.store.edit(message, body, uploads)
         elif request.method == "DELETE":
             self.store.delete(message)
