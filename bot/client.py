@@ -20,7 +20,8 @@ from redis.asyncio import Redis
 from bot.errors import on_app_command_error
 from bot.lines import RecentDeletions
 from bot.pronunciations import Pronunciations
-from bot.saved import SavedQueues
+from bot.retries import Retries
+from bot.saved import RESUME_WINDOW, SavedQueues
 from bot.server_settings import ServerSettingsStore
 from bot.text import counted
 from bot.voice import GuildPlayer, Services
@@ -79,6 +80,7 @@ class DiaBot(commands.Bot):
         )
         self.players: dict[int, GuildPlayer] = {}
         self.saved = SavedQueues(redis)
+        self.retries = Retries(within=RESUME_WINDOW)  # past it, a saved line lapses and its job's audio expires
         self.server_settings = ServerSettingsStore(
             redis, {"required_role": settings.required_role, "character_role": settings.character_role}
         )
@@ -101,6 +103,7 @@ class DiaBot(commands.Bot):
                 self.post,
                 guild_id=guild_id,
                 saved=self.saved,
+                retries=self.retries,
                 prebuffer_packets=self.settings.prebuffer_ms // 20,
                 idle_timeout=self.settings.idle_timeout,
                 stall_timeout=120.0,
@@ -148,6 +151,7 @@ class DiaBot(commands.Bot):
         # Players first, while Redis and the gateway still answer; then discord.py's own goodbyes.
         self._closing = True
         await asyncio.gather(*(player.shutdown() for player in list(self.players.values())))
+        await self.retries.close()
         await super().close()
 
     async def on_ready(self) -> None:

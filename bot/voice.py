@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bot.playback import JitterBuffer, StreamedOpusSource
+from bot.retries import Retries
 from tts_engine import job_events, jobs
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,8 @@ def _closing() -> bool:
 
 
 class Services:
-    """What a player needs from the bot: Redis, its guild, a way to post to a text channel, and a place to keep
-    its queue across restarts."""
+    """What a player needs from the bot: Redis, its guild, a way to post to a text channel, a place to keep its
+    queue across restarts, and someone to try again what Redis missed."""
 
     def __init__(
         self,
@@ -68,12 +69,13 @@ class Services:
         *,
         guild_id: int,
         saved: LineStore,
+        retries: Retries,
         prebuffer_packets: int,
         idle_timeout: float,
         stall_timeout: float,
     ) -> None:
         self.redis, self.guild, self.post = redis, guild, post
-        self.guild_id, self.saved = guild_id, saved
+        self.guild_id, self.saved, self.retries = guild_id, saved, retries
         self.prebuffer_packets, self.idle_timeout, self.stall_timeout = prebuffer_packets, idle_timeout, stall_timeout
 
 
@@ -114,7 +116,11 @@ class GuildPlayer:
 
     async def enqueue(self, line: Line) -> int:
         """Queue `line` (saved first, so a restart cannot lose it); returns how many lines play before it."""
-        await self._keep("saving", self.services.saved.save(self.services.guild_id, line))
+        try:
+            await self.services.saved.save(self.services.guild_id, line)
+        except Exception as exc:
+            # Playing matters more than remembering: a Redis hiccup here costs only the resume after a restart.
+            log.warning("saving the queue of guild %d failed: %s", self.services.guild_id, exc)
         ahead = self.queued
         self.lines.append(line)
         self.held = False
@@ -133,13 +139,6 @@ class GuildPlayer:
         self.lines.extend(waiting)
         self._kick()
         return len(waiting)
-
-    async def _keep(self, what: str, change: Awaitable[None]) -> None:
-        # Playing matters more than remembering: a Redis hiccup here costs only the resume after a restart.
-        try:
-            await change
-        except Exception as exc:
-            log.warning("%s the queue of guild %d failed: %s", what, self.services.guild_id, exc)
 
     def _kick(self) -> None:
         self._wake.set()
@@ -213,7 +212,7 @@ class GuildPlayer:
         if old is None:
             return False
         self.lines[self.lines.index(old)] = new  # before any await: the old line cannot have started
-        await self._keep("updating", self.services.saved.replace(self.services.guild_id, old, new))
+        await self._unsave(self.services.saved.replace(self.services.guild_id, old, new), [old])
         await self._cancel([old])
         return True
 
@@ -250,15 +249,31 @@ class GuildPlayer:
         saved, guild_id = self.services.saved, self.services.guild_id
         unsave = saved.forget_all(guild_id) if everything else saved.forget(guild_id, *waiting)
         cancelled = [*waiting, playing] if playing is not None else waiting
-        await asyncio.gather(self._keep("updating", unsave), self._cancel(cancelled))
+        await asyncio.gather(self._unsave(unsave, cancelled if everything else waiting), self._cancel(cancelled))
+
+    async def _unsave(self, change: Awaitable[None], lines: list[Line]) -> None:
+        """`change` takes `lines` out of the saved queue. Should Redis not answer, forgetting exactly these lines is
+        tried again until it does (never the whole queue, as lines saved meanwhile must stay), so that a restart
+        cannot play them."""
+        saved, guild_id = self.services.saved, self.services.guild_id
+        try:
+            await change
+        except RedisError as exc:
+            log.warning("updating the queue of guild %d failed: %s; trying again", guild_id, exc)
+            if lines:
+                what = f"forgetting jobs {', '.join(line.job_id for line in lines)} of guild {guild_id}"
+                self.services.retries.add(what, lambda: saved.forget(guild_id, *lines))
+        except Exception as exc:
+            log.warning("updating the queue of guild %d failed: %s", guild_id, exc)
 
     async def _cancel(self, lines: list[Line]) -> None:
-        # The lines are out of the queue already; a cancel that fails costs only the worker's time on them.
-        job_ids = [line.job_id for line in lines]
+        # The lines are out of the queue already; until the cancel lands, the worker spends its time on them.
+        redis, job_ids = self.services.redis, [line.job_id for line in lines]
         try:
-            await jobs.cancel(self.services.redis, *job_ids)
+            await jobs.cancel(redis, *job_ids)
         except RedisError as exc:
-            log.warning("could not tell the worker to drop jobs %s: %s", ", ".join(job_ids), exc)
+            log.warning("could not tell the worker to drop jobs %s: %s; trying again", ", ".join(job_ids), exc)
+            self.services.retries.add(f"dropping jobs {', '.join(job_ids)}", lambda: jobs.cancel(redis, *job_ids))
 
     async def leave(self) -> None:
         await self.stop()
@@ -324,7 +339,7 @@ class GuildPlayer:
             # Not reached when the bot shuts down mid-line: that line stays saved and plays again after a restart.
             if self._stopping():
                 return
-            await self._keep("updating", self.services.saved.forget(self.services.guild_id, line))
+            await self._unsave(self.services.saved.forget(self.services.guild_id, line), [line])
 
     async def _play(self, line: Line) -> None:
         self.current = line

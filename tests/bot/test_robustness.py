@@ -213,6 +213,14 @@ async def test_while_redis_stalls_commands_answer_in_time_and_stop_stops(
     await asyncio.sleep(1.0)
     heard = [f for f in frame_frequencies(session)[at_stop:] if f]
     assert len(heard) <= 10 and all(near(f, 500) for f in heard), "silent within 200 ms, and nothing after"
+    # What /stop could not tell Redis lands once it answers: the worker drops both jobs, and a restart would not
+    # play the lines again.
+    saved = f"dia:bot:lines:{world.guild.id}"
+    for _ in range(300):
+        if bot.log().count("done, Redis answered again") == 2:  # type: ignore[attr-defined]
+            break
+        await asyncio.sleep(0.1)
+    assert await redis.exists(saved) == 0 and len(await redis.keys(jobs.cancel_key("*"))) == 2
     log = bot.log()  # type: ignore[attr-defined]
     assert "/pronounce set: Redis did not answer" in log and "could not tell the worker to drop jobs" in log, log
     assert "Traceback" not in log, log

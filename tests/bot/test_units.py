@@ -11,9 +11,12 @@ import time
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from bot import voice
 from bot.playback import OPUS_SILENCE, JitterBuffer, StreamedOpusSource
+from bot.retries import Retries
 from bot.text import TextRejected, TextRules, attached, attachment_kind, mentioned, sayable_name, speakable
 from bot.voice import GuildPlayer, Line, Services
 
@@ -185,8 +188,10 @@ class _Lines:
     async def save(self, guild_id: int, line: Line) -> None:
         self.kept.append(line.job_id)
 
-    async def forget(self, guild_id: int, line: Line) -> None:
-        self.kept.remove(line.job_id)
+    async def forget(self, guild_id: int, *lines: Line) -> None:
+        for line in lines:
+            if line.job_id in self.kept:  # LREM of an entry that is not there removes nothing
+                self.kept.remove(line.job_id)
 
     async def forget_all(self, guild_id: int) -> None:
         self.kept.clear()
@@ -196,12 +201,34 @@ def _line(job_id: str) -> Line:
     return Line(job_id, requester=1, text_channel=2, voice_channel=3, preview="Hello")
 
 
-def _player(redis: Redis, saved: _Lines | None = None) -> GuildPlayer:
+class _StalledLines(_Lines):
+    """A LineStore whose Redis takes no change until `back` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.back = False
+        self.forgotten: list[list[str]] = []
+
+    async def forget(self, guild_id: int, *lines: Line) -> None:
+        self._answer()
+        self.forgotten.append([line.job_id for line in lines])
+        await super().forget(guild_id, *lines)
+
+    async def forget_all(self, guild_id: int) -> None:
+        self._answer()
+        await super().forget_all(guild_id)
+
+    def _answer(self) -> None:
+        if not self.back:
+            raise RedisTimeout("Timeout reading from socket")
+
+
+def _player(redis: Redis, saved: _Lines | None = None, retries: Retries | None = None) -> GuildPlayer:
     async def post(channel: int, text: str, file: object) -> None: ...
 
     services = Services(
-        redis, lambda: None, post, guild_id=1, saved=saved or _Lines(), prebuffer_packets=1, idle_timeout=600,
-        stall_timeout=5,
+        redis, lambda: None, post, guild_id=1, saved=saved or _Lines(), retries=retries or Retries(),
+        prebuffer_packets=1, idle_timeout=600, stall_timeout=5,
     )  # fmt: skip
     return GuildPlayer(services)
 
@@ -324,3 +351,57 @@ async def test_a_player_that_will_not_stop_does_not_hold_the_close(
     released.set()
     task.cancel()
     assert await _ended(task), "the player stops at its next check once the line lets it"
+
+
+async def test_a_removal_redis_missed_lands_once_it_answers(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    retries = Retries(first=0.01, longest=0.02, within=5)
+    tries: list[float] = []
+
+    async def change() -> None:
+        tries.append(time.monotonic())
+        if len(tries) < 4:
+            raise RedisConnectionError("Connection refused")
+
+    retries.add("forgetting job-1", change)
+    assert retries.pending == 1
+    for _ in range(200):
+        if not retries.pending:
+            break
+        await asyncio.sleep(0.01)
+    assert len(tries) == 4 and retries.pending == 0
+    assert "forgetting job-1: done, Redis answered again (try 4)" in caplog.text
+
+    async def never() -> None:
+        raise RedisTimeout("Timeout reading from socket")
+
+    gives_up = Retries(first=0.01, longest=0.01, within=0.05)
+    gives_up.add("dropping job-2", never)
+    for _ in range(200):
+        if not gives_up.pending:
+            break
+        await asyncio.sleep(0.01)
+    assert gives_up.pending == 0 and "gave up dropping job-2 after" in caplog.text
+    closing = Retries(first=60)
+    closing.add("forgetting job-3", never)
+    await asyncio.wait_for(closing.close(), 1)
+    assert closing.pending == 0
+
+
+async def test_a_stop_redis_missed_forgets_exactly_its_lines_later(redis: Redis) -> None:
+    """/stop while Redis takes no writes: the whole saved queue cannot be cleared. Tried again once Redis is back,
+    only the dropped lines are forgotten, as a line saved since must stay."""
+    saved = _StalledLines()
+    retries = Retries(first=0.01, longest=0.02, within=5)
+    player = _player(redis, saved, retries)
+    saved.kept = ["job-1", "job-2"]
+    player.lines.extend([_line("job-1"), _line("job-2")])  # waiting; the player is not started
+    assert await player.stop() == 2 and not player.lines
+    assert saved.kept == ["job-1", "job-2"] and retries.pending == 1
+    saved.kept.append("job-3")  # queued meanwhile, saved by a Redis that answers again
+    saved.back = True
+    for _ in range(200):
+        if not retries.pending:
+            break
+        await asyncio.sleep(0.01)
+    assert saved.forgotten == [["job-1", "job-2"]] and saved.kept == ["job-3"]
