@@ -31,6 +31,15 @@ def can_speak_in(channel: VoiceChannel, me: discord.Member) -> None:
     missing = "Connect" if not permissions.connect else "Speak" if not permissions.speak else None
     if missing is not None:
         raise UserFacingError(f"I cannot speak in {channel.mention}: I am missing the {missing} permission there")
+    # Discord ignores a bot's join of a full channel (no answer at all: the connect would time out) unless the bot
+    # has Manage Channels there (discord-api-docs, topics/voice-connections). The bot counts toward the limit.
+    inside = len(channel.voice_states)
+    limit = channel.user_limit
+    if limit and me.id not in channel.voice_states and inside >= limit and not permissions.manage_channels:
+        raise UserFacingError(
+            f"{channel.mention} is full ({inside} of {limit}), and Discord lets me into a full channel only with the "
+            "Manage Channels permission there: someone has to leave first, or a moderator can raise the limit"
+        )
 
 
 def not_busy_elsewhere(current: VoiceChannel | None, wanted: VoiceChannel, busy: bool) -> None:

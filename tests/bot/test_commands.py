@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.bot.conftest import World, frame_frequencies, make_world, private_text
-from tests.fakediscord import CONNECT, EPHEMERAL, MANAGE_GUILD, SPEAK, FakeDiscord
+from tests.fakediscord import CONNECT, EPHEMERAL, MANAGE_CHANNELS, MANAGE_GUILD, SPEAK, FakeDiscord
 
 
 def near(frequency: float | None, target: float) -> bool:
@@ -207,6 +207,37 @@ async def test_missing_permissions_are_named(
     await start_bot()  # type: ignore[operator]
     interaction = await discord.slash(world.guild, world.alice, world.text, "say", text="[S1] Hi.")
     assert f"missing the {missing} there" in await private_text(interaction)
+
+
+async def test_a_full_voice_channel_is_named(discord: FakeDiscord, start_bot: object, tone_worker: object) -> None:
+    """Discord ignores a bot's join of a voice channel at its user limit, unless it has Manage Channels there: the
+    bot says so at once instead of timing out, a channel that fills up with the bot inside still hears it, and a
+    bot with Manage Channels joins a full one."""
+    world, other = make_world(discord), make_world(discord, "Other")
+    booth = world.guild.voice_channel("Booth", user_limit=1)
+    world.guild.voice[world.alice.user.id] = booth.id
+    pair = world.guild.voice_channel("Pair", user_limit=2)
+    crew = other.guild.role("Stage crew", MANAGE_CHANNELS)
+    other.guild.members[discord.bot.id].roles.append(crew.id)
+    other_booth = other.guild.voice_channel("Booth", user_limit=1)
+    other.guild.voice[other.alice.user.id] = other_booth.id
+    tone_worker("--seconds", "0.6")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+
+    for command, options in (("say", {"text": "[S1] 500"}), ("join", {})):
+        refused = await discord.slash(world.guild, world.alice, world.text, command, **options)
+        said = await private_text(refused)
+        assert f"<#{booth.id}> is full (1 of 1)" in said and "Manage Channels" in said, said
+    assert discord.refused_joins == [], "the bot did not try"
+
+    await discord.join_voice(world.guild, world.bob, pair)
+    assert "Speaking now" in str((await world.say("[S1] 500", world.bob))["content"])
+    assert world.bot_channel() == pair.id  # the bot makes two of two
+    assert "🗣️" in str((await world.say("[S1] 700", world.bob))["content"]), "inside, the bot is no newcomer"
+
+    assert "Speaking now" in str((await other.say("[S1] 900"))["content"])
+    await (await other.session()).wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
+    assert other.bot_channel() == other_booth.id and discord.refused_joins == []
 
 
 async def test_busy_in_another_channel(world: World, start_bot: object, tone_worker: object) -> None:

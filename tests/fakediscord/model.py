@@ -19,6 +19,7 @@ ATTACH_FILES = 1 << 15
 CONNECT = 1 << 20
 SPEAK = 1 << 21
 MANAGE_GUILD = 1 << 5
+MANAGE_CHANNELS = 1 << 4
 ADMINISTRATOR = 1 << 3
 EVERYONE_DEFAULT = VIEW_CHANNEL | SEND_MESSAGES | ATTACH_FILES | CONNECT | SPEAK
 
@@ -92,6 +93,7 @@ class Channel:
     id: int = field(default_factory=snowflake)
     position: int = 0
     overwrites: list[Overwrite] = field(default_factory=list)
+    user_limit: int = 0  # a voice channel's: 0 is none
 
     def payload(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -100,7 +102,7 @@ class Channel:
             "parent_id": None, "nsfw": False,
         }  # fmt: skip
         if self.type == VOICE:
-            data.update(bitrate=64000, user_limit=0, rtc_region=None)
+            data.update(bitrate=64000, user_limit=self.user_limit, rtc_region=None)
         return data
 
 
@@ -136,8 +138,8 @@ class Guild:
         self.channels.append(channel)
         return channel
 
-    def voice_channel(self, name: str = "Tavern", *, deny_bot: int = 0) -> Channel:
-        channel = Channel(name, VOICE, self.id, position=len(self.channels))
+    def voice_channel(self, name: str = "Tavern", *, deny_bot: int = 0, user_limit: int = 0) -> Channel:
+        channel = Channel(name, VOICE, self.id, position=len(self.channels), user_limit=user_limit)
         if deny_bot:
             channel.overwrites.append(Overwrite(self.bot.id, deny=deny_bot, member=True))
         self.channels.append(channel)
@@ -183,3 +185,28 @@ class Guild:
             if role.id == self.id or role.id in member.roles:
                 value |= role.permissions
         return value
+
+    def channel_permissions(self, member: Member, channel: Channel) -> int:
+        """`member`'s permissions in `channel`: the guild's, then the channel's overwrites for @everyone, for the
+        member's roles and for the member, in that order (topics/permissions, "Permission Overwrites")."""
+        value = self.permissions(member)
+        if value & ADMINISTRATOR:
+            return ~0
+        layers = [
+            [o for o in channel.overwrites if not o.member and o.target == self.id],
+            [o for o in channel.overwrites if not o.member and o.target in member.roles],
+            [o for o in channel.overwrites if o.member and o.target == member.user.id],
+        ]
+        for layer in layers:
+            deny = allow = 0
+            for overwrite in layer:
+                deny, allow = deny | overwrite.deny, allow | overwrite.allow
+            value = (value & ~deny) | allow
+        return value
+
+    def full_for(self, member: Member, channel: Channel) -> bool:
+        """Whether Discord keeps bot `member` out of voice `channel`: at its user limit, without Manage Channels
+        there, which lets a bot join a full channel (topics/voice-connections, "Connecting to Voice")."""
+        inside = sum(1 for user, at in self.voice.items() if at == channel.id and user != member.user.id)
+        full = channel.user_limit > 0 and inside >= channel.user_limit
+        return full and not self.channel_permissions(member, channel) & MANAGE_CHANNELS

@@ -59,6 +59,7 @@ class FakeDiscord:
         self.ready_sent = asyncio.Event()  # set while a connected bot has had READY and its guilds
         self.readies = 0  # how many times READY was sent: a restarted bot is ready once this grows
         self.intents = 0  # what the bot asked for in IDENTIFY
+        self.refused_joins: list[int] = []  # voice channels the bot tried to join while they were full
         # Whether the application has the Message Content intent turned on in the developer portal; without
         # it, Discord closes a gateway that asks for it with 4014.
         self.message_content_allowed = True
@@ -393,8 +394,13 @@ class FakeDiscord:
         channel_id = d.get("channel_id")
         if channel_id is None:
             await self._unplace_bot(guild)
-        else:
-            await self._place_bot(guild, int(channel_id))
+            return
+        channel = next(c for c in guild.channels if c.id == int(channel_id))
+        if guild.voice.get(self.bot.id) != channel.id and guild.full_for(guild.members[self.bot.id], channel):
+            # Discord answers a join of a full channel with nothing at all: discord.py's connect times out.
+            self.refused_joins.append(channel.id)
+            return
+        await self._place_bot(guild, channel.id)
 
     async def _unplace_bot(self, guild: Guild) -> None:
         """The bot is in no voice channel now (it left, or a moderator disconnected it)."""
