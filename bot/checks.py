@@ -31,6 +31,12 @@ def can_speak_in(channel: VoiceChannel, me: discord.Member) -> None:
     missing = "Connect" if not permissions.connect else "Speak" if not permissions.speak else None
     if missing is not None:
         raise UserFacingError(f"I cannot speak in {channel.mention}: I am missing the {missing} permission there")
+    if isinstance(channel, discord.StageChannel) and not permissions.mute_members:
+        # On a stage the bot joins the audience, where nobody hears it; stepping up to speak takes Mute Members.
+        raise UserFacingError(
+            f"{channel.mention} is a stage, and I can speak there only as a stage moderator: a moderator can give "
+            "me the Mute Members permission there"
+        )
     # Discord ignores a bot's join of a full channel (no answer at all: the connect would time out) unless the bot
     # has Manage Channels there (discord-api-docs, topics/voice-connections). The bot counts toward the limit.
     inside = len(channel.voice_states)

@@ -57,6 +57,15 @@ def _closing() -> bool:
     return task is not None and task.cancelling() > 0
 
 
+async def _step_up(stage: discord.StageChannel) -> None:
+    """Speak on `stage`: the bot joins its audience, where nobody hears it (checks.can_speak_in made sure it may
+    step up). A moderator may send it back down later; the next join steps up again."""
+    try:
+        await stage.guild.me.edit(suppress=False)
+    except discord.HTTPException as exc:
+        log.warning("could not step up to speak on the stage %s: %s", stage, exc)
+
+
 class Services:
     """What a player needs from the bot: Redis, its guild, a way to post to a text channel, a place to keep its
     queue across restarts, and someone to try again what Redis missed."""
@@ -163,6 +172,8 @@ class GuildPlayer:
             await client.disconnect(force=True)
         connected: discord.VoiceProtocol = await channel.connect(timeout=20.0, reconnect=True, self_deaf=True)
         assert isinstance(connected, discord.VoiceClient)
+        if isinstance(channel, discord.StageChannel):
+            await _step_up(channel)
         self.last_activity = time.monotonic()
         if self.held:
             self.held = False

@@ -20,10 +20,11 @@ CONNECT = 1 << 20
 SPEAK = 1 << 21
 MANAGE_GUILD = 1 << 5
 MANAGE_CHANNELS = 1 << 4
+MUTE_MEMBERS = 1 << 22
 ADMINISTRATOR = 1 << 3
 EVERYONE_DEFAULT = VIEW_CHANNEL | SEND_MESSAGES | ATTACH_FILES | CONNECT | SPEAK
 
-TEXT, VOICE = 0, 2
+TEXT, VOICE, STAGE = 0, 2, 13
 _ids = itertools.count(900_000_000_000_000_001)
 
 
@@ -101,8 +102,10 @@ class Channel:
             "position": self.position, "permission_overwrites": [o.payload() for o in self.overwrites],
             "parent_id": None, "nsfw": False,
         }  # fmt: skip
-        if self.type == VOICE:
+        if self.type in (VOICE, STAGE):
             data.update(bitrate=64000, user_limit=self.user_limit, rtc_region=None)
+        if self.type == STAGE:
+            data.update(topic=None)
         return data
 
 
@@ -127,6 +130,7 @@ class Guild:
     members: dict[int, Member] = field(default_factory=dict)
     voice: dict[int, int] = field(default_factory=dict)  # user id -> voice channel id
     sessions: dict[int, str] = field(default_factory=dict)  # user id -> voice session id
+    suppressed: set[int] = field(default_factory=set)  # users in a stage's audience: nobody hears them
 
     def __post_init__(self) -> None:
         # The @everyone role shares the guild's id; it grants what a normal server grants.
@@ -142,6 +146,11 @@ class Guild:
         channel = Channel(name, VOICE, self.id, position=len(self.channels), user_limit=user_limit)
         if deny_bot:
             channel.overwrites.append(Overwrite(self.bot.id, deny=deny_bot, member=True))
+        self.channels.append(channel)
+        return channel
+
+    def stage_channel(self, name: str = "Stage") -> Channel:
+        channel = Channel(name, STAGE, self.id, position=len(self.channels))
         self.channels.append(channel)
         return channel
 
@@ -161,7 +170,8 @@ class Guild:
             "guild_id": str(self.id), "channel_id": None if channel is None else str(channel),
             "user_id": str(user_id), "session_id": self.sessions.get(user_id, f"session-{user_id}"),
             "deaf": False, "mute": False, "self_deaf": False, "self_mute": False, "self_video": False,
-            "suppress": False, "request_to_speak_timestamp": None, "member": self.members[user_id].payload(),
+            "suppress": user_id in self.suppressed, "request_to_speak_timestamp": None,
+            "member": self.members[user_id].payload(),
         }  # fmt: skip
 
     def payload(self) -> dict[str, Any]:

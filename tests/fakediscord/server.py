@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -33,7 +34,7 @@ from tests.fakediscord.interactions import (
 )
 from tests.fakediscord.limits import message_problems
 from tests.fakediscord.messages import EPHEMERAL, Message, MessageRef, Posted, Store, error, json_response, read_body
-from tests.fakediscord.model import TEXT, Channel, Guild, Member, Upload, User, snowflake
+from tests.fakediscord.model import MUTE_MEMBERS, STAGE, TEXT, Channel, Guild, Member, Upload, User, snowflake
 from tests.fakediscord.voice import VoiceServer, VoiceSession
 
 GUILD_MESSAGES = 1 << 9
@@ -60,6 +61,7 @@ class FakeDiscord:
         self.readies = 0  # how many times READY was sent: a restarted bot is ready once this grows
         self.intents = 0  # what the bot asked for in IDENTIFY
         self.refused_joins: list[int] = []  # voice channels the bot tried to join while they were full
+        self.spoke_up: list[float] = []  # when (time.monotonic) the bot stepped up to speak on a stage
         # Whether the application has the Message Content intent turned on in the developer portal; without
         # it, Discord closes a gateway that asks for it with 4014.
         self.message_content_allowed = True
@@ -395,7 +397,7 @@ class FakeDiscord:
         if channel_id is None:
             await self._unplace_bot(guild)
             return
-        channel = next(c for c in guild.channels if c.id == int(channel_id))
+        channel = self._channel(guild, int(channel_id))
         if guild.voice.get(self.bot.id) != channel.id and guild.full_for(guild.members[self.bot.id], channel):
             # Discord answers a join of a full channel with nothing at all: discord.py's connect times out.
             self.refused_joins.append(channel.id)
@@ -405,6 +407,7 @@ class FakeDiscord:
     async def _unplace_bot(self, guild: Guild) -> None:
         """The bot is in no voice channel now (it left, or a moderator disconnected it)."""
         guild.voice.pop(self.bot.id, None)
+        guild.suppressed.discard(self.bot.id)
         state = guild.voice_state(self.bot.id)
         state["channel_id"] = None
         await self.dispatch("VOICE_STATE_UPDATE", state)
@@ -416,6 +419,10 @@ class FakeDiscord:
         bot = self.bot.id
         moved_from = guild.voice.get(bot)
         guild.voice[bot] = channel_id
+        if self._channel(guild, channel_id).type == STAGE:
+            guild.suppressed.add(bot)  # on a stage, a newcomer is in the audience
+        else:
+            guild.suppressed.discard(bot)
         guild.sessions[bot] = os.urandom(8).hex()
         assert self.voice is not None
         earlier = self.sessions(guild)
@@ -464,6 +471,8 @@ class FakeDiscord:
         return await self.desk.callback(request, parts[2]) if parts[-1] == "callback" else None
 
     async def _guilds(self, request: web.Request, parts: list[str]) -> web.Response | None:
+        if request.method == "PATCH" and parts[2:] == ["voice-states", "@me"]:
+            return await self._my_voice_state(self.guilds[int(parts[1])], await request.json())
         if request.method != "GET" or len(parts) != 4 or parts[2] != "members":
             return None
         member = self.guilds[int(parts[1])].members.get(int(parts[3]))
@@ -502,6 +511,29 @@ class FakeDiscord:
                 await self._messages_deleted(guild, channel_id, [message.id])
             return web.Response(status=204)
         return json_response(message.payload())
+
+    async def _my_voice_state(self, guild: Guild, body: dict[str, Any]) -> web.Response:
+        """PATCH /guilds/{id}/voice-states/@me: the bot steps up to speak on its stage (`suppress: false`, which
+        takes Mute Members there), or back into the audience (resources/voice, "Modify Current User Voice
+        State")."""
+        bot = guild.members[self.bot.id]
+        where = guild.voice.get(bot.user.id)
+        channel = None if where is None else self._channel(guild, where)
+        if channel is None or channel.type != STAGE or str(body.get("channel_id")) != str(channel.id):
+            return error(400, 50035, "Invalid Form Body: channel_id must be the stage the bot is on")
+        if body.get("suppress") is False:
+            if not guild.channel_permissions(bot, channel) & MUTE_MEMBERS:
+                return error(403, 50013, "Missing Permissions")
+            guild.suppressed.discard(bot.user.id)
+            self.spoke_up.append(time.monotonic())
+        elif body.get("suppress") is True:
+            guild.suppressed.add(bot.user.id)
+        await self.dispatch("VOICE_STATE_UPDATE", guild.voice_state(bot.user.id))
+        return web.Response(status=204)
+
+    @staticmethod
+    def _channel(guild: Guild, channel_id: int) -> Channel:
+        return next(c for c in guild.channels if c.id == channel_id)
 
     def _guild_of(self, channel_id: int) -> Guild | None:
         return next((g for g in self.guilds.values() if any(c.id == channel_id for c in g.channels)), None)
