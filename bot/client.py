@@ -23,8 +23,9 @@ from bot.pronunciations import Pronunciations
 from bot.retries import Retries
 from bot.saved import RESUME_WINDOW, SavedQueues
 from bot.server_settings import ServerSettingsStore
+from bot.services import Services
 from bot.text import counted
-from bot.voice import GuildPlayer, Services
+from bot.voice import GuildPlayer
 from bot.voice_choices import VoiceChoices
 from config.settings import BotSettings
 from tts_engine.jobs import QueueLimits

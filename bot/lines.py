@@ -21,8 +21,8 @@ import discord
 
 from bot import checks
 from bot.errors import UserFacingError, submit
+from bot.services import Line
 from bot.text import TextRules, mentioned, script_items, speakable
-from bot.voice import Line
 from tts_engine import jobs, scene
 from tts_engine.characters import Cast
 from tts_engine.scene import FRAMES_PER_SECOND, VoiceRef

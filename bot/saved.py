@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bot.voice import Line
+from bot.services import Line
 from tts_engine import jobs
 
 log = logging.getLogger(__name__)

@@ -11,44 +11,18 @@ import io
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Awaitable, Collection
 
 import discord
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bot.playback import JitterBuffer, StreamedOpusSource
-from bot.retries import Retries
+from bot.services import Line, Services
 from tts_engine import job_events, jobs
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 5.0  # seconds the bot's close waits for each player to stop
-
-
-@dataclass
-class Line:
-    """A line waiting to be played in a guild."""
-
-    job_id: str
-    requester: int
-    text_channel: int
-    voice_channel: int
-    preview: str
-    export: bool = False
-    message_id: int | None = None  # the message it speaks (read channel, Speak message): deleting it takes it back
-    queued_at: float = field(default_factory=time.monotonic)
-
-
-class LineStore(Protocol):
-    """Where queued lines outlive the bot (bot/saved.py)."""
-
-    async def save(self, guild_id: int, line: Line) -> None: ...
-    async def forget(self, guild_id: int, *lines: Line) -> None: ...
-    async def replace(self, guild_id: int, old: Line, new: Line) -> None: ...
-    async def forget_all(self, guild_id: int) -> None: ...
 
 
 def _closing() -> bool:
@@ -64,28 +38,6 @@ async def _step_up(stage: discord.StageChannel) -> None:
         await stage.guild.me.edit(suppress=False)
     except discord.HTTPException as exc:
         log.warning("could not step up to speak on the stage %s: %s", stage, exc)
-
-
-class Services:
-    """What a player needs from the bot: Redis, its guild, a way to post to a text channel, a place to keep its
-    queue across restarts, and someone to try again what Redis missed."""
-
-    def __init__(
-        self,
-        redis: Redis,
-        guild: Callable[[], discord.Guild | None],
-        post: Callable[[int, str, discord.File | None], Awaitable[None]],
-        *,
-        guild_id: int,
-        saved: LineStore,
-        retries: Retries,
-        prebuffer_packets: int,
-        idle_timeout: float,
-        stall_timeout: float,
-    ) -> None:
-        self.redis, self.guild, self.post = redis, guild, post
-        self.guild_id, self.saved, self.retries = guild_id, saved, retries
-        self.prebuffer_packets, self.idle_timeout, self.stall_timeout = prebuffer_packets, idle_timeout, stall_timeout
 
 
 class GuildPlayer:

@@ -8,7 +8,7 @@ import json
 from redis.asyncio import Redis
 
 from bot.saved import SavedQueues
-from bot.voice import Line
+from bot.services import Line
 from tests.bot.conftest import World, frame_frequencies
 from tests.bot.test_commands import near
 from tests.fakediscord.voice import VoiceSession

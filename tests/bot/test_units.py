@@ -17,8 +17,9 @@ from redis.exceptions import TimeoutError as RedisTimeout
 from bot import voice
 from bot.playback import OPUS_SILENCE, JitterBuffer, StreamedOpusSource
 from bot.retries import Retries
+from bot.services import Line, Services
 from bot.text import TextRejected, TextRules, attached, attachment_kind, mentioned, sayable_name, speakable
-from bot.voice import GuildPlayer, Line, Services
+from bot.voice import GuildPlayer
 
 
 def test_silence_on_underrun_and_the_end_only_after_the_end() -> None:
