@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 
 from redis.asyncio import Redis
 
@@ -197,6 +199,9 @@ async def test_while_redis_stalls_commands_answer_in_time_and_stop_stops(
     await world.say("[S1] 900")
     session = await world.session()
     await session.wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
+    saved = f"dia:bot:lines:{world.guild.id}"
+    entries = [json.loads(raw) for raw in await redis.lrange(saved, 0, -1)]  # type: ignore[misc]
+    (waiting_job,) = [e["job_id"] for e in entries if e["preview"].endswith("900")]
     clock = asyncio.get_running_loop()
     await redis.execute_command("CLIENT", "PAUSE", 8000, "WRITE")
     started = clock.time()
@@ -213,14 +218,23 @@ async def test_while_redis_stalls_commands_answer_in_time_and_stop_stops(
     await asyncio.sleep(1.0)
     heard = [f for f in frame_frequencies(session)[at_stop:] if f]
     assert len(heard) <= 10 and all(near(f, 500) for f in heard), "silent within 200 ms, and nothing after"
-    # What /stop could not tell Redis lands once it answers: the worker drops both jobs, and a restart would not
-    # play the lines again.
-    saved = f"dia:bot:lines:{world.guild.id}"
+    # What /stop could not tell Redis lands once it answers: a restart would not play the lines again, and the
+    # worker drops the waiting line's job (it ends cancelled) instead of rendering it for no one.
     for _ in range(300):
         if bot.log().count("done, Redis answered again") == 2:  # type: ignore[attr-defined]
             break
         await asyncio.sleep(0.1)
-    assert await redis.exists(saved) == 0 and len(await redis.keys(jobs.cancel_key("*"))) == 2
+    assert await redis.exists(saved) == 0
+    ends: list[jobs.EndEvent] = []
+    for _ in range(300):
+        with contextlib.suppress(job_events.JobStalled):
+            async for _, event in job_events.events(redis, waiting_job, block_ms=10, stall_timeout=0.2):
+                if isinstance(event, jobs.EndEvent):
+                    ends.append(event)
+        if ends:
+            break
+        await asyncio.sleep(0.1)
+    assert [end.cancelled for end in ends] == [True], ends
     log = bot.log()  # type: ignore[attr-defined]
     assert "/pronounce set: Redis did not answer" in log and "could not tell the worker to drop jobs" in log, log
     assert "Traceback" not in log, log
