@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from redis.exceptions import RedisError
+from bot.errors import REDIS_AWAY
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class Retries:
         return len(self._tasks)
 
     def add(self, what: str, change: Callable[[], Awaitable[object]]) -> None:
-        """Run `change()` again until Redis takes it; `what` names it in the log ("forgetting 2 lines of ...")."""
+        """Run `change()` again until Redis takes it; `what` names it in the log ("dropping jobs ...")."""
         task = asyncio.create_task(self._retry(what, change), name=f"retry: {what}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -54,14 +54,14 @@ class Retries:
             tries += 1
             try:
                 await change()
-            except RedisError as exc:
+            except REDIS_AWAY as exc:
                 if loop.time() + delay > give_up:
                     log.warning("gave up %s after %d tries: %s", what, tries, exc)
                     return
                 delay = min(2 * delay, self.longest)
                 continue
             except Exception:
-                log.exception("%s failed", what)  # not Redis being away: a bug, not worth trying again
+                log.exception("%s failed", what)  # Redis answered with an error: a bug, not worth trying again
                 return
             log.info("%s: done, Redis answered again (try %d)", what, tries)
             return

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Collection
 import discord
 from redis.exceptions import RedisError
 
+from bot.errors import REDIS_AWAY
 from bot.playback import JitterBuffer, StreamedOpusSource
 from bot.services import Line, Services
 from tts_engine import job_events, jobs
@@ -221,7 +222,7 @@ class GuildPlayer:
         saved, guild_id = self.services.saved, self.services.guild_id
         try:
             await change
-        except RedisError as exc:
+        except REDIS_AWAY as exc:
             log.warning("updating the queue of guild %d failed: %s; trying again", guild_id, exc)
             if lines:
                 what = f"forgetting jobs {', '.join(line.job_id for line in lines)} of guild {guild_id}"
@@ -234,9 +235,11 @@ class GuildPlayer:
         redis, job_ids = self.services.redis, [line.job_id for line in lines]
         try:
             await jobs.cancel(redis, *job_ids)
-        except RedisError as exc:
+        except REDIS_AWAY as exc:
             log.warning("could not tell the worker to drop jobs %s: %s; trying again", ", ".join(job_ids), exc)
             self.services.retries.add(f"dropping jobs {', '.join(job_ids)}", lambda: jobs.cancel(redis, *job_ids))
+        except RedisError as exc:
+            log.warning("could not tell the worker to drop jobs %s: %s", ", ".join(job_ids), exc)
 
     async def leave(self) -> None:
         await self.stop()
