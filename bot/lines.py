@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 PREVIEW = 80
 MAX_SEGMENTS = 64  # what one job may carry (tts_engine/jobs.py)
 SEEDS = 1_000_000  # a take's seed is below this: short enough to type back into /say
+SUBMIT_WITHIN = 2.0  # seconds a line's submit may take: well inside the 3 s an interaction has to answer
 RECENT_DELETIONS = 200  # per guild: more than a bulk delete (100) and the messages waiting to be prepared
 
 
@@ -175,7 +176,7 @@ async def enqueue(
     checks.can_speak_in(channel, guild.me)
     player = bot.player(guild.id)
     checks.not_busy_elsewhere(player.channel(), channel, player.busy)
-    await submit(bot.redis, job, bot.limits, timeout=2.0)  # well inside the 3 s to answer
+    await submit(bot.redis, job, bot.limits, timeout=SUBMIT_WITHIN)
     if answer is not None:
         await answer()
     try:
@@ -204,7 +205,7 @@ async def requeue(bot: DiaBot, line: Prepared, old_job_id: str) -> bool:
         return False
     # The server's queue does not grow (the old job is cancelled next): a queue at its cap takes the edit too.
     limits = dataclasses.replace(bot.limits, guild_cap=bot.limits.guild_cap + 1)
-    await submit(bot.redis, line.job, limits, timeout=2.0)
+    await submit(bot.redis, line.job, limits, timeout=SUBMIT_WITHIN)
     if await player.replace(old_job_id, dataclasses.replace(old, job_id=line.job.job_id, preview=line.preview)):
         return True
     await jobs.cancel(bot.redis, line.job.job_id)  # never rendered for nobody
