@@ -193,6 +193,7 @@ class DiaBot(commands.Bot):
             # the player notices when playback ends without a connection (GuildPlayer._play).
             if before.channel is not None and after.channel is None:
                 log.info("left voice in guild %d", member.guild.id)
+            await player.seat_changed(before, after)  # on a stage: moved to the audience, or back up
             return
         client = player.voice_client()
         if client is None or before.channel is None or before.channel.id != client.channel.id:

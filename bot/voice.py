@@ -10,15 +10,14 @@ import asyncio
 import io
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Collection
 
 import discord
-from redis.exceptions import RedisError
 
-from bot.errors import REDIS_AWAY
+from bot import stage
+from bot.line_queue import LineQueue
 from bot.playback import JitterBuffer, StreamedOpusSource
 from bot.services import Line, Services
+from bot.stage import Seat
 from tts_engine import job_events, jobs
 
 log = logging.getLogger(__name__)
@@ -32,22 +31,11 @@ def _closing() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-async def _step_up(stage: discord.StageChannel) -> None:
-    """Speak on `stage`: the bot joins its audience, where nobody hears it (checks.can_speak_in made sure it may
-    step up). A moderator may send it back down later; the next join steps up again."""
-    try:
-        await stage.guild.me.edit(suppress=False)
-    except discord.HTTPException as exc:
-        log.warning("could not step up to speak on the stage %s: %s", stage, exc)
-
-
-class GuildPlayer:
+class GuildPlayer(LineQueue):
     """Plays a guild's lines in order, one voice connection, leaving when idle."""
 
     def __init__(self, services: Services) -> None:
-        self.services = services
-        self.lines: deque[Line] = deque()
-        self.current: Line | None = None
+        super().__init__(services)
         self._buffer: JitterBuffer | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -56,15 +44,15 @@ class GuildPlayer:
         # Set when the voice connection was lost for good mid-line (kicked, channel deleted, discord.py gave up
         # reconnecting): the queue waits for the next /say or /join instead of pulling the bot straight back.
         self.held = False
+        # Set while the bot sits in a stage's audience, where nobody hears it (bot/stage.py): a moderator moved it
+        # there, or it could not step up. Playback pauses until it is heard again.
+        self._audience = False
+        self._joining = False  # connect() is joining a channel, and steps up on a stage itself
 
     @property
-    def busy(self) -> bool:
-        return self.current is not None or bool(self.lines)
-
-    @property
-    def queued(self) -> int:
-        """Lines playing or waiting to play."""
-        return len(self.lines) + (self.current is not None)
+    def in_audience(self) -> bool:
+        """Paused in a stage's audience, where nobody hears the bot."""
+        return self._audience
 
     def channel(self) -> discord.VoiceChannel | discord.StageChannel | None:
         """The voice channel the bot is connected to in this guild, if any."""
@@ -113,6 +101,8 @@ class GuildPlayer:
         """Be in `channel`: join it, or move there."""
         client = self.voice_client()
         if client is not None and client.is_connected() and client.channel.id == channel.id:
+            if self._audience and isinstance(channel, discord.StageChannel) and await stage.step_up(channel):
+                self._go_on()
             return client
         # discord.py's socket reader goes back into a 30 s select() on the UDP socket right after each IP
         # discovery, and a reconnect's new socket is not seen until that returns: a move (`move_to`) within 30 s
@@ -123,22 +113,54 @@ class GuildPlayer:
         elif client is not None:
             log.info("replacing a half-connected voice client in %s", channel.guild)
             await client.disconnect(force=True)
-        connected: discord.VoiceProtocol = await channel.connect(timeout=20.0, reconnect=True, self_deaf=True)
+        self._joining = True
+        try:
+            connected: discord.VoiceProtocol = await channel.connect(timeout=20.0, reconnect=True, self_deaf=True)
+        finally:
+            self._joining = False
         assert isinstance(connected, discord.VoiceClient)
-        if isinstance(channel, discord.StageChannel):
-            await _step_up(channel)
+        # On a stage the bot arrives in the audience (checks.can_speak_in made sure it may step up).
+        if not isinstance(channel, discord.StageChannel) or await stage.step_up(channel):
+            self._go_on()
         self.last_activity = time.monotonic()
         if self.held:
             self.held = False
             self._kick()
         return connected
 
-    async def skip(self) -> Line | None:
-        """Stop the current line at once (the worker is told to stop rendering it)."""
-        line = self._silence()
+    async def seat_changed(self, before: discord.VoiceState, after: discord.VoiceState) -> None:
+        """The bot's own voice state changed: on a stage, pause while it sits in the audience and go on once it is
+        heard again (bot/stage.py)."""
+        change, where = stage.seat_change(before, after), after.channel
+        if change is Seat.HEARD:
+            self._go_on()
+        elif not isinstance(where, discord.StageChannel):
+            return
+        elif change is Seat.SENT_DOWN:
+            await self._pause_in_audience(where, sent_down=True)
+        # Arrived, not by a join of ours: discord.py reconnected (it leaves and joins again), or a moderator dragged
+        # the bot onto the stage. Either way it was meant to speak; a bot a moderator sent down stays down.
+        elif change is Seat.ARRIVED and not self._joining and not self._audience and not await stage.step_up(where):
+            await self._pause_in_audience(where, sent_down=False)
+
+    async def _pause_in_audience(self, where: discord.StageChannel, *, sent_down: bool) -> None:
+        self._audience = True
+        client = self.voice_client()
+        if client is not None and client.is_playing():
+            client.pause()
+        line = self.current or (self.lines[0] if self.lines else None)
         if line is not None:
-            await self._cancel([line])
-        return line
+            note = stage.paused_note(where, len(self.lines), sent_down=sent_down)
+            await self.services.post(line.text_channel, note, None)
+
+    def _go_on(self) -> None:
+        """Heard again: the paused line plays on, and the queue after it."""
+        if not self._audience:
+            return
+        self._audience = False
+        client = self.voice_client()
+        if client is not None and client.is_paused():
+            client.resume()
 
     def _silence(self) -> Line | None:
         # Before any await: the line stops even while Redis, which hears of it next, does not answer.
@@ -151,95 +173,6 @@ class GuildPlayer:
         if client is not None:
             client.stop()
         return line
-
-    async def withdraw(self, requester: int) -> tuple[Line, bool] | None:
-        """Take back `requester`'s latest line: out of the queue if it waits, stopped if it plays. The line and
-        whether it was playing; None if they have no line here."""
-        waiting = next((line for line in reversed(self.lines) if line.requester == requester), None)
-        if waiting is not None:
-            self.lines.remove(waiting)
-            await self._drop([waiting])
-            return waiting, False
-        if self.current is not None and self.current.requester == requester:
-            skipped = await self.skip()
-            return (skipped, True) if skipped is not None else None
-        return None
-
-    def waiting(self, job_id: str) -> Line | None:
-        """The line of job `job_id` if it waits in the queue (not playing, not played)."""
-        return next((line for line in self.lines if line.job_id == job_id), None)
-
-    async def replace(self, job_id: str, new: Line) -> bool:
-        """Put `new` in the place of the waiting line of job `job_id` (its message was edited): False, and nothing
-        changed, if that line no longer waits. The old line's job is cancelled."""
-        old = self.waiting(job_id)
-        if old is None:
-            return False
-        self.lines[self.lines.index(old)] = new  # before any await: the old line cannot have started
-        await self._unsave(self.services.saved.replace(self.services.guild_id, old, new), [old])
-        await self._cancel([old])
-        return True
-
-    async def withdraw_line(self, job_id: str) -> Line | None:
-        """Take the waiting line of job `job_id` out of the queue; None if it no longer waits."""
-        line = self.waiting(job_id)
-        if line is not None:
-            self.lines.remove(line)
-            await self._drop([line])
-        return line
-
-    async def withdraw_messages(self, message_ids: Collection[int]) -> list[Line]:
-        """Take back the lines that speak these messages (they were deleted): out of the queue if they wait,
-        stopped if one plays. The lines taken back."""
-        taken = [line for line in self.lines if line.message_id in message_ids]
-        for line in taken:  # all before the first await, while none of them can start playing
-            self.lines.remove(line)
-        playing = self._silence() if self.current is not None and self.current.message_id in message_ids else None
-        await self._drop(taken, playing)
-        return taken + ([playing] if playing is not None else [])
-
-    async def stop(self) -> int:
-        """Skip the current line and cancel every queued one; returns how many were dropped."""
-        dropped = list(self.lines)
-        self.lines.clear()
-        skipped = self._silence()
-        await self._drop(dropped, skipped, everything=True)
-        return len(dropped) + (skipped is not None)
-
-    async def _drop(self, waiting: list[Line], playing: Line | None = None, *, everything: bool = False) -> None:
-        """Lines taken out of the queue (`everything`: the whole queue), and the one silenced: no longer saved,
-        and the worker drops them, rendering or not. The saved queue and the job queue are told at once, so a
-        Redis that does not answer holds the caller for one socket timeout, however many lines."""
-        saved, guild_id = self.services.saved, self.services.guild_id
-        unsave = saved.forget_all(guild_id) if everything else saved.forget(guild_id, *waiting)
-        cancelled = [*waiting, playing] if playing is not None else waiting
-        await asyncio.gather(self._unsave(unsave, cancelled if everything else waiting), self._cancel(cancelled))
-
-    async def _unsave(self, change: Awaitable[None], lines: list[Line]) -> None:
-        """`change` takes `lines` out of the saved queue. Should Redis not answer, forgetting exactly these lines is
-        tried again until it does (never the whole queue, as lines saved meanwhile must stay), so that a restart
-        cannot play them."""
-        saved, guild_id = self.services.saved, self.services.guild_id
-        try:
-            await change
-        except REDIS_AWAY as exc:
-            log.warning("updating the queue of guild %d failed: %s; trying again", guild_id, exc)
-            if lines:
-                what = f"forgetting jobs {', '.join(line.job_id for line in lines)} of guild {guild_id}"
-                self.services.retries.add(what, lambda: saved.forget(guild_id, *lines))
-        except Exception as exc:
-            log.warning("updating the queue of guild %d failed: %s", guild_id, exc)
-
-    async def _cancel(self, lines: list[Line]) -> None:
-        # The lines are out of the queue already; until the cancel lands, the worker spends its time on them.
-        redis, job_ids = self.services.redis, [line.job_id for line in lines]
-        try:
-            await jobs.cancel(redis, *job_ids)
-        except REDIS_AWAY as exc:
-            log.warning("could not tell the worker to drop jobs %s: %s; trying again", ", ".join(job_ids), exc)
-            self.services.retries.add(f"dropping jobs {', '.join(job_ids)}", lambda: jobs.cancel(redis, *job_ids))
-        except RedisError as exc:
-            log.warning("could not tell the worker to drop jobs %s: %s", ", ".join(job_ids), exc)
 
     async def leave(self) -> None:
         await self.stop()
@@ -331,6 +264,8 @@ class GuildPlayer:
             if client.is_playing():
                 client.stop()
             client.play(StreamedOpusSource(buffer), after=after)
+            if self._audience:  # a line starts paused while the bot sits in a stage's audience
+                client.pause()
             await finished.wait()
             if not buffer.exhausted and not client.is_connected():
                 # discord.py reconnects on its own and the player thread waits for it; playback ending early

@@ -11,7 +11,6 @@ from redis.asyncio import Redis
 
 from tests.bot.conftest import World, frame_frequencies, make_world, private_text
 from tests.fakediscord import CONNECT, EPHEMERAL, MANAGE_CHANNELS, MANAGE_GUILD, SPEAK, FakeDiscord
-from tests.fakediscord.model import MUTE_MEMBERS
 
 
 def near(frequency: float | None, target: float) -> bool:
@@ -239,33 +238,6 @@ async def test_a_full_voice_channel_is_named(discord: FakeDiscord, start_bot: ob
     assert "Speaking now" in str((await other.say("[S1] 900"))["content"])
     await (await other.session()).wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
     assert other.bot_channel() == other_booth.id and discord.refused_joins == []
-
-
-async def test_on_a_stage_the_bot_steps_up_to_speak(
-    discord: FakeDiscord, start_bot: object, tone_worker: object
-) -> None:
-    """On a stage the bot joins the audience, where nobody hears it: it steps up to speak as it joins, which takes
-    Mute Members there (a stage moderator's), and without that it says so at once."""
-    world, other = make_world(discord), make_world(discord, "Other")
-    stage = world.guild.stage_channel()
-    world.guild.voice[world.alice.user.id] = stage.id
-    world.guild.members[discord.bot.id].roles.append(world.guild.role("Stage moderator", MUTE_MEMBERS).id)
-    other_stage = other.guild.stage_channel()
-    other.guild.voice[other.alice.user.id] = other_stage.id
-    tone_worker("--seconds", "0.6")  # type: ignore[operator]
-    await start_bot()  # type: ignore[operator]
-
-    refused = await discord.slash(other.guild, other.alice, other.text, "say", text="[S1] 500")
-    said = await private_text(refused)
-    assert f"<#{other_stage.id}> is a stage" in said and "Mute Members" in said, said
-    assert other.bot_channel() is None
-
-    assert "Speaking now" in str((await world.say("[S1] 500"))["content"])
-    session = await world.session()
-    await session.wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
-    assert world.bot_channel() == stage.id and discord.bot.id not in world.guild.suppressed
-    (stepped_up,) = discord.spoke_up
-    assert stepped_up < session.audio()[0].arrived, "heard from its first packet"
 
 
 async def test_busy_in_another_channel(world: World, start_bot: object, tone_worker: object) -> None:

@@ -77,7 +77,10 @@ class FakeDiscord:
         import tempfile
 
         self._folder = tempfile.mkdtemp(prefix="fakediscord-")
-        self.voice = VoiceServer(self_signed_context(self._folder))
+        self.voice = VoiceServer(
+            self_signed_context(self._folder),
+            audible=lambda guild_id: self.bot.id not in self.guilds[guild_id].suppressed,
+        )
         await self.voice.start()
         app = web.Application(client_max_size=64 * 2**20)
         app.router.add_get("/gateway", self._gateway_handler)
@@ -133,6 +136,12 @@ class FakeDiscord:
     async def move_bot(self, guild: Guild, channel: Channel) -> None:
         """A moderator drags the bot into another voice channel (Move Members)."""
         await self._place_bot(guild, channel.id)
+
+    async def seat_bot(self, guild: Guild, *, speaker: bool) -> None:
+        """A stage moderator moves the bot on its stage: into the audience (`speaker=False`, "Move to Audience"),
+        or up to speak (PATCH /guilds/{id}/voice-states/{user}; a bot, unlike a person, speaks at once)."""
+        (guild.suppressed.discard if speaker else guild.suppressed.add)(self.bot.id)
+        await self.dispatch("VOICE_STATE_UPDATE", guild.voice_state(self.bot.id))
 
     async def kick_bot(self, guild: Guild) -> None:
         """A moderator disconnects the bot from voice: its state goes to no channel and the voice socket closes."""
@@ -419,10 +428,10 @@ class FakeDiscord:
         bot = self.bot.id
         moved_from = guild.voice.get(bot)
         guild.voice[bot] = channel_id
-        if self._channel(guild, channel_id).type == STAGE:
-            guild.suppressed.add(bot)  # on a stage, a newcomer is in the audience
-        else:
+        if self._channel(guild, channel_id).type != STAGE:
             guild.suppressed.discard(bot)
+        elif moved_from != channel_id:
+            guild.suppressed.add(bot)  # on a stage, a newcomer is in the audience
         guild.sessions[bot] = os.urandom(8).hex()
         assert self.voice is not None
         earlier = self.sessions(guild)

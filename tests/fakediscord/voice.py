@@ -3,7 +3,8 @@
 Sequence from research/discord.md §2.2: IDENTIFY -> HELLO + READY (ssrc, ip, port, modes) -> UDP IP discovery
 -> SELECT_PROTOCOL -> SESSION_DESCRIPTION (secret key, `dave_protocol_version: 0`, so no DAVE session) ->
 SPEAKING, heartbeats. Every RTP packet is kept with its arrival time and decrypted
-(aead_xchacha20_poly1305_rtpsize: AAD = the 12-byte header, nonce = the 4 trailing bytes zero-padded).
+(aead_xchacha20_poly1305_rtpsize: AAD = the 12-byte header, nonce = the 4 trailing bytes zero-padded), and marked
+unheard when the bot sat in a stage's audience as it arrived: Discord forwards an audience member's audio to nobody.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,7 @@ class Packet:
     seq: int
     timestamp: int
     opus: bytes
+    heard: bool = True  # False: sent from a stage's audience, so nobody heard it
 
 
 @dataclass
@@ -59,6 +62,10 @@ class VoiceSession:
     def audio(self) -> list[Packet]:
         """Packets that carry sound (not Opus silence frames)."""
         return [p for p in self.packets if p.opus != OPUS_SILENCE]
+
+    def unheard(self) -> list[Packet]:
+        """Packets that carry sound and were sent from a stage's audience, where nobody hears them."""
+        return [p for p in self.audio() if not p.heard]
 
     def pcm(self) -> np.ndarray:
         """Every packet decoded with libopus, as discord.py's receivers would: float32 stereo (N, 2)."""
@@ -129,15 +136,17 @@ class _Udp(asyncio.DatagramProtocol):
             return
         nonce = data[-4:] + b"\0" * 20
         opus = crypto_aead_xchacha20poly1305_ietf_decrypt(data[12:-4], data[:12], nonce, session.secret_key)
-        session.packets.append(Packet(time.monotonic(), seq, timestamp, opus))
+        heard = self.server.audible(session.guild_id)
+        session.packets.append(Packet(time.monotonic(), seq, timestamp, opus, heard))
         session._touch()
 
 
 class VoiceServer:
     """TLS websocket for voice gateway v8 plus a UDP socket, both on 127.0.0.1."""
 
-    def __init__(self, ssl_context: Any) -> None:
+    def __init__(self, ssl_context: Any, audible: Callable[[int], bool]) -> None:
         self.ssl_context = ssl_context
+        self.audible = audible  # whether the bot is heard in a guild now (not in a stage's audience)
         self.sessions: list[VoiceSession] = []
         self.by_token: dict[str, VoiceSession] = {}
         self.by_ssrc: dict[int, VoiceSession] = {}
