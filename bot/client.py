@@ -182,6 +182,18 @@ class DiaBot(commands.Bot):
             count = counted(waiting, "line")
             await self.post(lines[0].text_channel, f"▶️ Back after a restart: playing the {count} that waited.", None)
 
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        """The bot was removed from `guild` (kicked, banned, or the server deleted; discord.py tells an outage apart,
+        as `on_guild_unavailable`): its lines are dropped, so the worker renders nothing for nobody and a restart
+        plays nothing there. The server's characters and settings stay, in case the bot is invited back."""
+        log.info("removed from guild %d", guild.id)
+        player = self.players.pop(guild.id, None)
+        if player is not None:
+            await player.forsake()
+        client = guild.voice_client  # the guild is gone from discord.py's cache, so the player cannot find it
+        if client is not None:
+            await client.disconnect(force=True)
+
     async def on_voice_state_update(
         self, member: discord.Member, before: discord.VoiceState, after: discord.VoiceState
     ) -> None:

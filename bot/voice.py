@@ -180,6 +180,13 @@ class GuildPlayer(LineQueue):
         if client is not None:
             await client.disconnect(force=True)
 
+    async def forsake(self) -> None:
+        """The bot left the guild: drop every line (the worker stops rendering them; none is saved for a restart)
+        and play nothing more."""
+        self.close()
+        await self.stop()
+        await self.shutdown()
+
     def close(self) -> None:
         """Play nothing more; `enqueue` still saves lines, for the next start."""
         self._closed = True

@@ -131,7 +131,8 @@ class Store:
         self.attachments: dict[int, Attachment] = {}
         self.posted: list[Posted] = []
         self.changed = asyncio.Event()
-        # Bodies Discord would have refused (tests/fakediscord/limits.py): a bot test fails on any it did not expect.
+        # What Discord would have refused: bodies over its limits (tests/fakediscord/limits.py), and posts to a server
+        # the bot was removed from. A bot test fails on any it did not expect.
         self.refused: list[str] = []
 
     def refuse(self, where: str, problems: list[str]) -> web.Response | None:

@@ -131,6 +131,7 @@ class Guild:
     voice: dict[int, int] = field(default_factory=dict)  # user id -> voice channel id
     sessions: dict[int, str] = field(default_factory=dict)  # user id -> voice session id
     suppressed: set[int] = field(default_factory=set)  # users in a stage's audience: nobody hears them
+    bot_removed: bool = False  # the bot was kicked from the server (or it was deleted): it may see nothing there
 
     def __post_init__(self) -> None:
         # The @everyone role shares the guild's id; it grants what a normal server grants.

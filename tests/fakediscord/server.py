@@ -143,6 +143,23 @@ class FakeDiscord:
         (guild.suppressed.discard if speaker else guild.suppressed.add)(self.bot.id)
         await self.dispatch("VOICE_STATE_UPDATE", guild.voice_state(self.bot.id))
 
+    async def remove_bot(self, guild: Guild) -> None:
+        """The bot is removed from `guild` (kicked, banned, or the server deleted): GUILD_DELETE without
+        `unavailable`, and its voice connection there ends. From then on the server's channels refuse it (403
+        Missing Access) and its voice state updates for the server are ignored."""
+        guild.bot_removed = True
+        guild.voice.pop(self.bot.id, None)
+        await self.dispatch("GUILD_DELETE", {"id": str(guild.id)})
+        for session in self.sessions(guild):
+            await session.drop(4014)
+
+    async def outage(self, guild: Guild) -> None:
+        """`guild` is unavailable for a while (a Discord outage): GUILD_DELETE with `unavailable: true`, which is
+        no removal, then GUILD_CREATE as it comes back. The bot's voice connection there is untouched."""
+        await self.dispatch("GUILD_DELETE", {"id": str(guild.id), "unavailable": True})
+        await asyncio.sleep(0.2)
+        await self.dispatch("GUILD_CREATE", guild.payload())
+
     async def kick_bot(self, guild: Guild) -> None:
         """A moderator disconnects the bot from voice: its state goes to no channel and the voice socket closes."""
         await self._unplace_bot(guild)
@@ -402,6 +419,8 @@ class FakeDiscord:
 
     async def _voice_state_update(self, d: dict[str, Any]) -> None:
         guild = self.guilds[int(d["guild_id"])]
+        if guild.bot_removed:
+            return  # Discord tells the bot nothing of a server it is not in
         channel_id = d.get("channel_id")
         if channel_id is None:
             await self._unplace_bot(guild)
@@ -492,6 +511,10 @@ class FakeDiscord:
         if len(parts) < 3 or parts[2] != "messages":
             return None
         channel_id = int(parts[1])
+        guild = self._guild_of(channel_id)
+        if guild is not None and guild.bot_removed:
+            self.store.refused.append(f"{request.method} {request.path}: the bot is not in that server")
+            return error(403, 50001, "Missing Access")
         if len(parts) == 3 and request.method == "POST":
             body, uploads = await read_body(request)
             refused = self.store.refuse(f"POST {request.path}", message_problems(body, uploads, new=True))
@@ -499,7 +522,6 @@ class FakeDiscord:
                 return refused
             message = self.store.post(channel_id, body, uploads)
             # Like Discord, the bot hears its own message too, content included (the intent is for others').
-            guild = self._guild_of(channel_id)
             if guild is not None:
                 await self._message_event("MESSAGE_CREATE", guild, guild.members[self.bot.id], message, heard=True)
             return json_response(message.payload())
@@ -515,7 +537,6 @@ class FakeDiscord:
             self.store.edit(message, body, uploads)
         elif request.method == "DELETE":
             self.store.delete(message)
-            guild = self._guild_of(channel_id)
             if guild is not None:  # the bot hears its own deletions too
                 await self._messages_deleted(guild, channel_id, [message.id])
             return web.Response(status=204)
