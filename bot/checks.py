@@ -48,6 +48,36 @@ def can_speak_in(channel: VoiceChannel, me: discord.Member) -> None:
         )
 
 
+Postable = discord.abc.GuildChannel | discord.Thread
+
+
+def cannot_post(channel: Postable, me: discord.Member, *, file: bool = False, reply: bool = False) -> str | None:
+    """The permission the bot lacks to post in `channel` (with a file, or as a reply), if any: Discord refuses such
+    a post (resources/message, "Create Message"). A thread takes Send Messages in Threads instead."""
+    permissions = channel.permissions_for(me)
+    send = permissions.send_messages_in_threads if isinstance(channel, discord.Thread) else permissions.send_messages
+    needed = [
+        ("View Channel", permissions.view_channel),
+        ("Send Messages in Threads" if isinstance(channel, discord.Thread) else "Send Messages", send),
+        ("Attach Files", permissions.attach_files or not file),
+        ("Read Message History", permissions.read_message_history or not reply),
+    ]
+    return next((name for name, granted in needed if not granted), None)
+
+
+def can_post_export(where: Postable | None, voice: VoiceChannel, me: discord.Member) -> None:
+    """An exported line's file is posted where it was asked for, else in its voice channel's chat (bot.post): the
+    bot may post a file in one of them."""
+    lacking = "View Channel" if where is None else cannot_post(where, me, file=True)
+    if lacking is None or cannot_post(voice, me, file=True) is None:
+        return
+    here = "this channel" if where is None else where.mention
+    raise UserFacingError(
+        f"`export` posts the line as a file once it is spoken, and I cannot post files in {here} (I am missing "
+        f"{lacking} there) nor in {voice.mention}'s chat: leave export off, or ask a moderator for that permission"
+    )
+
+
 def not_busy_elsewhere(current: VoiceChannel | None, wanted: VoiceChannel, busy: bool) -> None:
     if current is not None and current.id != wanted.id and busy:
         raise UserFacingError(

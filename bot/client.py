@@ -17,6 +17,7 @@ import yarl
 from discord.ext import commands
 from redis.asyncio import Redis
 
+from bot import checks
 from bot.errors import on_app_command_error
 from bot.lines import RecentDeletions
 from bot.pronunciations import Pronunciations
@@ -114,20 +115,31 @@ class DiaBot(commands.Bot):
                 player.close()
         return player
 
-    async def post(self, channel_id: int, content: str, file: discord.File | None) -> None:
-        """A message in a text channel, mentioning users only (never roles or everyone)."""
-        channel = self.get_channel(channel_id)
-        if not isinstance(channel, discord.abc.Messageable):
-            log.warning("cannot post to channel %s: %s", channel_id, content)
+    async def post(self, channels: Sequence[int], content: str, file: discord.File | None) -> None:
+        """A message in the first of `channels` the bot may post it in, mentioning users only (never roles or
+        everyone). Asked first, so that a channel closed to the bot costs no refused request."""
+        missing = []
+        for channel_id in channels:
+            channel = self.get_channel(channel_id)
+            if not isinstance(
+                channel, discord.TextChannel | discord.VoiceChannel | discord.StageChannel | discord.Thread
+            ):
+                missing.append(f"{channel_id} (gone)")
+                continue
+            lacking = checks.cannot_post(channel, channel.guild.me, file=file is not None)
+            if lacking is not None:
+                missing.append(f"{channel_id} ({lacking})")
+                continue
+            mentions = discord.AllowedMentions(everyone=False, roles=False, users=True)
+            try:
+                if file is None:
+                    await channel.send(content, allowed_mentions=mentions)
+                else:
+                    await channel.send(content, file=file, allowed_mentions=mentions)
+            except discord.HTTPException as exc:
+                log.warning("posting to channel %s failed: %s", channel_id, exc)
             return
-        mentions = discord.AllowedMentions(everyone=False, roles=False, users=True)
-        try:
-            if file is None:
-                await channel.send(content, allowed_mentions=mentions)
-            else:
-                await channel.send(content, file=file, allowed_mentions=mentions)
-        except discord.HTTPException as exc:
-            log.warning("posting to channel %s failed: %s", channel_id, exc)
+        log.warning("could post in none of the channels %s: %s", ", ".join(missing), content)
 
     async def setup_hook(self) -> None:
         for name in self.initial_extensions:
@@ -180,7 +192,7 @@ class DiaBot(commands.Bot):
                 continue
             log.info("resuming %d saved lines in guild %d", waiting, guild_id)
             count = counted(waiting, "line")
-            await self.post(lines[0].text_channel, f"▶️ Back after a restart: playing the {count} that waited.", None)
+            await self.post(lines[0].notes_to, f"▶️ Back after a restart: playing the {count} that waited.", None)
 
     async def on_guild_remove(self, guild: discord.Guild) -> None:
         """The bot was removed from `guild` (kicked, banned, or the server deleted; discord.py tells an outage apart,

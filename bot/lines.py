@@ -174,6 +174,8 @@ async def enqueue(
     guild, job = member.guild, line.job
     channel = checks.caller_channel(member)
     checks.can_speak_in(channel, guild.me)
+    if job.export:
+        checks.can_post_export(guild.get_channel_or_thread(text_channel), channel, guild.me)
     player = bot.player(guild.id)
     checks.not_busy_elsewhere(player.channel(), channel, player.busy)
     await submit(bot.redis, job, bot.limits, timeout=SUBMIT_WITHIN)

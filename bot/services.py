@@ -5,7 +5,7 @@ services it is handed (bot/voice.py plays; bot/saved.py saves; bot/client.py han
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -28,6 +28,12 @@ class Line:
     message_id: int | None = None  # the message it speaks (read channel, Speak message): deleting it takes it back
     queued_at: float = field(default_factory=time.monotonic)
 
+    @property
+    def notes_to(self) -> tuple[int, int]:
+        """Where notes on this line go: the text channel it was asked for in, else its voice channel's own chat
+        (where the bot may be allowed to post when it is not in the first)."""
+        return self.text_channel, self.voice_channel
+
 
 class LineStore(Protocol):
     """Where queued lines outlive the bot (bot/saved.py)."""
@@ -46,7 +52,7 @@ class Services:
         self,
         redis: Redis,
         guild: Callable[[], discord.Guild | None],
-        post: Callable[[int, str, discord.File | None], Awaitable[None]],
+        post: Callable[[Sequence[int], str, discord.File | None], Awaitable[None]],
         *,
         guild_id: int,
         saved: LineStore,

@@ -151,7 +151,7 @@ class GuildPlayer(LineQueue):
         line = self.current or (self.lines[0] if self.lines else None)
         if line is not None:
             note = stage.paused_note(where, len(self.lines), sent_down=sent_down)
-            await self.services.post(line.text_channel, note, None)
+            await self.services.post(line.notes_to, note, None)
 
     def _go_on(self) -> None:
         """Heard again: the paused line plays on, and the queue after it."""
@@ -279,7 +279,7 @@ class GuildPlayer(LineQueue):
                 # with no connection means it gave up (or the bot was kicked). Keep the rest of the queue.
                 self.held = True
                 waiting = f"; {len(self.lines)} more waiting, `/join` or `/say` to go on" if self.lines else ""
-                await self.services.post(line.text_channel, f"🔇 I lost the voice connection{waiting}.", None)
+                await self.services.post(line.notes_to, f"🔇 I lost the voice connection{waiting}.", None)
         finally:
             buffer.drop()
             feeder.cancel()
@@ -313,21 +313,21 @@ class GuildPlayer(LineQueue):
         guild = self.services.guild()
         channel = guild.get_channel(line.voice_channel) if guild is not None else None
         if not isinstance(channel, discord.VoiceChannel | discord.StageChannel):
-            await self.services.post(line.text_channel, "⚠️ The voice channel for your line is gone.", None)
+            await self.services.post(line.notes_to, "⚠️ The voice channel for your line is gone.", None)
             return None
         try:
             return await self.connect(channel)
         except (TimeoutError, discord.ClientException) as exc:
-            await self.services.post(line.text_channel, f"⚠️ I could not join {channel.mention}: {exc}", None)
+            await self.services.post(line.notes_to, f"⚠️ I could not join {channel.mention}: {exc}", None)
             return None
 
     async def _report(self, line: Line, result: jobs.EndEvent | jobs.ErrorEvent | None) -> None:
         if isinstance(result, jobs.ErrorEvent):
             message = f"⚠️ <@{line.requester}>, your line was not spoken: {result.message}"
-            await self.services.post(line.text_channel, message, None)
+            await self.services.post(line.notes_to, message, None)
         elif isinstance(result, jobs.EndEvent) and line.export and not result.cancelled:
             if result.ogg is None:
-                await self.services.post(line.text_channel, "⚠️ The line was too long to attach as a file.", None)
+                await self.services.post(line.notes_to, "⚠️ The line was too long to attach as a file.", None)
             else:
                 file = discord.File(io.BytesIO(result.ogg), filename="line.ogg")
-                await self.services.post(line.text_channel, f"🎧 <@{line.requester}>'s line: {line.preview}", file)
+                await self.services.post(line.notes_to, f"🎧 <@{line.requester}>'s line: {line.preview}", file)

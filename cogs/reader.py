@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot import lines, text
+from bot import checks, lines, text
 from bot.errors import REDIS_AWAY, REDIS_AWAY_MESSAGE, USER_ERRORS
 from bot.server_settings import Reading
 
@@ -185,6 +185,12 @@ class Reader(commands.Cog):
             log.info("an edited message is not read: its line %s is taken back", job_id)
 
     async def _note(self, message: discord.Message, why: str) -> None:
+        channel, guild = message.channel, message.guild
+        if guild is not None and isinstance(channel, discord.abc.GuildChannel | discord.Thread):
+            lacking = checks.cannot_post(channel, guild.me, reply=True)
+            if lacking is not None:  # `/settings show` tells the managers
+                log.info("message %s not spoken (%s); no note: missing %s in its channel", message.id, why, lacking)
+                return
         try:
             await message.reply(
                 f"⚠️ Not spoken: {why}",

@@ -57,6 +57,10 @@ class Settings(commands.GroupCog, group_name="settings", group_description="The 
             reading += "; the writer's name is said first" if read.names else "; without the writer's name"
             if not self.bot.settings.read_messages:
                 reading += " (not read: the bot's host turned reading off)"
+            channel = guild.get_channel_or_thread(read.channel)
+            lacking = None if channel is None else checks.cannot_post(channel, guild.me, reply=True)
+            if lacking is not None:
+                reading += f" (I am missing {lacking} there, so a message that is not spoken gets no note saying why)"
         voice = await self.bot.voice_choices.server(guild.id)
         spoken = f"**{discord.utils.escape_markdown(voice.tag)}**" if voice else "Dia's `[S1]`, new for every line"
         return (

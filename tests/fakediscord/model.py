@@ -16,13 +16,14 @@ from typing import Any
 VIEW_CHANNEL = 1 << 10
 SEND_MESSAGES = 1 << 11
 ATTACH_FILES = 1 << 15
+READ_MESSAGE_HISTORY = 1 << 16
 CONNECT = 1 << 20
 SPEAK = 1 << 21
 MANAGE_GUILD = 1 << 5
 MANAGE_CHANNELS = 1 << 4
 MUTE_MEMBERS = 1 << 22
 ADMINISTRATOR = 1 << 3
-EVERYONE_DEFAULT = VIEW_CHANNEL | SEND_MESSAGES | ATTACH_FILES | CONNECT | SPEAK
+EVERYONE_DEFAULT = VIEW_CHANNEL | SEND_MESSAGES | ATTACH_FILES | READ_MESSAGE_HISTORY | CONNECT | SPEAK
 
 TEXT, VOICE, STAGE = 0, 2, 13
 _ids = itertools.count(900_000_000_000_000_001)
@@ -138,8 +139,10 @@ class Guild:
         self.roles.append(Role("@everyone", EVERYONE_DEFAULT, id=self.id, position=0))
         self.members[self.bot.id] = Member(self.bot)
 
-    def text_channel(self, name: str = "general") -> Channel:
+    def text_channel(self, name: str = "general", *, deny_bot: int = 0) -> Channel:
         channel = Channel(name, TEXT, self.id, position=len(self.channels))
+        if deny_bot:
+            channel.overwrites.append(Overwrite(self.bot.id, deny=deny_bot, member=True))
         self.channels.append(channel)
         return channel
 

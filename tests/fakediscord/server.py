@@ -34,7 +34,21 @@ from tests.fakediscord.interactions import (
 )
 from tests.fakediscord.limits import message_problems
 from tests.fakediscord.messages import EPHEMERAL, Message, MessageRef, Posted, Store, error, json_response, read_body
-from tests.fakediscord.model import MUTE_MEMBERS, STAGE, TEXT, Channel, Guild, Member, Upload, User, snowflake
+from tests.fakediscord.model import (
+    ATTACH_FILES,
+    MUTE_MEMBERS,
+    READ_MESSAGE_HISTORY,
+    SEND_MESSAGES,
+    STAGE,
+    TEXT,
+    VIEW_CHANNEL,
+    Channel,
+    Guild,
+    Member,
+    Upload,
+    User,
+    snowflake,
+)
 from tests.fakediscord.voice import VoiceServer, VoiceSession
 
 GUILD_MESSAGES = 1 << 9
@@ -520,6 +534,10 @@ class FakeDiscord:
             refused = self.store.refuse(f"POST {request.path}", message_problems(body, uploads, new=True))
             if refused is not None:
                 return refused
+            missing = None if guild is None else self._may_not_post(guild, channel_id, body, uploads)
+            if missing is not None:
+                self.store.refused.append(f"POST {request.path}: the bot lacks {missing} there")
+                return error(403, 50013, "Missing Permissions")
             message = self.store.post(channel_id, body, uploads)
             # Like Discord, the bot hears its own message too, content included (the intent is for others').
             if guild is not None:
@@ -541,6 +559,17 @@ class FakeDiscord:
                 await self._messages_deleted(guild, channel_id, [message.id])
             return web.Response(status=204)
         return json_response(message.payload())
+
+    def _may_not_post(self, guild: Guild, channel_id: int, body: dict[str, Any], uploads: list[Upload]) -> str | None:
+        """The permission the bot lacks to post this message in the channel, if any (resources/message, "Create
+        Message"): View Channel and Send Messages; Attach Files for files; Read Message History for a reply."""
+        have = guild.channel_permissions(guild.members[self.bot.id], self._channel(guild, channel_id))
+        needed = [("View Channel", VIEW_CHANNEL), ("Send Messages", SEND_MESSAGES)]
+        if uploads:
+            needed.append(("Attach Files", ATTACH_FILES))
+        if body.get("message_reference"):
+            needed.append(("Read Message History", READ_MESSAGE_HISTORY))
+        return next((name for name, bit in needed if not have & bit), None)
 
     async def _my_voice_state(self, guild: Guild, body: dict[str, Any]) -> web.Response:
         """PATCH /guilds/{id}/voice-states/@me: the bot steps up to speak on its stage (`suppress: false`, which
