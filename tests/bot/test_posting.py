@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tests.bot.conftest import World, private_text
 from tests.fakediscord import MANAGE_GUILD
-from tests.fakediscord.model import ATTACH_FILES, READ_MESSAGE_HISTORY, SEND_MESSAGES
+from tests.fakediscord.model import ATTACH_FILES, READ_MESSAGE_HISTORY, SEND_MESSAGES, SEND_MESSAGES_IN_THREADS
 
 
 async def test_a_line_asked_for_where_the_bot_may_not_post(
@@ -50,3 +50,27 @@ async def test_a_read_channel_the_bot_cannot_answer_in(world: World, start_bot: 
     await discord.chat(guild, world.alice, tts, "[S1] 700")
     await (await world.session()).wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
     assert not discord.posted, "no note where the bot may not reply"
+
+
+async def test_a_line_asked_for_in_a_thread(world: World, start_bot: object, tone_worker: object) -> None:
+    """A campaign's session thread works like its channel: the exported file is posted in the thread. In a
+    thread where the bot may not write (Send Messages in Threads denied on its channel), notes go to the voice
+    channel's chat."""
+    guild, discord = world.guild, world.discord
+    session_thread = guild.thread(world.text)
+    closed = guild.thread(guild.text_channel("archive", deny_bot=SEND_MESSAGES_IN_THREADS), "Old session")
+    tone_worker("--seconds", "2")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+
+    reply = await discord.slash(guild, world.alice, session_thread, "say", text="[S1] 600", export=True)
+    assert "Speaking now" in str((await reply.reply())["content"])
+    (posted,) = await discord.wait_posted(session_thread)
+    assert posted.content.startswith(f"🎧 <@{world.alice.user.id}>'s line") and posted.files, posted
+
+    reply = await discord.slash(guild, world.alice, closed, "say", text="[S1] 700")
+    assert "Speaking now" in str((await reply.reply())["content"])
+    voice = await world.session()
+    await voice.wait_for(lambda s: len(s.audio()) >= 120, timeout=60)  # the first line's 100 packets, then this
+    await discord.kick_bot(guild)
+    (note,) = await discord.wait_posted(world.tavern)
+    assert "I lost the voice connection" in note.content, note

@@ -22,10 +22,13 @@ SPEAK = 1 << 21
 MANAGE_GUILD = 1 << 5
 MANAGE_CHANNELS = 1 << 4
 MUTE_MEMBERS = 1 << 22
+SEND_MESSAGES_IN_THREADS = 1 << 38
 ADMINISTRATOR = 1 << 3
-EVERYONE_DEFAULT = VIEW_CHANNEL | SEND_MESSAGES | ATTACH_FILES | READ_MESSAGE_HISTORY | CONNECT | SPEAK
+EVERYONE_DEFAULT = (
+    VIEW_CHANNEL | SEND_MESSAGES | SEND_MESSAGES_IN_THREADS | ATTACH_FILES | READ_MESSAGE_HISTORY | CONNECT | SPEAK
+)
 
-TEXT, VOICE, STAGE = 0, 2, 13
+TEXT, VOICE, THREAD, STAGE = 0, 2, 11, 13  # THREAD: a public thread
 _ids = itertools.count(900_000_000_000_000_001)
 
 
@@ -96,8 +99,15 @@ class Channel:
     position: int = 0
     overwrites: list[Overwrite] = field(default_factory=list)
     user_limit: int = 0  # a voice channel's: 0 is none
+    parent_id: int | None = None  # a thread's channel
 
     def payload(self) -> dict[str, Any]:
+        if self.type == THREAD:  # no overwrites of its own: its channel's permissions hold
+            metadata = {"archived": False, "auto_archive_duration": 1440, "locked": False,
+                        "archive_timestamp": "2026-01-01T00:00:00+00:00"}  # fmt: skip
+            return {"id": str(self.id), "type": THREAD, "name": self.name, "guild_id": str(self.guild_id),
+                    "parent_id": str(self.parent_id), "owner_id": "1", "message_count": 0, "member_count": 1,
+                    "thread_metadata": metadata}  # fmt: skip
         data: dict[str, Any] = {
             "id": str(self.id), "type": self.type, "name": self.name, "guild_id": str(self.guild_id),
             "position": self.position, "permission_overwrites": [o.payload() for o in self.overwrites],
@@ -158,6 +168,12 @@ class Guild:
         self.channels.append(channel)
         return channel
 
+    def thread(self, parent: Channel, name: str = "Session 12") -> Channel:
+        """A public thread in text channel `parent` (resources/channel, "Thread")."""
+        thread = Channel(name, THREAD, self.id, parent_id=parent.id)
+        self.channels.append(thread)
+        return thread
+
     def role(self, name: str, permissions: int = 0) -> Role:
         role = Role(name, permissions, position=len(self.roles))
         self.roles.append(role)
@@ -183,10 +199,12 @@ class Guild:
             # The owner bypasses every permission, so it is a host account of its own, never the bot.
             "id": str(self.id), "name": self.name, "owner_id": "1", "unavailable": False,
             "member_count": len(self.members), "large": False, "features": [], "emojis": [], "stickers": [],
-            "channels": [c.payload() for c in self.channels], "roles": [r.payload() for r in self.roles],
+            "channels": [c.payload() for c in self.channels if c.type != THREAD],
+            "threads": [c.payload() for c in self.channels if c.type == THREAD],
+            "roles": [r.payload() for r in self.roles],
             "members": [m.payload() for m in self.members.values()],
             "voice_states": [self.voice_state(u) for u in self.voice],
-            "threads": [], "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
+            "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
             "preferred_locale": "en-US", "premium_tier": 0, "verification_level": 0,
             "default_message_notifications": 0, "explicit_content_filter": 0, "mfa_level": 0, "nsfw_level": 0,
             "system_channel_flags": 0, "afk_timeout": 300,
@@ -206,6 +224,8 @@ class Guild:
         value = self.permissions(member)
         if value & ADMINISTRATOR:
             return ~0
+        if channel.type == THREAD:
+            channel = next(c for c in self.channels if c.id == channel.parent_id)
         layers = [
             [o for o in channel.overwrites if not o.member and o.target == self.id],
             [o for o in channel.overwrites if not o.member and o.target in member.roles],

@@ -39,8 +39,10 @@ from tests.fakediscord.model import (
     MUTE_MEMBERS,
     READ_MESSAGE_HISTORY,
     SEND_MESSAGES,
+    SEND_MESSAGES_IN_THREADS,
     STAGE,
     TEXT,
+    THREAD,
     VIEW_CHANNEL,
     Channel,
     Guild,
@@ -562,9 +564,13 @@ class FakeDiscord:
 
     def _may_not_post(self, guild: Guild, channel_id: int, body: dict[str, Any], uploads: list[Upload]) -> str | None:
         """The permission the bot lacks to post this message in the channel, if any (resources/message, "Create
-        Message"): View Channel and Send Messages; Attach Files for files; Read Message History for a reply."""
-        have = guild.channel_permissions(guild.members[self.bot.id], self._channel(guild, channel_id))
-        needed = [("View Channel", VIEW_CHANNEL), ("Send Messages", SEND_MESSAGES)]
+        Message"): View Channel and Send Messages (in a thread, Send Messages in Threads); Attach Files for files;
+        Read Message History for a reply."""
+        channel = self._channel(guild, channel_id)
+        have = guild.channel_permissions(guild.members[self.bot.id], channel)
+        thread = channel.type == THREAD
+        send = ("Send Messages in Threads", SEND_MESSAGES_IN_THREADS) if thread else ("Send Messages", SEND_MESSAGES)
+        needed = [("View Channel", VIEW_CHANNEL), send]
         if uploads:
             needed.append(("Attach Files", ATTACH_FILES))
         if body.get("message_reference"):
