@@ -15,6 +15,7 @@ import discord
 from discord import app_commands
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisFull
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.text import TextRejected
@@ -34,6 +35,8 @@ USER_ERRORS = (UserFacingError, TextRejected, SubmitRejected, CastError)
 # Redis away: a refused connection fails at once, a stall at the client's socket timeout.
 REDIS_AWAY = (RedisConnectionError, RedisTimeoutError)
 REDIS_AWAY_MESSAGE = "my database (Redis) is not answering; try again in a moment"
+# Redis at its maxmemory (no eviction, Redis's default) refuses writes until its host gives it room.
+REDIS_FULL_MESSAGE = "my database (Redis) is full, so I cannot keep anything new; the bot's host has to give it room"
 
 
 async def submit(redis: Redis, job: jobs.RenderJob, limits: jobs.QueueLimits, *, timeout: float) -> None:
@@ -79,6 +82,9 @@ async def report(interaction: discord.Interaction, error: Exception, where: str)
     elif isinstance(error, REDIS_AWAY):
         log.warning("%s: Redis did not answer (guild %s): %s", where, interaction.guild_id, error)
         message = _sentence(REDIS_AWAY_MESSAGE)
+    elif isinstance(error, RedisFull):
+        log.warning("%s: %s (guild %s)", where, jobs.REDIS_FULL_HINT, interaction.guild_id)
+        message = _sentence(REDIS_FULL_MESSAGE)
     else:
         log.error("%s failed (guild %s, user %s)", where, interaction.guild_id, interaction.user.id, exc_info=error)
         message = "Something went wrong on my side; the bot's host can find the details in its log."

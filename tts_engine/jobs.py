@@ -40,6 +40,8 @@ GROUP = "workers"
 DEAD_LETTER = "dia:dead"
 WORKERS = "dia:workers"
 OUT_MAXLEN = 5000  # audio batches per job stream; a 36 s line needs about 150
+# For the host, when Redis is at its maxmemory with no eviction (its default) and refuses writes with OOM.
+REDIS_FULL_HINT = "Redis is full (at its maxmemory): give it more, or lower DIA_CACHE_MAX_MB"
 MAX_SEED = 2**63 - 1
 
 

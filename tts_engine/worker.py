@@ -25,6 +25,7 @@ from typing import Any
 import redis
 
 from tts_engine.jobs import (
+    REDIS_FULL_HINT,
     AudioEvent,
     ContractError,
     EndEvent,
@@ -42,6 +43,18 @@ from tts_engine.worker_run import Run
 from tts_engine.worker_store import LostJob, VoiceMissing, WorkerStore, cache_key, encode_log
 
 log = logging.getLogger(__name__)
+
+# Redis cannot take the worker's writes for now: it is away (down, or stalled past the socket timeout), or full (at
+# its maxmemory with no eviction, where it refuses writes with OOM). Either way the job stays this worker's, first in
+# line, and is started (or, cut off mid-line, taken up from the codes it had logged) once Redis takes writes again.
+REDIS_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError)
+
+
+def _unavailable(exc: redis.RedisError) -> str:
+    """Why Redis takes no writes, for the host."""
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return REDIS_FULL_HINT
+    return f"Redis unreachable ({exc})"
 
 
 @dataclass(frozen=True)
@@ -119,8 +132,8 @@ class Worker:
                     try:
                         self._fill()
                         backoff = 0.1
-                    except (redis.ConnectionError, redis.TimeoutError) as exc:
-                        log.warning("Redis unreachable (%s); retrying in %.1f s", exc, backoff)
+                    except REDIS_UNAVAILABLE as exc:
+                        log.warning("%s; retrying in %.1f s", _unavailable(exc), backoff)
                         time.sleep(backoff)
                         backoff = min(backoff * 2, 5.0)
                         continue
@@ -155,6 +168,8 @@ class Worker:
         while not self._beat_stop.wait(self.config.beat):
             try:
                 self._beat_once()
+            except REDIS_UNAVAILABLE as exc:
+                log.warning("heartbeat failed: %s", _unavailable(exc))
             except redis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
 
@@ -237,10 +252,12 @@ class Worker:
         except LostJob as exc:
             log.warning("%s; leaving it to its new owner", exc)
             self._release(entry_id)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            # Unacknowledged, the job stays pending: another attempt picks it up once Redis is back.
-            log.warning("lost Redis while starting job %s (%s); it will be retried", job.job_id, exc)
-            self._release(entry_id)
+        except REDIS_UNAVAILABLE as exc:
+            # Raised on, so that the worker waits before it tries again (should it die meanwhile, the job is
+            # unacknowledged, and another worker reclaims it).
+            log.warning("could not start job %s: %s; it will be tried again", job.job_id, _unavailable(exc))
+            self._waiting.appendleft((entry_id, raw, job))
+            raise
 
     def _start(self, entry_id: str, raw: bytes, job: RenderJob) -> None:
         attempt = self.store.next_attempt(job.job_id)
@@ -324,9 +341,10 @@ class Worker:
             log.warning("%s; leaving it to its new owner", exc)
         except ColdShutdown:
             raise
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             self._drop(run)
-            log.warning("lost Redis during job %s (%s); it will be retried", job_id, exc)
+            self._waiting.appendleft((run.entry_id, run.raw, run.job))
+            log.warning("job %s cut off: %s; it will be taken up again", job_id, _unavailable(exc))
         except Exception:
             self._drop(run)
             log.exception("job %s failed on attempt %d", job_id, run.attempt)

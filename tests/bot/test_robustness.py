@@ -273,6 +273,31 @@ async def test_while_redis_stalls_commands_answer_in_time_and_stop_stops(
     await session.wait_for(lambda s: sum(near(f, 1300) for f in frame_frequencies(s) if f) >= 10, timeout=60)
 
 
+async def test_a_full_redis_is_named_and_the_line_plays_on(
+    world: World, start_bot: object, tone_worker: object, redis: Redis
+) -> None:
+    """Redis at its maxmemory refuses writes mid-line: a command that writes says so privately, the host is told
+    what to do, and once Redis has room the line that was cut off plays on to its end."""
+    tone_worker("--seconds", "3", "--pace")  # type: ignore[operator]
+    world.alice.roles.append(world.guild.role("Game master", MANAGE_GUILD).id)
+    bot = await start_bot()  # type: ignore[operator]
+    await world.say("[S1] 500")
+    session = await world.session()
+    await session.wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
+    try:
+        await redis.config_set("maxmemory", "1")
+        refused = await world.discord.slash(
+            world.guild, world.alice, world.text, "pronounce set", word="Xyrrith", sounds_like="Zeer-ith"
+        )
+        assert "My database (Redis) is full" in await private_text(refused)
+        await asyncio.sleep(1.0)
+    finally:
+        await redis.config_set("maxmemory", "0")
+    await session.wait_for(lambda s: sum(near(f, 500) for f in frame_frequencies(s)) >= 148, timeout=60)
+    log = bot.log()  # type: ignore[attr-defined]
+    assert "/pronounce set: Redis is full (at its maxmemory)" in log and "Traceback" not in log, log
+
+
 async def test_a_fault_of_ours_is_an_apology_logged_once(
     discord: FakeDiscord, start_bot: object, tone_worker: object, redis: Redis
 ) -> None:

@@ -291,6 +291,53 @@ async def test_a_job_survives_a_redis_restart(tmp_path: Path, start_worker: type
         assert isinstance(events[-1], EndEvent) and len(packets(events)) > 0
 
 
+async def test_a_line_cut_off_by_a_redis_restart_is_taken_up_again(
+    tmp_path: Path, start_worker: type[WorkerProcess]
+) -> None:
+    """Redis is away for seconds mid-line (then back, its data kept): the worker, cut off, keeps the job and takes
+    it up again from its logged codes as soon as Redis is back, rather than holding it where no one retries it."""
+    with RestartableRedis(tmp_path) as server:
+        worker = await start_worker(server.url).ready()
+        client = Redis.from_url(server.url)
+        job = line(params=LONG)
+        await jobs.submit(client, job)
+        await first_audio(client, job.job_id)
+        await client.aclose()
+        server.stop()
+        await asyncio.sleep(4.0)  # longer than the worker's client retries on its own
+        server.start()
+        client = Redis.from_url(server.url)
+        events = await collect(client, job.job_id, timeout=30)
+        await client.aclose()
+    ends = [e for e in events if isinstance(e, EndEvent)]
+    assert len(ends) == 1 and not ends[0].cancelled and ends[0].attempt >= 2, events[-3:]
+    assert "going on from" in worker.log(), worker.log()
+
+
+async def test_a_full_redis_holds_the_line_until_it_has_room(tmp_path: Path, start_worker: type[WorkerProcess]) -> None:
+    """Redis at its maxmemory (no eviction: Redis's default) refuses writes with OOM. The worker does not die of
+    it: it names the cause for the host, waits, and once Redis takes writes again the line is taken up where it
+    was cut off and ends whole; the next line plays too."""
+    with RestartableRedis(tmp_path) as server:
+        worker = await start_worker(server.url).ready()
+        client = Redis.from_url(server.url)
+        job, after = line(params=LONG), line()
+        await jobs.submit(client, job)
+        await first_audio(client, job.job_id)
+        await client.config_set("maxmemory", "1")
+        await jobs.submit(client, after)  # queued before the cap bit: it waits for room too
+        await asyncio.sleep(2.0)
+        assert worker.process.poll() is None, worker.log()
+        assert "Redis is full (at its maxmemory)" in worker.log(), worker.log()
+        await client.config_set("maxmemory", "0")
+        events, next_events = await collect(client, job.job_id), await collect(client, after.job_id)
+        await client.aclose()
+    ends = [e for e in events if isinstance(e, EndEvent)]
+    assert len(ends) == 1 and not ends[0].cancelled and ends[0].attempt >= 2, events[-3:]
+    assert "going on from" in worker.log(), "taken up from its logged codes, not rendered afresh"
+    assert isinstance(next_events[-1], EndEvent), next_events[-3:]
+
+
 async def test_warm_shutdown_finishes_the_job(redis: Redis, start_worker: type[WorkerProcess]) -> None:
     worker = await start_worker().ready()
     job = line(params=LONG)
