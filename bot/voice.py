@@ -48,6 +48,10 @@ class GuildPlayer(LineQueue):
         # there, or it could not step up. Playback pauses until it is heard again.
         self._audience = False
         self._joining = False  # connect() is joining a channel, and steps up on a stage itself
+        # Held by whoever joins voice (`connect`), from the check that the bot is not busy elsewhere until their
+        # line is queued: two /say at once would otherwise both join, the second tearing down the first's
+        # half-made connection, or both pass the check and drag the bot between two channels.
+        self.joining = asyncio.Lock()
 
     @property
     def in_audience(self) -> bool:
@@ -98,7 +102,8 @@ class GuildPlayer(LineQueue):
             self._task = asyncio.create_task(self._run(), name="guild-player")
 
     async def connect(self, channel: discord.VoiceChannel | discord.StageChannel) -> discord.VoiceClient:
-        """Be in `channel`: join it, or move there."""
+        """Be in `channel`: join it, or move there. The caller holds `joining`."""
+        assert self.joining.locked(), "connect() is called under `joining`"
         client = self.voice_client()
         if client is not None and client.is_connected() and client.channel.id == channel.id:
             if self._audience and isinstance(channel, discord.StageChannel) and await stage.step_up(channel):
@@ -316,7 +321,8 @@ class GuildPlayer(LineQueue):
             await self.services.post(line.notes_to, "⚠️ The voice channel for your line is gone.", None)
             return None
         try:
-            return await self.connect(channel)
+            async with self.joining:
+                return await self.connect(channel)
         except (TimeoutError, discord.ClientException) as exc:
             await self.services.post(line.notes_to, f"⚠️ I could not join {channel.mention}: {exc}", None)
             return None

@@ -240,6 +240,44 @@ async def test_a_full_voice_channel_is_named(discord: FakeDiscord, start_bot: ob
     assert other.bot_channel() == other_booth.id and discord.refused_joins == []
 
 
+async def test_lines_asked_for_at_the_same_moment(world: World, start_bot: object, tone_worker: object) -> None:
+    """Two members /say at the same moment while the bot is in no voice channel: one join, both lines queued (the
+    second must not tear down the first's half-made connection). From two channels, one of them is told the bot
+    is busy in the other, and nothing drags it between them."""
+    tone_worker("--seconds", "1")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    await world.discord.join_voice(world.guild, world.bob, world.tavern)
+    slash = world.discord.slash
+    both = await asyncio.gather(
+        slash(world.guild, world.alice, world.text, "say", text="[S1] 500"),
+        slash(world.guild, world.bob, world.text, "say", text="[S1] 900"),
+    )
+    said = sorted([str((await each.reply())["content"]) for each in both])
+    assert "Queued after 1 line" in said[0] and "Speaking now" in said[1], said
+    session = await world.session()
+    await session.wait_for(lambda s: len(s.audio()) >= 2 * 50, timeout=60)
+    assert len(world.discord.sessions(world.guild)) == 1, "one join"
+
+    await world.discord.join_voice(world.guild, world.bob, world.cellar)
+    await world.discord.join_voice(world.guild, world.alice, None)
+    for _ in range(300):  # alone in voice, the bot leaves
+        if world.bot_channel() is None:
+            break
+        await asyncio.sleep(0.1)
+    await world.discord.join_voice(world.guild, world.alice, world.tavern)
+    apart = await asyncio.gather(
+        slash(world.guild, world.alice, world.text, "say", text="[S1] 500"),
+        slash(world.guild, world.bob, world.text, "say", text="[S1] 900"),
+    )
+    replies = [(await each.reply(), each) for each in apart]
+    spoken = [r for r, _ in replies if "Speaking now" in str(r.get("content"))]
+    refused = [await private_text(each) for r, each in replies if "Speaking now" not in str(r.get("content"))]
+    assert len(spoken) == 1 and len(refused) == 1 and "already speaking in" in refused[0], replies
+    joined = world.bot_channel()
+    await asyncio.sleep(1.5)
+    assert world.bot_channel() == joined and len(world.discord.sessions(world.guild)) == 2, "never dragged across"
+
+
 async def test_busy_in_another_channel(world: World, start_bot: object, tone_worker: object) -> None:
     tone_worker("--seconds", "4", "--pace")  # type: ignore[operator]
     await start_bot()  # type: ignore[operator]
