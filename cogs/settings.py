@@ -114,14 +114,14 @@ class Settings(commands.GroupCog, group_name="settings", group_description="The 
 
     @app_commands.command(name="read-channel")
     @app_commands.describe(
-        channel="The channel whose messages are read aloud (leave out to read none)",
+        channel="The channel or thread whose messages are read aloud (leave out to read none)",
         skip="Messages that start with this are not read, e.g. ! for other bots' commands or // for side talk",
         names="Say who wrote a message before it, when the one before was someone else's (default: yes)",
     )
     async def read_channel(
         self,
         interaction: discord.Interaction,
-        channel: discord.TextChannel | discord.VoiceChannel | None = None,
+        channel: discord.TextChannel | discord.VoiceChannel | discord.StageChannel | discord.Thread | None = None,
         skip: app_commands.Range[str, 1, 8] | None = None,
         names: bool | None = None,
     ) -> None:

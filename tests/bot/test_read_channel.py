@@ -331,3 +331,22 @@ async def test_an_edit_at_the_queue_cap_replaces_its_line(
     await fake.edit(guild, world.bob, typo, content="[S1] 400")
     await session.wait_for(lambda s: tone_runs(frame_frequencies(s)) == [700, 400], timeout=60)
     assert not fake.posted, "nothing was refused"
+
+
+async def test_a_thread_read_aloud(world: World, start_bot: object, tone_worker: object) -> None:
+    """A campaign's session thread can be the read channel: what members in voice write in the thread is spoken,
+    and its channel is left alone."""
+    world.alice.roles.append(world.guild.role("Game master", MANAGE_GUILD).id)
+    thread = world.guild.thread(world.text)
+    tone_worker("--seconds", "0.5")  # type: ignore[operator]
+    await start_bot(DIA_READ_MESSAGES="true")  # type: ignore[operator]
+    chat, slash, guild = world.discord.chat, world.discord.slash, world.guild
+    chosen = await private_text(await slash(guild, world.alice, world.text, "settings read-channel", channel=thread))
+    assert f"Channel read aloud: <#{thread.id}>" in chosen, chosen
+    await chat(guild, world.alice, world.text, "[S1] 300")  # the thread's channel: only chatting
+    await chat(guild, world.alice, thread, "[S1] 700")
+    session = await world.session()
+    await session.wait_for(lambda s: len(s.audio()) >= 20, timeout=60)
+    await asyncio.sleep(0.5)
+    heard = [f for f in frame_frequencies(session) if f is not None]
+    assert heard and all(abs(f - 700) < 60 for f in heard), "only the thread is read"

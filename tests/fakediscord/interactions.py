@@ -140,7 +140,9 @@ def command_options(
             option["value"] = str(value.id)
         elif isinstance(value, Channel):
             # A partial channel with the caller's permissions in it; discord.py resolves it from its cache.
-            partial = {k: v for k, v in value.payload().items() if k in ("id", "type", "name", "parent_id")}
+            # A thread's carries its owner and counts too (discord.py reads them).
+            kept = ("id", "type", "name", "parent_id", "thread_metadata", "owner_id", "member_count", "message_count")
+            partial = {k: v for k, v in value.payload().items() if k in kept}
             resolved.setdefault("channels", {})[str(value.id)] = {**partial, "permissions": "0"}
             option["value"] = str(value.id)
         if key == focused:
