@@ -13,11 +13,11 @@ import time
 
 import discord
 
-from bot import stage
+from bot import seat
 from bot.line_queue import LineQueue
 from bot.playback import JitterBuffer, StreamedOpusSource
+from bot.seat import Seat
 from bot.services import Line, Services
-from bot.stage import Seat
 from tts_engine import job_events, jobs
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,9 @@ class GuildPlayer(LineQueue):
         # Set when the voice connection was lost for good mid-line (kicked, channel deleted, discord.py gave up
         # reconnecting): the queue waits for the next /say or /join instead of pulling the bot straight back.
         self.held = False
-        # Set while the bot sits in a stage's audience, where nobody hears it (bot/stage.py): a moderator moved it
-        # there, or it could not step up. Playback pauses until it is heard again.
-        self._audience = False
+        # Why nobody hears the bot, while nobody does (bot/seat.py): a moderator moved it to a stage's audience or
+        # server-muted it, or it could not step up on a stage. Playback pauses until it is heard again.
+        self._unheard: Seat | None = None
         self._joining = False  # connect() is joining a channel, and steps up on a stage itself
         # Held by whoever joins voice (`connect`), from the check that the bot is not busy elsewhere until their
         # line is queued: two /say at once would otherwise both join, the second tearing down the first's
@@ -54,9 +54,9 @@ class GuildPlayer(LineQueue):
         self.joining = asyncio.Lock()
 
     @property
-    def in_audience(self) -> bool:
-        """Paused in a stage's audience, where nobody hears the bot."""
-        return self._audience
+    def unheard(self) -> str | None:
+        """Where the bot is, if it pauses because nobody hears it there."""
+        return seat.unheard(self._unheard) if self._unheard is not None else None
 
     def channel(self) -> discord.VoiceChannel | discord.StageChannel | None:
         """The voice channel the bot is connected to in this guild, if any."""
@@ -106,7 +106,8 @@ class GuildPlayer(LineQueue):
         assert self.joining.locked(), "connect() is called under `joining`"
         client = self.voice_client()
         if client is not None and client.is_connected() and client.channel.id == channel.id:
-            if self._audience and isinstance(channel, discord.StageChannel) and await stage.step_up(channel):
+            in_audience = self._unheard is not None and self._unheard is not Seat.MUTED
+            if in_audience and isinstance(channel, discord.StageChannel) and await seat.step_up(channel):
                 self._go_on()
             return client
         # discord.py's socket reader goes back into a 30 s select() on the UDP socket right after each IP
@@ -124,8 +125,12 @@ class GuildPlayer(LineQueue):
         finally:
             self._joining = False
         assert isinstance(connected, discord.VoiceClient)
-        # On a stage the bot arrives in the audience (checks.can_speak_in made sure it may step up).
-        if not isinstance(channel, discord.StageChannel) or await stage.step_up(channel):
+        # On a stage the bot arrives in the audience (checks.can_speak_in made sure it may step up). A server mute
+        # goes with it from channel to channel: only a moderator lifts it.
+        me = channel.guild.me.voice
+        if (me is None or not me.mute) and (
+            not isinstance(channel, discord.StageChannel) or await seat.step_up(channel)
+        ):
             self._go_on()
         self.last_activity = time.monotonic()
         if self.held:
@@ -134,35 +139,40 @@ class GuildPlayer(LineQueue):
         return connected
 
     async def seat_changed(self, before: discord.VoiceState, after: discord.VoiceState) -> None:
-        """The bot's own voice state changed: on a stage, pause while it sits in the audience and go on once it is
-        heard again (bot/stage.py)."""
-        change, where = stage.seat_change(before, after), after.channel
+        """The bot's own voice state changed: pause while nobody hears it (in a stage's audience, server-muted) and
+        go on once it is heard again (bot/seat.py)."""
+        change, where = seat.seat_change(before, after), after.channel
         if change is Seat.HEARD:
             self._go_on()
-        elif not isinstance(where, discord.StageChannel):
+        elif where is None:
             return
-        elif change is Seat.SENT_DOWN:
-            await self._pause_in_audience(where, sent_down=True)
-        # Arrived, not by a join of ours: discord.py reconnected (it leaves and joins again), or a moderator dragged
-        # the bot onto the stage. Either way it was meant to speak; a bot a moderator sent down stays down.
-        elif change is Seat.ARRIVED and not self._joining and not self._audience and not await stage.step_up(where):
-            await self._pause_in_audience(where, sent_down=False)
+        elif (
+            change is Seat.MUTED
+            or change is Seat.SENT_DOWN
+            or (
+                change is Seat.ARRIVED
+                and isinstance(where, discord.StageChannel)
+                and not self._joining
+                and self._unheard is None
+                and not await seat.step_up(where)
+            )
+        ):
+            await self._pause(where, change)
 
-    async def _pause_in_audience(self, where: discord.StageChannel, *, sent_down: bool) -> None:
-        self._audience = True
+    async def _pause(self, where: discord.VoiceChannel | discord.StageChannel, why: Seat) -> None:
+        self._unheard = why
         client = self.voice_client()
         if client is not None and client.is_playing():
             client.pause()
         line = self.current or (self.lines[0] if self.lines else None)
         if line is not None:
-            note = stage.paused_note(where, len(self.lines), sent_down=sent_down)
-            await self.services.post(line.notes_to, note, None)
+            await self.services.post(line.notes_to, seat.paused_note(where, len(self.lines), why), None)
 
     def _go_on(self) -> None:
         """Heard again: the paused line plays on, and the queue after it."""
-        if not self._audience:
+        if self._unheard is None:
             return
-        self._audience = False
+        self._unheard = None
         client = self.voice_client()
         if client is not None and client.is_paused():
             client.resume()
@@ -276,7 +286,7 @@ class GuildPlayer(LineQueue):
             if client.is_playing():
                 client.stop()
             client.play(StreamedOpusSource(buffer), after=after)
-            if self._audience:  # a line starts paused while the bot sits in a stage's audience
+            if self._unheard is not None:  # a line starts paused while nobody hears the bot
                 client.pause()
             await finished.wait()
             if not buffer.exhausted and not client.is_connected():

@@ -102,7 +102,7 @@ class Voice(commands.Cog):
             rows.append(f"🗣️ now: {player.current.preview} (<@{player.current.requester}>)")
         rows += [f"{i}. {line.preview} (<@{line.requester}>)" for i, line in enumerate(player.lines, start=1)]
         # An embed: a full queue of long lines is more than a message's 2000 characters, and its mentions never ping.
-        paused = ", paused: I am in the stage's audience, where nobody hears me" if player.in_audience else ""
+        paused = f", paused: I am {player.unheard}, so nobody hears me" if player.unheard else ""
         await send_pages(interaction, f"Queue ({counted(len(rows), 'line')}{paused})", rows)
 
 

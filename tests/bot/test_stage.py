@@ -1,5 +1,6 @@
-"""Stage channels against the emulator: the bot steps up to speak, pauses while it sits in the audience (where
-Discord forwards its audio to nobody, which the emulator records as unheard), and goes on once it is heard again."""
+"""Where the bot is heard, against the emulator: on a stage it steps up to speak; it pauses while it sits in the
+audience or is server-muted (Discord forwards its audio to nobody then, which the emulator records as unheard), and
+goes on once it is heard again."""
 
 from __future__ import annotations
 
@@ -138,3 +139,27 @@ async def test_dragged_onto_a_stage_the_bot_steps_up_or_pauses(
     assert len(down.unheard()) <= 1
     total = sum(len(s.audio()) for s in (tavern, up, down))
     assert total >= 301 - 2, f"the line played on to its end in each channel: {total} packets"
+
+
+async def test_server_muted_the_bot_pauses_until_unmuted(world: World, start_bot: object, tone_worker: object) -> None:
+    """A moderator's server mute silences the bot in any channel: it pauses and says so, a `/say` meanwhile waits
+    behind the paused line (the bot cannot lift a moderator's mute), and once unmuted it goes on where it was."""
+    discord = world.discord
+    tone_worker("--seconds", "3")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    await world.say("[S1] 500")
+    session = await world.session()
+    await session.wait_for(lambda s: len(s.audio()) >= 20, timeout=60)
+    await discord.mute_bot(world.guild, muted=True)
+    (posted,) = await discord.wait_posted(world.text)
+    assert f"A moderator server-muted me in <#{world.tavern.id}>" in posted.content, posted.content
+    sent = len(session.audio())
+    assert "Queued after 1 line" in str((await world.say("[S1] 700"))["content"])
+    queue = await (await discord.slash(world.guild, world.alice, world.text, "queue")).reply()
+    assert "paused: I am server-muted" in queue["embeds"][0]["title"], queue
+    await asyncio.sleep(0.5)
+    assert len(session.audio()) <= sent + 1, "paused"
+    await discord.mute_bot(world.guild, muted=False)
+    await session.wait_for(lambda s: tone(s, 700) >= LINE - 3, timeout=30)
+    assert tone(session, 500) >= LINE - 3, "the paused line played on to its end, then the next"
+    assert len(session.unheard()) <= REACTION

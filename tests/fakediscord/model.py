@@ -142,6 +142,7 @@ class Guild:
     voice: dict[int, int] = field(default_factory=dict)  # user id -> voice channel id
     sessions: dict[int, str] = field(default_factory=dict)  # user id -> voice session id
     suppressed: set[int] = field(default_factory=set)  # users in a stage's audience: nobody hears them
+    muted: set[int] = field(default_factory=set)  # users a moderator server-muted: nobody hears them either
     bot_removed: bool = False  # the bot was kicked from the server (or it was deleted): it may see nothing there
 
     def __post_init__(self) -> None:
@@ -189,7 +190,7 @@ class Guild:
         return {
             "guild_id": str(self.id), "channel_id": None if channel is None else str(channel),
             "user_id": str(user_id), "session_id": self.sessions.get(user_id, f"session-{user_id}"),
-            "deaf": False, "mute": False, "self_deaf": False, "self_mute": False, "self_video": False,
+            "deaf": False, "mute": user_id in self.muted, "self_deaf": False, "self_mute": False, "self_video": False,
             "suppress": user_id in self.suppressed, "request_to_speak_timestamp": None,
             "member": self.members[user_id].payload(),
         }  # fmt: skip

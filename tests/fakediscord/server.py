@@ -94,8 +94,7 @@ class FakeDiscord:
 
         self._folder = tempfile.mkdtemp(prefix="fakediscord-")
         self.voice = VoiceServer(
-            self_signed_context(self._folder),
-            audible=lambda guild_id: self.bot.id not in self.guilds[guild_id].suppressed,
+            self_signed_context(self._folder), audible=lambda guild_id: self._audible(self.guilds[guild_id])
         )
         await self.voice.start()
         app = web.Application(client_max_size=64 * 2**20)
@@ -175,6 +174,14 @@ class FakeDiscord:
         await self.dispatch("GUILD_DELETE", {"id": str(guild.id), "unavailable": True})
         await asyncio.sleep(0.2)
         await self.dispatch("GUILD_CREATE", guild.payload())
+
+    async def mute_bot(self, guild: Guild, *, muted: bool) -> None:
+        """A moderator server-mutes the bot (or lifts it): nobody hears it, in any channel, until lifted."""
+        (guild.muted.add if muted else guild.muted.discard)(self.bot.id)
+        await self.dispatch("VOICE_STATE_UPDATE", guild.voice_state(self.bot.id))
+
+    def _audible(self, guild: Guild) -> bool:
+        return self.bot.id not in guild.suppressed and self.bot.id not in guild.muted
 
     async def kick_bot(self, guild: Guild) -> None:
         """A moderator disconnects the bot from voice: its state goes to no channel and the voice socket closes."""
