@@ -144,20 +144,14 @@ class GuildPlayer(LineQueue):
         change, where = seat.seat_change(before, after), after.channel
         if change is Seat.HEARD:
             self._go_on()
-        elif where is None:
-            return
-        elif (
-            change is Seat.MUTED
-            or change is Seat.SENT_DOWN
-            or (
-                change is Seat.ARRIVED
-                and isinstance(where, discord.StageChannel)
-                and not self._joining
-                and self._unheard is None
-                and not await seat.step_up(where)
-            )
-        ):
+        elif where is not None and (change is Seat.MUTED or change is Seat.SENT_DOWN):
             await self._pause(where, change)
+        elif change is Seat.ARRIVED and isinstance(where, discord.StageChannel) and not self._joining:
+            # Arrived on a stage, not by a join of ours: discord.py reconnected (it leaves and joins again), or a
+            # moderator dragged the bot there. Either way it was meant to speak, unless it was paused already.
+            paused = self._unheard is not None
+            if not paused and not await seat.step_up(where):
+                await self._pause(where, change)
 
     async def _pause(self, where: discord.VoiceChannel | discord.StageChannel, why: Seat) -> None:
         self._unheard = why
