@@ -277,7 +277,10 @@ def test_rowwise_projection_gives_a_row_the_same_bits_whatever_shares_it() -> No
     for rows in (3, 4, 7, 16, 33, 64):
         assert torch.equal(fused.rowwise_linear(x_Rx1xD[:rows], weight)[:2], first_two), f"{rows} rows"
     prefill_2xTxD = torch.randn(2, 5, 4096, generator=gen)  # a request's prefill: rows of several positions
-    torch.testing.assert_close(fused.rowwise_linear(prefill_2xTxD, weight), F.linear(prefill_2xTxD, weight))
+    # F.linear's own kernel and summation order vary with the CPU: the same maths within float32 rounding.
+    torch.testing.assert_close(
+        fused.rowwise_linear(prefill_2xTxD, weight), F.linear(prefill_2xTxD, weight), rtol=1e-5, atol=5e-4
+    )
 
 
 def test_plain_batch_invariance_projects_row_by_row(small_engine: Engine) -> None:
