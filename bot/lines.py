@@ -184,17 +184,12 @@ async def enqueue(
     queued = Line(
         job.job_id, member.id, text_channel, channel.id, line.preview, export=job.export, message_id=message_id
     )
-    async with player.joining:  # one line at a time from the check to the queue (GuildPlayer.joining)
-        try:
-            checks.not_busy_elsewhere(player.channel(), channel, player.busy)  # again: another line may be first
-            await player.connect(channel)
-        except UserFacingError:
-            await jobs.cancel(bot.redis, job.job_id)  # never rendered for nobody
-            raise
-        except (TimeoutError, discord.ClientException) as exc:
-            await jobs.cancel(bot.redis, job.job_id)
-            raise UserFacingError(f"I could not join {channel.mention} ({exc or 'timed out'}); try again") from None
-        ahead = await player.enqueue(queued)
+    try:
+        async with player.joined(channel):  # one line at a time from joining to queueing
+            ahead = await player.enqueue(queued)
+    except UserFacingError:
+        await jobs.cancel(bot.redis, job.job_id)  # never rendered for nobody
+        raise
     # Checked before any await, so the line cannot have started: deleted before it was queued, the deletion found
     # no line to take back then.
     if message_id is not None and bot.deleted.has(guild.id, message_id):

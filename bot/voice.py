@@ -7,13 +7,16 @@ after a small pre-buffer (research/discord.md §3.4, §5). The bot does no audio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import discord
 
-from bot import seat
+from bot import checks, seat
+from bot.errors import UserFacingError
 from bot.line_queue import LineQueue
 from bot.playback import JitterBuffer, StreamedOpusSource
 from bot.seat import Seat
@@ -23,6 +26,10 @@ from tts_engine import job_events, jobs
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 5.0  # seconds the bot's close waits for each player to stop
+JOIN_WITHIN = 20.0  # seconds discord.py's voice handshake may take before a join has failed
+# After a failed handshake discord.py leaves twice, and the second time waits up to JOIN_WITHIN more for Discord to
+# confirm a leave its voice client (removed by the first) never hears: a join gives up after this much in all.
+GIVE_UP_JOIN_AFTER = JOIN_WITHIN + 2.0
 
 
 def _closing() -> bool:
@@ -47,11 +54,11 @@ class GuildPlayer(LineQueue):
         # Why nobody hears the bot, while nobody does (bot/seat.py): a moderator moved it to a stage's audience or
         # server-muted it, or it could not step up on a stage. Playback pauses until it is heard again.
         self._unheard: Seat | None = None
-        self._joining = False  # connect() is joining a channel, and steps up on a stage itself
-        # Held by whoever joins voice (`connect`), from the check that the bot is not busy elsewhere until their
+        self._joining = False  # _connect() is joining a channel, and steps up on a stage itself
+        # Held by whoever joins voice (`joined`), from the check that the bot is not busy elsewhere until their
         # line is queued: two /say at once would otherwise both join, the second tearing down the first's
         # half-made connection, or both pass the check and drag the bot between two channels.
-        self.joining = asyncio.Lock()
+        self._join_lock = asyncio.Lock()
 
     @property
     def unheard(self) -> str | None:
@@ -101,9 +108,23 @@ class GuildPlayer(LineQueue):
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="guild-player")
 
-    async def connect(self, channel: discord.VoiceChannel | discord.StageChannel) -> discord.VoiceClient:
-        """Be in `channel`: join it, or move there. The caller holds `joining`."""
-        assert self.joining.locked(), "connect() is called under `joining`"
+    @contextlib.asynccontextmanager
+    async def joined(self, channel: discord.VoiceChannel | discord.StageChannel) -> AsyncIterator[discord.VoiceClient]:
+        """Be in `channel` (join it, or move there) and let nobody else join until the block ends: the caller queues
+        its line in it. The bot may have become busy elsewhere while the caller waited for its turn, which is
+        checked again here; that and a join that fails are UserFacingErrors."""
+        async with self._join_lock:
+            checks.not_busy_elsewhere(self.channel(), channel, self.busy)
+            try:
+                async with asyncio.timeout(GIVE_UP_JOIN_AFTER):
+                    client = await self._connect(channel)
+            except (TimeoutError, discord.ClientException) as exc:
+                raise UserFacingError(
+                    f"I could not join {channel.mention} ({str(exc) or 'timed out'}); try again"
+                ) from None
+            yield client
+
+    async def _connect(self, channel: discord.VoiceChannel | discord.StageChannel) -> discord.VoiceClient:
         client = self.voice_client()
         if client is not None and client.is_connected() and client.channel.id == channel.id:
             in_audience = self._unheard is not None and self._unheard is not Seat.MUTED
@@ -121,7 +142,9 @@ class GuildPlayer(LineQueue):
             await client.disconnect(force=True)
         self._joining = True
         try:
-            connected: discord.VoiceProtocol = await channel.connect(timeout=20.0, reconnect=True, self_deaf=True)
+            connected: discord.VoiceProtocol = await channel.connect(
+                timeout=JOIN_WITHIN, reconnect=True, self_deaf=True
+            )
         finally:
             self._joining = False
         assert isinstance(connected, discord.VoiceClient)
@@ -242,8 +265,9 @@ class GuildPlayer(LineQueue):
                         return
                 continue
             line = self.lines.popleft()
+            over = True
             try:
-                await self._play(line)
+                over = await self._play(line)
             except Exception:
                 if _closing():
                     raise  # the bot is shutting down: never carry on with the next line
@@ -254,9 +278,11 @@ class GuildPlayer(LineQueue):
             # Not reached when the bot shuts down mid-line: that line stays saved and plays again after a restart.
             if self._stopping():
                 return
-            await self._unsave(self.services.saved.forget(self.services.guild_id, line), [line])
+            if over:
+                await self._unsave(self.services.saved.forget(self.services.guild_id, line), [line])
 
-    async def _play(self, line: Line) -> None:
+    async def _play(self, line: Line) -> bool:
+        """Play `line` to its end: False if it could not start and waits at the front of the queue again."""
         self.current = line
         buffer = self._buffer = JitterBuffer()
         reader = job_events.JobAudio(self.services.redis, line.job_id, stall_timeout=self.services.stall_timeout)
@@ -265,10 +291,10 @@ class GuildPlayer(LineQueue):
         try:
             await ready.wait()
             if buffer.exhausted:  # cancelled or failed before any audio
-                return
+                return True
             client = await self._voice_for(line)
             if client is None:
-                return
+                return not self.held  # held: the line waits at the front again (_voice_for)
             finished = asyncio.Event()
             loop = asyncio.get_running_loop()
 
@@ -304,6 +330,7 @@ class GuildPlayer(LineQueue):
                 log.warning("reading job %s ended with %s", line.job_id, exc)
             self._buffer = None
         await self._report(line, reader.result)
+        return True
 
     async def _feed(self, reader: job_events.JobAudio, buffer: JitterBuffer, ready: asyncio.Event) -> None:
         try:
@@ -316,6 +343,9 @@ class GuildPlayer(LineQueue):
             ready.set()
 
     async def _voice_for(self, line: Line) -> discord.VoiceClient | None:
+        """The voice connection to play `line` on, joining its channel if the bot is in none (after a restart, or
+        a lost connection): None if it cannot. A line whose channel is gone is dropped; one that Discord would not
+        let the bot join for waits with the rest, held, for the next /join or /say."""
         client = self.voice_client()
         if client is not None and client.is_connected():
             return client
@@ -325,10 +355,15 @@ class GuildPlayer(LineQueue):
             await self.services.post(line.notes_to, "⚠️ The voice channel for your line is gone.", None)
             return None
         try:
-            async with self.joining:
-                return await self.connect(channel)
-        except (TimeoutError, discord.ClientException) as exc:
-            await self.services.post(line.notes_to, f"⚠️ I could not join {channel.mention}: {exc}", None)
+            async with self.joined(channel) as client:
+                return client
+        except UserFacingError as exc:
+            self.lines.appendleft(line)
+            self.held = True
+            waiting = f"your line waits, and {len(self.lines) - 1} more" if len(self.lines) > 1 else "your line waits"
+            await self.services.post(
+                line.notes_to, f"🔇 <@{line.requester}>, {exc} with `/join` or `/say` ({waiting}).", None
+            )
             return None
 
     async def _report(self, line: Line, result: jobs.EndEvent | jobs.ErrorEvent | None) -> None:

@@ -32,12 +32,8 @@ class Voice(commands.Cog):
         player = self.bot.player(member.guild.id)
         checks.not_busy_elsewhere(player.channel(), channel, player.busy)
         await interaction.response.defer(thinking=True)
-        async with player.joining:
-            checks.not_busy_elsewhere(player.channel(), channel, player.busy)  # again: a /say may have come first
-            try:
-                await player.connect(channel)
-            except (TimeoutError, discord.ClientException) as exc:
-                raise UserFacingError(f"I could not join {channel.mention} ({exc or 'timed out'}); try again") from None
+        async with player.joined(channel):
+            pass
         await interaction.followup.send(f"👋 Joined {channel.mention}. Use `/say` to make me speak.")
 
     @app_commands.command(name="leave")

@@ -109,3 +109,37 @@ async def test_an_edited_line_is_saved_in_the_place_of_the_old(redis: Redis) -> 
     assert [json.loads(raw)["job_id"] for raw in await redis.lrange("dia:bot:lines:7", 0, -1)] == [
         "job-a", "job-b2", "job-c", "job-d2"
     ]  # fmt: skip
+
+
+async def test_lines_that_waited_for_a_voice_channel_discord_would_not_join(
+    world: World, start_bot: object, tone_worker: object, redis: Redis
+) -> None:
+    """Restarted while Discord's voice does not answer: the bot cannot rejoin for the waiting lines, so it says so
+    once and keeps them, in order, until a /join brings it in; then it plays them all."""
+    tone_worker("--seconds", "0.6")  # type: ignore[operator]
+    bot = await start_bot()  # type: ignore[operator]
+    for frequency in (500, 900):
+        await world.say(f"[S1] {frequency}")
+    first = await world.session()
+    await first.wait_for(lambda s: len(s.audio()) >= 5, timeout=60)
+    assert await bot.stop() == 0  # type: ignore[attr-defined]
+
+    world.discord.voice_answers = False
+    await start_bot()  # type: ignore[operator]
+    back, held = await world.discord.wait_posted(world.text, count=2, timeout=60)
+    assert "playing the 2 lines that waited" in back.content
+    assert held.content == (
+        f"🔇 <@{world.alice.user.id}>, I could not join <#{world.tavern.id}> (timed out); try again with `/join` or "
+        "`/say` (your line waits, and 1 more)."
+    ), held.content
+    queue = await world.discord.slash(world.guild, world.alice, world.text, "queue")
+    assert str((await queue.reply())["embeds"]).count("[S1]") == 2, "both lines wait"
+    assert await redis.llen(f"dia:bot:lines:{world.guild.id}") == 2, "and stay saved"
+
+    world.discord.voice_answers = True
+    await world.discord.slash(world.guild, world.alice, world.text, "join")
+    second = await _next_session(world, after=1)
+    await second.wait_for(lambda s: sum(near(f, 900) for f in frame_frequencies(s)) >= 20, timeout=60)
+    heard = [f for f in frame_frequencies(second) if f]
+    assert sum(near(f, 500) for f in heard) >= 20 and heard.index(next(f for f in heard if near(f, 900))) > 20
+    assert len(world.discord.posted) == 2, "said once"

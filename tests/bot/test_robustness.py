@@ -316,3 +316,27 @@ async def test_a_fault_of_ours_is_an_apology_logged_once(
     reply = await other.say("[S1] 900")
     assert "Speaking now" in str(reply["content"]), reply
     await (await other.session()).wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
+
+
+async def test_a_join_discord_never_answers(world: World, start_bot: object, tone_worker: object, redis: Redis) -> None:
+    """Discord's voice service does not answer the bot's join: after discord.py's 20 s the user is told privately,
+    the line is not left queued for a channel the bot is not in, and once voice answers again the bot joins."""
+    discord = world.discord
+    tone_worker("--seconds", "0.6")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    discord.voice_answers = False
+    interaction = await discord.slash(world.guild, world.alice, world.text, "say", text="[S1] 500")
+    # discord.py gives up on the handshake after 20 s, then waits 20 s more for a leave it never hears of unless cut
+    # short: a reply within 30 s.
+    await interaction.reply(timeout=30)
+    said = await private_text(interaction)
+    assert f"I could not join <#{world.tavern.id}> (timed out); try again" in said, said
+    assert discord.refused_joins == [world.tavern.id] and world.bot_channel() is None
+    queue = await discord.slash(world.guild, world.alice, world.text, "queue")
+    assert "Nothing is queued" in str((await queue.reply())["content"])
+
+    discord.voice_answers = True
+    assert "Speaking now" in str((await world.say("[S1] 700"))["content"])
+    session = await world.session()
+    await session.wait_for(lambda s: len(s.audio()) >= 20, timeout=60)
+    assert all(near(f, 700) for f in frame_frequencies(session) if f), "only the new line plays"

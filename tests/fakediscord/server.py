@@ -77,6 +77,8 @@ class FakeDiscord:
         self.readies = 0  # how many times READY was sent: a restarted bot is ready once this grows
         self.intents = 0  # what the bot asked for in IDENTIFY
         self.refused_joins: list[int] = []  # voice channels the bot tried to join while they were full
+        # False stands for Discord's voice service being down: a join gets no answer at all (like a full channel).
+        self.voice_answers = True
         self.spoke_up: list[float] = []  # when (time.monotonic) the bot stepped up to speak on a stage
         # Whether the application has the Message Content intent turned on in the developer portal; without
         # it, Discord closes a gateway that asks for it with 4014.
@@ -449,7 +451,9 @@ class FakeDiscord:
             await self._unplace_bot(guild)
             return
         channel = self._channel(guild, int(channel_id))
-        if guild.voice.get(self.bot.id) != channel.id and guild.full_for(guild.members[self.bot.id], channel):
+        if guild.voice.get(self.bot.id) != channel.id and (
+            not self.voice_answers or guild.full_for(guild.members[self.bot.id], channel)
+        ):
             # Discord answers a join of a full channel with nothing at all: discord.py's connect times out.
             self.refused_joins.append(channel.id)
             return
