@@ -170,9 +170,13 @@ class DiaBot(commands.Bot):
     async def on_ready(self) -> None:
         assert self.user is not None
         log.info("logged in as %s (id %d) in %d guilds", self.user, self.user.id, len(self.guilds))
-        if not self._resumed:  # on_ready comes again after every gateway reconnect
+        if not self._resumed:
             self._resumed = True
             await self._resume()
+            return
+        # READY again: discord.py identified anew, as Discord refused to resume the session (a resume is
+        # `on_resumed`). The bot's voice connections ended with the old session.
+        await asyncio.gather(*(player.session_renewed() for player in list(self.players.values())))
 
     async def _resume(self) -> None:
         """Play the lines that were waiting when the bot last stopped (bot/saved.py)."""
@@ -193,6 +197,15 @@ class DiaBot(commands.Bot):
             log.info("resuming %d saved lines in guild %d", waiting, guild_id)
             count = counted(waiting, "line")
             await self.post(lines[0].notes_to, f"▶️ Back after a restart: playing the {count} that waited.", None)
+
+    async def on_disconnect(self) -> None:
+        # discord.py reconnects the gateway by itself; until it has, playback pauses (GuildPlayer.adrift).
+        for player in self.players.values():
+            player.adrift()
+
+    async def on_resumed(self) -> None:
+        for player in self.players.values():
+            player.ashore()
 
     async def on_guild_remove(self, guild: discord.Guild) -> None:
         """The bot was removed from `guild` (kicked, banned, or the server deleted; discord.py tells an outage apart,

@@ -2,7 +2,7 @@
 message, stopped with the rest.
 
 Each removal tells Redis too: the saved queue forgets the line (bot/saved.py), and the worker drops its job, rendering
-or not. The player (bot/voice.py) builds on this with the voice connection and the playing itself.
+or not. bot/voice_link.py builds the voice connection on this, and the player (bot/voice.py) the playing.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ forwards the audience's audio to nobody. Stepping up to speak takes Mute Members
 before joining). A stage moderator can move the bot back to the audience at any time ("Move to Audience"), and
 invite it up again, which for a bot takes effect at once (discord-api-docs, resources/voice: "Modify Current
 User Voice State" and "Modify User Voice State"). A moderator's server mute (`mute`) silences it in any channel,
-across moves, until they unmute it. The player (bot/voice.py) pauses while the bot is unheard, so no line is spent
+across moves, until they unmute it. The player (bot/voice_link.py) pauses while the bot is unheard, so no line is spent
 on nobody.
 """
 

@@ -7,29 +7,21 @@ after a small pre-buffer (research/discord.md §3.4, §5). The bot does no audio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import time
-from collections.abc import AsyncIterator
 
 import discord
 
-from bot import checks, seat
 from bot.errors import UserFacingError
-from bot.line_queue import LineQueue
 from bot.playback import JitterBuffer, StreamedOpusSource
-from bot.seat import Seat
 from bot.services import Line, Services
+from bot.voice_link import VoiceLink
 from tts_engine import job_events, jobs
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 5.0  # seconds the bot's close waits for each player to stop
-JOIN_WITHIN = 20.0  # seconds discord.py's voice handshake may take before a join has failed
-# After a failed handshake discord.py leaves twice, and the second time waits up to JOIN_WITHIN more for Discord to
-# confirm a leave its voice client (removed by the first) never hears: a join gives up after this much in all.
-GIVE_UP_JOIN_AFTER = JOIN_WITHIN + 2.0
 
 
 def _closing() -> bool:
@@ -38,7 +30,7 @@ def _closing() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-class GuildPlayer(LineQueue):
+class GuildPlayer(VoiceLink):
     """Plays a guild's lines in order, one voice connection, leaving when idle."""
 
     def __init__(self, services: Services) -> None:
@@ -47,33 +39,6 @@ class GuildPlayer(LineQueue):
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False  # the bot is closing: lines are still saved, never played
-        self.last_activity = time.monotonic()
-        # Set when the voice connection was lost for good mid-line (kicked, channel deleted, discord.py gave up
-        # reconnecting): the queue waits for the next /say or /join instead of pulling the bot straight back.
-        self.held = False
-        # Why nobody hears the bot, while nobody does (bot/seat.py): a moderator moved it to a stage's audience or
-        # server-muted it, or it could not step up on a stage. Playback pauses until it is heard again.
-        self._unheard: Seat | None = None
-        self._joining = False  # _connect() is joining a channel, and steps up on a stage itself
-        # Held by whoever joins voice (`joined`), from the check that the bot is not busy elsewhere until their
-        # line is queued: two /say at once would otherwise both join, the second tearing down the first's
-        # half-made connection, or both pass the check and drag the bot between two channels.
-        self._join_lock = asyncio.Lock()
-
-    @property
-    def unheard(self) -> str | None:
-        """Where the bot is, if it pauses because nobody hears it there."""
-        return seat.unheard(self._unheard) if self._unheard is not None else None
-
-    def channel(self) -> discord.VoiceChannel | discord.StageChannel | None:
-        """The voice channel the bot is connected to in this guild, if any."""
-        client = self.voice_client()
-        return client.channel if client is not None and client.is_connected() else None
-
-    def voice_client(self) -> discord.VoiceClient | None:
-        guild = self.services.guild()
-        client = guild.voice_client if guild is not None else None
-        return client if isinstance(client, discord.VoiceClient) else None
 
     async def enqueue(self, line: Line) -> int:
         """Queue `line` (saved first, so a restart cannot lose it); returns how many lines play before it."""
@@ -107,92 +72,6 @@ class GuildPlayer(LineQueue):
             return
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="guild-player")
-
-    @contextlib.asynccontextmanager
-    async def joined(self, channel: discord.VoiceChannel | discord.StageChannel) -> AsyncIterator[discord.VoiceClient]:
-        """Be in `channel` (join it, or move there) and let nobody else join until the block ends: the caller queues
-        its line in it. The bot may have become busy elsewhere while the caller waited for its turn, which is
-        checked again here; that and a join that fails are UserFacingErrors."""
-        async with self._join_lock:
-            checks.not_busy_elsewhere(self.channel(), channel, self.busy)
-            try:
-                async with asyncio.timeout(GIVE_UP_JOIN_AFTER):
-                    client = await self._connect(channel)
-            except (TimeoutError, discord.ClientException) as exc:
-                raise UserFacingError(
-                    f"I could not join {channel.mention} ({str(exc) or 'timed out'}); try again"
-                ) from None
-            yield client
-
-    async def _connect(self, channel: discord.VoiceChannel | discord.StageChannel) -> discord.VoiceClient:
-        client = self.voice_client()
-        if client is not None and client.is_connected() and client.channel.id == channel.id:
-            in_audience = self._unheard is not None and self._unheard is not Seat.MUTED
-            if in_audience and isinstance(channel, discord.StageChannel) and await seat.step_up(channel):
-                self._go_on()
-            return client
-        # discord.py's socket reader goes back into a 30 s select() on the UDP socket right after each IP
-        # discovery, and a reconnect's new socket is not seen until that returns: a move (`move_to`) within 30 s
-        # of joining, or a reconnect discord.py gave up on, hangs there and fails. A fresh client has a fresh one.
-        if client is not None and client.is_connected():
-            log.info("moving from %s to %s", client.channel, channel)
-            await client.disconnect(force=True)
-        elif client is not None:
-            log.info("replacing a half-connected voice client in %s", channel.guild)
-            await client.disconnect(force=True)
-        self._joining = True
-        try:
-            connected: discord.VoiceProtocol = await channel.connect(
-                timeout=JOIN_WITHIN, reconnect=True, self_deaf=True
-            )
-        finally:
-            self._joining = False
-        assert isinstance(connected, discord.VoiceClient)
-        # On a stage the bot arrives in the audience (checks.can_speak_in made sure it may step up). A server mute
-        # goes with it from channel to channel: only a moderator lifts it.
-        me = channel.guild.me.voice
-        if (me is None or not me.mute) and (
-            not isinstance(channel, discord.StageChannel) or await seat.step_up(channel)
-        ):
-            self._go_on()
-        self.last_activity = time.monotonic()
-        if self.held:
-            self.held = False
-            self._kick()
-        return connected
-
-    async def seat_changed(self, before: discord.VoiceState, after: discord.VoiceState) -> None:
-        """The bot's own voice state changed: pause while nobody hears it (in a stage's audience, server-muted) and
-        go on once it is heard again (bot/seat.py)."""
-        change, where = seat.seat_change(before, after), after.channel
-        if change is Seat.HEARD:
-            self._go_on()
-        elif where is not None and (change is Seat.MUTED or change is Seat.SENT_DOWN):
-            await self._pause(where, change)
-        elif change is Seat.ARRIVED and isinstance(where, discord.StageChannel) and not self._joining:
-            # Arrived on a stage, not by a join of ours: discord.py reconnected (it leaves and joins again), or a
-            # moderator dragged the bot there. Either way it was meant to speak, unless it was paused already.
-            paused = self._unheard is not None
-            if not paused and not await seat.step_up(where):
-                await self._pause(where, change)
-
-    async def _pause(self, where: discord.VoiceChannel | discord.StageChannel, why: Seat) -> None:
-        self._unheard = why
-        client = self.voice_client()
-        if client is not None and client.is_playing():
-            client.pause()
-        line = self.current or (self.lines[0] if self.lines else None)
-        if line is not None:
-            await self.services.post(line.notes_to, seat.paused_note(where, len(self.lines), why), None)
-
-    def _go_on(self) -> None:
-        """Heard again: the paused line plays on, and the queue after it."""
-        if self._unheard is None:
-            return
-        self._unheard = None
-        client = self.voice_client()
-        if client is not None and client.is_paused():
-            client.resume()
 
     def _silence(self) -> Line | None:
         # Before any await: the line stops even while Redis, which hears of it next, does not answer.
@@ -282,8 +161,10 @@ class GuildPlayer(LineQueue):
                 await self._unsave(self.services.saved.forget(self.services.guild_id, line), [line])
 
     async def _play(self, line: Line) -> bool:
-        """Play `line` to its end: False if it could not start and waits at the front of the queue again."""
+        """Play `line` to its end: False if it waits at the front of the queue again (it could not start, or the
+        gateway session was renewed under it)."""
         self.current = line
+        self._renewed = False
         buffer = self._buffer = JitterBuffer()
         reader = job_events.JobAudio(self.services.redis, line.job_id, stall_timeout=self.services.stall_timeout)
         ready = asyncio.Event()
@@ -293,22 +174,16 @@ class GuildPlayer(LineQueue):
             if buffer.exhausted:  # cancelled or failed before any audio
                 return True
             client = await self._voice_for(line)
+            while client is not None:
+                await self._play_on(client, buffer)
+                if not self._renewed or buffer.exhausted:
+                    break
+                # The gateway session was renewed under the line (`session_renewed`): the rest of it plays on a
+                # new connection, from where it paused.
+                self._renewed = False
+                client = await self._voice_for(line)
             if client is None:
                 return not self.held  # held: the line waits at the front again (_voice_for)
-            finished = asyncio.Event()
-            loop = asyncio.get_running_loop()
-
-            def after(error: Exception | None) -> None:
-                if error is not None:
-                    log.warning("voice playback ended with %s", error)
-                loop.call_soon_threadsafe(finished.set)
-
-            if client.is_playing():
-                client.stop()
-            client.play(StreamedOpusSource(buffer), after=after)
-            if self._unheard is not None:  # a line starts paused while nobody hears the bot
-                client.pause()
-            await finished.wait()
             if not buffer.exhausted and not client.is_connected():
                 # discord.py reconnects on its own and the player thread waits for it; playback ending early
                 # with no connection means it gave up (or the bot was kicked). Keep the rest of the queue.
@@ -331,6 +206,23 @@ class GuildPlayer(LineQueue):
             self._buffer = None
         await self._report(line, reader.result)
         return True
+
+    async def _play_on(self, client: discord.VoiceClient, buffer: JitterBuffer) -> None:
+        """Play what `buffer` holds and will hold on `client`, until it ends or playback stops."""
+        finished = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def after(error: Exception | None) -> None:
+            if error is not None:
+                log.warning("voice playback ended with %s", error)
+            loop.call_soon_threadsafe(finished.set)
+
+        if client.is_playing():
+            client.stop()
+        client.play(StreamedOpusSource(buffer), after=after)
+        if self._paused():  # a line starts paused while nobody hears the bot
+            client.pause()
+        await finished.wait()
 
     async def _feed(self, reader: job_events.JobAudio, buffer: JitterBuffer, ready: asyncio.Event) -> None:
         try:

@@ -55,6 +55,7 @@ from tests.fakediscord.voice import VoiceServer, VoiceSession
 
 GUILD_MESSAGES = 1 << 9
 MESSAGE_CONTENT = 1 << 15  # privileged
+ROUND_TRIP = 0.05  # seconds a network takes: before a heartbeat ack, between the two voice updates of a join
 
 __all__ = ["APPLICATION_ID", "EPHEMERAL", "FakeDiscord", "Interaction", "Posted"]
 
@@ -75,6 +76,8 @@ class FakeDiscord:
         self.identified = asyncio.Event()
         self.ready_sent = asyncio.Event()  # set while a connected bot has had READY and its guilds
         self.readies = 0  # how many times READY was sent: a restarted bot is ready once this grows
+        self.resumes = 0  # how many times the bot resumed its gateway session (RESUMED was sent)
+        self._session = "gateway-session-0"  # the gateway session: a RESUME of another one is refused
         self.intents = 0  # what the bot asked for in IDENTIFY
         self.refused_joins: list[int] = []  # voice channels the bot tried to join while they were full
         # False stands for Discord's voice service being down: a join gets no answer at all (like a full channel).
@@ -184,6 +187,26 @@ class FakeDiscord:
 
     def _audible(self, guild: Guild) -> bool:
         return self.bot.id not in guild.suppressed and self.bot.id not in guild.muted
+
+    async def reconnect_gateway(self) -> None:
+        """Discord asks the bot to reconnect (op 7), as it does every so often: discord.py resumes its session."""
+        assert self._gateway is not None, "the bot is not connected"
+        await self._gateway.send_str(json.dumps({"op": 7, "d": None}))
+
+    async def end_session(self) -> None:
+        """The bot's gateway connection drops, and Discord ends its session, as after a network outage longer than
+        a resume allows: the bot's voice states end with it (its voice connections close with 4014,
+        discord-api-docs#2257), and its resume is refused (op 9), so discord.py identifies again and gets READY
+        anew."""
+        assert self._gateway is not None, "the bot is not connected"
+        self._session = f"gateway-session-{self.readies}"
+        await self._gateway.close(code=4000)  # discord.py tries to resume
+        await asyncio.sleep(0.5)  # the session outlives its connection a while
+        for guild in self.guilds.values():
+            if guild.voice.pop(self.bot.id, None) is not None:
+                guild.suppressed.discard(self.bot.id)
+                for session in self.sessions(guild):
+                    await session.drop(4014)
 
     async def kick_bot(self, guild: Guild) -> None:
         """A moderator disconnects the bot from voice: its state goes to no channel and the voice socket closes."""
@@ -409,7 +432,7 @@ class FakeDiscord:
             if op == 1:
                 # Real acks take a network round trip; an instant one can reach discord.py before its keep-alive
                 # thread has noted the send, and it then warns of a 40 s lag that never happened.
-                asyncio.get_running_loop().call_later(0.05, self._ack, ws)
+                asyncio.get_running_loop().call_later(ROUND_TRIP, self._ack, ws)
             elif op == 2:
                 self.intents = int(d.get("intents") or 0)
                 if self.intents & MESSAGE_CONTENT and not self.message_content_allowed:
@@ -419,6 +442,12 @@ class FakeDiscord:
                 await self._ready()
             elif op == 4:
                 await self._voice_state_update(d)
+            elif op == 6:
+                if d.get("session_id") != self._session:
+                    await ws.send_str(json.dumps({"op": 9, "d": False}))  # not resumable: identify anew
+                    continue
+                self.resumes += 1
+                await self.dispatch("RESUMED", {})  # (nothing happened meanwhile that it missed)
         if self._gateway is ws:  # the bot went away: interactions wait for the next one to be ready
             self.ready_sent.clear()
         return ws
@@ -431,7 +460,7 @@ class FakeDiscord:
 
     async def _ready(self) -> None:
         ready = {
-            "v": 10, "user": self.bot.payload(), "session_id": "gateway-session",
+            "v": 10, "user": self.bot.payload(), "session_id": self._session,
             "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gateway",
             "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
             "application": {"id": str(APPLICATION_ID), "flags": 0},
@@ -483,6 +512,12 @@ class FakeDiscord:
         earlier = self.sessions(guild)
         session = self.voice.expect(guild.id, channel_id)
         await self.dispatch("VOICE_STATE_UPDATE", guild.voice_state(bot))
+        # The two updates come from different services, not back to back. discord.py can miss the second if it
+        # comes while its join is between noticing the first and waiting again (VoiceConnectionState's
+        # `_wait_for_state` starts a fresh Event.wait() task each time, and the state setter's set() and clear()
+        # pass before that task waits): its join then times out after 20 s. Back to back, that happened now and
+        # then here, with two guilds joining at once.
+        await asyncio.sleep(ROUND_TRIP)
         endpoint = f"127.0.0.1:{self.voice.ws_port}"
         await self.dispatch(
             "VOICE_SERVER_UPDATE", {"token": session.token, "guild_id": str(guild.id), "endpoint": endpoint}

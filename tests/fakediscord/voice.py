@@ -4,7 +4,8 @@ Sequence from research/discord.md §2.2: IDENTIFY -> HELLO + READY (ssrc, ip, po
 -> SELECT_PROTOCOL -> SESSION_DESCRIPTION (secret key, `dave_protocol_version: 0`, so no DAVE session) ->
 SPEAKING, heartbeats. Every RTP packet is kept with its arrival time and decrypted
 (aead_xchacha20_poly1305_rtpsize: AAD = the 12-byte header, nonce = the 4 trailing bytes zero-padded), and marked
-unheard when the bot sat in a stage's audience as it arrived: Discord forwards an audience member's audio to nobody.
+unheard when the bot sat in a stage's audience or was server-muted as it arrived (Discord forwards such audio to
+nobody), or when its voice connection had ended (a sender that has not noticed yet sends into the void).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class Packet:
     seq: int
     timestamp: int
     opus: bytes
-    heard: bool = True  # False: sent from a stage's audience, so nobody heard it
+    heard: bool = True  # False: sent from a stage's audience, muted, or after its connection ended: nobody heard it
 
 
 @dataclass
@@ -64,7 +65,7 @@ class VoiceSession:
         return [p for p in self.packets if p.opus != OPUS_SILENCE]
 
     def unheard(self) -> list[Packet]:
-        """Packets that carry sound and were sent from a stage's audience, where nobody hears them."""
+        """Packets that carry sound that nobody heard (`Packet.heard`)."""
         return [p for p in self.audio() if not p.heard]
 
     def pcm(self) -> np.ndarray:
@@ -136,7 +137,8 @@ class _Udp(asyncio.DatagramProtocol):
             return
         nonce = data[-4:] + b"\0" * 20
         opus = crypto_aead_xchacha20poly1305_ietf_decrypt(data[12:-4], data[:12], nonce, session.secret_key)
-        heard = self.server.audible(session.guild_id)
+        # Discord drops what arrives for a voice connection that has ended (a sender that has not noticed yet)
+        heard = self.server.audible(session.guild_id) and not session.closed.is_set()
         session.packets.append(Packet(time.monotonic(), seq, timestamp, opus, heard))
         session._touch()
 

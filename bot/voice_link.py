@@ -1,0 +1,201 @@
+"""A guild's voice connection: joining a channel, and whether playback may go on there.
+
+Playback pauses while nobody would hear it: the bot sits in a stage's audience or is server-muted (bot/seat.py),
+or the gateway connection is down. discord.py resumes the gateway session by itself, and the voice connection lives
+on; when Discord refuses the resume, discord.py identifies anew, and the voice connection has ended with the old
+session (discord-api-docs#2257) while discord.py forgets its voice client. The player (bot/voice.py) builds on this
+with the playing itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import discord
+
+from bot import checks, seat
+from bot.errors import UserFacingError
+from bot.line_queue import LineQueue
+from bot.seat import Seat
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+JOIN_WITHIN = 20.0  # seconds discord.py's voice handshake may take before a join has failed
+# After a failed handshake discord.py leaves twice, and the second time waits up to JOIN_WITHIN more for Discord to
+# confirm a leave its voice client (removed by the first) never hears: a join gives up after this much in all.
+GIVE_UP_JOIN_AFTER = JOIN_WITHIN + 2.0
+LEAVE_WITHIN = 2.0  # seconds to wait for Discord to confirm a leave of a voice client discord.py has forgotten
+
+
+class VoiceLink(LineQueue):
+    """The voice connection of a guild's player, and whether it may play."""
+
+    def __init__(self, services: Services) -> None:
+        super().__init__(services)
+        self.last_activity = time.monotonic()
+        # Set when the voice connection was lost for good mid-line (kicked, channel deleted, discord.py gave up
+        # reconnecting): the queue waits for the next /say or /join instead of pulling the bot straight back.
+        self.held = False
+        # Why nobody hears the bot, while nobody does (bot/seat.py): a moderator moved it to a stage's audience or
+        # server-muted it, or it could not step up on a stage. Playback pauses until it is heard again.
+        self._unheard: Seat | None = None
+        self._joining = False  # _connect() is joining a channel, and steps up on a stage itself
+        self._client: discord.VoiceClient | None = None  # the one `_connect` made: discord.py may forget it
+        self._renewed = False  # the gateway session was renewed under the line playing: it plays on a new client
+        # The gateway connection is down: playback pauses until discord.py resumes the session (the voice connection
+        # lives on) or starts a new one (it ended with the old, `session_renewed`), so nothing plays into the void.
+        self._adrift = False
+        # Held by whoever joins voice (`joined`), from the check that the bot is not busy elsewhere until their
+        # line is queued: two /say at once would otherwise both join, the second tearing down the first's
+        # half-made connection, or both pass the check and drag the bot between two channels.
+        self._join_lock = asyncio.Lock()
+
+    def _kick(self) -> None:
+        """Wake the player: there are lines to play."""
+        raise NotImplementedError
+
+    @property
+    def unheard(self) -> str | None:
+        """Where the bot is, if it pauses because nobody hears it there."""
+        return seat.unheard(self._unheard) if self._unheard is not None else None
+
+    def channel(self) -> discord.VoiceChannel | discord.StageChannel | None:
+        """The voice channel the bot is connected to in this guild, if any."""
+        client = self.voice_client()
+        return client.channel if client is not None and client.is_connected() else None
+
+    def voice_client(self) -> discord.VoiceClient | None:
+        guild = self.services.guild()
+        client = guild.voice_client if guild is not None else None
+        return client if isinstance(client, discord.VoiceClient) else None
+
+    @contextlib.asynccontextmanager
+    async def joined(self, channel: discord.VoiceChannel | discord.StageChannel) -> AsyncIterator[discord.VoiceClient]:
+        """Be in `channel` (join it, or move there) and let nobody else join until the block ends: the caller queues
+        its line in it. The bot may have become busy elsewhere while the caller waited for its turn, which is
+        checked again here; that and a join that fails are UserFacingErrors."""
+        async with self._join_lock:
+            checks.not_busy_elsewhere(self.channel(), channel, self.busy)
+            try:
+                async with asyncio.timeout(GIVE_UP_JOIN_AFTER):
+                    client = await self._connect(channel)
+            except (TimeoutError, discord.ClientException) as exc:
+                raise UserFacingError(
+                    f"I could not join {channel.mention} ({str(exc) or 'timed out'}); try again"
+                ) from None
+            yield client
+
+    async def _connect(self, channel: discord.VoiceChannel | discord.StageChannel) -> discord.VoiceClient:
+        client = self.voice_client()
+        if client is not None and client.is_connected() and client.channel.id == channel.id:
+            in_audience = self._unheard is not None and self._unheard is not Seat.MUTED
+            if in_audience and isinstance(channel, discord.StageChannel) and await seat.step_up(channel):
+                self._go_on()
+            return client
+        # discord.py's socket reader goes back into a 30 s select() on the UDP socket right after each IP
+        # discovery, and a reconnect's new socket is not seen until that returns: a move (`move_to`) within 30 s
+        # of joining, or a reconnect discord.py gave up on, hangs there and fails. A fresh client has a fresh one.
+        if client is not None and client.is_connected():
+            log.info("moving from %s to %s", client.channel, channel)
+            await client.disconnect(force=True)
+        elif client is not None:
+            log.info("replacing a half-connected voice client in %s", channel.guild)
+            await client.disconnect(force=True)
+        self._joining = True
+        try:
+            connected: discord.VoiceProtocol = await channel.connect(
+                timeout=JOIN_WITHIN, reconnect=True, self_deaf=True
+            )
+        finally:
+            self._joining = False
+        assert isinstance(connected, discord.VoiceClient)
+        self._client = connected
+        # On a stage the bot arrives in the audience (checks.can_speak_in made sure it may step up). A server mute
+        # goes with it from channel to channel: only a moderator lifts it.
+        me = channel.guild.me.voice
+        if (me is None or not me.mute) and (
+            not isinstance(channel, discord.StageChannel) or await seat.step_up(channel)
+        ):
+            self._go_on()
+        self.last_activity = time.monotonic()
+        if self.held:
+            self.held = False
+            self._kick()
+        return connected
+
+    def adrift(self) -> None:
+        """The gateway connection dropped: pause until it is back (`ashore`, `session_renewed`)."""
+        self._adrift = True
+        client = self.voice_client()
+        if client is not None and client.is_playing():
+            client.pause()
+
+    def ashore(self) -> None:
+        """discord.py resumed the gateway session: the voice connection lived on, and playback goes on."""
+        self._adrift = False
+        self._resume_playback()
+
+    async def session_renewed(self) -> None:
+        """Discord started the bot's gateway session anew (it refused the resume, after an outage): the voice
+        connection ended with the old session, and discord.py has forgotten its client. Left alone, that client
+        gives up 20 s later and then leaves whatever channel the bot has joined meanwhile, so it is taken down now.
+        The line it cut off (paused since the gateway dropped) plays on from there once the player has joined the
+        channel again (GuildPlayer._play)."""
+        self._adrift = False
+        client, self._client = self._client, None
+        if client is None or not client.is_connected() or client is self.voice_client():
+            self._resume_playback()  # (not in voice, or gave up already: the player has heard of that)
+            return
+        log.info("the gateway session was renewed: rejoining voice in guild %d", self.services.guild_id)
+        # Under the join lock: the old client's clean-up unregisters the guild's voice client, a new one included.
+        async with self._join_lock:
+            self._renewed = self.current is not None
+            # discord.py waits for Discord to confirm the leave, which the forgotten client never hears of.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LEAVE_WITHIN):
+                    await client.disconnect(force=True)
+
+    async def seat_changed(self, before: discord.VoiceState, after: discord.VoiceState) -> None:
+        """The bot's own voice state changed: pause while nobody hears it (in a stage's audience, server-muted) and
+        go on once it is heard again (bot/seat.py)."""
+        change, where = seat.seat_change(before, after), after.channel
+        if change is Seat.HEARD:
+            self._go_on()
+        elif where is not None and (change is Seat.MUTED or change is Seat.SENT_DOWN):
+            await self._pause(where, change)
+        elif change is Seat.ARRIVED and isinstance(where, discord.StageChannel) and not self._joining:
+            # Arrived on a stage, not by a join of ours: discord.py reconnected (it leaves and joins again), or a
+            # moderator dragged the bot there. Either way it was meant to speak, unless it was paused already.
+            paused = self._unheard is not None
+            if not paused and not await seat.step_up(where):
+                await self._pause(where, change)
+
+    async def _pause(self, where: discord.VoiceChannel | discord.StageChannel, why: Seat) -> None:
+        self._unheard = why
+        client = self.voice_client()
+        if client is not None and client.is_playing():
+            client.pause()
+        line = self.current or (self.lines[0] if self.lines else None)
+        if line is not None:
+            await self.services.post(line.notes_to, seat.paused_note(where, len(self.lines), why), None)
+
+    def _go_on(self) -> None:
+        """Heard again: the paused line plays on, and the queue after it."""
+        if self._unheard is None:
+            return
+        self._unheard = None
+        self._resume_playback()
+
+    def _paused(self) -> bool:
+        """Whether playback waits: nobody hears the bot where it is, or the gateway connection is down."""
+        return self._unheard is not None or self._adrift
+
+    def _resume_playback(self) -> None:
+        client = self.voice_client()
+        if not self._paused() and client is not None and client.is_paused():
+            client.resume()

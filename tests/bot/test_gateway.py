@@ -1,0 +1,65 @@
+"""The gateway connection drops under a playing line: discord.py resumes the session, or Discord refuses and it
+identifies anew, which ends the bot's voice connection with the old session (discord-api-docs#2257)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from tests.bot.conftest import World, frame_frequencies
+from tests.bot.test_commands import near
+from tests.fakediscord import VoiceSession
+
+TONE_PACKETS = 150  # a 3 s tone line, 20 ms a packet
+
+
+async def _until(holds: Callable[[], bool], timeout: float = 30) -> None:
+    """Poll: gateway sessions change nothing the bot posts, which the emulator's own waits wake on."""
+    async with asyncio.timeout(timeout):
+        while not holds():
+            await asyncio.sleep(0.05)
+
+
+def _heard(session: VoiceSession, tone: float) -> int:
+    return sum(near(f, tone) for f in frame_frequencies(session) if f)
+
+
+async def test_a_resumed_gateway_session_loses_nothing(world: World, start_bot: object, tone_worker: object) -> None:
+    """Discord asks the bot to reconnect mid-line (op 7), as it does every so often: the session resumes, the
+    voice connection lives on, and both lines play whole on it."""
+    tone_worker("--seconds", "3.0")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    await world.say("[S1] 500")
+    await world.say("[S1] 900")
+    session = await world.session()
+    await session.wait_for(lambda s: len(s.audio()) >= 30, timeout=60)
+    await world.discord.reconnect_gateway()
+    await _until(lambda: world.discord.resumes == 1)
+    await session.wait_for(lambda s: _heard(s, 900) >= TONE_PACKETS - 2, timeout=60)
+    assert _heard(session, 500) >= TONE_PACKETS - 2 and session.unheard() == []
+    assert world.discord.sessions(world.guild) == [session] and world.discord.posted == []
+
+
+async def test_a_renewed_gateway_session_rejoins_and_plays_on(
+    world: World, start_bot: object, tone_worker: object
+) -> None:
+    """The gateway drops mid-line and Discord ends the session: the bot pauses at once, so nothing is sent into
+    the ended voice connection, and once identified anew it joins again and plays the line on from where it paused
+    (none of it lost, none of it twice), then the next."""
+    tone_worker("--seconds", "3.0")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    await world.say("[S1] 500")
+    await world.say("[S1] 900")
+    old = await world.session()
+    await old.wait_for(lambda s: len(s.audio()) >= 30, timeout=60)
+    readies = world.discord.readies
+    await world.discord.end_session()
+    await _until(lambda: world.discord.readies == readies + 1)
+    await _until(lambda: len(world.discord.sessions(world.guild)) == 2)
+    new = world.discord.sessions(world.guild)[1]
+    assert new.channel_id == world.tavern.id
+    await new.wait_for(lambda s: _heard(s, 900) >= TONE_PACKETS - 2, timeout=60)
+    assert old.unheard() == [], "nothing was sent into the ended connection"
+    assert _heard(old, 500) >= 30 and _heard(new, 500) > 0
+    assert TONE_PACKETS - 2 <= _heard(old, 500) + _heard(new, 500) <= TONE_PACKETS + 2, "on from where it paused"
+    assert world.bot_channel() == world.tavern.id and world.discord.posted == []
