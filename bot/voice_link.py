@@ -143,13 +143,14 @@ class VoiceLink(LineQueue):
     async def session_renewed(self) -> None:
         """Discord started the bot's gateway session anew (it refused the resume, after an outage): the voice
         connection ended with the old session, and discord.py has forgotten its client. Left alone, that client
-        gives up 20 s later and then leaves whatever channel the bot has joined meanwhile, so it is taken down now.
-        The line it cut off (paused since the gateway dropped) plays on from there once the player has joined the
-        channel again (GuildPlayer._play)."""
+        gives up 20 s later and then leaves whatever channel the bot has joined meanwhile (or, if it was
+        reconnecting already, holds its line forever), so it is taken down now, in whatever state it is. The line
+        it cut off (paused since the gateway dropped) plays on from there once the player has joined the channel
+        again (GuildPlayer._play)."""
         self._adrift = False
         client, self._client = self._client, None
-        if client is None or not client.is_connected() or client is self.voice_client():
-            self._resume_playback()  # (not in voice, or gave up already: the player has heard of that)
+        if client is None or client is self.voice_client():
+            self._resume_playback()
             return
         log.info("the gateway session was renewed: rejoining voice in guild %d", self.services.guild_id)
         # Under the join lock: the old client's clean-up unregisters the guild's voice client, a new one included.
