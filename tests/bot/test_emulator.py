@@ -25,7 +25,7 @@ from bot.errors import reply_privately
 from tests.fakediscord import EPHEMERAL, FakeDiscord, Interaction, Message, Upload
 from tests.fakediscord.limits import choices_problems, message_problems
 from tests.fakediscord.model import Channel, Guild, Member
-from tests.fakediscord.server import command_problems
+from tests.fakediscord.rest import command_problems
 
 CLIP = b"RIFF" + bytes(range(256)) * 40
 TAKES = {f"take{i}.ogg": b"OggS" + bytes([i]) * (1000 + i) for i in range(1, 4)}

@@ -4,23 +4,21 @@ The bot reaches it only through its testing settings (REST base URL, gateway URL
 tests drive it like users: someone joins a voice channel, runs /say, clicks a button, types into an
 autocompleted option. Gotchas that discord.py 2.7.1 imposes are kept (research/discord.md §3.4): JSON
 responses carry exactly `Content-Type: application/json`, the gateway answers in plain text frames.
-Interactions live in interactions.py, messages and the files on them in messages.py. A message or autocomplete
-answer Discord would refuse (limits.py) gets Discord's 400 and is noted in `store.refused`, which fails a bot test.
+The REST routes live in rest.py, interactions in interactions.py, messages and the files on them in messages.py.
+A message or autocomplete answer Discord would refuse (limits.py) gets Discord's 400 and is noted in
+`store.refused`, which fails a bot test.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import re
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from tests.fakediscord.certs import self_signed_context
+from tests.fakediscord.gateway import GUILD_MESSAGES, MESSAGE_CONTENT, Gateway
 from tests.fakediscord.interactions import (
     APPLICATION_ID,
     AUTOCOMPLETE,
@@ -32,18 +30,8 @@ from tests.fakediscord.interactions import (
     Interaction,
     command_options,
 )
-from tests.fakediscord.limits import message_problems
-from tests.fakediscord.messages import EPHEMERAL, Message, MessageRef, Posted, Store, error, json_response, read_body
+from tests.fakediscord.messages import EPHEMERAL, Message, MessageRef, Posted, Store
 from tests.fakediscord.model import (
-    ATTACH_FILES,
-    MUTE_MEMBERS,
-    READ_MESSAGE_HISTORY,
-    SEND_MESSAGES,
-    SEND_MESSAGES_IN_THREADS,
-    STAGE,
-    TEXT,
-    THREAD,
-    VIEW_CHANNEL,
     Channel,
     Guild,
     Member,
@@ -51,18 +39,13 @@ from tests.fakediscord.model import (
     User,
     snowflake,
 )
+from tests.fakediscord.rest import Rest
 from tests.fakediscord.voice import VoiceServer, VoiceSession
-
-GUILD_MESSAGES = 1 << 9
-MESSAGE_CONTENT = 1 << 15  # privileged
-ROUND_TRIP = 0.05  # seconds a network takes: before a heartbeat ack, between the two voice updates of a join
 
 __all__ = ["APPLICATION_ID", "EPHEMERAL", "FakeDiscord", "Interaction", "Posted"]
 
-Handler = Callable[[web.Request, list[str]], Awaitable[web.Response | None]]
 
-
-class FakeDiscord:
+class FakeDiscord(Gateway, Rest):
     """Start with `async with FakeDiscord() as discord:`; give the bot `discord.settings()`."""
 
     def __init__(self) -> None:
@@ -187,26 +170,6 @@ class FakeDiscord:
 
     def _audible(self, guild: Guild) -> bool:
         return self.bot.id not in guild.suppressed and self.bot.id not in guild.muted
-
-    async def reconnect_gateway(self) -> None:
-        """Discord asks the bot to reconnect (op 7), as it does every so often: discord.py resumes its session."""
-        assert self._gateway is not None, "the bot is not connected"
-        await self._gateway.send_str(json.dumps({"op": 7, "d": None}))
-
-    async def end_session(self) -> None:
-        """The bot's gateway connection drops, and Discord ends its session, as after a network outage longer than
-        a resume allows: the bot's voice states end with it (its voice connections close with 4014,
-        discord-api-docs#2257), and its resume is refused (op 9), so discord.py identifies again and gets READY
-        anew."""
-        assert self._gateway is not None, "the bot is not connected"
-        self._session = f"gateway-session-{self.readies}"
-        await self._gateway.close(code=4000)  # discord.py tries to resume
-        await asyncio.sleep(0.5)  # the session outlives its connection a while
-        for guild in self.guilds.values():
-            if guild.voice.pop(self.bot.id, None) is not None:
-                guild.suppressed.discard(self.bot.id)
-                for session in self.sessions(guild):
-                    await session.drop(4014)
 
     async def kick_bot(self, guild: Guild) -> None:
         """A moderator disconnects the bot from voice: its state goes to no channel and the voice socket closes."""
@@ -411,304 +374,3 @@ class FakeDiscord:
                 await self.store.changed.wait()
 
         return await asyncio.wait_for(run(), timeout)
-
-    # ---- gateway ---------------------------------------------------------------------------------------------
-
-    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        assert self._gateway is not None, "the bot is not connected"
-        self._seq += 1
-        await self._gateway.send_str(json.dumps({"op": 0, "t": event, "s": self._seq, "d": data}))
-
-    async def _gateway_handler(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        self._gateway = ws
-        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}))
-        async for message in ws:
-            if message.type != WSMsgType.TEXT:
-                continue
-            payload = json.loads(message.data)
-            op, d = payload.get("op"), payload.get("d")
-            if op == 1:
-                # Real acks take a network round trip; an instant one can reach discord.py before its keep-alive
-                # thread has noted the send, and it then warns of a 40 s lag that never happened.
-                asyncio.get_running_loop().call_later(ROUND_TRIP, self._ack, ws)
-            elif op == 2:
-                self.intents = int(d.get("intents") or 0)
-                if self.intents & MESSAGE_CONTENT and not self.message_content_allowed:
-                    await ws.close(code=4014, message=b"Disallowed intent(s).")
-                    break
-                self.identified.set()
-                await self._ready()
-            elif op == 4:
-                await self._voice_state_update(d)
-            elif op == 6:
-                if d.get("session_id") != self._session:
-                    await ws.send_str(json.dumps({"op": 9, "d": False}))  # not resumable: identify anew
-                    continue
-                self.resumes += 1
-                await self.dispatch("RESUMED", {})  # (nothing happened meanwhile that it missed)
-        if self._gateway is ws:  # the bot went away: interactions wait for the next one to be ready
-            self.ready_sent.clear()
-        return ws
-
-    def _ack(self, ws: web.WebSocketResponse) -> None:
-        if not ws.closed:
-            task = asyncio.ensure_future(ws.send_str(json.dumps({"op": 11})))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
-
-    async def _ready(self) -> None:
-        ready = {
-            "v": 10, "user": self.bot.payload(), "session_id": self._session,
-            "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gateway",
-            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
-            "application": {"id": str(APPLICATION_ID), "flags": 0},
-        }  # fmt: skip
-        await self.dispatch("READY", ready)
-        for guild in self.guilds.values():
-            await self.dispatch("GUILD_CREATE", guild.payload())
-        self.readies += 1
-        self.ready_sent.set()
-
-    async def _voice_state_update(self, d: dict[str, Any]) -> None:
-        guild = self.guilds[int(d["guild_id"])]
-        if guild.bot_removed:
-            return  # Discord tells the bot nothing of a server it is not in
-        channel_id = d.get("channel_id")
-        if channel_id is None:
-            await self._unplace_bot(guild)
-            return
-        channel = self._channel(guild, int(channel_id))
-        if guild.voice.get(self.bot.id) != channel.id and (
-            not self.voice_answers or guild.full_for(guild.members[self.bot.id], channel)
-        ):
-            # Discord answers a join of a full channel with nothing at all: discord.py's connect times out.
-            self.refused_joins.append(channel.id)
-            return
-        await self._place_bot(guild, channel.id)
-
-    async def _unplace_bot(self, guild: Guild) -> None:
-        """The bot is in no voice channel now (it left, or a moderator disconnected it)."""
-        guild.voice.pop(self.bot.id, None)
-        guild.suppressed.discard(self.bot.id)
-        state = guild.voice_state(self.bot.id)
-        state["channel_id"] = None
-        await self.dispatch("VOICE_STATE_UPDATE", state)
-
-    async def _place_bot(self, guild: Guild, channel_id: int) -> None:
-        """The bot is in `channel_id` now (it asked, or a moderator moved it): its voice state, and a voice server
-        for that channel with a new token. Moved from another channel, its old voice connection ends with 4014
-        (discord.py then connects again with the new token)."""
-        bot = self.bot.id
-        moved_from = guild.voice.get(bot)
-        guild.voice[bot] = channel_id
-        if self._channel(guild, channel_id).type != STAGE:
-            guild.suppressed.discard(bot)
-        elif moved_from != channel_id:
-            guild.suppressed.add(bot)  # on a stage, a newcomer is in the audience
-        guild.sessions[bot] = os.urandom(8).hex()
-        assert self.voice is not None
-        earlier = self.sessions(guild)
-        session = self.voice.expect(guild.id, channel_id)
-        await self.dispatch("VOICE_STATE_UPDATE", guild.voice_state(bot))
-        # The two updates come from different services, not back to back. discord.py can miss the second if it
-        # comes while its join is between noticing the first and waiting again (VoiceConnectionState's
-        # `_wait_for_state` starts a fresh Event.wait() task each time, and the state setter's set() and clear()
-        # pass before that task waits): its join then times out after 20 s. Back to back, that happened now and
-        # then here, with two guilds joining at once.
-        await asyncio.sleep(ROUND_TRIP)
-        endpoint = f"127.0.0.1:{self.voice.ws_port}"
-        await self.dispatch(
-            "VOICE_SERVER_UPDATE", {"token": session.token, "guild_id": str(guild.id), "endpoint": endpoint}
-        )
-        if moved_from is not None and moved_from != channel_id:
-            for old in earlier:
-                await old.drop(4014)
-
-    # ---- REST ------------------------------------------------------------------------------------------------
-
-    async def _rest(self, request: web.Request) -> web.Response:
-        path = "/" + request.match_info["tail"]
-        self.requests.append((request.method, path))
-        parts = path.strip("/").split("/")
-        routes: dict[str, Handler] = {
-            "users": self._users, "oauth2": self._oauth2, "applications": self._applications,
-            "interactions": self._interactions, "webhooks": self.desk.webhook, "guilds": self._guilds,
-            "channels": self._channels,
-        }  # fmt: skip
-        handler = routes.get(parts[0])
-        response = None if handler is None else await handler(request, parts)
-        # Not `or`: an aiohttp response is a mapping, falsy when it holds no per-request state.
-        return response if response is not None else error(404, 0, f"fake discord has no {request.method} {path}")
-
-    async def _users(self, request: web.Request, parts: list[str]) -> web.Response | None:
-        return json_response(self.bot.payload()) if parts == ["users", "@me"] else None
-
-    async def _oauth2(self, request: web.Request, parts: list[str]) -> web.Response | None:
-        return json_response(self._application()) if parts == ["oauth2", "applications", "@me"] else None
-
-    async def _applications(self, request: web.Request, parts: list[str]) -> web.Response | None:
-        if request.method != "PUT" or parts[-1] != "commands":
-            return None
-        commands = await request.json()
-        problems = [p for c in commands for p in command_problems(c)]
-        if problems:  # Discord refuses the whole sync, and the bot has no commands
-            return error(400, 50035, "Invalid Form Body: " + "; ".join(problems))
-        return json_response(self._sync(commands, guild=parts[3] if len(parts) > 4 else None))
-
-    async def _interactions(self, request: web.Request, parts: list[str]) -> web.Response | None:
-        return await self.desk.callback(request, parts[2]) if parts[-1] == "callback" else None
-
-    async def _guilds(self, request: web.Request, parts: list[str]) -> web.Response | None:
-        if request.method == "PATCH" and parts[2:] == ["voice-states", "@me"]:
-            return await self._my_voice_state(self.guilds[int(parts[1])], await request.json())
-        if request.method != "GET" or len(parts) != 4 or parts[2] != "members":
-            return None
-        member = self.guilds[int(parts[1])].members.get(int(parts[3]))
-        return error(404, 10007, "Unknown Member") if member is None else json_response(member.payload())
-
-    async def _channels(self, request: web.Request, parts: list[str]) -> web.Response | None:
-        """Channel messages: POST one; GET, PATCH or DELETE one by id."""
-        if len(parts) < 3 or parts[2] != "messages":
-            return None
-        channel_id = int(parts[1])
-        guild = self._guild_of(channel_id)
-        if guild is not None and guild.bot_removed:
-            self.store.refused.append(f"{request.method} {request.path}: the bot is not in that server")
-            return error(403, 50001, "Missing Access")
-        if len(parts) == 3 and request.method == "POST":
-            body, uploads = await read_body(request)
-            refused = self.store.refuse(f"POST {request.path}", message_problems(body, uploads, new=True))
-            if refused is not None:
-                return refused
-            missing = None if guild is None else self._may_not_post(guild, channel_id, body, uploads)
-            if missing is not None:
-                self.store.refused.append(f"POST {request.path}: the bot lacks {missing} there")
-                return error(403, 50013, "Missing Permissions")
-            message = self.store.post(channel_id, body, uploads)
-            # Like Discord, the bot hears its own message too, content included (the intent is for others').
-            if guild is not None:
-                await self._message_event("MESSAGE_CREATE", guild, guild.members[self.bot.id], message, heard=True)
-            return json_response(message.payload())
-        message = self.store.messages.get(int(parts[3])) if len(parts) == 4 and parts[3].isdigit() else None
-        # Ephemeral messages exist only for their interaction's webhook, never for the channel API.
-        if message is None or message.deleted or message.channel_id != channel_id or message.ephemeral:
-            return error(404, 10008, "Unknown Message")
-        if request.method == "PATCH":
-            body, uploads = await read_body(request)
-            refused = self.store.refuse(f"PATCH {request.path}", message_problems(body, uploads, new=False))
-            if refused is not None:
-                return refused
-            self.store.edit(message, body, uploads)
-        elif request.method == "DELETE":
-            self.store.delete(message)
-            if guild is not None:  # the bot hears its own deletions too
-                await self._messages_deleted(guild, channel_id, [message.id])
-            return web.Response(status=204)
-        return json_response(message.payload())
-
-    def _may_not_post(self, guild: Guild, channel_id: int, body: dict[str, Any], uploads: list[Upload]) -> str | None:
-        """The permission the bot lacks to post this message in the channel, if any (resources/message, "Create
-        Message"): View Channel and Send Messages (in a thread, Send Messages in Threads); Attach Files for files;
-        Read Message History for a reply."""
-        channel = self._channel(guild, channel_id)
-        have = guild.channel_permissions(guild.members[self.bot.id], channel)
-        thread = channel.type == THREAD
-        send = ("Send Messages in Threads", SEND_MESSAGES_IN_THREADS) if thread else ("Send Messages", SEND_MESSAGES)
-        needed = [("View Channel", VIEW_CHANNEL), send]
-        if uploads:
-            needed.append(("Attach Files", ATTACH_FILES))
-        if body.get("message_reference"):
-            needed.append(("Read Message History", READ_MESSAGE_HISTORY))
-        return next((name for name, bit in needed if not have & bit), None)
-
-    async def _my_voice_state(self, guild: Guild, body: dict[str, Any]) -> web.Response:
-        """PATCH /guilds/{id}/voice-states/@me: the bot steps up to speak on its stage (`suppress: false`, which
-        takes Mute Members there), or back into the audience (resources/voice, "Modify Current User Voice
-        State")."""
-        bot = guild.members[self.bot.id]
-        where = guild.voice.get(bot.user.id)
-        channel = None if where is None else self._channel(guild, where)
-        if channel is None or channel.type != STAGE or str(body.get("channel_id")) != str(channel.id):
-            return error(400, 50035, "Invalid Form Body: channel_id must be the stage the bot is on")
-        if body.get("suppress") is False:
-            if not guild.channel_permissions(bot, channel) & MUTE_MEMBERS:
-                return error(403, 50013, "Missing Permissions")
-            guild.suppressed.discard(bot.user.id)
-            self.spoke_up.append(time.monotonic())
-        elif body.get("suppress") is True:
-            guild.suppressed.add(bot.user.id)
-        await self.dispatch("VOICE_STATE_UPDATE", guild.voice_state(bot.user.id))
-        return web.Response(status=204)
-
-    @staticmethod
-    def _channel(guild: Guild, channel_id: int) -> Channel:
-        return next(c for c in guild.channels if c.id == channel_id)
-
-    def _guild_of(self, channel_id: int) -> Guild | None:
-        return next((g for g in self.guilds.values() if any(c.id == channel_id for c in g.channels)), None)
-
-    def _application(self) -> dict[str, Any]:
-        owner = {"id": "1", "username": "host", "discriminator": "0", "avatar": None}
-        return {"id": str(APPLICATION_ID), "name": "DiaVoice", "description": "", "icon": None, "bot_public": True,
-                "bot_require_code_grant": False, "owner": owner, "verify_key": "00", "flags": 0}  # fmt: skip
-
-    def _sync(self, commands: list[dict[str, Any]], guild: str | None) -> list[dict[str, Any]]:
-        synced = []
-        for command in commands:
-            # Discord answers with every field; a context menu's description is "" (discord.py reads it).
-            entry = {"description": "", **command, "id": str(snowflake()), "application_id": str(APPLICATION_ID),
-                     "version": "1"}  # fmt: skip
-            if guild is not None:
-                entry["guild_id"] = guild
-            self.commands[command["name"]] = entry
-            synced.append(entry)
-        return synced
-
-
-_COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")  # Discord's pattern, less its other scripts' marks
-SUBCOMMAND, SUBCOMMAND_GROUP = 1, 2
-
-
-def command_problems(command: dict[str, Any], where: str = "") -> list[str]:
-    """What Discord's API would refuse in a command it is asked to register (docs: Application Commands,
-    "Application Command Naming" and the limits of each field): names of 1-32 lower-case word characters,
-    descriptions of 1-100 characters (a context menu has neither rule), at most 25 options and 25 choices,
-    required options first, and at most 4000 characters of names, descriptions and choices in all."""
-    name = str(command.get("name", ""))
-    here = f"{where}{name}"
-    problems = []
-    menu = not where and command.get("type", CHAT_INPUT) != CHAT_INPUT
-    if menu and not 1 <= len(name) <= 32:
-        problems.append(f"{here}: a menu's name must be 1-32 characters")
-    if not menu and (not _COMMAND_NAME.match(name) or name != name.lower()):
-        problems.append(f"{here}: name must be 1-32 lower-case letters, digits, - or _")
-    description = str(command.get("description") or "")
-    if not menu and not 1 <= len(description) <= 100:
-        problems.append(f"{here}: description must be 1-100 characters, not {len(description)}")
-    options = command.get("options") or []
-    if len(options) > 25:
-        problems.append(f"{here}: more than 25 options")
-    required = [bool(o.get("required")) for o in options if o.get("type") not in (SUBCOMMAND, SUBCOMMAND_GROUP)]
-    if required != sorted(required, reverse=True):
-        problems.append(f"{here}: required options must come before optional ones")
-    for option in options:
-        problems += command_problems(option, f"{here} ")
-        if len(option.get("choices") or []) > 25:
-            problems.append(f"{here} {option.get('name')}: more than 25 choices")
-    if not where and not menu and _characters(command) > 4000:
-        problems.append(f"{here}: more than 4000 characters in all")
-    return problems
-
-
-def _characters(command: dict[str, Any]) -> int:
-    total = len(command.get("name", "")) + len(command.get("description", ""))
-    for option in command.get("options") or []:
-        total += _characters(option)
-        total += sum(len(str(c.get("name", ""))) + len(str(c.get("value", ""))) for c in option.get("choices") or [])
-    return total
-
-
-def text_channels(guild: Guild) -> list[Channel]:
-    return [c for c in guild.channels if c.type == TEXT]
