@@ -20,6 +20,17 @@ async def _until(holds: Callable[[], bool], timeout: float = 30) -> None:
             await asyncio.sleep(0.05)
 
 
+async def _two_lines_playing(world: World, start_bot: object, tone_worker: object) -> VoiceSession:
+    """Two 3 s lines queued (500 Hz, then 900 Hz), the first 0.6 s into playing: its voice session."""
+    tone_worker("--seconds", "3.0")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    await world.say("[S1] 500")
+    await world.say("[S1] 900")
+    session = await world.session()
+    await session.wait_for(lambda s: len(s.audio()) >= 30, timeout=60)
+    return session
+
+
 def _heard(session: VoiceSession, tone: float) -> int:
     return sum(near(f, tone) for f in frame_frequencies(session) if f)
 
@@ -27,12 +38,7 @@ def _heard(session: VoiceSession, tone: float) -> int:
 async def test_a_resumed_gateway_session_loses_nothing(world: World, start_bot: object, tone_worker: object) -> None:
     """Discord asks the bot to reconnect mid-line (op 7), as it does every so often: the session resumes, the
     voice connection lives on, and both lines play whole on it."""
-    tone_worker("--seconds", "3.0")  # type: ignore[operator]
-    await start_bot()  # type: ignore[operator]
-    await world.say("[S1] 500")
-    await world.say("[S1] 900")
-    session = await world.session()
-    await session.wait_for(lambda s: len(s.audio()) >= 30, timeout=60)
+    session = await _two_lines_playing(world, start_bot, tone_worker)
     await world.discord.reconnect_gateway()
     await _until(lambda: world.discord.resumes == 1)
     await session.wait_for(lambda s: _heard(s, 900) >= TONE_PACKETS - 2, timeout=60)
@@ -46,12 +52,7 @@ async def test_a_renewed_gateway_session_rejoins_and_plays_on(
     """The gateway drops mid-line and Discord ends the session: the bot pauses at once, so nothing is sent into
     the ended voice connection, and once identified anew it joins again and plays the line on from where it paused
     (none of it lost, none of it twice), then the next."""
-    tone_worker("--seconds", "3.0")  # type: ignore[operator]
-    await start_bot()  # type: ignore[operator]
-    await world.say("[S1] 500")
-    await world.say("[S1] 900")
-    old = await world.session()
-    await old.wait_for(lambda s: len(s.audio()) >= 30, timeout=60)
+    old = await _two_lines_playing(world, start_bot, tone_worker)
     readies = world.discord.readies
     await world.discord.end_session()
     await _until(lambda: world.discord.readies == readies + 1)
