@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from tests.bot.conftest import World, frame_frequencies
+from tests.bot.conftest import World, ended, frame_frequencies
 from tests.bot.test_commands import near
 from tests.fakediscord import VoiceSession
 
@@ -64,3 +64,24 @@ async def test_a_renewed_gateway_session_rejoins_and_plays_on(
     assert _heard(old, 500) >= 30 and _heard(new, 500) > 0
     assert TONE_PACKETS - 2 <= _heard(old, 500) + _heard(new, 500) <= TONE_PACKETS + 2, "on from where it paused"
     assert world.bot_channel() == world.tavern.id and world.discord.posted == []
+
+
+async def test_a_renewed_session_between_lines(world: World, start_bot: object, tone_worker: object) -> None:
+    """Discord ends the session while the bot sits in voice with nothing to say: it is out of voice afterwards (its
+    voice state went with the session), says nothing, and the next /say joins again and plays."""
+    tone_worker("--seconds", "0.6")  # type: ignore[operator]
+    await start_bot()  # type: ignore[operator]
+    await world.say("[S1] 500")
+    old = await world.session()
+    await old.wait_for(ended, timeout=60)
+    readies = world.discord.readies
+    await world.discord.end_session()
+    await _until(lambda: world.discord.readies == readies + 1)
+    await asyncio.sleep(3)  # the old voice client is taken down at READY; nothing rejoins with nothing to play
+    assert world.bot_channel() is None and len(world.discord.sessions(world.guild)) == 1
+
+    assert "Speaking now" in str((await world.say("[S1] 900"))["content"])
+    await _until(lambda: len(world.discord.sessions(world.guild)) == 2)
+    new = world.discord.sessions(world.guild)[1]
+    await new.wait_for(lambda s: _heard(s, 900) >= 25, timeout=60)
+    assert old.unheard() == [] and world.discord.posted == []
