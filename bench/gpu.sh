@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Everything that needs a CUDA device, in one go: the GPU correctness tests, then the benchmarks.
 #
-#     bench/gpu.sh OUT [PART...]      # parts: info tests engine audio concurrent profile baseline invariant agreement
-#                                     #        sweep nopdl build
-#                                     # (default: info tests engine audio concurrent)
+#     bench/gpu.sh OUT [PART...]      # parts: info tests kernels engine audio concurrent profile baseline invariant
+#                                     #        agreement sweep nopdl build
+#                                     # (default: info tests kernels engine audio concurrent)
 #
 # Each part writes its log (and JSON where the script has one) into OUT and has its own time limit, so one
 # that fails or hangs leaves the others' results. Meant for a lent GPU machine: if the Python packages that
@@ -11,7 +11,7 @@
 set -u
 out=${1:?usage: bench/gpu.sh OUT [PART...]}
 shift
-parts=${*:-info tests engine audio concurrent}
+parts=${*:-info tests kernels engine audio concurrent}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
@@ -37,10 +37,12 @@ for part in $parts; do
             nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,clocks.sm,clocks.max.sm --format=csv
             "$python" -c 'import torch, transformers, triton; print("torch", torch.__version__, "transformers", transformers.__version__, "triton", triton.__version__)'
             ;;
-        tests)
-            run tests 240 "$python" -m pytest -v --durations=0 -m gpu -p no:cacheprovider tests/engine/test_gpu.py \
+        tests)  # each engine they load tunes its kernels first, compiling every candidate on a fresh machine: on an
+            # H100 (2026-11-24) the first three tests took most of four minutes
+            run tests 540 "$python" -m pytest -v --durations=0 -m gpu -p no:cacheprovider tests/engine/test_gpu.py \
                 tests/engine/test_scheduler.py tests/audio/test_codec.py
-            # The decode kernels' and skinny matmuls' tests run on the CPU in Triton's interpreter; here compiled:
+            ;;
+        kernels)  # the decode kernels' and skinny matmuls' tests run on the CPU in Triton's interpreter; here compiled:
             # about 175 kernel specialisations, so compiled on several cores where pytest-xdist was carried.
             parallel=()
             if "$python" -c 'import xdist' 2>/dev/null; then parallel=(-n 8); fi
@@ -53,7 +55,8 @@ for part in $parts; do
             run build 300 "$python" -m pytest -q -p no:cacheprovider tests/engine/test_kernel_build.py
             ;;
         engine)
-            run engine 300 "$python" bench/engine.py "${commit[@]}" --json "$out/engine.json"
+            # building both engines takes about 80 s and the reference's four lines at 30 to 47 steps/s 100 to 150
+            run engine 480 "$python" bench/engine.py "${commit[@]}" --json "$out/engine.json"
             ;;
         concurrent)
             run concurrent 420 "$python" bench/engine.py "${commit[@]}" --concurrent 1 4 8 16 32 --json "$out/concurrent.json"

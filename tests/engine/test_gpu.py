@@ -9,7 +9,9 @@ import torch
 from tests.engine.conftest import Checkpoint
 from tts_engine.engine import Engine, GenerationParams, VoicePrompt
 
-pytestmark = pytest.mark.gpu
+# Each engine loaded here tunes its kernels, compiling every candidate on a fresh machine (an H100, 2026-11-24:
+# the first test went past the default 120 s with the dependent-launch candidates; it passed given longer).
+pytestmark = [pytest.mark.gpu, pytest.mark.timeout(360)]
 TEXT = "[S1] Welcome, traveler! (laughs) [S2] Beware the woods."
 
 
