@@ -3,6 +3,7 @@
     python bench/engine.py                    # CUDA + bfloat16 when present (1100 steps), else CPU + float32
     python bench/engine.py --steps 40 --json results.json
     python bench/engine.py --concurrent 1 4 8 16 32          # continuous batching (tts_engine/batching.py)
+    python bench/engine.py --skip-reference --against-no-dependent-launches   # what PDL gains (Hopper)
     python bench/engine.py --concurrent 1 4 8 --size small   # the same on a reduced random model (CPU runs)
 
 Both engines share one set of weights, initialised directly on the device (no download). Each renders a
@@ -42,7 +43,7 @@ from transformers import DiaForConditionalGeneration
 from transformers.generation.streamers import BaseStreamer
 
 from bench.common import commit
-from bench.random_dia import build, hf_config, matmul_choices, sampler_choices
+from bench.random_dia import build, build_ours, hf_config, matmul_choices, sampler_choices
 from tts_engine.batching import Scheduler
 from tts_engine.dia.config import DiaConfig
 from tts_engine.dia.text import encode
@@ -124,7 +125,7 @@ def _result(name: str, steps: int, start: float, first: float, end: float, devic
     )
 
 
-def run_ours(engine: Engine, max_tokens: int, device: torch.device) -> Result:
+def run_ours(engine: Engine, max_tokens: int, device: torch.device, name: str = "ours") -> Result:
     params = GenerationParams(max_tokens=max_tokens, seed=0)
     max_delay = engine.config.max_delay
     _peak_reset(device)
@@ -139,7 +140,7 @@ def run_ours(engine: Engine, max_tokens: int, device: torch.device) -> Result:
     # samples EOS (not with build's weights) ends after its n frames and n + 1 + max_delay steps.
     if frames != max_tokens - 2:
         log.warning("ours sampled EOS after %d of %d frames: steps/s counts the steps it ran", frames, max_tokens - 2)
-    return _result("ours", frames + 1 + max_delay, start, first, end, device)
+    return _result(name, frames + 1 + max_delay, start, first, end, device)
 
 
 def run_batch(scheduler: Scheduler, streams: int, max_tokens: int) -> tuple[int, float, float]:
@@ -285,6 +286,10 @@ def main() -> int:
         "--no-dependent-launches", action="store_true",
         help="no programmatic dependent launches (Hopper), whatever the tuners would find (what they gain)",
     )  # fmt: skip
+    parser.add_argument(
+        "--against-no-dependent-launches", action="store_true",
+        help="also time our engine without dependent launches on the same weights, taking turns (the A/B in one run)",
+    )  # fmt: skip
     args = parser.parse_args()
     # What the tuners chose at start-up goes to stderr: each projection cuBLAS or ours (fused or not) with both
     # times, the sampler fused or the chain at each batch width, and attention as a dependent launch or not.
@@ -305,24 +310,39 @@ def main() -> int:
     print(f"# built both engines in {time.perf_counter() - begin:.1f} s", file=sys.stderr)
     if args.concurrent:
         return main_concurrent(args, engine, device, dtype, max_tokens)
+    plain = None
+    if args.against_no_dependent_launches:
+        # Two runs on two machines differed by 2% before any change (docs/benchmarks.md), about what dependent
+        # launches gain: taking turns in one process on the same weights compares them on the same footing.
+        begin = time.perf_counter()
+        plain = build_ours(reference, decode_kernels=kernels, dependent_launches=False)
+        print(f"# built ours without dependent launches in {time.perf_counter() - begin:.1f} s", file=sys.stderr)
 
     warm = min(max_tokens, 40)
     run_ours(engine, warm, device)
+    if plain is not None:
+        run_ours(plain, warm, device)
     if not args.skip_reference:
         run_reference(reference, warm, device)
-    rounds: dict[str, list[Result]] = {"ours": [], "transformers": []}
+    rounds: dict[str, list[Result]] = {"ours": [], "ours, no PDL": [], "transformers": []}
     for _ in range(args.repeats):
         rounds["ours"].append(run_ours(engine, max_tokens, device))
+        if plain is not None:
+            rounds["ours, no PDL"].append(run_ours(plain, max_tokens, device, name="ours, no PDL"))
         if not args.skip_reference:
             rounds["transformers"].append(run_reference(reference, max_tokens, device))
     results = [sorted(runs, key=lambda r: r.seconds)[len(runs) // 2] for runs in rounds.values() if runs]
 
     meta = {**_meta(args, device, dtype, max_tokens), "matmuls": matmul_choices(engine)}
     meta["sampler"] = sampler_choices(engine)
+    if plain is not None:
+        meta["matmuls without dependent launches"] = matmul_choices(plain)
     print(f"# {meta}")
     print_single(results)
-    if len(results) == 2:
-        print(f"# speed-up: {results[0].steps_per_s / results[1].steps_per_s:.2f}x overall")
+    if not args.skip_reference:
+        print(f"# speed-up: {results[0].steps_per_s / results[-1].steps_per_s:.2f}x overall")
+    if plain is not None:
+        print(f"# dependent launches: {results[0].steps_per_s / results[1].steps_per_s:.3f}x the steps/s without")
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2))
     return 0

@@ -65,8 +65,9 @@ for part in $parts; do
             run baseline 200 "$python" bench/engine.py "${commit[@]}" --skip-reference --no-decode-kernels \
                 --json "$out/engine-sdpa.json"
             ;;
-        nopdl)  # our engine without programmatic dependent launches, for comparison with `engine` (what they gain)
-            run nopdl 240 "$python" bench/engine.py "${commit[@]}" --skip-reference --no-dependent-launches \
+        nopdl)  # what programmatic dependent launches gain: our engine with and without them on the same weights,
+            # taking turns in one run (two runs on two machines differ by about what they gain)
+            run nopdl 300 "$python" bench/engine.py "${commit[@]}" --skip-reference --against-no-dependent-launches \
                 --json "$out/engine-nopdl.json"
             ;;
         invariant)  # the cost of DIA_BATCH_INVARIANT: the batching run with the kernels in their invariant form

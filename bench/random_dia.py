@@ -51,18 +51,32 @@ def build(
     # 45 of 1024 random codes (their logits spread about 0), so every line decodes to the length cap.
     with torch.no_grad():
         reference.logits_dense.weight[config.decoder_config.eos_token_id].zero_()
+    engine = build_ours(
+        reference, decode_kernels=decode_kernels, dependent_launches=dependent_launches, batch_invariant=batch_invariant
+    )
+    return reference, engine
+
+
+def build_ours(
+    reference: DiaForConditionalGeneration,
+    *,
+    decode_kernels: bool | None = None,
+    dependent_launches: bool = True,
+    batch_invariant: bool = False,
+) -> Engine:
+    """Our engine on the reference's weights. The fused q/k/v and gate/up weights are its own copies, and so are
+    its tuners' choices (they live on the model), so a second one beside the first is tuned and timed apart."""
     with torch.device("meta"):
-        ours = DiaModel(DiaConfig.from_dict(config.to_dict()))
+        ours = DiaModel(DiaConfig.from_dict(reference.config.to_dict()))
     ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
     ours.fuse()
     ours.requires_grad_(False)
-    engine = Engine(
+    return Engine(
         ours.eval(),
         decode_kernels=decode_kernels,
         dependent_launches=dependent_launches,
         batch_invariant=batch_invariant,
     )
-    return reference, engine
 
 
 def matmul_choices(engine: Engine) -> dict[str, list[str]]:
