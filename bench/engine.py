@@ -83,7 +83,7 @@ class BatchResult:
     peak_memory_gb: float | None
 
 
-class _StepClock(BaseStreamer):  # type: ignore[misc]
+class _StepClock(BaseStreamer):
     """Host time of each step transformers' generate announces (its first put is the prefilled input)."""
 
     def __init__(self) -> None:
@@ -205,7 +205,9 @@ def run_concurrent(scheduler: Scheduler, streams: int, max_tokens: int, device: 
 
 def run_reference(model: DiaForConditionalGeneration, max_tokens: int, device: torch.device) -> Result:
     ids = torch.tensor([encode(TEXT)], device=device)
-    delays = list(model.config.delay_pattern)
+    pattern = model.config.delay_pattern
+    assert pattern is not None, "Dia's config has a delay pattern"
+    delays = list(pattern)
     prefill = torch.full((1, 1 + max(delays), len(delays)), 1025, dtype=torch.long, device=device)
     for c, delay in enumerate(delays):
         prefill[0, : delay + 1, c] = 1026  # DiaProcessor's delayed BOS frame

@@ -114,6 +114,7 @@ def main() -> int:
         worker.stop()
         thread.join(timeout=10)
 
+    pickup, relay = _percentiles(pickups), _percentiles(relays)
     result = {
         "meta": {
             "jobs": args.jobs,
@@ -123,15 +124,15 @@ def main() -> int:
             "date": datetime.now(UTC).strftime("%Y-%m-%d"),
             "commit": args.commit or commit(),
         },
-        "pickup": _percentiles(pickups),
-        "relay": _percentiles(relays),
+        "pickup": pickup,
+        "relay": relay,
         "jobs_per_second": round(throughput, 1),
     }
     print(f"# {result['meta']}")
     print("| measurement | p50 | p99 |")
     print("|---|---|---|")
-    print(f"| submit -> pickup | {result['pickup']['p50_ms']} ms | {result['pickup']['p99_ms']} ms |")
-    print(f"| worker -> reader, per audio batch | {result['relay']['p50_ms']} ms | {result['relay']['p99_ms']} ms |")
+    for label, measured in (("submit -> pickup", pickup), ("worker -> reader, per audio batch", relay)):
+        print(f"| {label} | {measured['p50_ms']} ms | {measured['p99_ms']} ms |")
     print(f"# throughput with a no-op renderer: {result['jobs_per_second']} jobs/s ({args.jobs} submitted at once)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

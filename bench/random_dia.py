@@ -49,8 +49,10 @@ def build(
     # Random weights sample EOS now and then (a single bf16 rounding moves where), and a line that ends early
     # times fewer, shorter steps and leaves a batch narrower. Channel 0's EOS logit is held at 0, below the top
     # 45 of 1024 random codes (their logits spread about 0), so every line decodes to the length cap.
+    decoder = config.decoder_config
+    assert isinstance(decoder, DiaDecoderConfig)
     with torch.no_grad():
-        reference.logits_dense.weight[config.decoder_config.eos_token_id].zero_()
+        reference.logits_dense.weight[decoder.eos_token_id].zero_()
     engine = build_ours(
         reference, decode_kernels=decode_kernels, dependent_launches=dependent_launches, batch_invariant=batch_invariant
     )

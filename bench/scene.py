@@ -81,7 +81,8 @@ async def _run(args: argparse.Namespace, url: str, folder: Path, model: str, cod
                 assert "Speaking now" in str(reply["content"]), reply
                 session = await world.session()
                 await session.wait_for(lambda s: bool(s.audio()), timeout=600)
-                (job_id,) = [k.decode().rsplit(":", 1)[1] for k in await client.keys("dia:out:*")]
+                keys = [k.decode() if isinstance(k, bytes) else k for k in await client.keys("dia:out:*")]
+                (job_id,) = [key.rsplit(":", 1)[1] for key in keys]
                 end = await job_events.outcome(client, job_id, stall_timeout=600)
                 assert isinstance(end, jobs.EndEvent), end
                 await session.wait_for(lambda s: bool(s.speaking) and s.speaking[-1][1] == 0, timeout=600)
