@@ -2,7 +2,7 @@
 # Everything that needs a CUDA device, in one go: the GPU correctness tests, then the benchmarks.
 #
 #     bench/gpu.sh OUT [PART...]      # parts: info tests kernels engine audio concurrent profile baseline invariant
-#                                     #        agreement sweep nopdl build
+#                                     #        agreement sweep nopdl build persistent
 #                                     # (default: info tests kernels engine audio concurrent)
 #
 # Each part writes its log (and JSON where the script has one) into OUT and has its own time limit, so one
@@ -82,6 +82,10 @@ for part in $parts; do
             ;;
         sweep)  # the tuner's matmul candidates with and without programmatic dependent launch, against cuBLAS
             run sweep 240 "$python" bench/skinny_sweep.py --tuner
+            ;;
+        persistent)  # a layer's projections chained through one persistent kernel with grid barriers, against a
+            # launch each: whether a megakernel would remove the ~3.5 us each weight-streaming kernel costs
+            run persistent 300 "$python" bench/persistent.py --budget 200
             ;;
         audio)
             run audio 90 "$python" bench/audio.py "${commit[@]}" --json "$out/audio.json"
