@@ -164,7 +164,7 @@ class GuildPlayer(VoiceLink):
         """Play `line` to its end: False if it waits at the front of the queue again (it could not start, or the
         gateway session was renewed under it)."""
         self.current = line
-        self._renewed = False
+        self._rejoin = False
         buffer = self._buffer = JitterBuffer()
         reader = job_events.JobAudio(self.services.redis, line.job_id, stall_timeout=self.services.stall_timeout)
         ready = asyncio.Event()
@@ -176,11 +176,11 @@ class GuildPlayer(VoiceLink):
             client = await self._voice_for(line)
             while client is not None:
                 await self._play_on(client, buffer)
-                if not self._renewed or buffer.exhausted:
+                if not self._rejoin or buffer.exhausted:
                     break
-                # The gateway session was renewed under the line (`session_renewed`): the rest of it plays on a
-                # new connection, from where it paused.
-                self._renewed = False
+                # The gateway session was renewed under the line (`session_renewed`), or its voice connection hung
+                # and was taken down (`watch`, `_connect`): the rest of it plays on a new one, from where it stopped.
+                self._rejoin = False
                 client = await self._voice_for(line)
             if client is None:
                 return not self.held  # held: the line waits at the front again (_voice_for)
@@ -222,7 +222,11 @@ class GuildPlayer(VoiceLink):
         client.play(StreamedOpusSource(buffer), after=after)
         if self._paused():  # a line starts paused while nobody hears the bot
             client.pause()
-        await finished.wait()
+        watch = asyncio.create_task(self.watch(client), name=f"watch-voice-{self.services.guild_id}")
+        try:
+            await finished.wait()
+        finally:
+            watch.cancel()
 
     async def _feed(self, reader: job_events.JobAudio, buffer: JitterBuffer, ready: asyncio.Event) -> None:
         try:

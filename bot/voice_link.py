@@ -3,8 +3,10 @@
 Playback pauses while nobody would hear it: the bot sits in a stage's audience or is server-muted (bot/seat.py),
 or the gateway connection is down. discord.py resumes the gateway session by itself, and the voice connection lives
 on; when Discord refuses the resume, discord.py identifies anew, and the voice connection has ended with the old
-session (discord-api-docs#2257) while discord.py forgets its voice client. The player (bot/voice.py) builds on this
-with the playing itself.
+session (discord-api-docs#2257) while discord.py forgets its voice client. When the voice connection itself drops (a
+voice server going away, close code 4006), discord.py reconnects it, but its reconnect can hang for up to 30 s or
+for good (`watch`): the bot then takes the connection down and joins again on a fresh one. The player
+(bot/voice.py) builds on this with the playing itself.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ JOIN_WITHIN = 20.0  # seconds discord.py's voice handshake may take before a joi
 # confirm a leave its voice client (removed by the first) never hears: a join gives up after this much in all.
 GIVE_UP_JOIN_AFTER = JOIN_WITHIN + 2.0
 LEAVE_WITHIN = 2.0  # seconds to wait for Discord to confirm a leave of a voice client discord.py has forgotten
+# Seconds a voice connection may stay down under a playing line before the bot stops waiting for discord.py's own
+# reconnect and joins again on a fresh client (`watch`); one that works takes a second or two.
+RECONNECT_WITHIN = 5.0
+WATCH_EVERY = 0.1  # seconds between looks at the voice connection while a line plays: at most 5 packets sent blind
 
 
 class VoiceLink(LineQueue):
@@ -46,10 +52,13 @@ class VoiceLink(LineQueue):
         self._unheard: Seat | None = None
         self._joining = False  # _connect() is joining a channel, and steps up on a stage itself
         self._client: discord.VoiceClient | None = None  # the one `_connect` made: discord.py may forget it
-        self._renewed = False  # the gateway session was renewed under the line playing: it plays on a new client
+        # The line playing goes on, from where it stopped, on a voice client joined anew: the gateway session was
+        # renewed under it (`session_renewed`), or its voice connection hung (`watch`, `_connect`).
+        self._rejoin = False
         # The gateway connection is down: playback pauses until discord.py resumes the session (the voice connection
         # lives on) or starts a new one (it ended with the old, `session_renewed`), so nothing plays into the void.
         self._adrift = False
+        self._voice_down = False  # the voice connection of the line playing dropped: paused until it is back (`watch`)
         # Held by whoever joins voice (`joined`), from the check that the bot is not busy elsewhere until their
         # line is queued: two /say at once would otherwise both join, the second tearing down the first's
         # half-made connection, or both pass the check and drag the bot between two channels.
@@ -105,6 +114,8 @@ class VoiceLink(LineQueue):
             await client.disconnect(force=True)
         elif client is not None:
             log.info("replacing a half-connected voice client in %s", channel.guild)
+            if self.current is not None and (client.is_playing() or client.is_paused()):
+                self._rejoin = True  # the line it was playing (or waiting to) plays on, on the new one
             await client.disconnect(force=True)
         self._joining = True
         try:
@@ -155,8 +166,60 @@ class VoiceLink(LineQueue):
         log.info("the gateway session was renewed: rejoining voice in guild %d", self.services.guild_id)
         # Under the join lock: the old client's clean-up unregisters the guild's voice client, a new one included.
         async with self._join_lock:
-            self._renewed = self.current is not None
+            self._rejoin = self.current is not None
             # discord.py waits for Discord to confirm the leave, which the forgotten client never hears of.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LEAVE_WITHIN):
+                    await client.disconnect(force=True)
+
+    async def watch(self, client: discord.VoiceClient) -> None:
+        """While a line plays on `client`: pause it the moment its voice connection drops, and go on once discord.py
+        has reconnected; if it is still down after RECONNECT_WITHIN with the bot seated in its channel, take the
+        client down, so that the line plays on, from where it stopped, on a fresh one (`_rejoin`). Cancelled when
+        the line's playback ends.
+
+        discord.py reconnects a dropped voice connection by itself (a voice server going away: close code 4006),
+        but until its backoff is over (up to a few seconds) it counts itself connected, and its player sends the
+        line on into the closed connection: hence the pause. And its socket reader sits in a select() of up to 30 s
+        on the old UDP socket and sees the new one only once that returns, so the reconnect's IP discovery hangs
+        until then; past its 20 s timeout it gives up and stays down, and the line with it. A bot that is not
+        seated (kicked, its channel deleted) is left alone: discord.py ends the playback itself, and the queue
+        waits for the next /join or /say."""
+        loop = asyncio.get_running_loop()
+        down_since: float | None = None
+        try:
+            while True:
+                await asyncio.sleep(WATCH_EVERY)
+                if self._adrift:  # a gateway outage: `session_renewed`'s to mend
+                    down_since = None
+                    continue
+                if _voice_up(client):
+                    down_since = None
+                    if self._voice_down:
+                        self._voice_down = False
+                        self._resume_playback()
+                    continue
+                if down_since is None:
+                    down_since = loop.time()
+                    self._voice_down = True
+                    if client.is_playing():
+                        client.pause()
+                seated = client.guild.me.voice
+                if loop.time() - down_since < RECONNECT_WITHIN or seated is None or seated.channel is None:
+                    continue
+                # Shielded: the take-down ends the playback, whose end cancels this watch; it must not be cut short.
+                await asyncio.shield(self._take_down(client))
+                return
+        finally:
+            self._voice_down = False  # this client's: a line on another one starts unpaused
+
+    async def _take_down(self, client: discord.VoiceClient) -> None:
+        async with self._join_lock:  # not while a join replaces the client itself (`_connect`)
+            if client.is_connected() or client is not self.voice_client():
+                return  # back meanwhile, or replaced already
+            log.info("the voice connection in guild %d has been down for %.0f s: joining again on a fresh one",
+                     self.services.guild_id, RECONNECT_WITHIN)  # fmt: skip
+            self._rejoin = self.current is not None
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(LEAVE_WITHIN):
                     await client.disconnect(force=True)
@@ -193,10 +256,19 @@ class VoiceLink(LineQueue):
         self._resume_playback()
 
     def _paused(self) -> bool:
-        """Whether playback waits: nobody hears the bot where it is, or the gateway connection is down."""
-        return self._unheard is not None or self._adrift
+        """Whether playback waits: nobody hears the bot where it is, or the gateway or voice connection is down."""
+        return self._unheard is not None or self._adrift or self._voice_down
 
     def _resume_playback(self) -> None:
         client = self.voice_client()
         if not self._paused() and client is not None and client.is_paused():
             client.resume()
+
+
+def _voice_up(client: discord.VoiceClient) -> bool:
+    """Whether `client`'s voice connection is up: discord.py counts it connected, and its voice websocket (the aiohttp
+    one inside discord.gateway.DiscordVoiceWebSocket) has not been closed. discord.py counts itself connected until
+    its backoff is over, and opens its websockets without aiohttp's autoclose, so a socket Discord closed is not
+    `closed` either: its close code, read with the close frame, is what tells."""
+    socket = getattr(getattr(client, "ws", None), "ws", None)
+    return client.is_connected() and socket is not None and not socket.closed and socket.close_code is None
