@@ -140,9 +140,9 @@ async def test_a_dropped_voice_connection_plays_on(
     """The voice connection closes mid-line. discord.py reconnects by itself, but here its reconnect does not come
     back: after 4006 it hangs, as it does whenever its socket reader's 30 s select() on the old UDP socket has not
     returned (bot/voice_link.py, `watch`); after 4015 its resume asks to join the channel it is in while it counts
-    itself connected, and waits for a state its own handlers never reach from there (discord.py 2.7.1). The bot pauses at once, takes the connection down after RECONNECT_WITHIN
-    and joins again, and the line plays on from where it stopped, then the next. No /say is needed, nothing is lost,
-    and nobody is told anything went wrong."""
+    itself connected, and waits for a state its own handlers never reach from there (discord.py 2.7.1). The bot
+    pauses at once, takes the connection down after RECONNECT_WITHIN and joins again, and the line plays on from
+    where it stopped, then the next. No /say is needed, nothing is lost, and nobody is told anything went wrong."""
     await _dropped_mid_line(world, start_bot, tone_worker, code)
     await _both_lines_whole(world)
 
