@@ -1,9 +1,12 @@
-"""What the benchmark scripts share: the commit they measured, and a private redis-server to measure against."""
+"""What the benchmark scripts share: the commit they measured, a private redis-server to measure against, and
+Triton's interpreter for the kernel probes' CPU checks."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 
@@ -36,3 +39,11 @@ def redis_server() -> Iterator[str]:
         finally:
             server.terminate()
             server.wait()
+
+
+def under_triton_interpreter() -> None:
+    """Run this script again in Triton's interpreter unless it already runs there (a CPU check of its kernels):
+    TRITON_INTERPRET=1 only counts when set before triton is first imported, which a kernel script does as it
+    loads."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "TRITON_INTERPRET": "1"})

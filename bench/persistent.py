@@ -52,6 +52,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from bench.common import under_triton_interpreter
 from tts_engine.dia.dependent import lines, prefetch_l2
 from tts_engine.dia.linear_tuning import agrees
 from tts_engine.dia.timing import graph_timer
@@ -300,10 +301,11 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="check the kernels on the CPU and stop")
     args = parser.parse_args()
     if args.check:
+        under_triton_interpreter()
         check()
         return 0
     if not torch.cuda.is_available():
-        print("needs a CUDA device (or --check, with TRITON_INTERPRET=1)", file=sys.stderr)
+        print("needs a CUDA device (or --check)", file=sys.stderr)
         return 2
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__}", flush=True)
     with torch.inference_mode():

@@ -36,6 +36,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from bench.common import under_triton_interpreter
 from tts_engine.dia import linear
 from tts_engine.dia.linear import Config, SkinnyLinear
 from tts_engine.dia.linear_tuning import agrees, through
@@ -173,6 +174,7 @@ def main() -> int:
     parser.add_argument("--tuner", action="store_true", help="only the tuner's candidates, with and without PDL")
     args = parser.parse_args()
     if args.check:
+        under_triton_interpreter()
         check()
         return 0
     if not torch.cuda.is_available():
