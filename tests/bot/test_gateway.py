@@ -1,10 +1,13 @@
 """The gateway connection drops under a playing line: discord.py resumes the session, or Discord refuses and it
-identifies anew, which ends the bot's voice connection with the old session (discord-api-docs#2257)."""
+identifies anew, which ends the bot's voice connection with the old session (discord-api-docs#2257); or the host's
+network goes away for a while, voice with it."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+
+import pytest
 
 from tests.bot.conftest import World, ended, frame_frequencies
 from tests.bot.test_commands import near
@@ -85,3 +88,21 @@ async def test_a_renewed_session_between_lines(world: World, start_bot: object, 
     new = world.discord.sessions(world.guild)[1]
     await new.wait_for(lambda s: _heard(s, 900) >= 25, timeout=60)
     assert old.unheard() == [] and world.discord.posted == []
+
+
+@pytest.mark.timeout(240)  # discord.py's gateway backoff is random, and doubles with each refused try
+async def test_a_network_outage_mid_line(world: World, start_bot: object, tone_worker: object) -> None:
+    """The bot's host loses its network mid-line: gateway and voice connections break without a word, and nothing
+    gets through until it is back. discord.py's voice reconnect fails meanwhile (it cannot ask the gateway to join)
+    and never tries again. Once the gateway session resumes, the line plays on from where it paused (none of it
+    twice), then the next."""
+    old = await _two_lines_playing(world, start_bot, tone_worker)
+    await world.discord.network_outage(12)
+    await _until(lambda: world.discord.resumes == 1, timeout=120)
+    await _until(lambda: sum(_heard(s, 900) for s in world.discord.sessions(world.guild)) >= TONE_PACKETS - 2, 90)
+    sessions = world.discord.sessions(world.guild)
+    heard = sum(_heard(s, 500) for s in sessions)
+    # Paused within bot/voice_link.py's WATCH_EVERY of the break: a few packets went out into it, lost.
+    unheard = sum(len(s.unheard()) for s in sessions)
+    assert unheard <= 8 and TONE_PACKETS - 2 - unheard <= heard <= TONE_PACKETS + 2, "on from where it paused"
+    assert _heard(old, 500) >= 30 and world.bot_channel() == world.tavern.id and world.discord.posted == []

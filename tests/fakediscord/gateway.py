@@ -36,7 +36,9 @@ class Gateway:
     message_content_allowed: bool
     voice_answers: bool
     refused_joins: list[int]
+    unreachable: bool
     _gateway: web.WebSocketResponse | None
+    _gateway_transport: asyncio.BaseTransport | None
     _pending: set[asyncio.Future[None]]
     _seq: int
     _session: str
@@ -67,15 +69,31 @@ class Gateway:
                 for session in self.sessions(guild):
                     await session.drop(4014)
 
+    async def network_outage(self, seconds: float) -> None:
+        """The bot's host loses its network for `seconds` (a home connection dropping): its gateway and voice
+        connections break without a close frame, nothing gets through meanwhile (connections and requests are
+        refused, voice packets lost), and then discord.py resumes its gateway session, which Discord kept. Discord
+        keeps the bot's voice states too: it never asked to leave."""
+        assert self.voice is not None and self._gateway_transport is not None, "the bot is not connected"
+        self.unreachable = self.voice.unreachable = True
+        self._gateway_transport.abort()
+        for guild in self.guilds.values():
+            for session in self.sessions(guild):
+                session.cut()
+        await asyncio.sleep(seconds)
+        self.unreachable = self.voice.unreachable = False
+
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         assert self._gateway is not None, "the bot is not connected"
         self._seq += 1
         await self._gateway.send_str(json.dumps({"op": 0, "t": event, "s": self._seq, "d": data}))
 
     async def _gateway_handler(self, request: web.Request) -> web.WebSocketResponse:
+        if self.unreachable:
+            raise web.HTTPServiceUnavailable()
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        self._gateway = ws
+        self._gateway, self._gateway_transport = ws, request.transport
         await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}))
         async for message in ws:
             if message.type != WSMsgType.TEXT:

@@ -44,6 +44,7 @@ class Rest:
     commands: dict[str, dict[str, Any]]
     requests: list[tuple[str, str]]
     spoke_up: list[float]
+    unreachable: bool
 
     if TYPE_CHECKING:  # the gateway's side, in server.py
 
@@ -54,6 +55,8 @@ class Rest:
         async def _messages_deleted(self, guild: Guild, channel_id: int, ids: list[int]) -> None: ...
 
     async def _rest(self, request: web.Request) -> web.Response:
+        if self.unreachable:  # the bot's network is down (Gateway.network_outage)
+            raise web.HTTPServiceUnavailable()
         path = "/" + request.match_info["tail"]
         self.requests.append((request.method, path))
         parts = path.strip("/").split("/")

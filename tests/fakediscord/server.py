@@ -69,7 +69,9 @@ class FakeDiscord(Gateway, Rest):
         # Whether the application has the Message Content intent turned on in the developer portal; without
         # it, Discord closes a gateway that asks for it with 4014.
         self.message_content_allowed = True
+        self.unreachable = False  # the bot's network is down (`network_outage`): nothing it sends gets through
         self._gateway: web.WebSocketResponse | None = None
+        self._gateway_transport: asyncio.BaseTransport | None = None
         self._pending: set[asyncio.Future[None]] = set()
         self._seq = 0
         self._folder = ""

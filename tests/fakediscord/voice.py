@@ -53,6 +53,7 @@ class VoiceSession:
     speaking: list[tuple[float, int]] = field(default_factory=list)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     websocket: web.WebSocketResponse | None = None
+    transport: asyncio.BaseTransport | None = None  # the websocket's connection, to break it (`cut`)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     # What has been decoded so far: packets only ever arrive at the end, and tests ask again after each one, so
     # each packet is decoded once (a full decode every time made a long session's waits lag behind the audio).
@@ -110,6 +111,12 @@ class VoiceSession:
         if self.websocket is not None:
             await self.websocket.close(code=code)
 
+    def cut(self) -> None:
+        """Break the voice websocket's connection without a close frame, as a network outage does (close code 1006
+        on the bot's side)."""
+        if self.transport is not None:
+            self.transport.abort()
+
     def _touch(self) -> None:
         self.changed.set()
 
@@ -137,8 +144,9 @@ class _Udp(asyncio.DatagramProtocol):
             return
         nonce = data[-4:] + b"\0" * 20
         opus = crypto_aead_xchacha20poly1305_ietf_decrypt(data[12:-4], data[:12], nonce, session.secret_key)
-        # Discord drops what arrives for a voice connection that has ended (a sender that has not noticed yet)
-        heard = self.server.audible(session.guild_id) and not session.closed.is_set()
+        # Discord drops what arrives for a voice connection that has ended (a sender that has not noticed yet), and
+        # nothing arrives while the bot's network is down
+        heard = self.server.audible(session.guild_id) and not session.closed.is_set() and not self.server.unreachable
         session.packets.append(Packet(time.monotonic(), seq, timestamp, opus, heard))
         session._touch()
 
@@ -154,6 +162,7 @@ class VoiceServer:
         self.by_ssrc: dict[int, VoiceSession] = {}
         self.ws_port = 0
         self.udp_port = 0
+        self.unreachable = False  # the bot's network is down (Gateway.network_outage): no connection gets through
         self._runner: web.AppRunner | None = None
         self._udp: asyncio.DatagramTransport | None = None
 
@@ -187,6 +196,8 @@ class VoiceServer:
         return session
 
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        if self.unreachable:
+            raise web.HTTPServiceUnavailable()
         ws = web.WebSocketResponse(compress=True)
         await ws.prepare(request)
         session: VoiceSession | None = None
@@ -207,7 +218,7 @@ class VoiceServer:
                 if session is None or str(session.guild_id) != d.get("server_id"):
                     await ws.close(code=4004)  # authentication failed
                     break
-                session.identify, session.websocket = d, ws
+                session.identify, session.websocket, session.transport = d, ws, request.transport
                 await send(8, {"heartbeat_interval": 13750.0, "v": 8})
                 await send(2, {"ssrc": session.ssrc, "ip": "127.0.0.1", "port": self.udp_port, "modes": MODES})
             elif op == 1 and session is not None:  # SELECT_PROTOCOL
