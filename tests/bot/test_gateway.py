@@ -91,14 +91,18 @@ async def test_a_renewed_session_between_lines(world: World, start_bot: object, 
 
 
 @pytest.mark.timeout(240)  # discord.py's gateway backoff is random, and doubles with each refused try
-async def test_a_network_outage_mid_line(world: World, start_bot: object, tone_worker: object) -> None:
+@pytest.mark.parametrize("session_kept", [True, False])
+async def test_a_network_outage_mid_line(
+    world: World, start_bot: object, tone_worker: object, session_kept: bool
+) -> None:
     """The bot's host loses its network mid-line: gateway and voice connections break without a word, and nothing
     gets through until it is back. discord.py's voice reconnect fails meanwhile (it cannot ask the gateway to join)
-    and never tries again. Once the gateway session resumes, the line plays on from where it paused (none of it
-    twice), then the next."""
+    and never tries again. Once the gateway session resumes, or a new one starts (Discord ended the old one, with
+    the bot's voice state), the line plays on from where it paused (none of it twice), then the next."""
     old = await _two_lines_playing(world, start_bot, tone_worker)
-    await world.discord.network_outage(12)
-    await _until(lambda: world.discord.resumes == 1, timeout=120)
+    readies = world.discord.readies
+    await world.discord.network_outage(12, session_kept=session_kept)
+    await _until(lambda: world.discord.resumes + world.discord.readies > readies, timeout=120)
     await _until(lambda: sum(_heard(s, 900) for s in world.discord.sessions(world.guild)) >= TONE_PACKETS - 2, 90)
     sessions = world.discord.sessions(world.guild)
     heard = sum(_heard(s, 500) for s in sessions)

@@ -69,17 +69,22 @@ class Gateway:
                 for session in self.sessions(guild):
                     await session.drop(4014)
 
-    async def network_outage(self, seconds: float) -> None:
+    async def network_outage(self, seconds: float, *, session_kept: bool = True) -> None:
         """The bot's host loses its network for `seconds` (a home connection dropping): its gateway and voice
-        connections break without a close frame, nothing gets through meanwhile (connections and requests are
-        refused, voice packets lost), and then discord.py resumes its gateway session, which Discord kept. Discord
-        keeps the bot's voice states too: it never asked to leave."""
+        connections break without a close frame, and nothing gets through meanwhile (connections and requests are
+        refused, voice packets lost). Then discord.py resumes its gateway session, which Discord kept, with the
+        bot's voice states (it never asked to leave); or, not `session_kept`, Discord ended the session and the
+        voice states with it meanwhile, so discord.py identifies anew."""
         assert self.voice is not None and self._gateway_transport is not None, "the bot is not connected"
         self.unreachable = self.voice.unreachable = True
         self._gateway_transport.abort()
         for guild in self.guilds.values():
             for session in self.sessions(guild):
                 session.cut()
+            if not session_kept and guild.voice.pop(self.bot.id, None) is not None:
+                guild.suppressed.discard(self.bot.id)
+        if not session_kept:
+            self._session = f"gateway-session-{self.readies}"
         await asyncio.sleep(seconds)
         self.unreachable = self.voice.unreachable = False
 
