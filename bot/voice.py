@@ -164,7 +164,7 @@ class GuildPlayer(VoiceLink):
         """Play `line` to its end: False if it waits at the front of the queue again (it could not start, or the
         gateway session was renewed under it)."""
         self.current = line
-        self._rejoin = False
+        self._rejoin, self._rejoin_to = False, None
         buffer = self._buffer = JitterBuffer()
         reader = job_events.JobAudio(self.services.redis, line.job_id, stall_timeout=self.services.stall_timeout)
         ready = asyncio.Event()
@@ -247,6 +247,7 @@ class GuildPlayer(VoiceLink):
             return client
         guild = self.services.guild()
         channel = guild.get_channel(line.voice_channel) if guild is not None else None
+        channel, self._rejoin_to = self._rejoin_to or channel, None  # (where `watch` found the bot: it goes on there)
         if not isinstance(channel, discord.VoiceChannel | discord.StageChannel):
             await self.services.post(line.notes_to, "⚠️ The voice channel for your line is gone.", None)
             return None

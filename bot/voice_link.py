@@ -55,6 +55,9 @@ class VoiceLink(LineQueue):
         # The line playing goes on, from where it stopped, on a voice client joined anew: the gateway session was
         # renewed under it (`session_renewed`), or its voice connection hung (`watch`, `_connect`).
         self._rejoin = False
+        # Where that new client joins, when not the line's own channel: where the bot sat when `watch` took its
+        # connection down (a moderator may have dragged it there, and discord.py's move hung).
+        self._rejoin_to: discord.VoiceChannel | discord.StageChannel | None = None
         # The gateway connection is down: playback pauses until discord.py resumes the session (the voice connection
         # lives on) or starts a new one (it ended with the old, `session_renewed`), so nothing plays into the void.
         self._adrift = False
@@ -220,6 +223,9 @@ class VoiceLink(LineQueue):
             log.info("the voice connection in guild %d has been down for %.0f s: joining again on a fresh one",
                      self.services.guild_id, RECONNECT_WITHIN)  # fmt: skip
             self._rejoin = self.current is not None
+            seated = client.guild.me.voice
+            where = seated.channel if seated is not None else None
+            self._rejoin_to = where if isinstance(where, discord.VoiceChannel | discord.StageChannel) else None
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(LEAVE_WITHIN):
                     await client.disconnect(force=True)

@@ -181,10 +181,13 @@ async def test_kicked_from_voice_the_queue_waits(world: World, start_bot: object
     assert near(heard[0], 1500) and near(heard[-1], 700)
 
 
+@pytest.mark.parametrize("answered", [True, False])
 async def test_dragged_into_another_channel_it_speaks_there(
-    world: World, start_bot: object, tone_worker: object
+    world: World, start_bot: object, tone_worker: object, answered: bool
 ) -> None:
-    """A moderator moves the bot into another voice channel mid-line: it reconnects there and the queue goes on."""
+    """A moderator moves the bot into another voice channel mid-line: it reconnects there and the queue goes on. If
+    the voice server there never answers, discord.py's reconnect hangs, and the bot joins again on a fresh client
+    (bot/voice_link.py, `watch`): where it was dragged, not where the line was asked for."""
     tone_worker("--seconds", "3", "--pace")  # type: ignore[operator]
     await start_bot()  # type: ignore[operator]
     world.guild.voice[world.bob.user.id] = world.cellar.id
@@ -192,13 +195,20 @@ async def test_dragged_into_another_channel_it_speaks_there(
     await world.say("[S1] 1500")
     first = await world.session()
     await first.wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
-    await world.discord.move_bot(world.guild, world.cellar)
-    while (second := await world.session()) is first:
-        await asyncio.sleep(0.01)
-    assert second.channel_id == world.cellar.id
-    await second.wait_for(lambda s: sum(near(f, 1500) for f in frame_frequencies(s)) >= 10, timeout=60)
-    heard = [f for f in frame_frequencies(second) if f]
+    await world.discord.move_bot(world.guild, world.cellar, answered=answered)
+
+    def in_cellar() -> list[float]:
+        sessions = world.discord.sessions(world.guild)
+        return [f for s in sessions if s.channel_id == world.cellar.id for f in frame_frequencies(s) if f]
+
+    async with asyncio.timeout(60):
+        while sum(near(f, 1500) for f in in_cellar()) < 10:
+            await asyncio.sleep(0.1)
+    heard = in_cellar()
     assert near(heard[0], 500) and near(heard[-1], 1500), "the line goes on where it was, then the next"
+    # (discord.py's own move hangs now and then too, under load: then the bot joins again there as well)
+    later = world.discord.sessions(world.guild)[1:]
+    assert all(s.channel_id == world.cellar.id for s in later) and len(later) >= (1 if answered else 2)
     assert world.bot_channel() == world.cellar.id and not world.discord.posted, "nothing was lost"
 
 

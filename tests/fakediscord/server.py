@@ -138,8 +138,11 @@ class FakeDiscord(Gateway, Rest):
             state["channel_id"] = None
         await self.dispatch("VOICE_STATE_UPDATE", state)
 
-    async def move_bot(self, guild: Guild, channel: Channel) -> None:
-        """A moderator drags the bot into another voice channel (Move Members)."""
+    async def move_bot(self, guild: Guild, channel: Channel, *, answered: bool = True) -> None:
+        """A moderator drags the bot into another voice channel (Move Members); not `answered`, the voice server
+        there never answers the bot's handshake (discord.py's reconnect hangs)."""
+        assert self.voice is not None
+        self.voice.unanswered += not answered
         await self._place_bot(guild, channel.id)
 
     async def seat_bot(self, guild: Guild, *, speaker: bool) -> None:

@@ -54,6 +54,7 @@ class VoiceSession:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     websocket: web.WebSocketResponse | None = None
     transport: asyncio.BaseTransport | None = None  # the websocket's connection, to break it (`cut`)
+    answered: bool = True  # False: its voice server never answers the handshake (VoiceServer.unanswered)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     # What has been decoded so far: packets only ever arrive at the end, and tests ask again after each one, so
     # each packet is decoded once (a full decode every time made a long session's waits lag behind the audio).
@@ -163,6 +164,7 @@ class VoiceServer:
         self.ws_port = 0
         self.udp_port = 0
         self.unreachable = False  # the bot's network is down (Gateway.network_outage): no connection gets through
+        self.unanswered = 0  # the next so many sessions' voice servers never answer the bot's IDENTIFY
         self._runner: web.AppRunner | None = None
         self._udp: asyncio.DatagramTransport | None = None
 
@@ -190,6 +192,9 @@ class VoiceServer:
     def expect(self, guild_id: int, channel_id: int) -> VoiceSession:
         """A session the gateway is about to announce in VOICE_SERVER_UPDATE."""
         session = VoiceSession(guild_id, channel_id, token=os.urandom(8).hex(), ssrc=4000 + len(self.sessions))
+        if self.unanswered:
+            self.unanswered -= 1
+            session.answered = False
         self.sessions.append(session)
         self.by_token[session.token] = session
         self.by_ssrc[session.ssrc] = session
@@ -219,6 +224,8 @@ class VoiceServer:
                     await ws.close(code=4004)  # authentication failed
                     break
                 session.identify, session.websocket, session.transport = d, ws, request.transport
+                if not session.answered:
+                    continue  # the client waits for a HELLO and READY that never come
                 await send(8, {"heartbeat_interval": 13750.0, "v": 8})
                 await send(2, {"ssrc": session.ssrc, "ip": "127.0.0.1", "port": self.udp_port, "modes": MODES})
             elif op == 1 and session is not None:  # SELECT_PROTOCOL
