@@ -177,9 +177,9 @@ class VoiceLink(LineQueue):
 
     async def watch(self, client: discord.VoiceClient) -> None:
         """While a line plays on `client`: pause it the moment its voice connection drops, and go on once discord.py
-        has reconnected; if it is still down after RECONNECT_WITHIN with the bot seated in its channel, take the
-        client down, so that the line plays on, from where it stopped, on a fresh one (`_rejoin`). Cancelled when
-        the line's playback ends.
+        has reconnected; if it is still down after RECONNECT_WITHIN with the bot still seated in a voice channel,
+        take the client down, so that the line plays on, from where it stopped, on a fresh one joined there
+        (`_rejoin`, `_rejoin_to`). Cancelled when the line's playback ends.
 
         discord.py reconnects a dropped voice connection by itself (a voice server going away: close code 4006),
         but until its backoff is over (up to a few seconds) it counts itself connected, and its player sends the
