@@ -4,6 +4,7 @@
     python bench/engine.py --steps 40 --json results.json
     python bench/engine.py --concurrent 1 4 8 16 32          # continuous batching (tts_engine/batching.py)
     python bench/engine.py --skip-reference --against-no-dependent-launches   # what PDL gains (Hopper)
+    python bench/engine.py --skip-reference --against-persistent-layers   # the megakernel (megakernel.py)
     python bench/engine.py --concurrent 1 4 8 --size small   # the same on a reduced random model (CPU runs)
 
 Both engines share one set of weights, initialised directly on the device (no download). Each renders a
@@ -269,6 +270,40 @@ def print_concurrent(single: Result, results: list[BatchResult]) -> None:
         )
 
 
+def _print_gains(results: list[Result], others: dict[str, Engine]) -> None:
+    """What each same-run A/B gains against our engine's usual form."""
+    by_name = {result.engine: result for result in results}
+    if NO_PDL in others:
+        gain = by_name["ours"].steps_per_s / by_name[NO_PDL].steps_per_s
+        print(f"# dependent launches: {gain:.3f}x the steps/s without")
+    if PERSISTENT in others:
+        gain = by_name[PERSISTENT].steps_per_s / by_name["ours"].steps_per_s
+        print(f"# persistent layers: {gain:.3f}x the steps/s of the layer loop")
+
+
+def _alternatives(
+    args: argparse.Namespace, reference: DiaForConditionalGeneration, kernels: bool | None
+) -> dict[str, Engine]:
+    """Our engine in the other forms the same-run A/Bs ask for, by name, on the same weights."""
+    others: dict[str, Engine] = {}
+    if args.against_no_dependent_launches:
+        # Two runs on two machines differed by 2% before any change (docs/benchmarks.md), about what dependent
+        # launches gain: taking turns in one process on the same weights compares them on the same footing.
+        begin = time.perf_counter()
+        others[NO_PDL] = build_ours(reference, decode_kernels=kernels, dependent_launches=False)
+        print(f"# built ours without dependent launches in {time.perf_counter() - begin:.1f} s", file=sys.stderr)
+    if args.against_persistent_layers:
+        begin = time.perf_counter()
+        mega = others[PERSISTENT] = build_ours(reference, decode_kernels=kernels, persistent_layers=True)
+        served = mega.model.ops.persistent is not None  # its check at load may have refused it (a warning says why)
+        print(f"# built ours with persistent layers in {time.perf_counter() - begin:.1f} s; they serve: {served}",
+              file=sys.stderr)  # fmt: skip
+    return others
+
+
+NO_PDL, PERSISTENT = "ours, no PDL", "ours, persistent layers"  # the same-run A/Bs' names
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -292,11 +327,16 @@ def main() -> int:
         "--against-no-dependent-launches", action="store_true",
         help="also time our engine without dependent launches on the same weights, taking turns (the A/B in one run)",
     )  # fmt: skip
+    parser.add_argument(
+        "--against-persistent-layers", action="store_true",
+        help="also time our engine with every decoder layer as one persistent kernel, taking turns (opt-in A/B)",
+    )  # fmt: skip
     args = parser.parse_args()
     # What the tuners chose at start-up goes to stderr: each projection cuBLAS or ours (fused or not) with both
     # times, the sampler fused or the chain at each batch width, and attention as a dependent launch or not.
     logging.basicConfig(level=logging.WARNING, format="# %(name)s: %(message)s")
-    for tuner in ("tts_engine.dia.linear_tuning", "tts_engine.dia.sample_kernel", "tts_engine.dia.attention_tuning"):
+    for tuner in ("tts_engine.dia.linear_tuning", "tts_engine.dia.sample_kernel", "tts_engine.dia.attention_tuning",
+                  "tts_engine.dia.model"):  # fmt: skip
         logging.getLogger(tuner).setLevel(logging.INFO)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
@@ -312,39 +352,33 @@ def main() -> int:
     print(f"# built both engines in {time.perf_counter() - begin:.1f} s", file=sys.stderr)
     if args.concurrent:
         return main_concurrent(args, engine, device, dtype, max_tokens)
-    plain = None
-    if args.against_no_dependent_launches:
-        # Two runs on two machines differed by 2% before any change (docs/benchmarks.md), about what dependent
-        # launches gain: taking turns in one process on the same weights compares them on the same footing.
-        begin = time.perf_counter()
-        plain = build_ours(reference, decode_kernels=kernels, dependent_launches=False)
-        print(f"# built ours without dependent launches in {time.perf_counter() - begin:.1f} s", file=sys.stderr)
-
+    others = _alternatives(args, reference, kernels)
     warm = min(max_tokens, 40)
     run_ours(engine, warm, device)
-    if plain is not None:
-        run_ours(plain, warm, device)
+    for other in others.values():
+        run_ours(other, warm, device)
     if not args.skip_reference:
         run_reference(reference, warm, device)
-    rounds: dict[str, list[Result]] = {"ours": [], "ours, no PDL": [], "transformers": []}
+    rounds: dict[str, list[Result]] = {"ours": [], **{name: [] for name in others}, "transformers": []}
     for _ in range(args.repeats):
         rounds["ours"].append(run_ours(engine, max_tokens, device))
-        if plain is not None:
-            rounds["ours, no PDL"].append(run_ours(plain, max_tokens, device, name="ours, no PDL"))
+        for name, other in others.items():
+            rounds[name].append(run_ours(other, max_tokens, device, name=name))
         if not args.skip_reference:
             rounds["transformers"].append(run_reference(reference, max_tokens, device))
     results = [sorted(runs, key=lambda r: r.seconds)[len(runs) // 2] for runs in rounds.values() if runs]
 
     meta = {**_meta(args, device, dtype, max_tokens), "matmuls": matmul_choices(engine)}
     meta["sampler"] = sampler_choices(engine)
-    if plain is not None:
-        meta["matmuls without dependent launches"] = matmul_choices(plain)
+    if NO_PDL in others:
+        meta["matmuls without dependent launches"] = matmul_choices(others[NO_PDL])
+    if PERSISTENT in others:
+        meta["persistent layers serve"] = others[PERSISTENT].model.ops.persistent is not None
     print(f"# {meta}")
     print_single(results)
     if not args.skip_reference:
         print(f"# speed-up: {results[0].steps_per_s / results[-1].steps_per_s:.2f}x overall")
-    if plain is not None:
-        print(f"# dependent launches: {results[0].steps_per_s / results[1].steps_per_s:.3f}x the steps/s without")
+    _print_gains(results, others)
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2))
     return 0

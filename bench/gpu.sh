@@ -2,7 +2,7 @@
 # Everything that needs a CUDA device, in one go: the GPU correctness tests, then the benchmarks.
 #
 #     bench/gpu.sh OUT [PART...]      # parts: info tests kernels engine audio concurrent profile baseline invariant
-#                                     #        agreement sweep nopdl build persistent
+#                                     #        agreement sweep nopdl build persistent mega megatests
 #                                     # (default: info tests kernels engine audio concurrent)
 #
 # Each part writes its log (and JSON where the script has one) into OUT and has its own time limit, so one
@@ -82,6 +82,15 @@ for part in $parts; do
             ;;
         sweep)  # the tuner's matmul candidates with and without programmatic dependent launch, against cuBLAS
             run sweep 240 "$python" bench/skinny_sweep.py --tuner
+            ;;
+        mega)  # the persistent decoder layers (tts_engine/dia/megakernel.py) against the layer loop, taking turns on
+            # the same weights in one run; the log says whether their check at load let them serve
+            run mega 420 "$python" bench/engine.py "${commit[@]}" --skip-reference --against-persistent-layers \
+                --json "$out/engine-mega.json"
+            ;;
+        megatests)  # the persistent layers on a GPU: their check passes (real grid barriers, bit for bit against
+            # the phases launched one by one) and captured steps render the layer loop's lines
+            run megatests 300 "$python" -m pytest -v -m gpu -p no:cacheprovider tests/engine/test_megakernel.py
             ;;
         persistent)  # a layer's projections chained through one persistent kernel with grid barriers, against a
             # launch each: whether a megakernel would remove the ~3.5 us each weight-streaming kernel costs

@@ -65,6 +65,7 @@ def build_ours(
     decode_kernels: bool | None = None,
     dependent_launches: bool = True,
     batch_invariant: bool = False,
+    persistent_layers: bool = False,
 ) -> Engine:
     """Our engine on the reference's weights. The fused q/k/v and gate/up weights are its own copies, and so are
     its tuners' choices (they live on the model), so a second one beside the first is tuned and timed apart."""
@@ -78,6 +79,7 @@ def build_ours(
         decode_kernels=decode_kernels,
         dependent_launches=dependent_launches,
         batch_invariant=batch_invariant,
+        persistent_layers=persistent_layers,
     )
 
 

@@ -95,6 +95,7 @@ class Engine:
         compile_ops: bool | None = None,
         decode_kernels: bool | None = None,
         dependent_launches: bool = True,
+        persistent_layers: bool = False,
         audio_threads: int | None = None,
         batch_invariant: bool = False,
         revision: str = "unversioned",
@@ -122,7 +123,7 @@ class Engine:
             # the decode kernels in their invariant form where they would run.
             model.use_batch_invariant(kernels=kernels)
         elif kernels:
-            model.use_decode_kernels(dependent_launches=dependent_launches)
+            model.use_decode_kernels(dependent_launches=dependent_launches, persistent_layers=persistent_layers)
         # Audio after the codec (resampling, loudness, Opus) runs on this pool, beside the GPU thread: by
         # default on CUDA, where those stages would otherwise take most of a stream's time (bench/audio.py).
         threads = (AUDIO_THREADS if self.device.type == "cuda" else 0) if audio_threads is None else audio_threads
@@ -146,6 +147,7 @@ class Engine:
         compile_ops: bool | None = None,
         decode_kernels: bool | None = None,
         dependent_launches: bool = True,
+        persistent_layers: bool = False,
         audio_threads: int | None = None,
         batch_invariant: bool = False,
     ) -> Engine:
@@ -174,6 +176,7 @@ class Engine:
             compile_ops=compile_ops,
             decode_kernels=decode_kernels,
             dependent_launches=dependent_launches,
+            persistent_layers=persistent_layers,
             audio_threads=audio_threads,
             batch_invariant=batch_invariant,
             revision=revision,

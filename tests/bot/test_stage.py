@@ -97,7 +97,9 @@ async def test_sent_to_the_audience_the_bot_pauses_until_it_is_heard_again(
     assert tone(session, 700) == 0, "the next line waits while the bot is in the audience"
     joined = await discord.slash(world.guild, world.alice, world.text, "join")
     assert "Joined" in str((await joined.reply())["content"])
-    await session.wait_for(lambda s: s.speaking[-1][1] == 0 and tone(s, 700) >= LINE - 3, timeout=30)
+    await session.wait_for(
+        lambda s: bool(s.speaking) and s.speaking[-1][1] == 0 and tone(s, 700) >= LINE - 3, timeout=30
+    )
     assert len(discord.spoke_up) == 2 and discord.bot.id not in world.guild.suppressed
     assert len(session.unheard()) <= 2 * REACTION, "only what was on its way as the moderator acted went unheard"
     assert discord.sessions(world.guild) == [session], "paused and resumed in one voice connection"
@@ -135,7 +137,7 @@ async def test_dragged_onto_a_stage_the_bot_steps_up_or_pauses(
     await asyncio.sleep(0.5)
     assert len(down.audio()) <= 1, "paused in the audience"
     await discord.seat_bot(world.guild, speaker=True)  # a moderator there invites it to speak
-    await down.wait_for(lambda s: s.speaking[-1][1] == 0 and len(s.audio()) >= 20, timeout=30)
+    await down.wait_for(lambda s: bool(s.speaking) and s.speaking[-1][1] == 0 and len(s.audio()) >= 20, timeout=30)
     assert len(down.unheard()) <= 1
     total = sum(len(s.audio()) for s in (tavern, up, down))
     assert total >= 301 - 2, f"the line played on to its end in each channel: {total} packets"

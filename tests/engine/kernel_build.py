@@ -42,7 +42,7 @@ from triton.backends.nvidia.compiler import CUDABackend
 from triton.compiler import ASTSource
 from triton.runtime.jit import JITFunction
 
-from tts_engine.dia import kernels, linear, sample_kernel, sampling, skinny_kernel
+from tts_engine.dia import kernels, linear, megakernel, persistent_layers, sample_kernel, sampling, skinny_kernel
 from tts_engine.dia.cache import CrossCache, SelfCache
 from tts_engine.dia.config import DiaConfig
 from tts_engine.dia.model import DiaModel
@@ -221,6 +221,33 @@ def record(step: Step, gpu: Gpu = H100) -> list[Launch]:
     return launches
 
 
+# The persistent layers' spans: one line early on, and at full spans.
+PERSISTENT_SPANS = ((WIDTH_1.self_span, WIDTH_1.cross_span), (1024, 1024))
+
+
+def record_persistent(gpu: Gpu = H100) -> list[Launch]:
+    """The launches of the persistent decoder layers (persistent_layers.py) for one request's steps in bfloat16,
+    one block an SM of `gpu`, at PERSISTENT_SPANS."""
+    launches: list[Launch] = []
+    model = _meta_model(torch.bfloat16)
+    meta, cfg = torch.device("meta"), model.cfg
+    cache = SelfCache.allocate(cfg, rows=2, length=cfg.decoder.max_positions, device=meta, dtype=torch.bfloat16)
+    cross = CrossCache.allocate(cfg, rows=2, max_text=cfg.encoder.max_positions, device=meta, dtype=torch.bfloat16)
+    x = torch.zeros(2, 1, cfg.decoder.hidden_size, dtype=torch.bfloat16, device=meta)
+    pos = torch.zeros(2, dtype=torch.long, device=meta)
+    assert model.rope is not None
+    saved = megakernel.decoder_layers
+    megakernel.decoder_layers = _Recorder(saved.fn, launches)
+    try:
+        with _compiled_form():
+            layers = persistent_layers.PersistentLayers(model, programs=gpu.sms)
+            for self_span, cross_span in PERSISTENT_SPANS:
+                layers(x, pos, cache, cross, self_span, cross_span, model.rope)
+    finally:
+        megakernel.decoder_layers = saved
+    return launches
+
+
 def _record_sampling(logits_Rx1xCxV: torch.Tensor, launches: list[Launch]) -> None:
     """The fused sampler's launch on a step's logits, as decode.Decoder._step makes it."""
     rows, _, channels, vocab = logits_Rx1xCxV.shape
@@ -284,6 +311,7 @@ class Built:
     shared: int  # bytes of shared memory per block
     loads: dict[str, int]  # global load instructions by opcode (LDG, and cp.async's LDGSTS)
     dependent: dict[str, int]  # PDL's machine code: L2 prefetches, launch triggers, waits, memory accesses before
+    fences: dict[str, int]  # memory fences (MEMBAR) and L1 invalidations (CCTL.IVALL): a grid barrier's
 
     def describe(self) -> str:
         constants = {k: v for k, v in self.constants.items() if k not in ("DOT_F32", "PRECISION")}
@@ -310,6 +338,7 @@ def build(launch: Launch, gpu: Gpu = H100, *, hints: bool = True) -> Built:
         shared=int(compiled.metadata.shared),
         loads=dict(Counter(re.findall(r"\b(LDGSTS[.\w]*|LDG[.\w]*)", sass))),
         dependent=_dependent_launch(sass),
+        fences={"membar": len(re.findall(r"\bMEMBAR\b", sass)), "l1_invalidations": sass.count("CCTL.IVALL")},
     )
 
 
@@ -369,6 +398,10 @@ def report() -> dict[str, Any]:
     for (gpu, _), by_key in kinds.items():
         for key, launch in by_key.items():
             jobs.setdefault((gpu.name, key), (launch, gpu))
+    persistent = {gpu: {launch.key(): launch for launch in record_persistent(gpu)} for gpu in STEPS}
+    for gpu, by_key in persistent.items():
+        for key, launch in by_key.items():
+            jobs.setdefault((gpu.name, key), (launch, gpu))
     built = dict(zip(jobs, _build_all(list(jobs.values())), strict=True))
     gpus = []
     for gpu, steps in STEPS.items():
@@ -378,7 +411,9 @@ def report() -> dict[str, Any]:
             builds = [dataclasses.asdict(built[(gpu.name, key)]) for key in kinds[(gpu, step)]]
             described = dataclasses.asdict(step) | {"dtype": str(step.dtype)}
             built_steps.append({"step": described, "launches": counts, "builds": builds})
-        gpus.append({"gpu": gpu.name, "target": gpu.target.arch, "shared": gpu.shared, "steps": built_steps})
+        layers = [dataclasses.asdict(built[(gpu.name, key)]) for key in persistent[gpu]]
+        gpus.append({"gpu": gpu.name, "target": gpu.target.arch, "shared": gpu.shared, "steps": built_steps,
+                     "persistent": layers})  # fmt: skip
     return {
         "triton": triton.__version__,
         "gpus": gpus,
@@ -428,6 +463,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"\n{gpu['gpu']} (sm_{gpu['target']}), {step['step']}: launches {step['launches']}")
             for built in step["builds"]:
                 _print(Built(**built))
+        print(f"\n{gpu['gpu']} (sm_{gpu['target']}), the persistent layers (one request, bfloat16):")
+        for built in gpu["persistent"]:
+            _print(Built(**built))
     print("\ncontrols (forms we avoid, H100):")
     for name, built in result["controls"].items():
         print(f"  {name}:")
@@ -438,7 +476,7 @@ def _print(built: Built) -> None:
     loads = ", ".join(f"{op} x{n}" for op, n in sorted(built.loads.items()))
     print(f"  {built.describe()}\n    regs {built.registers}, spilled {built.spilled} B "
           f"({built.spills_in_loops} accesses in loops), "
-          f"shared {built.shared} B; loads: {loads}")  # fmt: skip
+          f"shared {built.shared} B; loads: {loads}; fences: {built.fences}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -163,3 +163,20 @@ def test_the_checks_catch_what_they_are_for(report: dict[str, Any]) -> None:
     spilling = controls["float32 attention, 64-key tiles, 4 warps"]
     assert spilling["spilled"] > SPILL_ALLOWANCE and spilling["spills_in_loops"] > 0
     assert not _vectorised(controls["matmul without hints"]["loads"])
+
+
+def test_the_persistent_layers_build(report: dict[str, Any]) -> None:
+    """The persistent decoder layers (tts_engine/dia/persistent_layers.py) build for both GPUs at an early and a
+    full span: one block fits an SM's shared memory, registers hold the working set (the whole kernel is one
+    loop over the layers, so a spill anywhere is a spill in a loop: the allowance holds for both), loads are
+    16-byte vectors, each block asks L2 for its next band at the barriers, and the barrier's release fences and
+    its acquire drops the SM's L1 (what other blocks wrote is read from L2)."""
+    for gpu in report["gpus"]:
+        assert len(gpu["persistent"]) == len(kernel_build.PERSISTENT_SPANS), gpu["gpu"]
+        for built in gpu["persistent"]:
+            what = f"{gpu['gpu']}: {built['constants']} {built['options']}"
+            assert built["shared"] <= gpu["shared"], f"{what}: {built['shared']} B of shared memory"
+            assert built["spilled"] <= SPILL_ALLOWANCE, f"{what}: {built['spilled']} B spilled"
+            assert _vectorised(built["loads"]), f"{what}: {built['loads']}"
+            assert built["dependent"]["prefetches"] > 0 and not built["dependent"]["waits"], f"{what}"
+            assert built["fences"]["membar"] > 0 and built["fences"]["l1_invalidations"] > 0, f"{what}"

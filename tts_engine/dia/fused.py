@@ -27,6 +27,7 @@ from tts_engine.dia import ending, sampling
 
 if TYPE_CHECKING:
     from tts_engine.dia.kernels import DecodeKernels
+    from tts_engine.dia.persistent_layers import PersistentLayers
     from tts_engine.dia.sample_kernel import FusedSampler
 
 
@@ -150,6 +151,8 @@ class Ops:
     linear: _Linear = linear  # the decoder's projections; linear.SkinnyLinear where tuned (CUDA)
     sampler: FusedSampler | None = None  # process and draw in one kernel (sample_kernel.py), where it serves
     step_inputs: _StepInputs = step_inputs  # a decoder step's embedded tokens and positions (step_inputs)
+    # every decoder layer of a one-request step as one persistent kernel (megakernel.py), where turned on
+    persistent: PersistentLayers | None = None
 
 
 EAGER = Ops(

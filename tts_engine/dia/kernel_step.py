@@ -84,7 +84,23 @@ def logits(
     cross_span: int,
 ) -> Tensor:  # fmt: skip
     """A decode step's padded logits (R, 1, C * V') from the embedded tokens x, every row at its position;
-    writes the step's keys and values into the cache."""
+    writes the step's keys and values into the cache. Every decoder layer runs as one persistent kernel where
+    the ops have one for these rows (megakernel.py), else layer by layer (`residual`)."""
+    assert model.rope is not None, "setup_rope() first"
+    ops, decoder = model.ops, model.decoder()
+    if ops.persistent is not None and ops.persistent.serves(x_Rx1xD.shape[0]):
+        x, delta = ops.persistent(x_Rx1xD, pos_R, cache, cross, self_span, cross_span, model.rope)
+    else:
+        x, delta = residual(model, x_Rx1xD, pos_R, cache, cross, self_span, cross_span)
+    return normed(ops, x, delta, decoder.norm.weight, decoder.norm.eps, model.logits_dense.weight)[0]
+
+
+def residual(
+    model: DiaModel, x_Rx1xD: Tensor, pos_R: Tensor, cache: SelfCache, cross: CrossCache, self_span: int,
+    cross_span: int,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """The residual stream after every decoder layer, as (x, delta) with the stream x + delta (summed by the
+    final norm), layer by layer through the decode kernels; writes the step's keys and values into the cache."""
     assert model.rope is not None, "setup_rope() first"
     ops, decoder = model.ops, model.decoder()
     lengths_R = pos_R + 1  # a row attends to positions 0..pos
@@ -100,4 +116,5 @@ def logits(
         mlp_norm = layer.pre_mlp_norm
         act, x_Rx1xD = _activated(ops, x_Rx1xD, delta, mlp_norm.weight, mlp_norm.eps, layer.mlp.gate_up_proj.weight)
         delta = ops.linear(act, layer.mlp.down_proj.weight)
-    return normed(ops, x_Rx1xD, delta, decoder.norm.weight, decoder.norm.eps, model.logits_dense.weight)[0]
+    assert delta is not None, "a decoder has layers"
+    return x_Rx1xD, delta

@@ -49,33 +49,56 @@ def _split_attention(
     TRIGGER: tl.constexpr = False, DEPENDENT: tl.constexpr = False, LINES: tl.constexpr = 1,
     LINE: tl.constexpr = 64,
 ):  # fmt: skip
+    """Program (row * kv_heads + kv head, split): `attention_split` of that split.
+
+    TRIGGER (Hopper on) lets the kernel after it start at once where that one is a programmatic dependent launch
+    (the output projection's skinny matmul: it asks L2 for its weights meanwhile, and waits for this kernel to
+    finish before it reads anything this kernel writes). DEPENDENT (launched as one, Hopper on): the block may
+    start while the kernel before it runs, and asks L2 for the first tile of its split's keys and values (LINES
+    lines of LINE values a key, up to the span: the row's length is not read yet) before it waits for that kernel
+    to finish; then it reads the queries, lengths and cache. One tile: for one request (two rows) each split is
+    one tile, so that is the whole cache; for many, splits are longer, and all of them would be more than L2
+    holds.
+    """
+    if TRIGGER:
+        tl.extra.cuda.gdc_launch_dependents()
+    row_kv = tl.program_id(0)
+    split = tl.program_id(1)
+    if DEPENDENT:
+        lo = split * chunk
+        k_base = k_ptr + (row_kv // kv_heads) * stride_kr + (row_kv % kv_heads) * stride_kh
+        v_base = v_ptr + (row_kv // kv_heads) * stride_vr + (row_kv % kv_heads) * stride_vh
+        _prefetch_keys(k_base, v_base, lo, tl.minimum(lo + chunk, span), stride_ks, stride_vs, BLOCK_N, LINES, LINE)
+        tl.extra.cuda.gdc_wait()  # before the first read of what the kernel before wrote
+    attention_split(
+        row_kv, split, q_ptr, k_ptr, v_ptr, len_ptr, part_ptr, lse_ptr, out_ptr, count_ptr,
+        stride_qr, stride_qh, stride_kr, stride_kh, stride_ks, stride_vr, stride_vh, stride_vs,
+        kv_heads, group, head_dim, span, chunk, splits, scale,
+        BLOCK_G, BLOCK_N, BLOCK_E, FINAL, PRECISION, DOT_F32, MERGE_G, BLOCK_S,
+    )  # fmt: skip
+
+
+@triton.jit
+def attention_split(
+    row_kv, split, q_ptr, k_ptr, v_ptr, len_ptr, part_ptr, lse_ptr, out_ptr, count_ptr,
+    stride_qr, stride_qh, stride_kr, stride_kh, stride_ks, stride_vr, stride_vh, stride_vs,
+    kv_heads, group, head_dim, span, chunk, splits, scale,
+    BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr, FINAL: tl.constexpr,
+    PRECISION: tl.constexpr, DOT_F32: tl.constexpr, MERGE_G: tl.constexpr, BLOCK_S: tl.constexpr,
+):  # fmt: skip
     """One (row, kv head, split): the online softmax over keys [split * chunk, (split + 1) * chunk) of the row.
 
     With FINAL (one split) it writes the normalised output (R, H, E) in the output's dtype. Otherwise it writes
     the float32 part of its split (R, H, splits, E), normalised by its own sum, and the split's log-sum-exp,
     and the last of the (row, kv head)'s splits to finish merges them all. DOT_F32 upcasts dot
     inputs to float32 first: the same products (bf16 x bf16 is exact in float32) for Triton's interpreter,
-    whose bf16 dot is wrong. TRIGGER (Hopper on) lets the kernel after it start at once where that one is a
-    programmatic dependent launch (the output projection's skinny matmul: it asks L2 for its weights meanwhile,
-    and waits for this kernel to finish before it reads anything this kernel writes). DEPENDENT (launched as
-    one, Hopper on): the block may start while the kernel before it runs, and asks L2 for the first tile of its
-    split's keys and values (LINES lines of LINE values a key, up to the span: the row's length is not read
-    yet) before it waits for that kernel to finish; then it reads the queries, lengths and cache. One tile: for
-    one request (two rows) each split is one tile, so that is the whole cache; for many, splits are longer, and
-    all of them would be more than L2 holds.
+    whose bf16 dot is wrong. A device function: `_split_attention` runs one a block, megakernel.py many.
     """
-    if TRIGGER:
-        tl.extra.cuda.gdc_launch_dependents()
-    row_kv = tl.program_id(0)
-    split = tl.program_id(1)
     row = row_kv // kv_heads
     kv = row_kv % kv_heads
     lo = split * chunk
     k_base = k_ptr + row * stride_kr + kv * stride_kh
     v_base = v_ptr + row * stride_vr + kv * stride_vh
-    if DEPENDENT:
-        _prefetch_keys(k_base, v_base, lo, tl.minimum(lo + chunk, span), stride_ks, stride_vs, BLOCK_N, LINES, LINE)
-        tl.extra.cuda.gdc_wait()  # before the first read of what the kernel before wrote
     length = tl.minimum(tl.load(len_ptr + row).to(tl.int32), span)
     hi = tl.minimum(lo + chunk, length)
 
@@ -229,7 +252,7 @@ def attention_tile(head_dim: int, itemsize: int) -> tuple[int, int]:
     return (KEYS_PER_TILE, 4) if itemsize <= 2 else (KEYS_PER_TILE // 2, 8)
 
 
-def _pow2(n: int, floor: int = 16) -> int:
+def pow2(n: int, floor: int = 16) -> int:
     return max(floor, triton.next_power_of_2(n))
 
 
@@ -275,13 +298,13 @@ class DecodeKernels:
         block_n, warps = attention_tile(e, q_RxHxE.element_size())
         if self.invariant_span is None:
             splits, chunk = plan_splits(r * kv_heads, span, block_n, self.programs)
-            final, block_s = splits == 1, _pow2(splits, 2)
+            final, block_s = splits == 1, pow2(splits, 2)
         else:
             if span > self.invariant_span:
                 raise ValueError(f"a span of {span} keys is past the {self.invariant_span} these kernels merge")
             chunk = INVARIANT_TILES * block_n
             splits, final = triton.cdiv(span, chunk), False
-            block_s = _pow2(triton.cdiv(self.invariant_span, chunk), 2)
+            block_s = pow2(triton.cdiv(self.invariant_span, chunk), 2)
         if r * kv_heads > self.counters.numel():
             raise ValueError(f"{r} rows of {kv_heads} key/value heads are past the {self.counters.numel()} counters")
         out_RxHxE = torch.empty((r, h, e), dtype=q_RxHxE.dtype, device=q_RxHxE.device)
@@ -299,8 +322,8 @@ class DecodeKernels:
             q_RxHxE, k_RxKxSxE, v_RxKxSxE, lengths_R, part, lse, out_RxHxE, self.counters,
             q_RxHxE.stride(0), q_RxHxE.stride(1), *k_RxKxSxE.stride()[:3], *v_RxKxSxE.stride()[:3],
             kv_heads, group, e, span, chunk, splits, 1.0,
-            BLOCK_G=_pow2(group), BLOCK_N=block_n, BLOCK_E=_pow2(e), FINAL=final, PRECISION=precision,
-            DOT_F32=dot_f32, MERGE_G=_pow2(group, 1), BLOCK_S=block_s, TRIGGER=self.trigger, DEPENDENT=as_dependent,
+            BLOCK_G=pow2(group), BLOCK_N=block_n, BLOCK_E=pow2(e), FINAL=final, PRECISION=precision,
+            DOT_F32=dot_f32, MERGE_G=pow2(group, 1), BLOCK_S=block_s, TRIGGER=self.trigger, DEPENDENT=as_dependent,
             LINES=lines, LINE=line, num_warps=warps, **pdl,
         )  # fmt: skip
         return out_RxHxE
@@ -321,7 +344,7 @@ class DecodeKernels:
             qkv_RxF.stride(0), rope_2xPxE.stride(0), rope_2xPxE.stride(1),
             *k_cache.stride()[:3], *v_cache.stride()[:3],
             heads, kv_heads, e, e // 2,
-            BLOCK_J=_pow2(heads + kv_heads, 1), BLOCK_KV=_pow2(kv_heads, 1), BLOCK_HALF=_pow2(e // 2, 1),
+            BLOCK_J=pow2(heads + kv_heads, 1), BLOCK_KV=pow2(kv_heads, 1), BLOCK_HALF=pow2(e // 2, 1),
         )  # fmt: skip
         return q_RxHxE
 

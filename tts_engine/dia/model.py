@@ -196,18 +196,22 @@ class DiaModel(nn.Module):
                 return
         self.ops = dataclasses.replace(self.ops, kernels=None, linear=fused.rowwise_linear)
 
-    def use_decode_kernels(self, *, dependent_launches: bool = True) -> bool:
+    def use_decode_kernels(self, *, dependent_launches: bool = True, persistent_layers: bool = False) -> bool:
         """Run decode steps' attention and cache writes through the Triton kernels of kernels.py (CUDA, or the
         CPU under TRITON_INTERPRET=1), and on CUDA their projections through linear.SkinnyLinear wherever
         `tune_decode` finds it faster than cuBLAS, and their sampling through sample_kernel.py wherever the
         decoder's tuning finds it faster than the compiled chain; prefill keeps SDPA. Needs the fused q/k/v
         projection. False (and a warning) where the kernels fail their check on this device: steps stay on SDPA.
         Without `dependent_launches`, no kernel is a programmatic dependent launch, nor lets one in early, even
-        where the GPU has them (Hopper on) and the tuners would find them faster."""
+        where the GPU has them (Hopper on) and the tuners would find them faster. With `persistent_layers`, a
+        one-request step runs every decoder layer as one persistent kernel (megakernel.py) where it passes its
+        check here (opt-in: not yet measured faster)."""
         if self.ops.linear is fused.rowwise_linear or getattr(self.ops.linear, "invariant", False):
             raise ValueError("the decode kernels are not batch-invariant; this model runs use_batch_invariant()")
-        if self.ops.kernels is not None:
-            return True  # already on, with whatever tune_decode chose: a second Engine on this model keeps it
+        if self.ops.kernels is not None:  # already on, with whatever tune_decode chose: a second Engine keeps it
+            if persistent_layers and self.ops.persistent is None:
+                self._use_persistent_layers()
+            return True
         from tts_engine.dia import linear  # it imports triton, which a CPU-only install may lack
 
         chosen = self._checked_kernels(None, fallback="using SDPA")
@@ -223,7 +227,26 @@ class DiaModel(nn.Module):
             skinny = linear.SkinnyLinear(dependent=dependent_launches)
             self.ops = dataclasses.replace(self.ops, linear=skinny, sampler=sampler)
         self.ops = dataclasses.replace(self.ops, kernels=chosen)
+        if persistent_layers:
+            self._use_persistent_layers()
         return True
+
+    def _use_persistent_layers(self) -> None:
+        """One-request decode steps through persistent_layers.PersistentLayers, where they pass their check (else a
+        warning, and steps stay layer by layer)."""
+        from tts_engine.dia import persistent_layers
+
+        try:
+            layers = persistent_layers.PersistentLayers(self)
+        except (ValueError, RuntimeError) as exc:
+            log.warning("persistent layers unavailable, stepping layer by layer: %s", exc)
+            return
+        problem = persistent_layers.check(self, layers)
+        if problem is not None:
+            log.warning("persistent layers unavailable, stepping layer by layer: %s", problem)
+            return
+        log.info("one-request decode steps run every layer as one persistent kernel of %d blocks", layers.programs)
+        self.ops = dataclasses.replace(self.ops, persistent=layers)
 
     def _checked_kernels(self, invariant_span: int | None, *, fallback: str) -> DecodeKernels | None:
         """The decode kernels for this model's device (see kernels.for_device), or None and a warning naming

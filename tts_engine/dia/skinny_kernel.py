@@ -16,6 +16,7 @@ import triton.language as tl
 from tts_engine.dia.dependent import prefetch_l2
 
 PLAIN, NORM = 0, 1  # the kernel's prologues: x as given, rms_norm(x + delta)
+SCALED = 2  # skinny_band's NORM with each row's scale given (megakernel.py finds it once for many bands)
 STORE, ROPE, SILU = 0, 1, 2  # its epilogues: y as computed, RoPE and the cache write, silu_mul(y)
 
 
@@ -62,6 +63,38 @@ def skinny_matmul(
     """
     band = tl.program_id(0)
     split = tl.program_id(1)
+    if PDL:
+        cols = band * BLOCK_N + tl.arange(0, BLOCK_N)
+        k_lo = split * k_split
+        k_hi = tl.minimum(k_lo + k_split, k)  # this block's K slice
+        prefetch_l2(w_ptr, cols, cols < n, k_lo, k_hi, stride_wn, LINES, LINE)
+        if EPILOGUE == 2:
+            prefetch_l2(w_ptr, cols + n, cols < n, k_lo, k_hi, stride_wn, LINES, LINE)
+        tl.extra.cuda.gdc_launch_dependents()
+        tl.extra.cuda.gdc_wait()  # before the first read of what the kernel before wrote
+    skinny_band(
+        band, split, 0.0, x_ptr, w_ptr, y_ptr, delta_ptr, gamma_ptr, sum_ptr, rows, n, k, stride_xm, stride_wn,
+        stride_ym, stride_dm, stride_sm, eps, part_ptr, count_ptr, k_split,
+        rope_ptr, pos_ptr, k_ptr, v_ptr, stride_rp, stride_rs, stride_kr, stride_kh, stride_ks, stride_vr, stride_vh,
+        stride_vs, heads, kv_heads, head_dim,
+        BLOCK_M, BLOCK_N, BLOCK_K, DOT_F32, PRECISION, PROLOGUE, DELTA, EPILOGUE, SPLITS, NORM_M, NORM_K,
+    )  # fmt: skip
+
+
+@triton.jit
+def skinny_band(
+    band, split, scale_in, x_ptr, w_ptr, y_ptr, delta_ptr, gamma_ptr, sum_ptr, rows, n, k, stride_xm, stride_wn,
+    stride_ym, stride_dm, stride_sm, eps, part_ptr, count_ptr, k_split,
+    rope_ptr, pos_ptr, k_ptr, v_ptr, stride_rp, stride_rs, stride_kr, stride_kh, stride_ks, stride_vr, stride_vh,
+    stride_vs, heads, kv_heads, head_dim,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr,
+    PRECISION: tl.constexpr, PROLOGUE: tl.constexpr, DELTA: tl.constexpr, EPILOGUE: tl.constexpr,
+    SPLITS: tl.constexpr, NORM_M: tl.constexpr, NORM_K: tl.constexpr,
+):  # fmt: skip
+    """`skinny_matmul`'s work for one (band, split), after any PDL wait: a device function, which
+    `skinny_matmul` runs once a block and megakernel.py for many bands in turn. PROLOGUE SCALED is NORM with the
+    rows' scales given (`scale_in`, BLOCK_M values, as `row_scales` returns them) and the sum x + delta left to
+    the caller."""
     m = tl.arange(0, BLOCK_M)
     cols = band * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = m < rows
@@ -69,14 +102,9 @@ def skinny_matmul(
     dtype = x_ptr.dtype.element_ty
     k_lo = split * k_split
     k_hi = tl.minimum(k_lo + k_split, k)  # this block's K slice
-    if PDL:
-        prefetch_l2(w_ptr, cols, n_ok, k_lo, k_hi, stride_wn, LINES, LINE)
-        if EPILOGUE == 2:
-            prefetch_l2(w_ptr, cols + n, n_ok, k_lo, k_hi, stride_wn, LINES, LINE)
-        tl.extra.cuda.gdc_launch_dependents()
-        tl.extra.cuda.gdc_wait()  # before the first read of what the kernel before wrote
+    scale = scale_in
     if PROLOGUE == 1:
-        scale = _row_scales(
+        scale = row_scales(
             x_ptr, delta_ptr, sum_ptr, rows, k, stride_xm, stride_dm, stride_sm, eps, band + split, BLOCK_M, NORM_M,
             NORM_K, DELTA,
         )  # fmt: skip
@@ -87,7 +115,7 @@ def skinny_matmul(
         k_ok = ks < k
         tile_ok = m_ok[:, None] & k_ok[None, :]
         x = tl.load(x_ptr + m[:, None] * stride_xm + ks[None, :], mask=tile_ok, other=0.0)
-        if PROLOGUE == 1:
+        if PROLOGUE >= 1:
             if DELTA:
                 d = tl.load(delta_ptr + m[:, None] * stride_dm + ks[None, :], mask=tile_ok, other=0.0)
                 x = (x.to(tl.float32) + d.to(tl.float32)).to(dtype)
@@ -129,7 +157,7 @@ def skinny_matmul(
 
 
 @triton.jit
-def _row_scales(
+def row_scales(
     x_ptr, delta_ptr, sum_ptr, rows, k, stride_xm, stride_dm, stride_sm, eps, lead,
     BLOCK_M: tl.constexpr, NORM_M: tl.constexpr, NORM_K: tl.constexpr, DELTA: tl.constexpr,
 ):  # fmt: skip
