@@ -85,7 +85,7 @@ for part in $parts; do
             ;;
         mega)  # the persistent decoder layers (tts_engine/dia/megakernel.py) against the layer loop, taking turns on
             # the same weights in one run; the log says whether their check at load let them serve
-            run mega 420 "$python" bench/engine.py "${commit[@]}" --skip-reference --against-persistent-layers \
+            run mega 540 "$python" bench/engine.py "${commit[@]}" --skip-reference --against-persistent-layers \
                 --json "$out/engine-mega.json"
             ;;
         megatests)  # the persistent layers on a GPU: their check passes (real grid barriers, bit for bit against

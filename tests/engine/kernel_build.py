@@ -237,7 +237,7 @@ def record_persistent(gpu: Gpu = H100) -> list[Launch]:
     pos = torch.zeros(2, dtype=torch.long, device=meta)
     assert model.rope is not None
     saved = megakernel.decoder_layers
-    megakernel.decoder_layers = _Recorder(saved.fn, launches)
+    megakernel.decoder_layers = _Recorder(saved.fn, launches, megakernel.DO_NOT_SPECIALIZE)
     try:
         with _compiled_form():
             layers = persistent_layers.PersistentLayers(model, programs=gpu.sms)

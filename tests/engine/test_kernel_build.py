@@ -166,13 +166,14 @@ def test_the_checks_catch_what_they_are_for(report: dict[str, Any]) -> None:
 
 
 def test_the_persistent_layers_build(report: dict[str, Any]) -> None:
-    """The persistent decoder layers (tts_engine/dia/persistent_layers.py) build for both GPUs at an early and a
-    full span: one block fits an SM's shared memory, registers hold the working set (the whole kernel is one
-    loop over the layers, so a spill anywhere is a spill in a loop: the allowance holds for both), loads are
-    16-byte vectors, each block asks L2 for its next band at the barriers, and the barrier's release fences and
-    its acquire drops the SM's L1 (what other blocks wrote is read from L2)."""
+    """The persistent decoder layers (tts_engine/dia/persistent_layers.py) build for both GPUs, one build for an
+    early and a full span alike (so the decoder's span buckets do not each compile one). One block fits an SM's
+    shared memory; registers hold the working set (the whole kernel is one loop over the layers, so a spill
+    anywhere is a spill in a loop: the allowance holds for both); loads are 16-byte vectors; each block asks L2
+    for its next band at the barriers; and the barrier's release fences and its acquire drops the SM's L1 (what
+    other blocks wrote is read from L2)."""
     for gpu in report["gpus"]:
-        assert len(gpu["persistent"]) == len(kernel_build.PERSISTENT_SPANS), gpu["gpu"]
+        assert len(gpu["persistent"]) == 1, (gpu["gpu"], [built["constants"] for built in gpu["persistent"]])
         for built in gpu["persistent"]:
             what = f"{gpu['gpu']}: {built['constants']} {built['options']}"
             assert built["shared"] <= gpu["shared"], f"{what}: {built['shared']} B of shared memory"

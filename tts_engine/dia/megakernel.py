@@ -138,7 +138,14 @@ def _then(ONLY: tl.constexpr, sync_ptr, done, programs, w_ptr, pid, n, k, PREFET
     return done
 
 
-@triton.jit
+# Spans, splits and layer ranges vary from step to step: not specialising on them (Triton would on a value of 1 or
+# one divisible by 16) keeps one build for every span bucket.
+DO_NOT_SPECIALIZE = (
+    "layer_lo", "layer_hi", "self_span", "self_chunk", "self_splits", "cross_span", "cross_chunk", "cross_splits",
+)  # fmt: skip
+
+
+@triton.jit(do_not_specialize=DO_NOT_SPECIALIZE)
 def decoder_layers(
     base_ptr, table_ptr, x_in_ptr, zero_ptr, xs_ptr, delta_ptr, q_ptr, attn_ptr, act_ptr, rope_ptr, pos_ptr,
     self_len_ptr,

@@ -126,10 +126,12 @@ class PersistentLayers:
             BN_D=shapes.hidden[0], BK_D=shapes.hidden[1], BN_GU=shapes.gate_up[0], BK_GU=shapes.gate_up[1],
             BN_DOWN=shapes.down[0], BK_DOWN=shapes.down[1], DOT_F32=kernels.interpreting(),
             PRECISION="ieee" if self.dtype == torch.float32 else "tf32",
-            SG=pow2(heads // kv_heads), SN=self_block, SE=pow2(head_dim), S_FINAL=self_splits == 1,
-            SMG=pow2(heads // kv_heads, 1), SS=pow2(self_splits, 2),
-            CG=pow2(cross_heads // cross_kv_heads), CN=cross_block, CE=pow2(cross_dim), C_FINAL=cross_splits == 1,
-            CMG=pow2(cross_heads // cross_kv_heads, 1), CS=pow2(cross_splits, 2),
+            # Attention always merges (one split too) over as many splits as it may have at any span: one build
+            # serves every span bucket the decoder captures, where each would otherwise compile its own.
+            SG=pow2(heads // kv_heads), SN=self_block, SE=pow2(head_dim), S_FINAL=False,
+            SMG=pow2(heads // kv_heads, 1), SS=pow2(max(1, self.programs // (rows * kv_heads)), 2),
+            CG=pow2(cross_heads // cross_kv_heads), CN=cross_block, CE=pow2(cross_dim), C_FINAL=False,
+            CMG=pow2(cross_heads // cross_kv_heads, 1), CS=pow2(max(1, self.programs // (rows * cross_kv_heads)), 2),
             PREFETCH=shapes.prefetch and not kernels.interpreting(), LINES=line_count, LINE=line,
             num_warps=shapes.warps, num_stages=shapes.stages,
         )  # fmt: skip
