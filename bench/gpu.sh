@@ -88,8 +88,8 @@ for part in $parts; do
             run mega 540 "$python" bench/engine.py "${commit[@]}" --skip-reference --against-persistent-layers \
                 --json "$out/engine-mega.json"
             ;;
-        megatests)  # the persistent layers on a GPU: their check passes (real grid barriers, bit for bit against
-            # the phases launched one by one) and captured steps render the layer loop's lines
+        megatests)  # the persistent layers on a GPU: their check passes (real grid barriers; two launches the
+            # same bits, and in agreement with the phases launched one by one) and captured steps render the loop's lines
             run megatests 300 "$python" -m pytest -v -m gpu -p no:cacheprovider tests/engine/test_megakernel.py
             ;;
         persistent)  # a layer's projections chained through one persistent kernel with grid barriers, against a

@@ -9,6 +9,7 @@ import logging
 
 import pytest
 import torch
+from torch import Tensor
 
 from tests.engine.conftest import Checkpoint
 from tests.engine.lines import assert_same_lines
@@ -78,32 +79,39 @@ def test_an_engine_with_persistent_layers_renders_the_same_lines(
     assert_same_lines(looped, persistent, "[S1] Hi. [S2] Oh.", max_tokens=14)
 
 
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [("varies", "two persistent launches on the same inputs gave other bits"),
+     ("apart", "differ from its phases launched one by one"),
+     ("eps", "differ from the layer loop")],
+)  # fmt: skip
 def test_the_check_refuses_layers_that_compute_something_else(
-    ending_checkpoint: Checkpoint, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A persistent launch that differs from its phases (as a barrier that does not hold would make it), or
-    layers that differ from the loop, are refused at load with a warning that says which, and steps stay layer
-    by layer."""
+    ending_checkpoint: Checkpoint, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, fault: str,
+    said: str,
+) -> None:  # fmt: skip
+    """Persistent launches whose bits vary from run to run (as a grid barrier that does not hold makes them), or
+    that differ from their phases launched one by one, or layers that differ from the loop (a wrong norm epsilon
+    here) are refused at load with a warning that says which; steps stay layer by layer."""
     engine = Engine.load(
         ending_checkpoint.folder, device=DEVICE, dtype="float32", use_cuda_graphs=False, decode_kernels=True
     )
     model = engine.model
-    layers = megakernel.PersistentLayers(model, shapes=SMALL)
-    assert megakernel.check(model, layers, span=SPAN, text=TEXT) is None
-    wrong_eps = megakernel.PersistentLayers(model, shapes=SMALL)
-    wrong_eps.eps = 0.5
-    assert "differ from the layer loop" in (megakernel.check(model, wrong_eps, span=SPAN, text=TEXT) or "")
+    assert megakernel.check(model, megakernel.PersistentLayers(model, shapes=SMALL), span=SPAN, text=TEXT) is None
+    run, calls = megakernel.PersistentLayers.__call__, []
 
-    run = megakernel.PersistentLayers.__call__
-
-    def racy(self: object, *args: object, persistent: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def faulty(self: megakernel.PersistentLayers, *args: object, persistent: bool = True) -> tuple[Tensor, Tensor]:
+        if fault == "eps":
+            self.eps = 0.5
         x, delta = run(self, *args, persistent=persistent)  # type: ignore[arg-type]
-        return (x + 1e-6 if persistent else x), delta
+        calls.append(persistent)
+        if fault == "varies" and persistent:
+            return x + 1e-3 * len(calls), delta
+        return (x + 1e-3 if fault == "apart" and persistent else x), delta
 
-    monkeypatch.setattr(megakernel.PersistentLayers, "__call__", racy)
+    monkeypatch.setattr(megakernel.PersistentLayers, "__call__", faulty)
     with caplog.at_level(logging.WARNING):
         assert model.use_decode_kernels(persistent_layers=True)
-    assert "persistent layers unavailable" in caplog.text and "phases launched one by one" in caplog.text
+    assert "persistent layers unavailable" in caplog.text and said in caplog.text
     assert model.ops.persistent is None and model.ops.kernels is not None
 
 
@@ -126,9 +134,9 @@ def test_tensors_that_cannot_join_are_refused(ending_checkpoint: Checkpoint) -> 
 @pytest.mark.timeout(360)
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_on_a_gpu_the_persistent_layers_serve_captured_steps(ending_checkpoint: Checkpoint, dtype: str) -> None:
-    """On CUDA the kernel runs as it serves: a block an SM, meeting at real grid barriers. Its check at load
-    compares that bit for bit with the phases launched one by one, so a barrier that does not hold refuses it;
-    in float32 the captured steps then render the layer loop's lines."""
+    """On CUDA the kernel runs as it serves: a block an SM, meeting at real grid barriers. Its check at load wants
+    two launches to give the same bits and to agree with the phases launched one by one, so a barrier that does
+    not hold refuses it; in float32 the captured steps then render the layer loop's lines."""
     options = {"device": DEVICE, "dtype": dtype, "decode_kernels": True}
     persistent = Engine.load(ending_checkpoint.folder, persistent_layers=True, **options)  # type: ignore[arg-type]
     layers = persistent.model.ops.persistent

@@ -28,8 +28,9 @@ must be resident at once or the first to wait never sees the last arrive: persis
 the kernel, asks for a fixed number of blocks an SM and refuses a build whose registers or shared memory would
 not let them all fit. With ONLY set to a phase, the same kernel runs that one phase of one layer and no barrier:
 Triton's interpreter runs blocks one after another, so the CPU tests run every phase that way with many blocks,
-and the whole kernel, barriers included, as one block; at load, `persistent_layers.check` compares the two ways
-bit for bit on the GPU, where a barrier that did not hold would show.
+and the whole kernel, barriers included, as one block. At load on the GPU, `persistent_layers.check` runs the
+kernel twice and wants the same bits (a barrier that did not hold would read what another block had not yet
+written, which varies from run to run), and compares it with the phases launched one by one.
 
 Weights, norms and caches are reached from one base pointer by per-layer element offsets (every tensor of the
 model's dtype lives in the one address space), so nothing is copied or re-laid out.
