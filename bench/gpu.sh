@@ -2,7 +2,7 @@
 # Everything that needs a CUDA device, in one go: the GPU correctness tests, then the benchmarks.
 #
 #     bench/gpu.sh OUT [PART...]      # parts: info tests kernels engine audio concurrent profile baseline invariant
-#                                     #        agreement sweep nopdl build persistent mega megatests
+#                                     #        agreement sweep nopdl build persistent mega megatests megastep
 #                                     # (default: info tests kernels engine audio concurrent)
 #
 # Each part writes its log (and JSON where the script has one) into OUT and has its own time limit, so one
@@ -87,6 +87,10 @@ for part in $parts; do
             # the same weights in one run; the log says whether their check at load let them serve
             run mega 540 "$python" bench/engine.py "${commit[@]}" --skip-reference --against-persistent-layers \
                 --json "$out/engine-mega.json"
+            ;;
+        megastep)  # the persistent layers in several block shapes against the tuned layer loop, on one step's
+            # layers alone (captured, replayed): which persistent_layers.Shapes to keep
+            run megastep 300 "$python" bench/megastep.py
             ;;
         megatests)  # the persistent layers on a GPU: their check passes (real grid barriers; two launches the
             # same bits, and in agreement with the phases launched one by one) and captured steps render the loop's lines

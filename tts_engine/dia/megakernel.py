@@ -46,7 +46,7 @@ from tts_engine.dia.kernels import attention_split
 from tts_engine.dia.skinny_kernel import row_scales, skinny_band
 
 PHASES = 8  # a layer's: q/k/v, self-attention, its output, cross queries, cross-attention, its output, gate/up, down
-# Offsets a layer in the table (_layers reads them by these positions, and 16 apart): the q/k/v, output, cross
+# Offsets a layer in the table (decoder_layers reads them by these positions, 16 apart): the q/k/v, output, cross
 # query, cross output, gate/up and down weights, the three norms, the caches' keys and values, the cross keys and
 # values; the rest unused.
 FIELDS = 16
