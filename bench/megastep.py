@@ -68,10 +68,6 @@ def _inputs(model: DiaModel, span: int, text: int) -> tuple[torch.Tensor, torch.
     return x_Rx1xD, torch.full((2,), span - 1, device=device), cache, cross
 
 
-def _relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((actual.float() - expected.float()).abs().max() / expected.float().abs().max()).item()
-
-
 def run(size: str, span: int, text: int, tune: bool, device: torch.device, dtype: torch.dtype,
         timer: Callable[[Callable[[], object]], float] | None) -> int:  # fmt: skip
     """Every variant against the loop; `timer` None checks without timing (the CPU). Returns the failures."""
@@ -108,7 +104,7 @@ def run(size: str, span: int, text: int, tune: bool, device: torch.device, dtype
             print(f"# {name}: {exc}", flush=True)
             continue
         sums = [(x.float() + delta.float()).clone() for x, delta in results]
-        error = _relative(sums[0], expected)
+        error = persistent_layers.relative_error(sums[0], expected)
         if not torch.equal(sums[0], sums[1]) or error > (1e-4 if dtype == torch.float32 else 0.25):
             print(f"# {name}: wrong (two runs equal: {torch.equal(sums[0], sums[1])}; against the loop {error:.3g})")
             failures += 1

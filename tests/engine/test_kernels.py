@@ -13,7 +13,6 @@ from tests.engine.conftest import Checkpoint
 from tests.engine.lines import assert_same_lines
 from tts_engine.dia import fused
 from tts_engine.dia.attention import attend, fold_mask, pair_heads
-from tts_engine.dia.cache import SelfCache
 from tts_engine.engine import Engine, GenerationParams, VoicePrompt
 
 kernels = pytest.importorskip("tts_engine.dia.kernels", reason="triton is not installed")
@@ -139,9 +138,7 @@ def test_a_decode_step_through_the_kernels_matches_sdpa(checkpoint: Checkpoint) 
     for self_span, cross_span in ((None, None), (32, 64)):
         outputs = []
         for ops in (plain_ops, fast_ops):
-            cache = SelfCache(
-                [k.clone() for k in decoder.cache.k], [v.clone() for v in decoder.cache.v], decoder.cache.length
-            )
+            cache = decoder.cache.clone()
             model.ops = ops
             try:
                 logits = model.decode(

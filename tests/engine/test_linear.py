@@ -15,7 +15,6 @@ from tests.engine.conftest import Checkpoint
 from tests.engine.stand_ins import Plainly, counting_timer
 from tts_engine.dia import fused, kernel_step
 from tts_engine.dia.attention import pair_heads
-from tts_engine.dia.cache import SelfCache
 from tts_engine.dia.model import rope_table
 from tts_engine.engine import Engine, GenerationParams
 
@@ -479,9 +478,7 @@ def test_a_decode_step_through_skinny_matmuls_matches_cublas(checkpoint: Checkpo
     tokens_Rx1xC = decoder.grid[decoder.slot_index, decoder.pos].repeat_interleave(2, dim=0)[:, None]
     outputs = []
     for ops in (plain_ops, model.ops):
-        cache = SelfCache(
-            [k.clone() for k in decoder.cache.k], [v.clone() for v in decoder.cache.v], decoder.cache.length
-        )
+        cache = decoder.cache.clone()
         model.ops = ops
         outputs.append(model.decode(tokens_Rx1xC, pos_R[:, None], cache, decoder.cross))
     torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)

@@ -34,10 +34,6 @@ def _caches(model: DiaModel, rows: int) -> tuple[SelfCache, CrossCache]:
     return cache, cross
 
 
-def _copy(cache: SelfCache) -> SelfCache:
-    return SelfCache([k.clone() for k in cache.k], [v.clone() for v in cache.v], cache.length)
-
-
 @pytest.mark.parametrize("rows", [2, 3])
 def test_the_persistent_layers_are_the_layer_loop(checkpoint: Checkpoint, rows: int) -> None:
     """Every phase launched alone over several blocks (each block taking bands and splits in turn, several
@@ -52,12 +48,12 @@ def test_the_persistent_layers_are_the_layer_loop(checkpoint: Checkpoint, rows: 
     gen = torch.Generator(device=DEVICE).manual_seed(2)
     x_Rx1xD = torch.randn((rows, 1, model.cfg.decoder.hidden_size), generator=gen, device=DEVICE)
     pos_R = torch.tensor([37, 5, 63][:rows], device=DEVICE)
-    looped = _copy(cache)
+    looped = cache.clone()
     x, delta = kernel_step.residual(model, x_Rx1xD, pos_R, looped, cross, SPAN, TEXT)
     expected = x + delta
     for programs, persistent in ((3, False), (1, True)):
         layers = megakernel.PersistentLayers(model, rows=rows, shapes=SMALL, programs=programs)
-        written = _copy(cache)
+        written = cache.clone()
         x, delta = layers(x_Rx1xD, pos_R, written, cross, SPAN, TEXT, model.rope, persistent=persistent)
         torch.testing.assert_close(x + delta, expected, rtol=1e-5, atol=1e-5)
         for ours, theirs in zip(written.k + written.v, looped.k + looped.v, strict=True):

@@ -32,6 +32,10 @@ class SelfCache:
         v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(dec.num_layers)]
         return cls(k, v, length)
 
+    def clone(self) -> SelfCache:
+        """A copy of every layer's keys and values, for running a step twice from the same cache."""
+        return SelfCache([k.clone() for k in self.k], [v.clone() for v in self.v], self.length)
+
 
 @dataclass
 class CrossCache:

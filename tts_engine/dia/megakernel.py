@@ -76,6 +76,17 @@ def _project(pid, programs, x_ptr, w_ptr, y_ptr, delta_ptr, gamma_ptr, sum_ptr, 
 
 
 @triton.jit
+def _plain(pid, programs, x_ptr, w_ptr, y_ptr, rows, n, k, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+           BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
+    """`_project` without prologue or epilogue: y = x @ W^T, x and y contiguous rows of k and n values (the
+    norm's and RoPE's pointers are never read then, so y stands in for them)."""
+    _project(
+        pid, programs, x_ptr, w_ptr, y_ptr, y_ptr, y_ptr, y_ptr, rows, n, k, k, n, n, 0.0, y_ptr, y_ptr, y_ptr, y_ptr,
+        0, 0, 0, 0, 0, 0, 0, 0, BLOCK_M, BLOCK_N, BLOCK_K, DOT_F32, PRECISION, 0, 0, 2, 16,
+    )  # fmt: skip
+
+
+@triton.jit
 def _attend(pid, programs, splits, rows, q_ptr, k_ptr, v_ptr, len_ptr, part_ptr, lse_ptr, out_ptr, count_ptr,
             stride_q, stride_kr, stride_kh, stride_ks, kv_heads, heads, head_dim, span, chunk,
             BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr, FINAL: tl.constexpr,
@@ -195,12 +206,8 @@ def decoder_layers(
             )  # fmt: skip
         done = _then(ONLY, sync_ptr, done, programs, w_o, pid, hidden, q_width, PREFETCH, False, BN_D, LINES, LINE)
         if ONLY < 0 or ONLY == 2:
-            _project(
-                pid, programs, attn_ptr, w_o, delta_ptr, delta_ptr, delta_ptr, delta_ptr, rows, hidden, q_width,
-                q_width, hidden, hidden, eps, rope_ptr, pos_ptr, k_cache, v_cache, stride_rp, stride_rs, stride_kr,
-                stride_kh, stride_ks, heads, kv_heads, head_dim,
-                BLOCK_M, BN_D, BK_D, DOT_F32, PRECISION, 0, 0, NORM_M, NORM_K,
-            )  # fmt: skip
+            _plain(pid, programs, attn_ptr, w_o, delta_ptr, rows, hidden, q_width, BLOCK_M, BN_D, BK_D, DOT_F32,
+                   PRECISION)  # fmt: skip
         done = _then(ONLY, sync_ptr, done, programs, w_cq, pid, cq_width, hidden, PREFETCH, False, BN_D, LINES, LINE)
         if ONLY < 0 or ONLY == 3:
             _project(
@@ -219,12 +226,8 @@ def decoder_layers(
             )  # fmt: skip
         done = _then(ONLY, sync_ptr, done, programs, w_co, pid, hidden, cq_width, PREFETCH, False, BN_D, LINES, LINE)
         if ONLY < 0 or ONLY == 5:
-            _project(
-                pid, programs, attn_ptr, w_co, delta_ptr, delta_ptr, delta_ptr, delta_ptr, rows, hidden, cq_width,
-                cq_width, hidden, hidden, eps, rope_ptr, pos_ptr, k_cache, v_cache, stride_rp, stride_rs, stride_kr,
-                stride_kh, stride_ks, heads, kv_heads, head_dim,
-                BLOCK_M, BN_D, BK_D, DOT_F32, PRECISION, 0, 0, NORM_M, NORM_K,
-            )  # fmt: skip
+            _plain(pid, programs, attn_ptr, w_co, delta_ptr, rows, hidden, cq_width, BLOCK_M, BN_D, BK_D, DOT_F32,
+                   PRECISION)  # fmt: skip
         done = _then(ONLY, sync_ptr, done, programs, w_gu, pid, inter, hidden, PREFETCH, True, BN_GU, LINES, LINE)
         if ONLY < 0 or ONLY == 6:
             _project(
@@ -235,12 +238,8 @@ def decoder_layers(
             )  # fmt: skip
         done = _then(ONLY, sync_ptr, done, programs, w_down, pid, hidden, inter, PREFETCH, False, BN_DOWN, LINES, LINE)
         if ONLY < 0 or ONLY == 7:
-            _project(
-                pid, programs, act_ptr, w_down, delta_ptr, delta_ptr, delta_ptr, delta_ptr, rows, hidden, inter,
-                inter, hidden, hidden, eps, rope_ptr, pos_ptr, k_cache, v_cache, stride_rp, stride_rs, stride_kr,
-                stride_kh, stride_ks, heads, kv_heads, head_dim,
-                BLOCK_M, BN_DOWN, BK_DOWN, DOT_F32, PRECISION, 0, 0, NORM_M, NORM_K,
-            )  # fmt: skip
+            _plain(pid, programs, act_ptr, w_down, delta_ptr, rows, hidden, inter, BLOCK_M, BN_DOWN, BK_DOWN, DOT_F32,
+                   PRECISION)  # fmt: skip
         if layer + 1 < layer_hi:  # the kernel's end is the last phase's barrier
             w_next = _field(base_ptr, at + 16, 0)  # the next layer's q/k/v projection
             done = _then(ONLY, sync_ptr, done, programs, w_next, pid, qkv_width, hidden, PREFETCH, False, BN_QKV,

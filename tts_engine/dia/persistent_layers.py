@@ -245,7 +245,7 @@ def check(model: DiaModel, layers: PersistentLayers, *, span: int = 256, text: i
     x_Rx1xD = torch.randn((rows, 1, cfg.decoder.hidden_size), generator=gen, device=dev).to(dtype)
     results: dict[str, tuple[Tensor, list[Tensor]]] = {}
     for way in ("persistent", "again", "phases", "loop"):
-        copy = SelfCache([k.clone() for k in cache.k], [v.clone() for v in cache.v], cache.length)
+        copy = cache.clone()
         try:
             if way == "loop":
                 x, delta = kernel_step.residual(model, x_Rx1xD, pos_R, copy, cross, span, text)
@@ -265,12 +265,12 @@ def check(model: DiaModel, layers: PersistentLayers, *, span: int = 256, text: i
         ("loop", 1e-4 if float32 else 0.25, "the layer loop"),
     ):
         expected, expected_written = results[way]
-        error = max(_relative(persistent, expected), *map(_relative, written, expected_written))
+        error = max(relative_error(persistent, expected), *map(relative_error, written, expected_written))
         if error > tolerance:
             return f"the persistent layers differ from {what} by {error:.3g}"
     return None
 
 
-def _relative(actual: Tensor, expected: Tensor) -> float:
+def relative_error(actual: Tensor, expected: Tensor) -> float:
     """The largest difference, as a share of the largest value expected."""
     return ((actual.float() - expected.float()).abs().max() / expected.float().abs().max().clamp(min=1e-30)).item()
