@@ -87,6 +87,19 @@ def _plain(pid, programs, x_ptr, w_ptr, y_ptr, rows, n, k, BLOCK_M: tl.constexpr
 
 
 @triton.jit
+def _normed(pid, programs, x_ptr, w_ptr, y_ptr, delta_ptr, gamma_ptr, sum_ptr, rows, n, k, eps,
+            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr,
+            PRECISION: tl.constexpr, EPILOGUE: tl.constexpr, NORM_M: tl.constexpr, NORM_K: tl.constexpr):  # fmt: skip
+    """`_project` of rms_norm(x + delta) without RoPE (EPILOGUE STORE or SILU): x, delta and the sum rows of k
+    values, y rows of n (RoPE's pointers are never read then, so y stands in for them)."""
+    _project(
+        pid, programs, x_ptr, w_ptr, y_ptr, delta_ptr, gamma_ptr, sum_ptr, rows, n, k, k, n, k, eps, y_ptr, y_ptr,
+        y_ptr, y_ptr, 0, 0, 0, 0, 0, 0, 0, 0,
+        BLOCK_M, BLOCK_N, BLOCK_K, DOT_F32, PRECISION, 1, EPILOGUE, NORM_M, NORM_K,
+    )  # fmt: skip
+
+
+@triton.jit
 def _attend(pid, programs, splits, rows, q_ptr, k_ptr, v_ptr, len_ptr, part_ptr, lse_ptr, out_ptr, count_ptr,
             stride_q, stride_kr, stride_kh, stride_ks, kv_heads, heads, head_dim, span, chunk,
             BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr, FINAL: tl.constexpr,
@@ -210,11 +223,9 @@ def decoder_layers(
                    PRECISION)  # fmt: skip
         done = _then(ONLY, sync_ptr, done, programs, w_cq, pid, cq_width, hidden, PREFETCH, False, BN_D, LINES, LINE)
         if ONLY < 0 or ONLY == 3:
-            _project(
-                pid, programs, x_b, w_cq, q_ptr, delta_ptr, _field(base_ptr, at, 7), x_a, rows, cq_width, hidden,
-                hidden, cq_width, hidden, eps, rope_ptr, pos_ptr, k_cache, v_cache, stride_rp, stride_rs, stride_kr,
-                stride_kh, stride_ks, heads, kv_heads, head_dim,
-                BLOCK_M, BN_D, BK_D, DOT_F32, PRECISION, 1, 0, NORM_M, NORM_K,
+            _normed(
+                pid, programs, x_b, w_cq, q_ptr, delta_ptr, _field(base_ptr, at, 7), x_a, rows, cq_width, hidden, eps,
+                BLOCK_M, BN_D, BK_D, DOT_F32, PRECISION, 0, NORM_M, NORM_K,
             )  # fmt: skip
         done = _then(ONLY, sync_ptr, done, programs, q_ptr, pid, 0, 0, False, False, BN_D, LINES, LINE)
         if ONLY < 0 or ONLY == 4:
@@ -230,11 +241,9 @@ def decoder_layers(
                    PRECISION)  # fmt: skip
         done = _then(ONLY, sync_ptr, done, programs, w_gu, pid, inter, hidden, PREFETCH, True, BN_GU, LINES, LINE)
         if ONLY < 0 or ONLY == 6:
-            _project(
-                pid, programs, x_a, w_gu, act_ptr, delta_ptr, _field(base_ptr, at, 8), x_b, rows, inter, hidden,
-                hidden, inter, hidden, eps, rope_ptr, pos_ptr, k_cache, v_cache, stride_rp, stride_rs, stride_kr,
-                stride_kh, stride_ks, heads, kv_heads, head_dim,
-                BLOCK_M, BN_GU, BK_GU, DOT_F32, PRECISION, 1, 2, NORM_M, NORM_K,
+            _normed(
+                pid, programs, x_a, w_gu, act_ptr, delta_ptr, _field(base_ptr, at, 8), x_b, rows, inter, hidden, eps,
+                BLOCK_M, BN_GU, BK_GU, DOT_F32, PRECISION, 2, NORM_M, NORM_K,
             )  # fmt: skip
         done = _then(ONLY, sync_ptr, done, programs, w_down, pid, hidden, inter, PREFETCH, False, BN_DOWN, LINES, LINE)
         if ONLY < 0 or ONLY == 7:
