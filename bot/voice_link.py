@@ -129,13 +129,16 @@ class VoiceLink(LineQueue):
             self._joining = False
         assert isinstance(connected, discord.VoiceClient)
         self._client = connected
-        # On a stage the bot arrives in the audience (checks.can_speak_in made sure it may step up). A server mute
-        # goes with it from channel to channel: only a moderator lifts it.
+        # On a stage the bot arrives in the audience (checks.can_speak_in made sure it may step up, but a rejoin
+        # after a hung connection goes back where it was dragged, maybe a stage where it may not: it pauses there and
+        # says so, unless it was paused already). A server mute goes with it from channel to channel: only a
+        # moderator lifts it.
         me = channel.guild.me.voice
-        if (me is None or not me.mute) and (
-            not isinstance(channel, discord.StageChannel) or await seat.step_up(channel)
-        ):
-            self._go_on()
+        if me is None or not me.mute:
+            if not isinstance(channel, discord.StageChannel) or await seat.step_up(channel):
+                self._go_on()
+            elif self._unheard is None:
+                await self._pause(channel, Seat.ARRIVED)
         self.last_activity = time.monotonic()
         if self.held:
             self.held = False

@@ -5,6 +5,9 @@ goes on once it is heard again."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+
+import pytest
 
 from tests.bot.conftest import World, frame_frequencies, make_world, private_text
 from tests.fakediscord import FakeDiscord
@@ -12,6 +15,7 @@ from tests.fakediscord.model import MUTE_MEMBERS, Channel, Overwrite
 from tests.fakediscord.voice import VoiceSession
 
 LINE = 151  # packets of a 3 s line: 144000 samples and the 312-sample codec delay in 960-sample frames
+LINE_6S = 301  # and of a 6 s one
 REACTION = 5  # packets (100 ms) the bot may send from the audience before it hears it was sent down
 
 
@@ -105,12 +109,15 @@ async def test_sent_to_the_audience_the_bot_pauses_until_it_is_heard_again(
     assert discord.sessions(world.guild) == [session], "paused and resumed in one voice connection"
 
 
+@pytest.mark.parametrize("answered", [True, False])
 async def test_dragged_onto_a_stage_the_bot_steps_up_or_pauses(
-    world: World, start_bot: object, tone_worker: object
+    world: World, start_bot: object, tone_worker: object, answered: bool
 ) -> None:
     """Arriving on a stage other than by its own join (a moderator drags it there; discord.py's reconnects also
     leave and join again), the bot sits in the audience: it steps up on its own. Where it cannot, it pauses and says
-    why until a moderator there invites it to speak."""
+    why until a moderator there invites it to speak. Not `answered`, each drag's reconnect hangs, and the bot joins
+    again on a fresh connection (bot/voice_link.py, `watch`), which puts it back in the stage's audience: where it
+    cannot step up it pauses again and says so, and goes on once invited once more."""
     discord = world.discord
     moderated, bare = world.guild.stage_channel("Moderated"), world.guild.stage_channel("Bare")
     world.guild.members[discord.bot.id].roles.append(world.guild.role("Stage moderator", MUTE_MEMBERS).id)
@@ -121,26 +128,51 @@ async def test_dragged_onto_a_stage_the_bot_steps_up_or_pauses(
     tavern = await world.session()
     await tavern.wait_for(lambda s: len(s.audio()) >= 10, timeout=60)
 
-    async def dragged(stage: Channel, previous: VoiceSession) -> VoiceSession:
-        await discord.move_bot(world.guild, stage)
-        while (session := await world.session()) is previous:
-            await asyncio.sleep(0.01)
-        return session
+    # discord.py's reconnect after a drag hangs now and then under load too, and the bot then joins the stage again on
+    # a fresh connection: the line may go on in a later session than the drag's, so a channel's sessions are counted
+    # together, and a pause after a rejoin is answered with another invitation.
+    def sent_in(channel: Channel, unheard: bool = False) -> int:
+        sessions = [s for s in discord.sessions(world.guild) if s.channel_id == channel.id]
+        return sum(len(s.unheard() if unheard else s.audio()) for s in sessions)
 
-    up = await dragged(moderated, tavern)
-    await up.wait_for(lambda s: len(s.audio()) >= 20, timeout=30)
-    assert len(discord.spoke_up) == 1 and len(up.unheard()) <= 1, "stepped up as it went on"
+    async def until(done: Callable[[], bool]) -> None:
+        async with asyncio.timeout(30):
+            while not done():
+                await asyncio.sleep(0.05)
 
-    down = await dragged(bare, up)
+    async def dragged(stage: Channel) -> None:
+        await discord.move_bot(world.guild, stage, answered=answered)
+        await until(lambda: any(s.channel_id == stage.id for s in discord.sessions(world.guild)))
+
+    await dragged(moderated)
+    await until(lambda: sent_in(moderated) >= 20)
+    assert discord.spoke_up and sent_in(moderated, unheard=True) <= 1, "stepped up as it went on"
+
+    await dragged(bare)
     (posted,) = await discord.wait_posted(world.text)
     assert f"I am in the audience of <#{bare.id}>" in posted.content and "could not step up" in posted.content
     await asyncio.sleep(0.5)
-    assert len(down.audio()) <= 1, "paused in the audience"
+    paused = sent_in(bare)
+    assert paused <= 1, "paused in the audience"
     await discord.seat_bot(world.guild, speaker=True)  # a moderator there invites it to speak
-    await down.wait_for(lambda s: bool(s.speaking) and s.speaking[-1][1] == 0 and len(s.audio()) >= 20, timeout=30)
-    assert len(down.unheard()) <= 1
-    total = sum(len(s.audio()) for s in (tavern, up, down))
-    assert total >= 301 - 2, f"the line played on to its end in each channel: {total} packets"
+
+    def played_out() -> bool:
+        sessions = discord.sessions(world.guild)
+        last, total = sessions[-1], sum(len(s.audio()) for s in sessions)
+        return bool(last.speaking) and last.speaking[-1][1] == 0 and total >= LINE_6S - 2
+
+    invited = 1
+    async with asyncio.timeout(30):
+        while not played_out():  # the line played on to its end in each channel
+            notes = [p.content for p in discord.posted if p.channel_id == world.text.id]
+            if len(notes) > invited:  # joined again after a hung reconnect: back in the audience
+                assert f"I am in the audience of <#{bare.id}>" in notes[-1], notes[-1]
+                invited += 1
+                await discord.seat_bot(world.guild, speaker=True)
+            await asyncio.sleep(0.05)
+    assert invited >= (1 if answered else 2)
+    assert sent_in(bare) > paused + 10, "went on once invited to speak"
+    assert sent_in(bare, unheard=True) <= 1
 
 
 async def test_server_muted_the_bot_pauses_until_unmuted(world: World, start_bot: object, tone_worker: object) -> None:
