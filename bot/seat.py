@@ -55,8 +55,11 @@ async def step_up(stage: discord.StageChannel) -> bool:
 
 
 def unheard(why: Seat) -> str:
-    """Where the bot is, for `/queue`, when it pauses for `why`."""
-    return "server-muted" if why is Seat.MUTED else "in the stage's audience"
+    """Why nobody hears the bot and until when, for the replies of `/queue`, `/say` and `/join` while it pauses for
+    `why`."""
+    if why is Seat.MUTED:
+        return "I am server-muted, so nobody hears me until a moderator unmutes me"
+    return "I am in the stage's audience, so nobody hears me until a stage moderator invites me to speak"
 
 
 def paused_note(where: discord.VoiceChannel | discord.StageChannel, waiting: int, why: Seat) -> str:

@@ -73,7 +73,7 @@ class VoiceLink(LineQueue):
 
     @property
     def unheard(self) -> str | None:
-        """Where the bot is, if it pauses because nobody hears it there."""
+        """Why and until when the bot pauses, if nobody hears it where it is."""
         return seat.unheard(self._unheard) if self._unheard is not None else None
 
     def channel(self) -> discord.VoiceChannel | discord.StageChannel | None:

@@ -34,7 +34,9 @@ class Voice(commands.Cog):
         await interaction.response.defer(thinking=True)
         async with player.joined(channel):
             pass
-        await interaction.followup.send(f"👋 Joined {channel.mention}. Use `/say` to make me speak.")
+        # Server-muted (a mute goes along from channel to channel), or on a stage where it could not step up.
+        paused = f"\n⏸️ Paused: {player.unheard}." if player.unheard else ""
+        await interaction.followup.send(f"👋 Joined {channel.mention}. Use `/say` to make me speak.{paused}")
 
     @app_commands.command(name="leave")
     @app_commands.guild_only()
@@ -98,7 +100,7 @@ class Voice(commands.Cog):
             rows.append(f"🗣️ now: {player.current.preview} (<@{player.current.requester}>)")
         rows += [f"{i}. {line.preview} (<@{line.requester}>)" for i, line in enumerate(player.lines, start=1)]
         # An embed: a full queue of long lines is more than a message's 2000 characters, and its mentions never ping.
-        paused = f", paused: I am {player.unheard}, so nobody hears me" if player.unheard else ""
+        paused = f", paused: {player.unheard}" if player.unheard else ""
         await send_pages(interaction, f"Queue ({counted(len(rows), 'line')}{paused})", rows)
 
 

@@ -99,8 +99,8 @@ async def test_sent_to_the_audience_the_bot_pauses_until_it_is_heard_again(
     assert "Skipped" in str((await skipped.reply())["content"])
     await asyncio.sleep(0.5)
     assert tone(session, 700) == 0, "the next line waits while the bot is in the audience"
-    joined = await discord.slash(world.guild, world.alice, world.text, "join")
-    assert "Joined" in str((await joined.reply())["content"])
+    joined = str((await (await discord.slash(world.guild, world.alice, world.text, "join")).reply())["content"])
+    assert "Joined" in joined and "Paused" not in joined, "stepped up again"
     await session.wait_for(
         lambda s: bool(s.speaking) and s.speaking[-1][1] == 0 and tone(s, 700) >= LINE - 3, timeout=30
     )
@@ -188,9 +188,12 @@ async def test_server_muted_the_bot_pauses_until_unmuted(world: World, start_bot
     (posted,) = await discord.wait_posted(world.text)
     assert f"A moderator server-muted me in <#{world.tavern.id}>" in posted.content, posted.content
     sent = len(session.audio())
-    assert "Queued after 1 line" in str((await world.say("[S1] 700"))["content"])
+    said = str((await world.say("[S1] 700"))["content"])
+    assert "Queued after 1 line" in said and "Paused: I am server-muted" in said, said
     queue = await (await discord.slash(world.guild, world.alice, world.text, "queue")).reply()
     assert "paused: I am server-muted" in queue["embeds"][0]["title"], queue
+    joined = await (await discord.slash(world.guild, world.alice, world.text, "join")).reply()
+    assert "until a moderator unmutes me" in str(joined["content"]), joined
     await asyncio.sleep(0.5)
     assert len(session.audio()) <= sent + 1, "paused"
     await discord.mute_bot(world.guild, muted=False)
