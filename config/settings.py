@@ -160,6 +160,9 @@ class WorkerSettings(CommonSettings):
     dependent_launches: bool = Field(
         True, description="Hopper GPUs: kernels may start while the one before them finishes, where timed faster"
     )
+    cpu_threads: int | None = Field(
+        None, ge=1, le=1024, description="threads torch computes with on the CPU (unset: one per core)"
+    )
 
     @field_validator("device")
     @classmethod

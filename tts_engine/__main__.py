@@ -54,6 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         return fail(exc, EXIT_CONFIG)
     configure_logging(settings.log_level)
+    if settings.cpu_threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.cpu_threads)
+        log.info("torch's CPU threads: %d (DIA_CPU_THREADS)", torch.get_num_threads())
     if options.command == "render":
         from tts_engine import render
 

@@ -388,6 +388,8 @@ async def test_two_workers_twenty_jobs_each_exactly_once(redis: Redis, start_wor
     workers = [start_worker(), start_worker()]
     for worker in workers:
         await worker.ready()
+        # one each, or on a two-core machine their threads spin against each other (tests/queue/workers.py)
+        assert "torch's CPU threads: 1 (DIA_CPU_THREADS)" in worker.log(), worker.log()
     batch = [line(f"[S1] Line number {i}.", guild=100 + i) for i in range(20)]
     for job in batch:
         await jobs.submit(redis, job)

@@ -35,7 +35,9 @@ def fresh_worker(url: str, dia: Path, dac: Path, log: Path, **settings: str) -> 
 
 class WorkerProcess:
     def __init__(self, url: str, dia: Path, dac: Path, log: Path, **settings: str) -> None:
-        settings = {"DIA_DEVICE": "cpu", "DIA_RECLAIM_AFTER": "2", **settings}  # tests: CPU, quick reclaims
+        # Tests: CPU, quick reclaims, and one thread each: two workers with a thread per core each spin against
+        # each other on a two-core machine, and a test's twenty short lines took 24 to over 100 s instead of 15.
+        settings = {"DIA_DEVICE": "cpu", "DIA_RECLAIM_AFTER": "2", "DIA_CPU_THREADS": "1", **settings}
         env = env_without_settings(DIA_REDIS_URL=url, DIA_MODEL=str(dia), DIA_CODEC=str(dac), **settings)
         self.log_path = log
         self._log = log.open("wb")
