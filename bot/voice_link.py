@@ -76,6 +76,11 @@ class VoiceLink(LineQueue):
         """Why and until when the bot pauses, if nobody hears it where it is."""
         return seat.unheard(self._unheard) if self._unheard is not None else None
 
+    @property
+    def paused_line(self) -> str:
+        """The last line of `/say`'s and `/join`'s replies while the bot pauses because nobody hears it, else none."""
+        return f"\n⏸️ Paused: {self.unheard}." if self._unheard is not None else ""
+
     def channel(self) -> discord.VoiceChannel | discord.StageChannel | None:
         """The voice channel the bot is connected to in this guild, if any."""
         client = self.voice_client()

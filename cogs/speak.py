@@ -142,13 +142,12 @@ class Speak(commands.Cog):
         except RedisError as exc:  # the line plays all the same; only its button is lost
             log.warning("could not keep take %s for Play again: %s", job.job_id, exc)
             view = discord.utils.MISSING
-        unheard = self.bot.player(member.guild.id).unheard
-        where = f"Queued after {counted(ahead, 'line')}" if ahead else "Up next" if unheard else "Speaking now"
-        paused = f"\n⏸️ Paused: {unheard}." if unheard else ""
+        player = self.bot.player(member.guild.id)
+        where = f"Queued after {counted(ahead, 'line')}" if ahead else "Up next" if player.unheard else "Speaking now"
         seed = job.render_seed
         again = f"-# seed {seed}: **Play again** below, or `/say` the same text with `seed:{seed}`, plays this take"
         reply = await interaction.followup.send(
-            f"🗣️ {where} in {channel.mention}: {line.preview}{paused}\n{again}", view=view, wait=True
+            f"🗣️ {where} in {channel.mention}: {line.preview}{player.paused_line}\n{again}", view=view, wait=True
         )
         if message_id is not None:
             await self._shows(member.guild.id, message_id, takes.Reply(reply.channel.id, reply.id, job.job_id))

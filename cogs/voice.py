@@ -34,9 +34,9 @@ class Voice(commands.Cog):
         await interaction.response.defer(thinking=True)
         async with player.joined(channel):
             pass
-        # Server-muted (a mute goes along from channel to channel), or on a stage where it could not step up.
-        paused = f"\n⏸️ Paused: {player.unheard}." if player.unheard else ""
-        await interaction.followup.send(f"👋 Joined {channel.mention}. Use `/say` to make me speak.{paused}")
+        # Paused if server-muted (a mute goes along from channel to channel), or on a stage it could not step up on.
+        joined = f"👋 Joined {channel.mention}. Use `/say` to make me speak."
+        await interaction.followup.send(joined + player.paused_line)
 
     @app_commands.command(name="leave")
     @app_commands.guild_only()
